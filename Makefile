@@ -1,0 +1,38 @@
+# `make run` and `make test` are all a new machine needs; both go through the idempotent `make setup`.
+PYTHON_FOR_VENV := /usr/bin/python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test lint format bench clean
+
+setup: $(STAMP)
+
+# libguestfs, rpm and createrepo_c Python bindings exist only as distro packages, hence the venv sees them.
+$(STAMP): pyproject.toml scripts/install-system-packages.sh
+	scripts/install-system-packages.sh
+	test -x $(BIN)/python || $(PYTHON_FOR_VENV) -m venv --system-site-packages $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+run: setup
+	$(BIN)/ofedrepo serve
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint
+	$(BIN)/pytest
+
+bench: setup
+	$(BIN)/python bench/publish.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,37 @@
+"""The application factory: REST API, the published tree and the pages, on one settings object."""
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+
+from api import errors
+from api.routes import health, repos, tree
+from ofedrepo import __version__
+from ofedrepo.config import Settings
+from ofedrepo.db import make_engine, session_factory
+from ofedrepo.storage import DataDir
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; migrations are the caller's business (``ofedrepo serve`` runs them first)."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title="ofedrepo",
+        version=__version__,
+        description="MLNX_OFED kernel modules rebuilt for the kernel inside your images, published as yum "
+        "repositories for DiskImage-Builder's `mlnx-ofed` element.",
+    )
+    engine = make_engine(settings.resolved_database_url)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessions = session_factory(engine)
+    app.state.data = DataDir(settings.data_dir).ensure()
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(repos.router)
+    app.include_router(tree.router)
+
+    @app.get("/", include_in_schema=False)
+    def front_page() -> RedirectResponse:
+        return RedirectResponse("/repos/")
+
+    return app

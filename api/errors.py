@@ -1,0 +1,31 @@
+"""Turning ofedrepo's exceptions into JSON ``{"detail": ...}`` answers with meaningful statuses."""
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from ofedrepo.errors import Conflict, InvalidInput, NotFound, OfedrepoError
+
+log = logging.getLogger(__name__)
+
+STATUS = {InvalidInput: 422, NotFound: 404, Conflict: 409}
+
+
+def status_for(error: OfedrepoError) -> int:
+    for kind, status in STATUS.items():
+        if isinstance(error, kind):
+            return status
+    return 500
+
+
+async def _ofedrepo_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, OfedrepoError)
+    status = status_for(error)
+    if status >= 500:
+        log.error("%s %s failed: %s", request.method, request.url.path, error)
+    return JSONResponse({"detail": str(error)}, status_code=status)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(OfedrepoError, _ofedrepo_error)

@@ -1,0 +1,51 @@
+from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse
+
+from api.deps import SessionDep, SettingsDep
+from api.schemas import DibSnippet, RepoOut
+from ofedrepo import catalog
+from ofedrepo.bundle import parse_bundle_name
+from ofedrepo.repofile import dib_environment, render_repo_file, render_shell_exports, render_tripleo_yaml
+
+router = APIRouter(prefix="/api/v1/repos", tags=["repos"])
+
+VersionQuery = Query(None, ge=1, description="Pin a version number instead of `latest`")
+
+
+@router.get("", response_model=list[RepoOut])
+def list_repos(session: SessionDep, settings: SettingsDep) -> list[RepoOut]:
+    """Every repo, with its versions and the URLs to give yum and DIB."""
+    return [
+        RepoOut.of(catalog.view(repo, settings.base_url), settings.base_url) for repo in catalog.list_repos(session)
+    ]
+
+
+@router.get("/{repo_id}", response_model=RepoOut, responses={404: {"description": "No such repo"}})
+def get_repo(repo_id: int, session: SessionDep, settings: SettingsDep) -> RepoOut:
+    repo = catalog.get_repo(session, repo_id)
+    return RepoOut.of(catalog.view(repo, settings.base_url), settings.base_url)
+
+
+@router.get(
+    "/{repo_id}/repofile",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {}}}, 404: {"description": "No such repo or version"}},
+)
+def repo_file(repo_id: int, session: SessionDep, settings: SettingsDep, version: int | None = VersionQuery) -> str:
+    """A `.repo` file for yum/dnf pointing at `latest` (or at a pinned version)."""
+    repo = catalog.get_repo(session, repo_id)
+    location, published = catalog.version_location(repo, settings.base_url, version)
+    return render_repo_file(location, gpgcheck=published.gpgcheck)
+
+
+@router.get("/{repo_id}/dib", response_model=DibSnippet, responses={404: {"description": "No such repo or version"}})
+def dib(repo_id: int, session: SessionDep, settings: SettingsDep, version: int | None = VersionQuery) -> DibSnippet:
+    """The DIB environment for the `mlnx-ofed` element and a TripleO `disk_images` fragment."""
+    repo = catalog.get_repo(session, repo_id)
+    location, _ = catalog.version_location(repo, settings.base_url, version)
+    environment = dib_environment(location, parse_bundle_name(repo.bundle_name).identity.dib_version)
+    return DibSnippet(
+        environment=environment,
+        shell=render_shell_exports(environment),
+        tripleo_yaml=render_tripleo_yaml(environment),
+    )

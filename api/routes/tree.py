@@ -1,0 +1,196 @@
+"""The published tree at ``/repos/``, served the way dnf/librepo and DIB need it.
+
+GET and HEAD only; exact ``Content-Length``; single byte ranges (206, 416); never a
+``Content-Encoding`` (``.gz``/``.zst``/``.xz`` files are served as the bytes they are); ``repomd.xml`` and
+anything reached through ``latest`` must be revalidated (``no-cache``), numbered versions are immutable.
+Nothing outside the tree is reachable: ``..``/``.`` segments (also when percent-encoded) and hidden names
+are refused, and the resolved path (symlinks followed) must stay inside the tree.
+"""
+
+import os
+import stat
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+
+from api.deps import DataDirDep
+from api.ranges import Unsatisfiable, parse_range
+from api.templating import templates
+from ofedrepo.storage import LATEST
+
+router = APIRouter(tags=["tree"])
+
+CHUNK = 256 * 1024
+IMMUTABLE = "public, max-age=31536000, immutable"
+REVALIDATE = "no-cache"
+CONTENT_TYPES = {
+    ".rpm": "application/x-rpm",
+    ".xml": "application/xml",
+    ".gz": "application/gzip",
+    ".zst": "application/zstd",
+    ".xz": "application/x-xz",
+    ".bz2": "application/x-bzip2",
+    ".repo": "text/plain; charset=utf-8",
+    ".asc": "application/pgp-signature",
+    ".sqlite": "application/vnd.sqlite3",
+}
+
+
+def content_type(name: str) -> str:
+    if name.startswith("RPM-GPG-KEY"):
+        return "application/pgp-keys"
+    return CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream")
+
+
+def cache_control(segments: list[str]) -> str:
+    """Numbered versions never change; ``latest`` moves, and ``repomd.xml`` is what clients poll."""
+    if not segments or segments[-1].startswith("repomd.xml") or LATEST in segments:
+        return REVALIDATE
+    return IMMUTABLE
+
+
+def resolve(root: Path, path: str) -> tuple[Path, list[str]]:
+    """The file or directory ``path`` names inside ``root``; 404 for anything that would leave it."""
+    segments = [segment for segment in path.split("/") if segment]
+    for segment in segments:
+        if segment in (".", "..") or segment.startswith(".") or "\x00" in segment or "\\" in segment:
+            raise HTTPException(404, "Not Found")
+    real_root = root.resolve()
+    try:
+        target = (real_root.joinpath(*segments)).resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise HTTPException(404, "Not Found") from None
+    if not target.is_relative_to(real_root):
+        raise HTTPException(404, "Not Found")
+    return target, segments
+
+
+def _etag(info: os.stat_result) -> str:
+    return f'"{info.st_ino:x}-{info.st_size:x}-{info.st_mtime_ns:x}"'
+
+
+def _not_modified(request: Request, etag: str, modified: datetime) -> bool:
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None:
+        return etag in [tag.strip() for tag in if_none_match.split(",")] or if_none_match.strip() == "*"
+    if_modified_since = request.headers.get("if-modified-since")
+    if if_modified_since:
+        try:
+            return modified.replace(microsecond=0) <= parsedate_to_datetime(if_modified_since)
+        except (TypeError, ValueError):
+            return False
+    return False
+
+
+async def _chunks(path: Path, start: int, length: int) -> Any:
+    async with await anyio.open_file(path, "rb") as handle:
+        await handle.seek(start)
+        remaining = length
+        while remaining > 0:
+            chunk = await handle.read(min(CHUNK, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            yield chunk
+
+
+def serve_file(request: Request, path: Path, segments: list[str]) -> Response:
+    info = path.stat()
+    size = info.st_size
+    modified = datetime.fromtimestamp(info.st_mtime, UTC)
+    etag = _etag(info)
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Cache-Control": cache_control(segments),
+        "ETag": etag,
+        "Last-Modified": format_datetime(modified, usegmt=True),
+    }
+    if _not_modified(request, etag, modified):
+        return Response(status_code=304, headers=headers)
+    requested = request.headers.get("range")
+    if_range = request.headers.get("if-range")
+    if if_range is not None and if_range.strip() not in (etag, headers["Last-Modified"]):
+        requested = None  # the client's copy is stale: send it the whole file
+    try:
+        byte_range = parse_range(requested, size)
+    except Unsatisfiable:
+        headers["Content-Range"] = f"bytes */{size}"
+        return Response(status_code=416, headers=headers)
+    status, start, length = 200, 0, size
+    if byte_range is not None:
+        status, start, length = 206, byte_range.start, byte_range.length
+        headers["Content-Range"] = byte_range.content_range(size)
+    headers["Content-Length"] = str(length)
+    media_type = content_type(path.name)
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers, media_type=media_type)
+    return StreamingResponse(_chunks(path, start, length), status_code=status, headers=headers, media_type=media_type)
+
+
+def listing(directory: Path, url_path: str) -> list[dict[str, Any]]:
+    entries = []
+    with os.scandir(directory) as scan:
+        for entry in scan:
+            if entry.name.startswith("."):
+                continue
+            try:
+                info = entry.stat()
+            except OSError:
+                continue  # a dangling link: nothing to list
+            is_dir = stat.S_ISDIR(info.st_mode)
+            entries.append(
+                {
+                    "name": entry.name,
+                    "type": "directory" if is_dir else "file",
+                    "size": None if is_dir else info.st_size,
+                    "modified": datetime.fromtimestamp(info.st_mtime, UTC).isoformat(),
+                    "href": url_path + entry.name + ("/" if is_dir else ""),
+                    "link": os.readlink(entry.path) if entry.is_symlink() else None,
+                }
+            )
+    entries.sort(key=lambda entry: (entry["type"] != "directory", _natural(entry["name"])))
+    return entries
+
+
+def _natural(name: str) -> tuple[int, int | str]:
+    """Version directories sort as numbers (2 before 10), everything else by name."""
+    return (0, int(name)) if name.isdigit() else (1, name)
+
+
+def serve_directory(request: Request, directory: Path, segments: list[str]) -> Response:
+    url_path = "/repos/" + "".join(f"{segment}/" for segment in segments)
+    if not request.url.path.endswith("/"):
+        query = f"?{request.url.query}" if request.url.query else ""
+        return RedirectResponse(url_path + query, status_code=301)
+    entries = listing(directory, url_path)
+    parent = "/repos/" + "".join(f"{segment}/" for segment in segments[:-1]) if segments else None
+    headers = {"Cache-Control": REVALIDATE}
+    if request.query_params.get("format") == "json":
+        return JSONResponse({"path": url_path, "parent": parent, "entries": entries}, headers=headers)
+    crumbs = [("repos", "/repos/")] + [
+        (segment, "/repos/" + "".join(f"{part}/" for part in segments[: index + 1]))
+        for index, segment in enumerate(segments)
+    ]
+    return templates.TemplateResponse(
+        request,
+        "listing.html",
+        {"path": url_path, "parent": parent, "entries": entries, "crumbs": crumbs},
+        headers=headers,
+    )
+
+
+@router.api_route("/repos", methods=["GET", "HEAD"], include_in_schema=False)
+@router.api_route("/repos/{path:path}", methods=["GET", "HEAD"], summary="The published yum tree")
+def tree(request: Request, data: DataDirDep, path: str = "") -> Response:
+    """Files with ranges and caching rules for yum; directories as an HTML index or `?format=json`."""
+    target, segments = resolve(data.repos, path)
+    if target.is_dir():
+        return serve_directory(request, target, segments)
+    if not target.is_file():
+        raise HTTPException(404, "Not Found")
+    return serve_file(request, target, segments)

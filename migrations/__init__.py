@@ -1,0 +1,1 @@
+"""Alembic migrations; ``ofedrepo db upgrade`` applies them (``ofedrepo.db.upgrade``)."""

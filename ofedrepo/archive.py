@@ -1,0 +1,243 @@
+"""Safe extraction of bundle archives (tar, optionally compressed, and ISO 9660).
+
+Archives come from users and are hostile until proven otherwise. Every member name is checked before
+anything is written: no absolute paths, no ``..``, no NUL, no device files or FIFOs. Symbolic and hard
+links are created last, and only when their target stays inside the destination, so no file is ever
+written through a link. Limits on the number of members and the unpacked size stop archive bombs. Modes
+lose setuid/setgid/sticky bits and everything the bundle writes is owned by the service.
+"""
+
+import gzip
+import lzma
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import pycdlib
+from pycdlib.dr import DirectoryRecord
+
+from ofedrepo.errors import InvalidInput, UnsafeArchive
+
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How big an archive may unpack: total bytes and number of members."""
+
+    max_bytes: int
+    max_members: int
+
+
+@dataclass
+class _Extraction:
+    """Writes validated members below ``root`` and defers links until every regular file exists."""
+
+    root: Path
+    limits: Limits
+    members: int = 0
+    written: int = 0
+    symlinks: list[tuple[str, str]] = field(default_factory=list)
+    hardlinks: list[tuple[str, str]] = field(default_factory=list)
+
+    def count(self, name: str) -> str:
+        self.members += 1
+        if self.members > self.limits.max_members:
+            raise UnsafeArchive(f"archive has more than {self.limits.max_members} members")
+        return safe_member_name(name)
+
+    def directory(self, name: str) -> None:
+        relative = self.count(name)
+        if relative:
+            (self.root / relative).mkdir(parents=True, exist_ok=True)
+
+    def regular(self, name: str, size: int, mode: int, stream: IO[bytes]) -> None:
+        relative = self.count(name)
+        if not relative:
+            raise UnsafeArchive("archive member with an empty name")
+        if self.written + size > self.limits.max_bytes:
+            raise UnsafeArchive(f"archive unpacks to more than {self.limits.max_bytes} bytes")
+        target = self.root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        try:
+            descriptor = os.open(target, flags, 0o755 if mode & 0o111 else 0o644)
+        except FileExistsError:
+            raise UnsafeArchive(f"archive member {relative!r} appears twice") from None
+        remaining = size
+        with os.fdopen(descriptor, "wb") as output:
+            while remaining > 0:
+                chunk = stream.read(min(_CHUNK, remaining))
+                if not chunk:
+                    raise UnsafeArchive(f"archive member {relative!r} is truncated")
+                output.write(chunk)
+                remaining -= len(chunk)
+        self.written += size
+
+    def symlink(self, name: str, target: str) -> None:
+        relative = self.count(name)
+        _check_link_target(relative, target)
+        self.symlinks.append((relative, target))
+
+    def hardlink(self, name: str, target: str) -> None:
+        self.hardlinks.append((self.count(name), safe_member_name(target)))
+
+    def finish(self) -> None:
+        for relative, target in self.hardlinks:
+            source = self.root / target
+            if source.is_symlink() or not source.is_file():
+                raise UnsafeArchive(f"hard link {relative!r} points to {target!r}, not a regular file")
+            destination = self.root / relative
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, destination, follow_symlinks=False)
+        for relative, target in self.symlinks:
+            link = self.root / relative
+            link.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                link.symlink_to(target)
+            except FileExistsError:
+                raise UnsafeArchive(f"archive member {relative!r} appears twice") from None
+
+
+def safe_member_name(name: str) -> str:
+    """Normalise an archive member name to a relative path, or raise ``UnsafeArchive``."""
+    shown = name[:120].encode("unicode_escape").decode("ascii")
+    if "\x00" in name or "\\" in name:
+        raise UnsafeArchive(f"archive member {shown!r} has a forbidden character")
+    if name.startswith("/"):
+        raise UnsafeArchive(f"archive member {shown!r} is an absolute path")
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeArchive(f"archive member {shown!r} climbs out with '..'")
+    return "/".join(parts)
+
+
+def _check_link_target(relative: str, target: str) -> None:
+    """A link must be relative and resolve inside the archive, textually: links are never followed here."""
+    if not target or target.startswith("/") or "\x00" in target:
+        raise UnsafeArchive(f"link {relative!r} points outside the archive ({target[:120]!r})")
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(relative), target))
+    if resolved == ".." or resolved.startswith("../"):
+        raise UnsafeArchive(f"link {relative!r} points outside the archive ({target[:120]!r})")
+
+
+def extract(archive: Path, destination: Path, limits: Limits) -> None:
+    """Unpack ``archive`` (tar[.gz|.bz2|.xz] or ISO 9660) into ``destination``, which must not exist.
+
+    On any refusal the partial output is removed and ``UnsafeArchive`` (or ``InvalidInput`` for a file that
+    is neither format) is raised.
+    """
+    destination.mkdir(parents=True)
+    extraction = _Extraction(root=destination, limits=limits)
+    try:
+        if _is_iso(archive):
+            _extract_iso(archive, extraction)
+        else:
+            _extract_tar(archive, extraction)
+        extraction.finish()
+    except BaseException:
+        shutil.rmtree(destination, ignore_errors=True)
+        raise
+
+
+def _extract_tar(archive: Path, extraction: _Extraction) -> None:
+    try:
+        # Stream mode ("r|*") reads the file exactly once, front to back.
+        with tarfile.open(archive, mode="r|*") as tar:
+            for member in tar:
+                _tar_member(tar, member, extraction)
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, lzma.LZMAError, zlib.error) as error:
+        raise InvalidInput(f"{archive.name}: not a readable tar or ISO archive ({error})") from None
+
+
+def _tar_member(tar: tarfile.TarFile, member: tarfile.TarInfo, extraction: _Extraction) -> None:
+    if member.isdir():
+        extraction.directory(member.name)
+    elif member.isreg():
+        stream = tar.extractfile(member)
+        assert stream is not None
+        extraction.regular(member.name, member.size, member.mode, stream)
+    elif member.issym():
+        extraction.symlink(member.name, member.linkname)
+    elif member.islnk():
+        extraction.hardlink(member.name, member.linkname)
+    else:
+        kind = "device" if member.ischr() or member.isblk() else "special file"
+        raise UnsafeArchive(f"archive member {safe_member_name(member.name)!r} is a {kind}")
+
+
+def _is_iso(archive: Path) -> bool:
+    """ISO 9660 images carry ``CD001`` at byte 32769 (the primary volume descriptor)."""
+    with archive.open("rb") as handle:
+        handle.seek(32769)
+        return handle.read(5) == b"CD001"
+
+
+def _extract_iso(archive: Path, extraction: _Extraction) -> None:
+    iso = pycdlib.PyCdlib()
+    try:
+        iso.open(str(archive))
+    except (pycdlib.pycdlibexception.PyCdlibException, OSError, ValueError) as error:
+        raise InvalidInput(f"{archive.name}: unreadable ISO image ({error})") from None
+    try:
+        for path, kind, size in _iso_entries(iso):
+            if kind == "dir":
+                extraction.directory(path)
+            elif kind == "symlink":
+                extraction.symlink(path, _iso_symlink_target(iso, path))
+            else:
+                with iso.open_file_from_iso(**_iso_key(iso, path)) as stream:
+                    extraction.regular(path, size, 0o644, stream)
+    except pycdlib.pycdlibexception.PyCdlibException as error:
+        raise InvalidInput(f"{archive.name}: unreadable ISO image ({error})") from None
+    finally:
+        iso.close()
+
+
+def _iso_key(iso: pycdlib.PyCdlib, path: str) -> dict[str, str]:
+    """Rock Ridge names are the real ones; Joliet next; plain ISO 9660 names are a last resort."""
+    if iso.has_rock_ridge():
+        return {"rr_path": "/" + path}
+    if iso.has_joliet():
+        return {"joliet_path": "/" + path}
+    return {"iso_path": "/" + path}
+
+
+def _iso_entries(iso: pycdlib.PyCdlib) -> Iterator[tuple[str, str, int]]:
+    key = next(iter(_iso_key(iso, "")))
+    for directory, dirnames, filenames in iso.walk(**{key: "/"}):
+        base = directory.strip("/")
+        for name in dirnames:
+            yield posixpath.join(base, name), "dir", 0
+        for name in filenames:
+            path = posixpath.join(base, name)
+            record = iso.get_record(**{key: "/" + path})
+            assert isinstance(record, DirectoryRecord)
+            if key == "iso_path":
+                path = path.rsplit(";", 1)[0]
+            if key == "rr_path" and record.rock_ridge is not None and record.rock_ridge.is_symlink():
+                yield path, "symlink", 0
+            else:
+                yield path, "file", record.get_data_length()
+
+
+def _iso_symlink_target(iso: pycdlib.PyCdlib, path: str) -> str:
+    record = iso.get_record(rr_path="/" + path)
+    assert isinstance(record, DirectoryRecord) and record.rock_ridge is not None
+    return str(record.rock_ridge.symlink_path())
+
+
+def is_regular_inside(path: Path, root: Path) -> bool:
+    """True when ``path`` is a regular file whose real location is inside ``root`` (symlinks resolved)."""
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return False
+    return real.is_relative_to(root.resolve()) and stat.S_ISREG(real.stat().st_mode)

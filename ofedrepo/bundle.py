@@ -1,0 +1,94 @@
+"""MLNX_OFED bundle names and identities (pure: no file is opened here).
+
+A bundle is named ``MLNX_OFED_LINUX-<ofed version>-<distro tag>-<arch>``, e.g.
+``MLNX_OFED_LINUX-5.8-3.0.7.0-rhel8.6-x86_64``; ``mlnx_add_kernel_support.sh`` appends ``-ext`` to the
+bundle it rebuilds. The published tree always uses the name without ``-ext``. A bundle's own marker files
+(``.mlnx`` holds the version, ``distro`` the tag, ``.arch`` the architecture) are what identify it; the
+name is only checked against them.
+"""
+
+import re
+from dataclasses import dataclass
+
+from ofedrepo.distro import parse_ofed_distro
+from ofedrepo.errors import InvalidBundleName, NotABundle
+from ofedrepo.kernel import RPM_ARCHES
+
+PREFIX = "MLNX_OFED_LINUX"
+EXT_SUFFIX = "-ext"
+ARCHIVE_SUFFIXES = (".tgz", ".tar.gz", ".iso")
+
+_VERSION = r"[0-9]+\.[0-9]+-[0-9]+(?:\.[0-9]+)*"
+_NAME = re.compile(
+    rf"{PREFIX}-(?P<version>{_VERSION})-(?P<distro>[a-z]+[0-9][0-9a-z.]*)-(?P<arch>[a-z0-9_]+)(?P<ext>-ext)?"
+)
+_VERSION_ONLY = re.compile(_VERSION)
+
+
+@dataclass(frozen=True)
+class BundleIdentity:
+    """What a bundle is: OFED version, distro tag and architecture."""
+
+    ofed_version: str
+    distro: str
+    arch: str
+
+    @property
+    def name(self) -> str:
+        """The canonical name, without ``-ext``: the directory name in the published tree."""
+        return f"{PREFIX}-{self.ofed_version}-{self.distro}-{self.arch}"
+
+    @property
+    def dib_version(self) -> str:
+        """``DIB_MLNX_OFED_VERSION`` as the element's users write it: ``5.8-3`` for ``5.8-3.0.7.0``."""
+        major_minor, _, build = self.ofed_version.partition("-")
+        return f"{major_minor}-{build.split('.')[0]}"
+
+
+@dataclass(frozen=True)
+class BundleName:
+    """A parsed bundle name; ``ext`` tells whether it is add-kernel-support output."""
+
+    identity: BundleIdentity
+    ext: bool
+
+
+def strip_archive_suffix(filename: str) -> str:
+    """``MLNX_OFED_LINUX-...-x86_64.tgz`` → ``MLNX_OFED_LINUX-...-x86_64``."""
+    for suffix in ARCHIVE_SUFFIXES:
+        if filename.endswith(suffix):
+            return filename[: -len(suffix)]
+    return filename
+
+
+def parse_bundle_name(name: str) -> BundleName:
+    """Parse a bundle name, with or without ``-ext`` and an archive suffix."""
+    stem = strip_archive_suffix(name)
+    match = _NAME.fullmatch(stem) if len(stem) <= 200 else None
+    if not match or match.group("arch") not in RPM_ARCHES:
+        raise InvalidBundleName(
+            f"{name[:80]!r} is not an MLNX_OFED bundle name "
+            f"(expected {PREFIX}-<version>-<distro>-<arch>, e.g. {PREFIX}-5.8-3.0.7.0-rhel8.6-x86_64)"
+        )
+    identity = BundleIdentity(match.group("version"), match.group("distro"), match.group("arch"))
+    return BundleName(identity=identity, ext=match.group("ext") is not None)
+
+
+def identity_from_markers(mlnx: str | None, distro: str | None, arch: str | None) -> BundleIdentity:
+    """Identity from the texts of a bundle's ``.mlnx``, ``distro`` and ``.arch`` files.
+
+    ``.mlnx`` may carry a ``MLNX_OFED_LINUX-`` prefix; surrounding whitespace is ignored. A missing file is
+    passed as None and named in the error, because that is what tells a user the input is not a bundle.
+    """
+    missing = [name for name, text in ((".mlnx", mlnx), ("distro", distro), (".arch", arch)) if text is None]
+    if missing:
+        raise NotABundle(f"not an MLNX_OFED bundle: missing {', '.join(missing)}")
+    assert mlnx is not None and distro is not None and arch is not None
+    version = mlnx.strip().removeprefix(f"{PREFIX}-")
+    if not _VERSION_ONLY.fullmatch(version):
+        raise NotABundle(f"not an MLNX_OFED bundle: .mlnx holds {version[:40]!r}, not an OFED version")
+    tag = parse_ofed_distro(distro.strip()).tag
+    arch = arch.strip()
+    if arch not in RPM_ARCHES:
+        raise NotABundle(f"not an MLNX_OFED bundle: .arch holds {arch[:40]!r}, not an architecture")
+    return BundleIdentity(ofed_version=version, distro=tag, arch=arch)

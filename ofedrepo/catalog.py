@@ -1,0 +1,89 @@
+"""Queries over repos and their versions; the API and the CLI call these and write no SQL."""
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from ofedrepo.bundle import BundleIdentity
+from ofedrepo.errors import NotFound
+from ofedrepo.models import Repo, RepoVersion
+from ofedrepo.repofile import RepoLocation
+from ofedrepo.storage import LATEST
+
+
+def get_or_create_repo(session: Session, identity: BundleIdentity, kernel: str) -> Repo:
+    """The repo row of (bundle, kernel); safe when two processes create it at once."""
+    query = select(Repo).where(Repo.bundle_name == identity.name, Repo.kernel == kernel)
+    repo = session.scalars(query).one_or_none()
+    if repo is not None:
+        return repo
+    try:
+        with session.begin_nested():
+            repo = Repo(
+                bundle_name=identity.name,
+                kernel=kernel,
+                ofed_version=identity.ofed_version,
+                distro=identity.distro,
+                arch=identity.arch,
+            )
+            session.add(repo)
+    except IntegrityError:
+        repo = session.scalars(query).one()
+    return repo
+
+
+def latest_version(session: Session, repo_id: int) -> RepoVersion | None:
+    query = select(RepoVersion).where(RepoVersion.repo_id == repo_id).order_by(RepoVersion.number.desc()).limit(1)
+    return session.scalars(query).first()
+
+
+def highest_number(session: Session, repo_id: int) -> int:
+    query = select(func.max(RepoVersion.number)).where(RepoVersion.repo_id == repo_id)
+    return session.scalar(query) or 0
+
+
+def list_repos(session: Session) -> list[Repo]:
+    query = select(Repo).options(selectinload(Repo.versions), selectinload(Repo.builds)).order_by(Repo.id)
+    return list(session.scalars(query))
+
+
+def get_repo(session: Session, repo_id: int) -> Repo:
+    query = select(Repo).where(Repo.id == repo_id).options(selectinload(Repo.versions), selectinload(Repo.builds))
+    repo = session.scalars(query).one_or_none()
+    if repo is None:
+        raise NotFound(f"repo {repo_id} does not exist")
+    return repo
+
+
+@dataclass(frozen=True)
+class RepoView:
+    """A repo as clients see it: state, versions and the URLs to hand to yum and DIB."""
+
+    repo: Repo
+    latest: RepoLocation
+
+    @property
+    def state(self) -> str:
+        if self.repo.versions:
+            return "published"
+        if self.repo.builds:
+            return self.repo.builds[-1].state
+        return "empty"
+
+
+def view(repo: Repo, base_url: str) -> RepoView:
+    return RepoView(repo=repo, latest=RepoLocation(base_url, repo.bundle_name, repo.kernel, LATEST))
+
+
+def version_location(repo: Repo, base_url: str, number: int | None) -> tuple[RepoLocation, RepoVersion]:
+    """The location of version ``number`` (the latest when None); NotFound when there is none."""
+    if not repo.versions:
+        raise NotFound(f"repo {repo.id} has no published version yet")
+    if number is None:
+        return RepoLocation(base_url, repo.bundle_name, repo.kernel, LATEST), repo.versions[-1]
+    for version in repo.versions:
+        if version.number == number:
+            return RepoLocation(base_url, repo.bundle_name, repo.kernel, str(number)), version
+    raise NotFound(f"repo {repo.id} has no version {number}")

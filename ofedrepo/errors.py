@@ -1,0 +1,58 @@
+"""The exception tree of ofedrepo.
+
+Every message is written for the person who caused it and is shown as is: by the API as a JSON
+``{"detail": ...}`` with the status below, by the CLI as one line and a non-zero exit.
+
+    OfedrepoError                      base class
+    ├── InvalidInput                   a value from outside failed validation           422
+    │   ├── InvalidKernelRelease       not a kernel release string (``uname -r`` form)
+    │   ├── InvalidBundleName          not an MLNX_OFED bundle name
+    │   ├── UnsafeArchive              an archive member would escape, is special or too big
+    │   └── NotABundle                 the input lacks what every MLNX_OFED bundle has
+    ├── NotFound                       no such object                                   404
+    ├── Conflict                       the request contradicts the current state         409
+    └── ToolFailed                     an external tool (gpg, rpmsign) failed             500
+"""
+
+
+class OfedrepoError(Exception):
+    """Base of every error ofedrepo raises on purpose."""
+
+
+class InvalidInput(OfedrepoError):
+    """A value that came from outside (a request, a file, a command line) is not acceptable."""
+
+
+class InvalidKernelRelease(InvalidInput):
+    """The string is not a kernel release in ``uname -r`` form."""
+
+
+class InvalidBundleName(InvalidInput):
+    """The name is not ``MLNX_OFED_LINUX-<version>-<distro>-<arch>[-ext]``."""
+
+
+class UnsafeArchive(InvalidInput):
+    """An archive member is absolute, climbs out with ``..``, links outside, is a device or is too big."""
+
+
+class NotABundle(InvalidInput):
+    """The input is not an MLNX_OFED bundle: a marker file or ``RPMS/`` is missing."""
+
+
+class NotFound(OfedrepoError):
+    """The requested object does not exist."""
+
+
+class Conflict(OfedrepoError):
+    """The request contradicts the current state of the object."""
+
+
+class ToolFailed(OfedrepoError):
+    """An external program exited with an error; the message carries the tail of its output."""
+
+    def __init__(self, argv: list[str], returncode: int, output: str) -> None:
+        self.argv = argv
+        self.returncode = returncode
+        self.output = output
+        tail = "\n".join(output.strip().splitlines()[-15:])
+        super().__init__(f"{argv[0]} exited with status {returncode}: {tail}")

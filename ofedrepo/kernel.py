@@ -1,0 +1,112 @@
+"""Kernel releases in ``uname -r`` form: strict validation, parsing and rpm version ordering.
+
+A kernel release reaches directory names (``repos/<bundle>/<kernel>/``) and command lines
+(``mlnx_add_kernel_support.sh -k <kernel>``), so it is validated here, once, by a grammar that admits
+nothing a shell or a path could interpret: letters, digits, ``.``, ``_``, ``-`` and ``+``, at most 128
+characters, starting with a digit, never ``..``.
+"""
+
+import functools
+import re
+from dataclasses import dataclass
+
+import rpm
+
+from ofedrepo.errors import InvalidKernelRelease
+
+MAX_LENGTH = 128
+
+#: Architectures rpm-based kernels carry as the last component of their release.
+RPM_ARCHES = frozenset({"x86_64", "aarch64", "ppc64le", "ppc64", "s390x", "i686", "i586", "noarch"})
+
+_GRAMMAR = re.compile(r"(?P<version>[0-9]+(?:\.[0-9]+)*)-(?P<release>[A-Za-z0-9][A-Za-z0-9._+-]*)")
+_DIST_TAG = re.compile(r"(?:^|\.)(?P<tag>el(?P<major>[0-9]+)(?:_(?P<minor>[0-9]+))?(?:uek)?)(?=\.|$)")
+
+
+@functools.total_ordering
+@dataclass(frozen=True, eq=False)
+class KernelRelease:
+    """A validated kernel release, e.g. ``4.18.0-372.26.1.el8_6.x86_64``.
+
+    ``release`` excludes the architecture; ``flavor`` is a ``+debug``-style suffix. Instances compare
+    by rpm version ordering (librpm's ``rpmvercmp``), so ``...-372.9...`` sorts before ``...-372.26...``.
+    """
+
+    text: str
+    version: str
+    release: str
+    arch: str | None
+    flavor: str | None
+
+    @property
+    def dist_tag(self) -> str | None:
+        """The RHEL-family dist tag in the release (``el8_6``, ``el7``), if any."""
+        match = _DIST_TAG.search(self.release)
+        return match.group("tag") if match else None
+
+    @property
+    def el_version(self) -> tuple[int, int | None] | None:
+        """``(major, minor)`` from the dist tag: ``el8_6`` → ``(8, 6)``, ``el7`` → ``(7, None)``."""
+        match = _DIST_TAG.search(self.release)
+        if not match:
+            return None
+        minor = match.group("minor")
+        return int(match.group("major")), int(minor) if minor is not None else None
+
+    @property
+    def release_number(self) -> int:
+        """The first number of the release (``372`` in ``4.18.0-372.26.1.el8_6``): RHEL's minor marker."""
+        return int(re.match(r"[0-9]*", self.release).group() or 0)  # type: ignore[union-attr]
+
+    def _evr(self) -> tuple[str, str, str]:
+        return ("0", self.version, self.text.split("-", 1)[1])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, KernelRelease) and self.text == other.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __lt__(self, other: "KernelRelease") -> bool:
+        order = rpm.labelCompare(self._evr(), other._evr())
+        return bool(order < 0 or (order == 0 and self.text < other.text))
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_kernel_release(text: str) -> KernelRelease:
+    """Validate and parse ``text``; raise ``InvalidKernelRelease`` saying what is wrong."""
+    if not isinstance(text, str) or not text:
+        raise InvalidKernelRelease("kernel release is empty")
+    shown = text[:40].encode("unicode_escape").decode("ascii")
+    if len(text) > MAX_LENGTH:
+        raise InvalidKernelRelease(f"kernel release is longer than {MAX_LENGTH} characters: {shown}...")
+    match = _GRAMMAR.fullmatch(text)
+    if not match or not text.isascii():
+        raise InvalidKernelRelease(
+            f"invalid kernel release {shown!r}: expected the `uname -r` form, e.g. "
+            "4.18.0-372.26.1.el8_6.x86_64 (letters, digits, '.', '_', '-', '+' only)"
+        )
+    if ".." in text:
+        raise InvalidKernelRelease(f"invalid kernel release {shown!r}: '..' is not allowed")
+    release, _, flavor = match.group("release").partition("+")
+    arch = None
+    head, _, last = release.rpartition(".")
+    if head and last in RPM_ARCHES:
+        release, arch = head, last
+    return KernelRelease(text=text, version=match.group("version"), release=release, arch=arch, flavor=flavor or None)
+
+
+def is_kernel_release(text: str) -> bool:
+    """True when ``text`` passes ``parse_kernel_release``."""
+    try:
+        parse_kernel_release(text)
+    except InvalidKernelRelease:
+        return False
+    return True
+
+
+def sort_kernels(releases: list[str]) -> list[KernelRelease]:
+    """Parse and sort by rpm version order, oldest first; invalid strings raise."""
+    return sorted(parse_kernel_release(text) for text in releases)

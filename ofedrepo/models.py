@@ -1,0 +1,173 @@
+"""Database models (SQLAlchemy 2, typed). The schema is created by Alembic migrations, never create_all.
+
+Build states and their transitions (each one a conditional UPDATE in the queue, issue 4)::
+
+    queued ──claim──> running ──> succeeded
+       │                 │  └──> failed        (error set; or re-queued while attempts remain)
+       └──cancel──> cancelled <──cancel──┘
+"""
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps stored as UTC and always returned timezone-aware (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.astimezone(UTC).replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: dict[Any, Any] = {datetime: UTCDateTime, dict[str, Any]: JSON, list[str]: JSON}
+
+
+class BuildState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Bundle(Base):
+    """A registered MLNX_OFED bundle, stored unpacked once per sha256."""
+
+    __tablename__ = "bundles"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    ofed_version: Mapped[str] = mapped_column(String(64))
+    distro: Mapped[str] = mapped_column(String(32))
+    arch: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    path: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Image(Base):
+    """An inspected disk image, identified by the sha256 of its bytes."""
+
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    distro: Mapped[str] = mapped_column(String(64))
+    os_version: Mapped[str] = mapped_column(String(32))
+    arch: Mapped[str] = mapped_column(String(16))
+    kernels: Mapped[list[str]]
+    default_kernel: Mapped[str] = mapped_column(String(128))
+    default_kernel_rule: Mapped[str] = mapped_column(String(200))
+    ofed_distro: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Repo(Base):
+    """The published repository of one (bundle, kernel) pair; its content lives in numbered versions."""
+
+    __tablename__ = "repos"
+    __table_args__ = (UniqueConstraint("bundle_name", "kernel"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    bundle_name: Mapped[str] = mapped_column(String(200))
+    kernel: Mapped[str] = mapped_column(String(128))
+    ofed_version: Mapped[str] = mapped_column(String(64))
+    distro: Mapped[str] = mapped_column(String(32))
+    arch: Mapped[str] = mapped_column(String(16))
+    bundle_id: Mapped[int | None] = mapped_column(ForeignKey("bundles.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    versions: Mapped[list["RepoVersion"]] = relationship(
+        back_populates="repo", order_by="RepoVersion.number", cascade="all, delete-orphan"
+    )
+    builds: Mapped[list["Build"]] = relationship(back_populates="repo", order_by="Build.id")
+
+
+class RepoVersion(Base):
+    """One immutable, complete version ``repos/<bundle>/<kernel>/<number>/``.
+
+    ``source_digest`` identifies the packages as they came in (before signing): publishing the same
+    packages again answers with the existing version instead of making a new one.
+    """
+
+    __tablename__ = "repo_versions"
+    __table_args__ = (UniqueConstraint("repo_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int]
+    source_digest: Mapped[str] = mapped_column(String(64))
+    package_count: Mapped[int]
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    signing_key: Mapped[str | None] = mapped_column(String(64))
+    gpgcheck: Mapped[bool] = mapped_column(default=True)
+    """True when every package is signed by a key in RPM-GPG-KEY-Mellanox, so clients can verify."""
+    build_id: Mapped[int | None] = mapped_column(ForeignKey("builds.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    repo: Mapped[Repo] = relationship(back_populates="versions")
+
+
+class Build(Base):
+    """One job producing a repo version. Cache key: (bundle sha256, kernel, builder fingerprint)."""
+
+    __tablename__ = "builds"
+    __table_args__ = (
+        CheckConstraint("state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="state_known"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"), index=True)
+    bundle_id: Mapped[int | None] = mapped_column(ForeignKey("bundles.id", ondelete="SET NULL"))
+    kernel: Mapped[str] = mapped_column(String(128))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default=BuildState.QUEUED.value, index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    worker_id: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    repo: Mapped[Repo] = relationship(back_populates="builds")

@@ -1,0 +1,76 @@
+"""Reading RPM package headers with librpm's Python bindings (no signature check, no database)."""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import rpm
+
+from ofedrepo.errors import InvalidInput
+
+# Headers are only read here; verifying signatures needs a keyring and is dnf's job on the client.
+_READ_ONLY_FLAGS = rpm._RPMVSF_NOSIGNATURES | rpm._RPMVSF_NODIGESTS
+_SIGNATURE_TAGS = ("RSAHEADER", "DSAHEADER", "SIGPGP", "SIGGPG")
+_KEY_ID = re.compile(r"Key ID ([0-9a-f]{16})")
+_MODULE_ROOTS = (PurePosixPath("/lib/modules"), PurePosixPath("/usr/lib/modules"))
+
+
+@dataclass(frozen=True)
+class PackageHeader:
+    """The parts of an RPM header ofedrepo decides with."""
+
+    name: str
+    version: str
+    release: str
+    arch: str
+    files: tuple[str, ...]
+    signer: str | None
+    """Key ID (16 lowercase hex digits) of the OpenPGP signature, None when the package is unsigned."""
+
+    @property
+    def nevra(self) -> str:
+        return f"{self.name}-{self.version}-{self.release}.{self.arch}"
+
+    @property
+    def module_kernels(self) -> frozenset[str]:
+        """Kernel releases whose module tree (``/lib/modules/<K>/``) this package installs files into."""
+        return module_kernels(self.files)
+
+
+def module_kernels(files: tuple[str, ...] | list[str]) -> frozenset[str]:
+    """The ``<K>`` of every ``/lib/modules/<K>/...`` (or ``/usr/lib/modules``) file below a kernel's tree."""
+    kernels = set()
+    for name in files:
+        path = PurePosixPath(name)
+        for root in _MODULE_ROOTS:
+            if path.is_relative_to(root) and len(path.parts) > len(root.parts) + 1:
+                kernels.add(path.parts[len(root.parts)])
+    return frozenset(kernels)
+
+
+def _signer(header: "rpm.hdr") -> str | None:
+    for tag in _SIGNATURE_TAGS:
+        match = _KEY_ID.search(header.sprintf(f"%{{{tag}:pgpsig}}"))
+        if match:
+            return match.group(1)
+    return None
+
+
+def read_header(path: Path) -> PackageHeader:
+    """Read ``path``'s header; ``InvalidInput`` if it is not an RPM package."""
+    transaction = rpm.TransactionSet("/", _READ_ONLY_FLAGS)
+    try:
+        with path.open("rb") as handle:
+            header = transaction.hdrFromFdno(handle.fileno())
+    except rpm.error as error:
+        raise InvalidInput(f"{path.name}: not a readable RPM package ({error})") from None
+    if header.isSource():
+        raise InvalidInput(f"{path.name}: is a source package; a yum repository of binaries cannot hold it")
+    return PackageHeader(
+        name=header[rpm.RPMTAG_NAME],
+        version=header[rpm.RPMTAG_VERSION],
+        release=header[rpm.RPMTAG_RELEASE],
+        arch=header[rpm.RPMTAG_ARCH],
+        files=tuple(header[rpm.RPMTAG_FILENAMES]),
+        signer=_signer(header),
+    )

@@ -1,0 +1,108 @@
+"""The data directory: where each kind of file lives, and the filesystem primitives publishing relies on.
+
+    <data_dir>/
+        repos/<bundle>/<kernel>/<N>/      the published tree (served at /repos/)
+        repos/<bundle>/<kernel>/latest    symlink to the newest complete <N>
+        staging/                          versions being assembled (never served)
+        work/                             unpacked archives and other scratch space
+        keys/                             the site signing key (a GnuPG home) and its lock
+        locks/                            one lock file per repo, serialising version numbering
+        home/                             HOME for the tools we run (no user's dotfiles)
+
+Staging and work live in the same filesystem as the tree, so moving a finished version into place is a
+single ``rename(2)``.
+"""
+
+import fcntl
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+LATEST = "latest"
+
+
+@dataclass(frozen=True)
+class DataDir:
+    """Paths inside the data directory; ``ensure()`` creates them."""
+
+    root: Path
+
+    @property
+    def repos(self) -> Path:
+        return self.root / "repos"
+
+    @property
+    def staging(self) -> Path:
+        return self.root / "staging"
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def keys(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
+    def ensure(self) -> "DataDir":
+        for path in (self.repos, self.staging, self.work, self.home, self.locks):
+            path.mkdir(parents=True, exist_ok=True)
+        self.keys.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return self
+
+    def repo_dir(self, bundle_name: str, kernel: str) -> Path:
+        """``repos/<bundle>/<kernel>``; both parts must already be validated names."""
+        return self.repos / bundle_name / kernel
+
+    def repo_lock(self, bundle_name: str, kernel: str) -> Path:
+        return self.locks / bundle_name / f"{kernel}.lock"
+
+    def new_scratch(self, parent: Path, prefix: str) -> Path:
+        """A fresh, unique, not-yet-existing path below ``parent``."""
+        return parent / f"{prefix}-{uuid.uuid4().hex}"
+
+
+def version_numbers(repo_dir: Path) -> list[int]:
+    """The numbered versions present in ``repo_dir``, ascending."""
+    if not repo_dir.is_dir():
+        return []
+    return sorted(int(entry.name) for entry in repo_dir.iterdir() if entry.name.isdigit())
+
+
+def switch_symlink(link: Path, target: str) -> None:
+    """Point ``link`` at ``target`` atomically: readers see the old target or the new, never nothing."""
+    temporary = link.with_name(f".{link.name}.{uuid.uuid4().hex}")
+    temporary.symlink_to(target)
+    os.replace(temporary, link)
+    fsync_directory(link.parent)
+
+
+def fsync_directory(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` durable."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+@contextmanager
+def exclusive_lock(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_file`` (created if needed); released when the process dies."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)

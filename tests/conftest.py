@@ -1,0 +1,191 @@
+"""Shared fixtures: the synthetic bundle (built once per session), databases, a running server."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from ofedrepo.config import Settings
+from ofedrepo.db import make_engine, session_factory, upgrade
+from ofedrepo.publish import Publisher
+from tests.support.synthetic_bundle import (
+    BundleSpec,
+    TestKey,
+    add_kernel_support,
+    make_bundle,
+    make_kernel_sources,
+    make_test_key,
+)
+
+POSTGRES_URL = os.environ.get("OFEDREPO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+TARGET_KERNEL = "4.18.0-372.26.1.el8_6.x86_64"
+OTHER_KERNEL = "4.18.0-372.32.1.el8_6.x86_64"
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def test_key(tmp_path_factory: pytest.TempPathFactory) -> TestKey:
+    return make_test_key(tmp_path_factory.mktemp("vendor-key") / "gnupg")
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory, test_key: TestKey) -> Path:
+    """The vendor's bundle for the GA kernel (signed packages, stale repodata, SRPMS, the script)."""
+    return make_bundle(BundleSpec(), test_key, tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="session")
+def kernel_sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("kernels")
+    for kernel in (TARGET_KERNEL, OTHER_KERNEL):
+        make_kernel_sources(root, kernel)
+    return root
+
+
+@pytest.fixture(scope="session")
+def ext_tgz(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path, kernel_sources: Path) -> Path:
+    """add-kernel-support output for TARGET_KERNEL, made by the bundle's own script."""
+    return add_kernel_support(bundle_dir, TARGET_KERNEL, kernel_sources / TARGET_KERNEL, tmp_path_factory.mktemp("ext"))
+
+
+@pytest.fixture(scope="session")
+def rebuilt_ext_tgz(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path, kernel_sources: Path) -> Path:
+    """A second add-kernel-support run for the same kernel: same packages, new bytes."""
+    time.sleep(1.1)  # rpm build times have one-second resolution
+    return add_kernel_support(
+        bundle_dir, TARGET_KERNEL, kernel_sources / TARGET_KERNEL, tmp_path_factory.mktemp("ext2")
+    )
+
+
+def postgres_available() -> str | None:
+    """None when PostgreSQL answers, else why not."""
+    try:
+        with psycopg.connect(POSTGRES_URL.replace("+psycopg", ""), connect_timeout=3):
+            return None
+    except psycopg.Error as error:
+        return f"PostgreSQL at {POSTGRES_URL} does not answer ({error.__class__.__name__}): skipping"
+
+
+def _admin_url() -> str:
+    return POSTGRES_URL.replace("+psycopg", "")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: SQLite in the test's directory, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ofedrepo.db'}"
+        return
+    reason = postgres_available()
+    if reason:
+        pytest.skip(reason)
+    name = f"ofedrepo_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_admin_url(), autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    yield f"{POSTGRES_URL.rsplit('/', 1)[0]}/{name}"
+    with psycopg.connect(_admin_url(), autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return session_factory(engine)
+
+
+def make_settings(data_dir: Path, database_url: str, public_url: str = "http://127.0.0.1:8000") -> Settings:
+    return Settings(data_dir=data_dir, database_url=database_url, public_url=public_url)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return make_settings(tmp_path / "var", database_url)
+
+
+@pytest.fixture
+def publisher(settings: Settings, sessions: sessionmaker[Session]) -> Publisher:
+    return Publisher(settings, sessions)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    url: str
+    settings: Settings
+    process: subprocess.Popen[bytes]
+
+
+def start_server(data_dir: Path, log: Path) -> RunningServer:
+    """`ofedrepo serve` as a user runs it, on a free loopback port; returns once /api/v1/health answers."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    environment = {**os.environ, "OFEDREPO_DATA_DIR": str(data_dir), "OFEDREPO_PUBLIC_URL": url}
+    environment.pop("OFEDREPO_DATABASE_URL", None)
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [str(VENV_BIN / "ofedrepo"), "serve", "--port", str(port)], env=environment, stdout=output, stderr=output
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
+                return RunningServer(
+                    url, make_settings(data_dir, f"sqlite:///{data_dir / 'ofedrepo.db'}", url), process
+                )
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"ofedrepo serve did not start:\n{log.read_text()}")
+
+
+def stop_server(server: RunningServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@pytest.fixture(scope="module")
+def published_server(
+    tmp_path_factory: pytest.TempPathFactory, ext_tgz: Path, rebuilt_ext_tgz: Path
+) -> Iterator[RunningServer]:
+    """A running server whose tree holds versions 1 (ext_tgz) and 2 (rebuilt_ext_tgz) of one repo."""
+    root = tmp_path_factory.mktemp("served")
+    data_dir = root / "var"
+    port_holder = start_server(data_dir, root / "serve.log")
+    try:
+        engine = make_engine(port_holder.settings.resolved_database_url)
+        publisher = Publisher(port_holder.settings, session_factory(engine))
+        publisher.publish(ext_tgz)
+        publisher.publish(rebuilt_ext_tgz)
+        engine.dispose()
+        yield port_holder
+    finally:
+        stop_server(port_holder)

@@ -1,0 +1,89 @@
+"""Hostile archives are refused before anything lands outside the destination."""
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from ofedrepo.archive import Limits, extract
+from ofedrepo.errors import InvalidInput, UnsafeArchive
+
+LIMITS = Limits(max_bytes=10_000, max_members=50)
+
+
+def make_tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for info, data in members:
+            info.size = len(data) if info.isreg() else 0
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return path
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = link
+    info.mode = 0o4755  # setuid must not survive
+    return info
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ([(member("../escape"), b"x")], "climbs out"),
+        ([(member("a/../../escape"), b"x")], "climbs out"),
+        ([(member("/etc/escape"), b"x")], "absolute path"),
+        ([(member("link", tarfile.SYMTYPE, "/etc/passwd"), b"")], "points outside"),
+        ([(member("d/link", tarfile.SYMTYPE, "../../x"), b"")], "points outside"),
+        ([(member("hard", tarfile.LNKTYPE, "../x"), b"")], "climbs out"),
+        ([(member("dev", tarfile.CHRTYPE), b"")], "is a device"),
+        ([(member("fifo", tarfile.FIFOTYPE), b"")], "special file"),
+        ([(member("big"), b"x" * 20_000)], "more than 10000 bytes"),
+        ([(member(f"f{index}"), b"") for index in range(60)], "more than 50 members"),
+        ([(member("same"), b"1"), (member("same"), b"2")], "appears twice"),
+    ],
+)
+def test_hostile_members_are_refused(
+    tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes]], message: str
+) -> None:
+    archive = make_tar(tmp_path / "evil.tgz", members)
+    destination = tmp_path / "sandbox" / "out"
+    with pytest.raises(UnsafeArchive, match=message):
+        extract(archive, destination, LIMITS)
+    assert not destination.exists()
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "sandbox" / "escape").exists()
+
+
+def test_a_file_is_never_written_through_a_symlink(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    archive = make_tar(
+        tmp_path / "evil.tgz",
+        [(member("dir", tarfile.SYMTYPE, "../../outside"), b""), (member("dir/owned"), b"x")],
+    )
+    with pytest.raises(UnsafeArchive):
+        extract(archive, tmp_path / "out", LIMITS)
+    assert list(outside.iterdir()) == []
+
+
+def test_safe_archive_unpacks_with_inside_links_and_sane_modes(tmp_path: Path) -> None:
+    archive = make_tar(
+        tmp_path / "good.tgz",
+        [
+            (member("b/RPMS/a.rpm"), b"rpm"),
+            (member("b/latest", tarfile.SYMTYPE, "RPMS/a.rpm"), b""),
+            (member("b/copy", tarfile.LNKTYPE, "b/RPMS/a.rpm"), b""),
+        ],
+    )
+    extract(archive, tmp_path / "out", LIMITS)
+    assert (tmp_path / "out/b/latest").read_bytes() == b"rpm"
+    assert (tmp_path / "out/b/copy").read_bytes() == b"rpm"
+    assert (tmp_path / "out/b/RPMS/a.rpm").stat().st_mode & 0o7777 == 0o755
+
+
+def test_not_an_archive(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.tgz"
+    junk.write_bytes(b"this is not a tarball " * 2000)
+    with pytest.raises(InvalidInput, match="not a readable tar or ISO archive"):
+        extract(junk, tmp_path / "out", LIMITS)

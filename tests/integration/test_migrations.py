@@ -1,0 +1,62 @@
+"""Migrations build the schema on SQLite and PostgreSQL, and the models never drift from them."""
+
+import pytest
+from alembic import command
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ofedrepo import catalog
+from ofedrepo.bundle import BundleIdentity
+from ofedrepo.db import alembic_config, transaction, upgrade
+from ofedrepo.models import Build, RepoVersion
+
+IDENTITY = BundleIdentity("5.8-3.0.7.0", "rhel8.6", "x86_64")
+KERNEL = "4.18.0-372.26.1.el8_6.x86_64"
+
+
+def test_models_match_migrations(engine: Engine) -> None:
+    command.check(alembic_config(engine))  # raises when autogenerate would emit anything
+
+
+def test_downgrade_to_nothing_and_back(engine: Engine) -> None:
+    command.downgrade(alembic_config(engine), "base")
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    upgrade(engine)
+    assert {"bundles", "images", "repos", "repo_versions", "builds"} <= set(inspect(engine).get_table_names())
+
+
+def test_upgrade_is_idempotent(engine: Engine) -> None:
+    upgrade(engine)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+
+
+def test_repo_rows_are_unique_per_bundle_and_kernel(sessions: sessionmaker[Session]) -> None:
+    with transaction(sessions) as session:
+        first = catalog.get_or_create_repo(session, IDENTITY, KERNEL).id
+    with transaction(sessions) as session:
+        assert catalog.get_or_create_repo(session, IDENTITY, KERNEL).id == first
+
+
+def test_version_numbers_are_unique_per_repo(sessions: sessionmaker[Session]) -> None:
+    with transaction(sessions) as session:
+        repo_id = catalog.get_or_create_repo(session, IDENTITY, KERNEL).id
+        session.add(RepoVersion(repo_id=repo_id, number=1, source_digest="a", package_count=1, size_bytes=1))
+    with pytest.raises(IntegrityError), transaction(sessions) as session:
+        session.add(RepoVersion(repo_id=repo_id, number=1, source_digest="b", package_count=1, size_bytes=1))
+
+
+def test_build_states_are_constrained(sessions: sessionmaker[Session]) -> None:
+    with transaction(sessions) as session:
+        repo_id = catalog.get_or_create_repo(session, IDENTITY, KERNEL).id
+    with pytest.raises(IntegrityError), transaction(sessions) as session:
+        session.add(Build(repo_id=repo_id, kernel=KERNEL, fingerprint="f", state="exploded"))
+
+
+def test_timestamps_come_back_in_utc(sessions: sessionmaker[Session]) -> None:
+    with transaction(sessions) as session:
+        repo = catalog.get_or_create_repo(session, IDENTITY, KERNEL)
+    with sessions() as session:
+        created = catalog.get_repo(session, repo.id).created_at
+    assert created.utcoffset() is not None and created.utcoffset().total_seconds() == 0  # type: ignore[union-attr]

@@ -1,0 +1,190 @@
+"""Publishing -ext bundles into the versioned tree, with real rpm, gpg, rpmsign and createrepo_c."""
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import createrepo_c as cr
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from ofedrepo import catalog, signing
+from ofedrepo.archive import Limits, extract
+from ofedrepo.config import Settings
+from ofedrepo.errors import InvalidInput, NotABundle
+from ofedrepo.publish import Publisher
+from ofedrepo.rpmfile import read_header
+from ofedrepo.storage import DataDir
+from tests.conftest import OTHER_KERNEL, TARGET_KERNEL, VENV_BIN
+from tests.support.synthetic_bundle import BundleSpec, make_iso
+
+BUNDLE = BundleSpec().name
+
+
+def repo_dir(settings: Settings, kernel: str = TARGET_KERNEL) -> Path:
+    return settings.data_dir / "repos" / BUNDLE / kernel
+
+
+def primary_packages(rpms: Path) -> set[str]:
+    metadata = cr.Metadata()
+    metadata.locate_and_load_xml(str(rpms))
+    return {metadata.get(key).location_href for key in metadata.keys()}
+
+
+def assert_complete(version: Path) -> None:
+    """A version directory as DESIGN.md's tree shows it, with metadata for exactly its packages."""
+    rpms = version / "RPMS"
+    packages = {path.relative_to(rpms).as_posix() for path in rpms.rglob("*.rpm")}
+    assert packages and primary_packages(rpms) == packages
+    for name in ("RPM-GPG-KEY-Mellanox", "RPM-GPG-KEY-ofedrepo", "mlnx-ofed.repo"):
+        assert (version / name).is_file(), name
+
+
+@pytest.fixture(scope="session")
+def unpacked_ext(tmp_path_factory: pytest.TempPathFactory, ext_tgz: Path) -> Path:
+    root = tmp_path_factory.mktemp("unpacked-ext") / "out"
+    extract(ext_tgz, root, Limits(max_bytes=10**9, max_members=10_000))
+    return next(root.iterdir())
+
+
+def variant(unpacked_ext: Path, parent: Path, index: int) -> Path:
+    """A copy of the -ext bundle without its index-th userland package: same kernel, other content."""
+    copy = parent / f"variant-{index}" / unpacked_ext.name
+    shutil.copytree(unpacked_ext, copy)
+    userland = sorted(path for path in (copy / "RPMS").glob("*.rpm") if "kver" not in path.name)
+    userland[index].unlink()
+    return copy
+
+
+def test_publishes_the_tree_of_the_design(publisher: Publisher, settings: Settings, ext_tgz: Path) -> None:
+    result = publisher.publish(ext_tgz)
+    assert (result.bundle_name, result.kernel, result.version, result.created) == (BUNDLE, TARGET_KERNEL, 1, True)
+    version = repo_dir(settings) / "1"
+    assert_complete(version)
+    assert os.readlink(repo_dir(settings) / "latest") == "1"
+    assert "stale" not in (version / "RPMS/repodata/repomd.xml").read_text()
+    repo_file = (version / "mlnx-ofed.repo").read_text()
+    assert f"baseurl=http://127.0.0.1:8000/repos/{BUNDLE}/{TARGET_KERNEL}/1/RPMS\n" in repo_file
+    assert "gpgcheck=1\n" in repo_file
+
+
+def test_every_package_is_signed_by_a_published_key(publisher: Publisher, settings: Settings, ext_tgz: Path) -> None:
+    result = publisher.publish(ext_tgz)
+    version = result.path
+    published_keys = signing.key_ids((version / "RPM-GPG-KEY-Mellanox").read_text(), DataDir(settings.data_dir).home)
+    site_key = signing.key_ids((version / "RPM-GPG-KEY-ofedrepo").read_text(), DataDir(settings.data_dir).home)
+    assert len(published_keys) == 2 and site_key <= published_keys
+    signers = {read_header(path).signer for path in (version / "RPMS").glob("*.rpm")}
+    assert None not in signers and signers <= published_keys
+    # add-kernel-support output (kernel, metadata packages) was unsigned and now carries the site key
+    assert result.signed and all("kver" in name for name in result.signed)
+
+
+def test_identical_content_answers_with_the_existing_version(
+    publisher: Publisher, settings: Settings, ext_tgz: Path, sessions: sessionmaker[Session]
+) -> None:
+    first = publisher.publish(ext_tgz)
+    again = publisher.publish(ext_tgz)
+    assert (again.version, again.created, again.repo_id) == (1, False, first.repo_id)
+    assert sorted(path.name for path in repo_dir(settings).iterdir()) == ["1", "latest"]
+    with sessions() as session:
+        assert [version.number for version in catalog.get_repo(session, first.repo_id).versions] == [1]
+
+
+def test_rebuilt_bundle_becomes_version_2_and_version_1_stays(
+    publisher: Publisher, settings: Settings, ext_tgz: Path, rebuilt_ext_tgz: Path
+) -> None:
+    publisher.publish(ext_tgz)
+    second = publisher.publish(rebuilt_ext_tgz, kernel=TARGET_KERNEL)
+    assert (second.version, second.created) == (2, True)
+    assert os.readlink(repo_dir(settings) / "latest") == "2"
+    assert_complete(repo_dir(settings) / "1")
+    assert_complete(repo_dir(settings) / "2")
+
+
+def test_iso_and_directory_sources(tmp_path: Path, publisher: Publisher, unpacked_ext: Path, bundle_dir: Path) -> None:
+    iso = make_iso(unpacked_ext, tmp_path / "ext.iso")
+    assert publisher.publish(iso).kernel == TARGET_KERNEL
+    # The vendor's own bundle, published as is for its GA kernel: all packages already signed.
+    result = publisher.publish(bundle_dir)
+    assert (result.kernel, result.signed) == (BundleSpec().ga_kernel, [])
+
+
+def test_kernel_that_does_not_match_the_modules_is_refused(publisher: Publisher, ext_tgz: Path) -> None:
+    with pytest.raises(InvalidInput, match=f"built for {TARGET_KERNEL}, not {OTHER_KERNEL}"):
+        publisher.publish(ext_tgz, kernel=OTHER_KERNEL)
+
+
+def test_hostile_kernel_is_refused_before_any_path_is_made(
+    publisher: Publisher, settings: Settings, ext_tgz: Path
+) -> None:
+    with pytest.raises(InvalidInput, match="invalid kernel release"):
+        publisher.publish(ext_tgz, kernel="../../../etc")
+    assert list((settings.data_dir / "repos").iterdir()) == []
+
+
+def test_not_a_bundle(tmp_path: Path, publisher: Publisher) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NotABundle, match="no .mlnx file"):
+        publisher.publish(tmp_path / "empty")
+
+
+def cli_environment(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "OFEDREPO_DATA_DIR": str(settings.data_dir),
+        "OFEDREPO_DATABASE_URL": settings.resolved_database_url,
+    }
+
+
+def test_concurrent_publishes_never_share_or_skip_a_number(
+    tmp_path: Path, settings: Settings, unpacked_ext: Path, sessions: sessionmaker[Session]
+) -> None:
+    variants = [variant(unpacked_ext, tmp_path, index) for index in range(4)]
+    processes = [
+        subprocess.Popen(
+            [str(VENV_BIN / "ofedrepo"), "publish", str(path)],
+            env=cli_environment(settings),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for path in variants
+    ]
+    outputs = [process.communicate(timeout=300)[0].decode() for process in processes]
+    assert all(process.returncode == 0 for process in processes), outputs
+    assert sorted(path.name for path in repo_dir(settings).iterdir()) == ["1", "2", "3", "4", "latest"]
+    assert os.readlink(repo_dir(settings) / "latest") == "4"
+    with sessions() as session:
+        repo = catalog.list_repos(session)[0]
+        assert [version.number for version in repo.versions] == [1, 2, 3, 4]
+        assert len({version.source_digest for version in repo.versions}) == 4
+
+
+def test_killing_a_publish_leaves_no_partial_version(
+    tmp_path: Path, settings: Settings, publisher: Publisher, unpacked_ext: Path
+) -> None:
+    publisher.publish(unpacked_ext)
+    environment = cli_environment(settings)
+    for index, delay in enumerate([0.3, 0.6, 0.9, 1.2, 1.5, 1.8]):
+        source = variant(unpacked_ext, tmp_path, index)
+        process = subprocess.Popen(
+            [str(VENV_BIN / "ofedrepo"), "publish", str(source)],
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        time.sleep(delay)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        for entry in repo_dir(settings).iterdir():
+            assert entry.name == "latest" or entry.name.isdigit(), entry
+            if entry.name.isdigit():
+                assert_complete(entry)
+        assert (repo_dir(settings) / os.readlink(repo_dir(settings) / "latest")).is_dir()
+    final = publisher.publish(variant(unpacked_ext, tmp_path, 9))
+    assert final.created and os.readlink(repo_dir(settings) / "latest") == str(final.version)
+    assert_complete(final.path)

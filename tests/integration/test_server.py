@@ -1,0 +1,206 @@
+"""The real server on a loopback port: yum-grade serving of the tree and the REST API."""
+
+import http.client
+import os
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.conftest import TARGET_KERNEL, RunningServer
+from tests.support.synthetic_bundle import BundleSpec
+
+TREE = f"/repos/{BundleSpec().name}/{TARGET_KERNEL}"
+
+
+def raw_get(server: RunningServer, path: str) -> tuple[int, bytes]:
+    """A request whose path goes out byte for byte (httpx would normalise `..`)."""
+    parts = urlsplit(server.url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="module")
+def client(published_server: RunningServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=published_server.url, timeout=10) as client:
+        yield client
+
+
+def an_rpm(client: httpx.Client, version: str = "1") -> str:
+    listing = client.get(f"{TREE}/{version}/RPMS/", params={"format": "json"}).json()
+    return next(entry["href"] for entry in listing["entries"] if entry["name"].endswith(".rpm"))
+
+
+def test_full_get_has_exact_length_and_no_encoding(client: httpx.Client, published_server: RunningServer) -> None:
+    href = an_rpm(client)
+    response = client.get(href, headers={"Accept-Encoding": "gzip, br"})
+    on_disk = (published_server.settings.data_dir / href.removeprefix("/")).read_bytes()
+    assert response.status_code == 200
+    assert response.content == on_disk
+    assert response.headers["content-length"] == str(len(on_disk))
+    assert "content-encoding" not in response.headers
+    assert response.headers["content-type"] == "application/x-rpm"
+    assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert response.headers["accept-ranges"] == "bytes"
+
+
+def test_compressed_metadata_is_served_as_bytes(client: httpx.Client) -> None:
+    listing = client.get(f"{TREE}/1/RPMS/repodata/", params={"format": "json"}).json()
+    href = next(entry["href"] for entry in listing["entries"] if entry["name"].endswith("primary.xml.gz"))
+    response = client.get(href, headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in response.headers
+    assert response.content[:2] == b"\x1f\x8b"  # still the gzip file, not decoded in transit
+
+
+def test_head_matches_get_without_a_body(client: httpx.Client) -> None:
+    href = an_rpm(client)
+    head = client.head(href)
+    get = client.get(href)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == get.headers["content-length"]
+    assert head.headers["etag"] == get.headers["etag"]
+
+
+def test_byte_ranges(client: httpx.Client) -> None:
+    href = an_rpm(client)
+    whole = client.get(href).content
+    size = len(whole)
+    partial = client.get(href, headers={"Range": "bytes=10-19"})
+    assert partial.status_code == 206
+    assert partial.content == whole[10:20]
+    assert partial.headers["content-range"] == f"bytes 10-19/{size}"
+    assert partial.headers["content-length"] == "10"
+    suffix = client.get(href, headers={"Range": "bytes=-5"})
+    assert (suffix.status_code, suffix.content) == (206, whole[-5:])
+    unsatisfiable = client.get(href, headers={"Range": f"bytes={size}-"})
+    assert unsatisfiable.status_code == 416
+    assert unsatisfiable.headers["content-range"] == f"bytes */{size}"
+    stale = client.get(href, headers={"Range": "bytes=0-1", "If-Range": '"not-the-etag"'})
+    assert (stale.status_code, stale.content) == (200, whole)
+
+
+def test_repomd_and_latest_must_be_revalidated(client: httpx.Client) -> None:
+    assert client.get(f"{TREE}/1/RPMS/repodata/repomd.xml").headers["cache-control"] == "no-cache"
+    assert client.get(f"{TREE}/latest/mlnx-ofed.repo").headers["cache-control"] == "no-cache"
+    assert client.get(f"{TREE}/1/mlnx-ofed.repo").headers["cache-control"].endswith("immutable")
+    response = client.get(f"{TREE}/1/RPMS/repodata/repomd.xml")
+    again = client.get(f"{TREE}/1/RPMS/repodata/repomd.xml", headers={"If-None-Match": response.headers["etag"]})
+    assert again.status_code == 304
+
+
+def test_latest_points_at_version_2(client: httpx.Client) -> None:
+    assert client.get(f"{TREE}/latest/mlnx-ofed.repo").text == client.get(f"{TREE}/2/mlnx-ofed.repo").text
+    assert client.get(f"{TREE}/1/RPMS/repodata/repomd.xml").status_code == 200  # version 1 stays servable
+
+
+def test_only_get_and_head(client: httpx.Client) -> None:
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        response = client.request(method, f"{TREE}/1/mlnx-ofed.repo")
+        assert response.status_code == 405, method
+        assert set(response.headers["allow"].replace(" ", "").split(",")) == {"GET", "HEAD"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/repos/../ofedrepo.db",
+        "/repos/%2e%2e/ofedrepo.db",
+        "/repos/%2E%2E/%2E%2E/etc/passwd",
+        f"{TREE}/1/%2e%2e/%2e%2e/%2e%2e/%2e%2e/ofedrepo.db",
+        "/repos/..%2f..%2fetc%2fpasswd",
+        "/repos/%00",
+        "/repos/.hidden",
+    ],
+)
+def test_no_escape_from_the_tree(published_server: RunningServer, path: str) -> None:
+    status, body = raw_get(published_server, path)
+    assert status == 404
+    assert b"root:" not in body and b"SQLite" not in body
+
+
+def test_symlinks_pointing_out_are_not_followed(published_server: RunningServer, client: httpx.Client) -> None:
+    repos = published_server.settings.data_dir / "repos"
+    (repos / "evil-file").symlink_to("/etc/passwd")
+    (repos / "evil-dir").symlink_to(published_server.settings.data_dir)
+    try:
+        assert client.get("/repos/evil-file").status_code == 404
+        assert client.get("/repos/evil-dir/ofedrepo.db").status_code == 404
+        assert client.get("/repos/evil-dir/").status_code == 404
+    finally:
+        for name in ("evil-file", "evil-dir"):
+            os.unlink(repos / name)
+
+
+def test_directory_index_html_and_json(client: httpx.Client) -> None:
+    redirect = client.get(TREE)
+    assert redirect.status_code == 301 and redirect.headers["location"] == f"{TREE}/"
+    page = client.get(f"{TREE}/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'href="/repos/' in page.text and "../" in page.text
+    listing = client.get(f"{TREE}/", params={"format": "json"}).json()
+    assert listing["parent"] == f"/repos/{BundleSpec().name}/"
+    names = [entry["name"] for entry in listing["entries"]]
+    assert names == ["1", "2", "latest"]
+    latest = listing["entries"][2]
+    assert latest["link"] == "2" and latest["type"] == "directory"
+    files = client.get(f"{TREE}/1/", params={"format": "json"}).json()["entries"]
+    key = next(entry for entry in files if entry["name"] == "RPM-GPG-KEY-Mellanox")
+    assert key["size"] > 0 and key["modified"]
+
+
+def test_health(client: httpx.Client) -> None:
+    assert client.get("/api/v1/health").json() == {"status": "ok", "database": "ok", "workers": 0}
+
+
+def test_repos_api(client: httpx.Client, published_server: RunningServer) -> None:
+    repos = client.get("/api/v1/repos").json()
+    assert len(repos) == 1
+    repo = client.get(f"/api/v1/repos/{repos[0]['id']}").json()
+    assert repo["bundle"] == BundleSpec().name and repo["kernel"] == TARGET_KERNEL
+    assert repo["state"] == "published" and repo["latest_version"] == 2
+    assert [version["number"] for version in repo["versions"]] == [1, 2]
+    assert repo["latest_url"] == f"{published_server.url}{TREE}/latest"
+    assert repo["baseurl"] == repo["latest_url"] + "/RPMS"
+    assert client.get(repo["baseurl"] + "/repodata/repomd.xml").status_code == 200
+
+
+def test_repofile_and_dib(client: httpx.Client, published_server: RunningServer) -> None:
+    repo_id = client.get("/api/v1/repos").json()[0]["id"]
+    repo_file = client.get(f"/api/v1/repos/{repo_id}/repofile")
+    assert repo_file.headers["content-type"].startswith("text/plain")
+    assert f"baseurl={published_server.url}{TREE}/latest/RPMS\n" in repo_file.text
+    pinned = client.get(f"/api/v1/repos/{repo_id}/repofile", params={"version": 1}).text
+    assert f"{TREE}/1/RPMS" in pinned
+    dib = client.get(f"/api/v1/repos/{repo_id}/dib").json()
+    assert dib["environment"]["DIB_MLNX_OFED_REPO"] == f"{published_server.url}{TREE}/latest"
+    assert set(dib["environment"]) == {
+        "DIB_MLNX_OFED_VERSION",
+        "DIB_MLNX_OFED_REPO",
+        "DIB_MLNX_OFED_DELETE_REPO",
+        "DIB_MLNX_OFED_PKGLIST",
+        "DIB_MLNX_OFED_REPO_FILE",
+    }
+    assert "      - mlnx-ofed\n" in dib["tripleo_yaml"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/api/v1/repos/999", 404),
+        ("/api/v1/repos/abc", 422),
+        ("/api/v1/repos/999/repofile", 404),
+        ("/api/v1/repos/1/repofile?version=99", 404),
+        ("/api/v1/repos/1/repofile?version=-1", 422),
+        ("/api/v1/repos/1/dib?version=x", 422),
+    ],
+)
+def test_bad_requests_get_json_errors(client: httpx.Client, path: str, status: int) -> None:
+    response = client.get(path)
+    assert response.status_code == status
+    assert "detail" in response.json()
