@@ -1,0 +1,113 @@
+"""Publish benchmark: a 150-package bundle, our metadata step against the createrepo_c CLI in the same run.
+
+    .venv/bin/python bench/publish.py [--packages 150] [--rounds 5]
+
+Prints the timings and the ratio (ours / createrepo_c CLI; goal <= 1.0) and rewrites the "publish" section of
+docs/benchmarks.md. The CLI runs with --no-database because ofedrepo writes no sqlite metadata (dnf does not
+read it); both write gzip-compressed XML with checksummed file names.
+"""
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ofedrepo.config import Settings  # noqa: E402
+from ofedrepo.db import make_engine, session_factory, upgrade  # noqa: E402
+from ofedrepo.publish import Publisher  # noqa: E402
+from ofedrepo.repodata import write_repodata  # noqa: E402
+from tests.support.synthetic_bundle import (  # noqa: E402
+    BundleSpec,
+    add_kernel_support,
+    make_bundle,
+    make_kernel_sources,
+    make_test_key,
+)
+
+KERNEL = "4.18.0-372.26.1.el8_6.x86_64"
+KERNEL_AND_METADATA_PACKAGES = 7  # mlnx-ofa_kernel, knem and their kmods, three mlnx-ofed-* sets
+
+
+def timed(action: object) -> float:
+    start = time.perf_counter()
+    action()  # type: ignore[operator]
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--packages", type=int, default=150)
+    parser.add_argument("--rounds", type=int, default=5)
+    arguments = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="ofedrepo-bench-") as scratch:
+        work = Path(scratch)
+        key = make_test_key(work / "key")
+        spec = BundleSpec(userland_packages=arguments.packages - KERNEL_AND_METADATA_PACKAGES)
+        bundle = make_bundle(spec, key, work)
+        sources = make_kernel_sources(work / "kernels", KERNEL)
+        ext = add_kernel_support(bundle, KERNEL, sources, work / "ext")
+
+        settings = Settings(data_dir=work / "var")
+        engine = make_engine(settings.resolved_database_url)
+        upgrade(engine)
+        publisher = Publisher(settings, session_factory(engine))
+        publisher.publish(bundle)  # first use: creates the site key, which is not what we measure
+        whole_start = time.perf_counter()
+        result = publisher.publish(ext)
+        whole = time.perf_counter() - whole_start
+
+        rpms = work / "metadata-input"
+        shutil.copytree(result.path / "RPMS", rpms, ignore=shutil.ignore_patterns("repodata"))
+        names = sorted(path.name for path in rpms.glob("*.rpm"))
+
+        def ours() -> None:
+            shutil.rmtree(rpms / "repodata", ignore_errors=True)
+            write_repodata(rpms, names)
+
+        def cli() -> None:
+            shutil.rmtree(rpms / "repodata", ignore_errors=True)
+            subprocess.run(["createrepo_c", "--no-database", "--quiet", str(rpms)], check=True)
+
+        ours_times, cli_times = [], []
+        for _ in range(arguments.rounds):
+            cli_times.append(timed(cli))
+            ours_times.append(timed(ours))
+        ours_median, cli_median = statistics.median(ours_times), statistics.median(cli_times)
+        ratio = ours_median / cli_median
+
+    lines = [
+        f"- packages: {len(names)} ({result.package_count} published, {len(result.signed)} signed with the site key)",
+        f"- whole publish (unpack, read, sign, stage, metadata, rename): {whole:.2f} s (goal: well under 60 s)",
+        f"- metadata, ofedrepo (createrepo_c bindings): median {ours_median * 1000:.0f} ms of {arguments.rounds}",
+        f"- metadata, `createrepo_c --no-database` CLI: median {cli_median * 1000:.0f} ms of {arguments.rounds}",
+        f"- ratio ofedrepo / CLI: **{ratio:.2f}x** (goal <= 1.0x)",
+    ]
+    print("\n".join(lines))
+    write_section("publish", "\n".join(lines))
+
+
+def write_section(name: str, body: str) -> None:
+    """Replace (or add) `## <name>` in docs/benchmarks.md, keeping the other sections."""
+    path = ROOT / "docs" / "benchmarks.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n\nProduced by the scripts in `bench/`.\n"
+    header = f"## {name}\n"
+    machine = subprocess.run(["uname", "-srm"], capture_output=True, text=True).stdout.strip()
+    section = f"{header}\n`bench/{name}.py`, {time.strftime('%Y-%m-%d')}, {machine}:\n\n{body}\n"
+    if header in text:
+        start = text.index(header)
+        end = text.find("\n## ", start + len(header))
+        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
