@@ -38,6 +38,8 @@ from ofedrepo.unpack import OpenedBundle, open_bundle
 log = logging.getLogger(__name__)
 
 _NUMBERING_ATTEMPTS = 5
+#: Scratch space untouched this long belongs to a publish that died (no publish runs for a day).
+STALE_SCRATCH_SECONDS = 24 * 3600
 
 
 class Progress(Protocol):
@@ -119,6 +121,8 @@ class Publisher:
         self.settings = settings
         self.sessions = sessions
         self.data = DataDir(settings.data_dir).ensure()
+        for leftover in self.data.remove_stale_scratch(STALE_SCRATCH_SECONDS):
+            log.info("removed %s, left by a publish that did not finish", leftover)
         self.limits = Limits(max_bytes=settings.archive_max_bytes, max_members=settings.archive_max_members)
 
     def publish(
@@ -129,6 +133,8 @@ class Publisher:
         progress: Progress | None = None,
     ) -> PublishResult:
         """Publish ``source`` (an ``-ext`` tgz, an ISO or a directory) for ``kernel`` (inferred if None)."""
+        if kernel is not None:
+            parse_kernel_release(kernel)  # refuse a hostile kernel before touching anything
         progress = progress or _Silent()
         progress.step(f"Opening {source.name}")
         with open_bundle(source, self.data, self.limits) as bundle:
@@ -168,7 +174,7 @@ class Publisher:
             return relative, read_header(path), _sha256(path)
 
         headers, digests = {}, {}
-        with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 1)) as pool:
+        with ThreadPoolExecutor(max_workers=repodata.IO_THREADS) as pool:
             for relative, header, digest in pool.map(read, bundle.packages):
                 headers[relative], digests[relative] = header, digest
                 advance()

@@ -17,6 +17,8 @@ import createrepo_c as cr
 from ofedrepo.errors import InvalidInput
 
 REPODATA = "repodata"
+#: Threads for reading packages: createrepo_c and librpm do the work in C, so a few more than the cores.
+IO_THREADS = min(8, (os.cpu_count() or 1) + 1)
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,6 @@ def write_repodata(
     rpms_dir: Path,
     packages: list[str],
     on_package: Callable[[], None] | None = None,
-    workers: int | None = None,
 ) -> RepodataResult:
     """Write ``rpms_dir/repodata/`` for ``packages`` (paths relative to ``rpms_dir``).
 
@@ -54,7 +55,7 @@ def write_repodata(
     other = cr.OtherXmlFile(str(paths["other"]))
     for xml_file in (primary, filelists, other):
         xml_file.set_num_of_pkgs(len(ordered))
-    with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) + 1)) as pool:
+    with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
         for package in pool.map(lambda relative: _read_package(rpms_dir, relative), ordered):
             primary.add_pkg(package)
             filelists.add_pkg(package)

@@ -15,6 +15,8 @@ single ``rename(2)``.
 
 import fcntl
 import os
+import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,6 +72,20 @@ class DataDir:
     def new_scratch(self, parent: Path, prefix: str) -> Path:
         """A fresh, unique, not-yet-existing path below ``parent``."""
         return parent / f"{prefix}-{uuid.uuid4().hex}"
+
+    def remove_stale_scratch(self, older_than_seconds: float) -> list[Path]:
+        """Remove what killed processes left in ``staging/`` and ``work/``.
+
+        Age, not process IDs, decides: the data dir may be shared by hosts whose processes we cannot see.
+        """
+        removed = []
+        deadline = time.time() - older_than_seconds
+        for parent in (self.staging, self.work):
+            for entry in parent.iterdir() if parent.is_dir() else []:
+                if entry.lstat().st_mtime < deadline:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed.append(entry)
+        return removed
 
 
 def version_numbers(repo_dir: Path) -> list[int]:

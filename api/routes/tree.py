@@ -162,19 +162,23 @@ def _natural(name: str) -> tuple[int, int | str]:
     return (0, int(name)) if name.isdigit() else (1, name)
 
 
+def tree_url(segments: list[str]) -> str:
+    """The URL path of a directory in the tree, with its trailing slash."""
+    return "/repos/" + "".join(f"{segment}/" for segment in segments)
+
+
 def serve_directory(request: Request, directory: Path, segments: list[str]) -> Response:
-    url_path = "/repos/" + "".join(f"{segment}/" for segment in segments)
+    url_path = tree_url(segments)
     if not request.url.path.endswith("/"):
         query = f"?{request.url.query}" if request.url.query else ""
         return RedirectResponse(url_path + query, status_code=301)
     entries = listing(directory, url_path)
-    parent = "/repos/" + "".join(f"{segment}/" for segment in segments[:-1]) if segments else None
+    parent = tree_url(segments[:-1]) if segments else None
     headers = {"Cache-Control": REVALIDATE}
     if request.query_params.get("format") == "json":
         return JSONResponse({"path": url_path, "parent": parent, "entries": entries}, headers=headers)
-    crumbs = [("repos", "/repos/")] + [
-        (segment, "/repos/" + "".join(f"{part}/" for part in segments[: index + 1]))
-        for index, segment in enumerate(segments)
+    crumbs = [("repos", tree_url([]))] + [
+        (segment, tree_url(segments[: index + 1])) for index, segment in enumerate(segments)
     ]
     return templates.TemplateResponse(
         request,

@@ -188,3 +188,31 @@ def test_killing_a_publish_leaves_no_partial_version(
     final = publisher.publish(variant(unpacked_ext, tmp_path, 9))
     assert final.created and os.readlink(repo_dir(settings) / "latest") == str(final.version)
     assert_complete(final.path)
+
+
+def test_leftovers_of_dead_publishes_are_removed(settings: Settings, sessions: sessionmaker[Session]) -> None:
+    data = DataDir(settings.data_dir).ensure()
+    old, fresh = data.staging / "publish-old", data.staging / "publish-fresh"
+    for path in (old, fresh):
+        (path / "RPMS").mkdir(parents=True)
+    os.utime(old, (time.time() - 2 * 86400, time.time() - 2 * 86400))
+    Publisher(settings, sessions)
+    assert not old.exists() and fresh.exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["publish", "/nonexistent/bundle.tgz"], "does not exist"),
+        (["publish", "/etc/hostname"], "not a readable tar or ISO archive"),
+        (["publish", "/etc", "--kernel", "$(reboot)"], "invalid kernel release"),
+        (["publish", "/etc"], "not an MLNX_OFED bundle"),
+    ],
+)
+def test_cli_reports_bad_input_in_one_line(settings: Settings, arguments: list[str], message: str) -> None:
+    completed = subprocess.run(
+        [str(VENV_BIN / "ofedrepo"), *arguments], env=cli_environment(settings), capture_output=True, text=True
+    )
+    assert completed.returncode == 2
+    assert message in completed.stderr and "Traceback" not in completed.stderr
+    assert completed.stderr.startswith("error:")
