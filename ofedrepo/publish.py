@@ -186,7 +186,10 @@ class Publisher:
         # A crash after recording a version but before switching `latest` is repaired here.
         with exclusive_lock(self.data.repo_lock(bundle_name, kernel)):
             latest = repo_dir / LATEST
-            if (repo_dir / str(version.number)).is_dir() and os.readlink(latest) != str(version.number):
+            current = (
+                os.readlink(latest) if latest.is_symlink() else None
+            )  # absent if we died before version 1's switch
+            if (repo_dir / str(version.number)).is_dir() and current != str(version.number):
                 switch_symlink(latest, str(version.number))
         return PublishResult(
             repo_id=repo_id,

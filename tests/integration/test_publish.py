@@ -216,3 +216,13 @@ def test_cli_reports_bad_input_in_one_line(settings: Settings, arguments: list[s
     assert completed.returncode == 2
     assert message in completed.stderr and "Traceback" not in completed.stderr
     assert completed.stderr.startswith("error:")
+
+
+def test_republishing_repairs_a_latest_link_a_crash_never_switched(
+    publisher: Publisher, settings: Settings, ext_tgz: Path
+) -> None:
+    publisher.publish(ext_tgz)
+    (repo_dir(settings) / "latest").unlink()  # as if killed between recording version 1 and switching `latest`
+    again = publisher.publish(ext_tgz)
+    assert (again.version, again.created) == (1, False)
+    assert os.readlink(repo_dir(settings) / "latest") == "1"
