@@ -33,6 +33,7 @@ test: lint
 
 bench: setup
 	$(BIN)/python bench/publish.py
+	$(BIN)/python bench/inspect.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

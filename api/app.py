@@ -4,10 +4,12 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
 from api import errors
-from api.routes import health, repos, tree
+from api.routes import builds, bundles, health, images, repos, tree
 from ofedrepo import __version__
+from ofedrepo.bundles import BundleStore
 from ofedrepo.config import Settings
 from ofedrepo.db import make_engine, session_factory
+from ofedrepo.images import ImageCatalog
 from ofedrepo.storage import DataDir
 
 
@@ -25,9 +27,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
     app.state.data = DataDir(settings.data_dir).ensure()
+    app.state.images = ImageCatalog(settings, app.state.sessions)
+    app.state.bundles = BundleStore(settings, app.state.sessions)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(repos.router)
+    app.include_router(images.router)
+    app.include_router(bundles.router)
+    app.include_router(builds.router)
     app.include_router(tree.router)
 
     @app.get("/", include_in_schema=False)

@@ -5,11 +5,27 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from ofedrepo.errors import Conflict, InvalidInput, NotFound, OfedrepoError
+from ofedrepo.errors import (
+    ApplianceFailed,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    OfedrepoError,
+    TooLarge,
+    UnsupportedMediaType,
+)
 
 log = logging.getLogger(__name__)
 
-STATUS = {InvalidInput: 422, NotFound: 404, Conflict: 409}
+#: Checked in order, so subclasses come before their bases.
+STATUS = {
+    TooLarge: 413,
+    UnsupportedMediaType: 415,
+    InvalidInput: 422,
+    NotFound: 404,
+    Conflict: 409,
+    ApplianceFailed: 503,
+}
 
 
 def status_for(error: OfedrepoError) -> int:

@@ -4,7 +4,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from ofedrepo.bundles import BundleView
 from ofedrepo.catalog import RepoView
+from ofedrepo.images import ImageView
 from ofedrepo.models import Build, RepoVersion
 from ofedrepo.repofile import RepoLocation
 
@@ -17,12 +19,19 @@ class Health(BaseModel):
 
 class BuildOut(BaseModel):
     id: int
-    state: str
-    attempts: int
+    state: str = Field(description="`queued`, `running`, `succeeded`, `failed` or `cancelled`")
+    attempts: int = Field(description="Times a worker started it (a worker that died makes another attempt)")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     error: str | None
+    repo_id: int
+    bundle_id: int | None
+    kernel: str
+    image_id: int | None = Field(description="The image the request named, if any")
+    version_number: int | None = Field(description="The repo version it published")
+    cancel_requested: bool = Field(description="A cancel was asked while it ran; its worker is stopping it")
+    worker_id: str | None
 
     @classmethod
     def of(cls, build: Build) -> "BuildOut":
@@ -91,3 +100,51 @@ class DibSnippet(BaseModel):
     environment: dict[str, str] = Field(description="The `DIB_MLNX_OFED_*` variables")
     shell: str = Field(description="The same as `export` lines")
     tripleo_yaml: str = Field(description="A TripleO `disk_images` fragment adding the `mlnx-ofed` element")
+
+
+class ImageOut(BaseModel):
+    id: int
+    sha256: str
+    filename: str = Field(description="The name the image was uploaded or imported under")
+    distro: str = Field(description="os-release `ID`: `rocky`, `centos`, `rhel`...")
+    os_version: str = Field(description="`major.minor`, e.g. `8.6`")
+    arch: str
+    kernels: list[str] = Field(description="Installed kernels, oldest first (rpm version order)")
+    default_kernel: str = Field(description="The kernel the image boots")
+    default_kernel_rule: str = Field(description="Which boot loader rule decided `default_kernel`")
+    ofed_distro: str | None = Field(description="The MLNX_OFED distro tag of bundles that fit, e.g. `rhel8.6`")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, image: ImageView) -> "ImageOut":
+        return cls.model_validate(image, from_attributes=True)
+
+
+class BundleOut(BaseModel):
+    id: int
+    name: str = Field(description="`MLNX_OFED_LINUX-<version>-<distro>-<arch>`")
+    ofed_version: str
+    distro: str
+    arch: str
+    sha256: str = Field(description="Of the archive, or of the tree for a directory")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, bundle: BundleView) -> "BundleOut":
+        return cls.model_validate(bundle, from_attributes=True)
+
+
+class PathImport(BaseModel):
+    path: str = Field(description="A file (or, for bundles, a directory) under one of `OFEDREPO_IMPORT_DIRS`")
+
+
+class RepoRequestIn(BaseModel):
+    kernel: str | None = Field(None, description="A kernel release (`uname -r` form)", max_length=128)
+    image_id: int | None = Field(None, description="An inspected image: its default kernel and distro are used")
+    ofed_version: str | None = Field(None, description="Pick this OFED version (default: the newest that fits)")
+    distro: str | None = Field(
+        None, description="MLNX_OFED distro tag, e.g. `rhel8.6` (default: from the image or kernel)"
+    )
+    arch: str | None = Field(None, description="Default: from the kernel release")
+    bundle_id: int | None = Field(None, description="Use this bundle (when several have the same name and version)")
+    force: bool = Field(False, description="Build again even if a build for this cache key succeeded")

@@ -19,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.report import write_section  # noqa: E402
 from ofedrepo.config import Settings  # noqa: E402
 from ofedrepo.db import make_engine, session_factory, upgrade  # noqa: E402
 from ofedrepo.publish import Publisher  # noqa: E402
@@ -91,22 +92,6 @@ def main() -> None:
     ]
     print("\n".join(lines))
     write_section("publish", "\n".join(lines))
-
-
-def write_section(name: str, body: str) -> None:
-    """Replace (or add) `## <name>` in docs/benchmarks.md, keeping the other sections."""
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nProduced by the scripts in `bench/`.\n"
-    header = f"## {name}\n"
-    machine = subprocess.run(["uname", "-srm"], capture_output=True, text=True).stdout.strip()
-    section = f"{header}\n`bench/{name}.py`, {time.strftime('%Y-%m-%d')}, {machine}:\n\n{body}\n"
-    if header in text:
-        start = text.index(header)
-        end = text.find("\n## ", start + len(header))
-        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ name is only checked against them.
 import re
 from dataclasses import dataclass
 
+import rpm
+
 from ofedrepo.distro import parse_ofed_distro
 from ofedrepo.errors import InvalidBundleName, NotABundle
 from ofedrepo.kernel import RPM_ARCHES
@@ -92,3 +94,10 @@ def identity_from_markers(mlnx: str | None, distro: str | None, arch: str | None
     if arch not in RPM_ARCHES:
         raise NotABundle(f"not an MLNX_OFED bundle: .arch holds {arch[:40]!r}, not an architecture")
     return BundleIdentity(ofed_version=version, distro=tag, arch=arch)
+
+
+def compare_ofed_versions(left: str, right: str) -> int:
+    """-1, 0 or 1 as ``left`` is older than, the same as or newer than ``right`` (5.10-1.0 > 5.9-0.5)."""
+    left_version, _, left_release = left.partition("-")
+    right_version, _, right_release = right.partition("-")
+    return int(rpm.labelCompare(("0", left_version, left_release), ("0", right_version, right_release)))

@@ -1,27 +1,45 @@
 """The ``ofedrepo`` command line (Typer). Settings are loaded once, in the callback, and passed down."""
 
+import importlib
 import json
 import logging
 import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
+from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
 
 from ofedrepo import db
 from ofedrepo.config import Settings
 from ofedrepo.errors import InvalidInput, OfedrepoError
+
+if TYPE_CHECKING:
+    from ofedrepo.images import ImageView
 
 app = typer.Typer(
     help="MLNX_OFED kernel modules for the kernel in your images, as yum repositories.", no_args_is_help=True
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+bundle_app = typer.Typer(help="MLNX_OFED bundles.", no_args_is_help=True)
+app.add_typer(bundle_app, name="bundle")
 
 console = Console(stderr=True)
 Command = TypeVar("Command", bound=Callable[..., Any])
@@ -35,7 +53,7 @@ def reports_errors(command: Command) -> Command:
         try:
             return command(*args, **kwargs)
         except OfedrepoError as error:
-            console.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+            console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2 if isinstance(error, InvalidInput) else 1) from None
 
     return wrapper  # type: ignore[return-value]
@@ -58,7 +76,7 @@ def main_callback(
         context.obj = Settings()
     except ValidationError as error:
         problems = "; ".join(f"OFEDREPO_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors())
-        console.print(f"[bold red]error:[/] invalid settings: {problems}", highlight=False)
+        console.print(f"[bold red]error:[/] invalid settings: {escape(problems)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -148,22 +166,253 @@ def publish(
 
 @app.command()
 @reports_errors
+def inspect(
+    context: typer.Context,
+    images: Annotated[list[Path], typer.Argument(help="qcow2 or raw disk images; several share one appliance launch.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON: an object, or a list for several images.")
+    ] = False,
+) -> None:
+    """Tell which kernel an image boots and which MLNX_OFED bundle fits it (read-only, nothing is mounted)."""
+    from ofedrepo.images import ImageCatalog
+    from ofedrepo.uploads import hash_candidate
+
+    settings = settings_of(context)
+    engine = db.make_engine(settings.resolved_database_url)
+    db.upgrade(engine)
+    catalog = ImageCatalog(settings, db.session_factory(engine))
+    for path in images:
+        if not path.is_file():
+            raise InvalidInput(f"{path}: no such file")
+    total = sum(path.stat().st_size for path in images)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bars:
+        hashing = bars.add_task("Hashing", total=total)
+        candidates = [hash_candidate(path, lambda size: bars.advance(hashing, size)) for path in images]
+        bars.remove_task(hashing)
+        booting = bars.add_task("Inspecting", total=None, visible=False)
+
+        def show_boot(count: int) -> None:
+            description = f"Booting the libguestfs appliance for {count} image{'s' * (count > 1)} and inspecting"
+            bars.update(booting, description=description, visible=True)
+
+        outcomes = catalog.inspect(candidates, booting=show_boot)
+    failed = [outcome for outcome in outcomes if outcome.error]
+    for outcome in failed:
+        console.print(f"[bold red]error:[/] {escape(str(outcome.error))}", highlight=False, soft_wrap=True)
+    if as_json:
+        documents = [
+            outcome.image.as_dict()
+            if outcome.image
+            else {"path": str(outcome.candidate.path), "error": str(outcome.error)}
+            for outcome in outcomes
+        ]
+        sys.stdout.write(json.dumps(documents[0] if len(documents) == 1 else documents, indent=2) + "\n")
+    else:
+        output = Console(highlight=False)
+        for outcome in outcomes:
+            if outcome.image:
+                output.print(image_table(outcome.image))
+    if failed:
+        raise typer.Exit(2)
+
+
+def image_table(image: "ImageView") -> Table:
+    """One image as a two-column table: readable in 80 columns, where a wide table would fold every cell."""
+    # Every value comes from the image or its uploader: escaped, so that "[...]" is never read as markup.
+    table = Table(title=escape(image.filename), title_justify="left", box=box.SIMPLE, show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    others = [kernel for kernel in image.kernels if kernel != image.default_kernel]
+    rows = {
+        "os": f"{image.distro} {image.os_version} ({image.arch})",
+        "default kernel": image.default_kernel,
+        "decided by": image.default_kernel_rule,
+        "other kernels": "\n".join(others) or "-",
+        "MLNX_OFED distro": image.ofed_distro or "-",
+        "sha256": image.sha256,
+    }
+    for field, value in rows.items():
+        table.add_row(field, escape(value))
+    return table
+
+
+@app.command()
+@reports_errors
 def serve(
     context: typer.Context,
     host: Annotated[str | None, typer.Option(help="Listen address (default: OFEDREPO_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (default: OFEDREPO_PORT).")] = None,
+    worker: Annotated[
+        bool | None,
+        typer.Option("--worker/--no-worker", help="Run an embedded worker (default: OFEDREPO_EMBEDDED_WORKER)."),
+    ] = None,
 ) -> None:
-    """Serve the API, the published tree and the web pages (migrations are applied first)."""
+    """Serve the API, the published tree and the web pages, with an embedded worker (migrations first)."""
     import uvicorn
 
     settings = settings_of(context)
     db.upgrade(db.make_engine(settings.resolved_database_url))
-    console.print(f"serving on http://{host or settings.host}:{port or settings.port} (data in {settings.data_dir})")
-    # By import string: the core library does not import the web layer; the app factory reads the same
-    # OFEDREPO_* settings this command did.
-    uvicorn.run(
-        "api.app:create_app", factory=True, host=host or settings.host, port=port or settings.port, log_level="info"
+    embedded = _worker_module().Worker(settings) if (settings.embedded_worker if worker is None else worker) else None
+    console.print(
+        f"serving on http://{host or settings.host}:{port or settings.port} (data in {settings.data_dir}"
+        f"{', with an embedded worker' if embedded else ', no worker: run `ofedrepo worker`'})"
     )
+    if embedded:
+        embedded.start()
+    try:
+        # By import string: the core library does not import the web layer; the app factory reads the same
+        # OFEDREPO_* settings this command did.
+        uvicorn.run(
+            "api.app:create_app", factory=True, host=host or settings.host, port=port or settings.port, log_level="info"
+        )
+    finally:
+        if embedded:
+            embedded.stop()
+
+
+@app.command("worker")
+@reports_errors
+def worker_command(
+    context: typer.Context,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, max=64, help="Builds run at once (default: OFEDREPO_WORKER_CONCURRENCY).")
+    ] = None,
+) -> None:
+    """Claim queued builds and run them until stopped (SIGTERM/SIGINT put running builds back in the queue)."""
+    settings = settings_of(context)
+    console.print(
+        f"worker: {concurrency or settings.worker_concurrency} slot(s), "
+        f"database {settings.resolved_database_url.split('@')[-1]}"
+    )
+    _worker_module().main(settings, concurrency)
+
+
+def _worker_module() -> Any:
+    """``workers.worker``, imported by name: the core library does not import the worker layer (as with the app)."""
+    return importlib.import_module("workers.worker")
+
+
+@bundle_app.command("add")
+@reports_errors
+def bundle_add(
+    context: typer.Context,
+    path: Annotated[Path, typer.Argument(help="An MLNX_OFED bundle: `.tgz`, `.iso` or an unpacked directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the bundle as JSON.")] = False,
+) -> None:
+    """Register an MLNX_OFED bundle (stored unpacked and read-only, once per sha256)."""
+    from ofedrepo.bundles import BundleStore
+
+    settings = settings_of(context)
+    engine = db.make_engine(settings.resolved_database_url)
+    db.upgrade(engine)
+    store = BundleStore(settings, db.session_factory(engine))
+    if not path.exists():
+        raise InvalidInput(f"{path}: no such file or directory")
+    total = (
+        path.stat().st_size
+        if path.is_file()
+        else sum(entry.stat().st_size for entry in path.rglob("*") if entry.is_file() and not entry.is_symlink())
+    )
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bars:
+        hashing = bars.add_task(f"Hashing {path.name}", total=total)
+        candidate = store.identify(path, lambda size: bars.advance(hashing, size))
+        bars.update(hashing, visible=False)
+        step = bars.add_task("Checking", total=None)
+        bundle, created = store.add(candidate, progress=lambda text: bars.update(step, description=text))
+    if as_json:
+        sys.stdout.write(
+            json.dumps({**bundle.__dict__, "created_at": bundle.created_at.isoformat(), "created": created}, indent=2)
+            + "\n"
+        )
+        return
+    verb = "registered" if created else "already registered"
+    details = f"OFED {bundle.ofed_version}, {bundle.distro}, {bundle.arch}, sha256 {bundle.sha256[:12]}"
+    sys.stdout.write(f"{bundle.name}: {verb} as bundle {bundle.id} ({details})\n")
+
+
+@app.command()
+@reports_errors
+def request(
+    context: typer.Context,
+    kernel: Annotated[str | None, typer.Option("--kernel", "-k", help="The kernel release to build for.")] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="An image whose default kernel to build for.")] = None,
+    ofed: Annotated[
+        str | None, typer.Option("--ofed", help="The OFED version (default: the newest fitting bundle).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Build again even if a build for this key succeeded.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the build log until the build ends.")] = False,
+) -> None:
+    """Ask for a repo for a kernel or an image; a worker builds it (run `ofedrepo worker` or `serve`)."""
+    from ofedrepo import builds
+    from ofedrepo.images import ImageCatalog
+    from ofedrepo.uploads import hash_candidate
+
+    settings = settings_of(context)
+    if (kernel is None) == (image is None):
+        raise InvalidInput("give exactly one of --kernel and --image")
+    engine = db.make_engine(settings.resolved_database_url)
+    db.upgrade(engine)
+    sessions = db.session_factory(engine)
+    image_id = None
+    if image is not None:
+        with console.status("Inspecting the image"):
+            outcome = ImageCatalog(settings, sessions).inspect([hash_candidate(image)])[0]
+        if outcome.error:
+            raise outcome.error
+        assert outcome.image is not None
+        image_id = outcome.image.id
+    with sessions() as session:
+        answer = builds.request_repo(
+            session, settings, builds.RepoRequest(kernel=kernel, image_id=image_id, ofed_version=ofed, force=force)
+        )
+    location = _latest_url(settings, sessions, answer.repo_id)
+    if answer.ready:
+        sys.stdout.write(f"already built (build {answer.build_id})\nDIB_MLNX_OFED_REPO={location}\n")
+        return
+    console.print(f"build {answer.build_id} queued for repo {answer.repo_id}")
+    if not wait:
+        sys.stdout.write(f"build {answer.build_id}\nDIB_MLNX_OFED_REPO={location} (once it succeeds)\n")
+        return
+    state = _follow(settings, sessions, answer.build_id)
+    if state != "succeeded":
+        raise OfedrepoError(f"build {answer.build_id} {state}")
+    sys.stdout.write(f"DIB_MLNX_OFED_REPO={location}\n")
+
+
+def _latest_url(settings: Settings, sessions: Any, repo_id: int) -> str:
+    from ofedrepo import catalog
+
+    with sessions() as session:
+        return catalog.view(catalog.get_repo(session, repo_id), settings.base_url).latest.url
+
+
+def _follow(settings: Settings, sessions: Any, build_id: int) -> str:
+    """Print the build log as it grows; return the build's final state."""
+    import time
+
+    from ofedrepo import builds
+    from ofedrepo.storage import DataDir
+
+    log_file = DataDir(settings.data_dir).build_log(build_id)
+    offset = 0
+    with console.status(f"build {build_id} waiting for a worker") as status:
+        while True:
+            chunk = builds.read_log(log_file, offset)
+            if chunk:
+                offset += len(chunk)
+                console.out(chunk.decode("utf-8", "replace"), end="", highlight=False)
+            with sessions() as session:
+                build = builds.get_build(session, build_id)
+                state, error = build.state, build.error
+            status.update(f"build {build_id} {state}")
+            if state in ("succeeded", "failed", "cancelled"):
+                if not builds.read_log(log_file, offset):
+                    if error and state != "succeeded":
+                        console.print(f"[bold red]{escape(error)}[/]", highlight=False, soft_wrap=True)
+                    return state
+            time.sleep(0.5)
 
 
 def main() -> None:

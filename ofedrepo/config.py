@@ -7,7 +7,7 @@ down; nothing else reads the environment. Values come from ``OFEDREPO_*`` enviro
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, Field, field_validator
 from pydantic_settings import (
@@ -21,6 +21,13 @@ from pydantic_settings import (
 CONFIG_FILE_VARIABLE = "OFEDREPO_CONFIG_FILE"
 
 GiB = 1024**3
+
+#: Builder images by distro major; operators point these at images with the build requirements installed.
+DEFAULT_CONTAINER_IMAGES = {
+    "rhel7": "quay.io/centos/centos:7",
+    "rhel8": "quay.io/rockylinux/rockylinux:8",
+    "rhel9": "quay.io/rockylinux/rockylinux:9",
+}
 
 
 def _split_list(value: Any) -> Any:
@@ -77,11 +84,76 @@ class Settings(BaseSettings):
         description="Largest total size an archive (tgz, iso) may unpack to; larger ones are refused.",
     )
     archive_max_members: int = Field(200_000, gt=0, description="Largest number of entries an archive may hold.")
+    import_dirs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated server directories from which `POST /api/v1/images` and "
+        '`/api/v1/bundles` may import a file by `{"path": ...}`. Empty: importing by path is disabled.',
+    )
+    image_max_upload_size: int = Field(
+        64 * GiB, gt=0, description="Largest image upload accepted, in bytes; larger ones get 413."
+    )
+    image_max_virtual_size: int = Field(
+        4096 * GiB,
+        gt=0,
+        description="Largest virtual disk size an image may declare, in bytes; larger ones are refused.",
+    )
 
-    @field_validator("api_tokens", mode="before")
+    bundle_max_upload_size: int = Field(
+        20 * GiB, gt=0, description="Largest bundle upload accepted, in bytes; larger ones get 413."
+    )
+    embedded_worker: bool = Field(
+        True, description="`ofedrepo serve` also runs a worker (`--no-worker` or false: builds need `ofedrepo worker`)."
+    )
+    worker_concurrency: int = Field(1, ge=1, le=64, description="Builds one worker process runs at once.")
+    build_runner: Literal["local", "podman", "docker"] = Field(
+        "local",
+        description="Where `mlnx_add_kernel_support.sh` runs: on the worker host, or in a podman/docker container "
+        "of the image `OFEDREPO_BUILD_CONTAINER_IMAGES` names for the bundle's distro.",
+    )
+    build_container_images: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=lambda: dict(DEFAULT_CONTAINER_IMAGES),
+        description="Container image per distro tag, `tag=image` comma-separated; an exact tag (`rhel8.6`) wins "
+        "over its major (`rhel8`). The image needs the bundle's build requirements (rpm-build, gcc, make, "
+        "perl, python3).",
+    )
+    build_timeout: int = Field(7200, gt=0, description="Seconds one add-kernel-support run may take.")
+    build_max_attempts: int = Field(
+        3, ge=1, description="Times a build is tried when its worker dies mid-build (lease expiry) before it fails."
+    )
+    build_lease_seconds: float = Field(
+        60,
+        gt=0,
+        description="A running build's lease; its worker renews it every quarter of this. A build whose "
+        "lease expired (worker killed, host lost) goes back to the queue.",
+    )
+    queue_poll_interval: float = Field(
+        0.5, gt=0, le=10, description="Seconds an idle worker waits before looking for queued builds again."
+    )
+    kernel_sources_root: Path = Field(
+        Path("/usr/src/kernels"),
+        description="Where kernel sources live, one directory per kernel release (`<root>/<K>/Makefile`).",
+    )
+    kernel_devel_repos: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated yum repository baseurls searched for `kernel-devel-<K>` when "
+        "`<kernel_sources_root>/<K>` is missing; the package is downloaded, checksum-verified and unpacked "
+        "into `<data_dir>/kernel-sources/`.",
+    )
+
+    @field_validator("api_tokens", "import_dirs", "kernel_devel_repos", mode="before")
     @classmethod
     def _tokens_from_text(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("build_container_images", mode="before")
+    @classmethod
+    def _images_from_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            pairs = [item.split("=", 1) for item in _split_list(value)]
+            if any(len(pair) != 2 for pair in pairs):
+                raise ValueError("expected tag=image pairs, e.g. rhel8=registry.example/ofed-builder:8")
+            return {tag.strip(): image.strip() for tag, image in pairs}
+        return value
 
     @classmethod
     def settings_customise_sources(

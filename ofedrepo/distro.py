@@ -13,7 +13,7 @@ from ofedrepo.kernel import KernelRelease
 _TAG = re.compile(r"(?P<family>[a-z]+)(?P<version>[0-9][0-9a-z.]*)")
 
 #: os-release ``ID`` values whose images take the ``rhel`` bundles.
-RHEL_FAMILY = frozenset({"rhel", "centos", "rocky", "almalinux", "alma", "ol", "oracle", "redhat"})
+RHEL_FAMILY = frozenset({"rhel", "centos", "rocky", "almalinux", "alma", "ol", "oracle", "oraclelinux", "redhat"})
 
 #: First release number of each RHEL minor's kernel, e.g. 4.18.0-372.* is RHEL 8.6. Kernels whose dist
 #: tag is a plain ``el8`` (CentOS Stream, RHEL x.0 GA) only say their minor through this number.

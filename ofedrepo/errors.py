@@ -8,10 +8,14 @@ Every message is written for the person who caused it and is shown as is: by the
     │   ├── InvalidKernelRelease       not a kernel release string (``uname -r`` form)
     │   ├── InvalidBundleName          not an MLNX_OFED bundle name
     │   ├── UnsafeArchive              an archive member would escape, is special or too big
-    │   └── NotABundle                 the input lacks what every MLNX_OFED bundle has
+    │   ├── NotABundle                 the input lacks what every MLNX_OFED bundle has
+    │   ├── TooLarge                   an upload exceeds its configured limit             413
+    │   └── UnsupportedMediaType       a request body of a type the endpoint does not take 415
     ├── NotFound                       no such object                                   404
     ├── Conflict                       the request contradicts the current state         409
-    └── ToolFailed                     an external tool (gpg, rpmsign) failed             500
+    ├── ToolFailed                     an external tool (gpg, rpmsign) failed             500
+    ├── ApplianceFailed                libguestfs could not start or inspect at all       503
+    └── BuildFailed                    a build step failed (kept as the build's error)
 """
 
 
@@ -39,6 +43,14 @@ class NotABundle(InvalidInput):
     """The input is not an MLNX_OFED bundle: a marker file or ``RPMS/`` is missing."""
 
 
+class TooLarge(InvalidInput):
+    """An upload is larger than the configured limit; reading stops at the limit."""
+
+
+class UnsupportedMediaType(InvalidInput):
+    """The request body's content type is not one the endpoint accepts."""
+
+
 class NotFound(OfedrepoError):
     """The requested object does not exist."""
 
@@ -56,3 +68,11 @@ class ToolFailed(OfedrepoError):
         self.output = output
         tail = "\n".join(output.strip().splitlines()[-15:])
         super().__init__(f"{argv[0]} exited with status {returncode}: {tail}")
+
+
+class ApplianceFailed(OfedrepoError):
+    """The libguestfs appliance could not start (with KVM nor TCG) or its inspection broke down."""
+
+
+class BuildFailed(OfedrepoError):
+    """A build cannot produce a version: no kernel sources, the vendor script failed, verification failed."""

@@ -17,12 +17,15 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -59,6 +62,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map: dict[Any, Any] = {datetime: UTCDateTime, dict[str, Any]: JSON, list[str]: JSON}
+
+
+ACTIVE_STATES_SQL = "state IN ('queued', 'running')"
 
 
 class BuildState(StrEnum):
@@ -154,6 +160,16 @@ class Build(Base):
     __tablename__ = "builds"
     __table_args__ = (
         CheckConstraint("state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="state_known"),
+        # At most one active build per cache key: concurrent identical requests collide here and share it.
+        Index(
+            "uq_builds_active_key",
+            "bundle_id",
+            "kernel",
+            "fingerprint",
+            unique=True,
+            sqlite_where=text(ACTIVE_STATES_SQL),
+            postgresql_where=text(ACTIVE_STATES_SQL),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -166,8 +182,26 @@ class Build(Base):
     worker_id: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
+    cancel_requested: Mapped[bool] = mapped_column(default=False, server_default=false())
+    image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id", ondelete="SET NULL"))
+    version_number: Mapped[int | None]
+    """The repo version this build published."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
     repo: Mapped[Repo] = relationship(back_populates="builds")
+    bundle: Mapped[Bundle | None] = relationship()
+
+
+class Worker(Base):
+    """A running worker process; its heartbeat says it is alive (``/api/v1/health`` counts the recent ones)."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int]
+    concurrency: Mapped[int]
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

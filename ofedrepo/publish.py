@@ -138,9 +138,9 @@ class Publisher:
         progress = progress or _Silent()
         progress.step(f"Opening {source.name}")
         with open_bundle(source, self.data, self.limits) as bundle:
-            return self._publish_opened(bundle, kernel, build_id, progress)
+            return self.publish_opened(bundle, kernel, build_id, progress)
 
-    def _publish_opened(
+    def publish_opened(
         self, bundle: OpenedBundle, requested_kernel: str | None, build_id: int | None, progress: Progress
     ) -> PublishResult:
         identity = bundle.identity

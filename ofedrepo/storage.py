@@ -5,6 +5,10 @@
         repos/<bundle>/<kernel>/latest    symlink to the newest complete <N>
         staging/                          versions being assembled (never served)
         work/                             unpacked archives and other scratch space
+        uploads/                          uploads being received and inspected (never kept)
+        bundles/<sha256>/<bundle>/        registered bundles, unpacked, read-only
+        kernel-sources/<K>/               kernel-devel packages unpacked for builds
+        builds/<id>.log                   build logs
         keys/                             the site signing key (a GnuPG home) and its lock
         locks/                            one lock file per repo, serialising version numbering
         home/                             HOME for the tools we run (no user's dotfiles)
@@ -45,6 +49,25 @@ class DataDir:
         return self.root / "work"
 
     @property
+    def uploads(self) -> Path:
+        return self.root / "uploads"
+
+    @property
+    def bundles(self) -> Path:
+        return self.root / "bundles"
+
+    @property
+    def kernel_sources(self) -> Path:
+        return self.root / "kernel-sources"
+
+    @property
+    def build_logs(self) -> Path:
+        return self.root / "builds"
+
+    def build_log(self, build_id: int) -> Path:
+        return self.build_logs / f"{build_id}.log"
+
+    @property
     def keys(self) -> Path:
         return self.root / "keys"
 
@@ -57,7 +80,16 @@ class DataDir:
         return self.root / "locks"
 
     def ensure(self) -> "DataDir":
-        for path in (self.repos, self.staging, self.work, self.home, self.locks):
+        for path in (
+            self.repos,
+            self.staging,
+            self.work,
+            self.uploads,
+            self.home,
+            self.locks,
+            self.bundles,
+            self.build_logs,
+        ):
             path.mkdir(parents=True, exist_ok=True)
         self.keys.mkdir(mode=0o700, parents=True, exist_ok=True)
         return self
@@ -74,13 +106,13 @@ class DataDir:
         return parent / f"{prefix}-{uuid.uuid4().hex}"
 
     def remove_stale_scratch(self, older_than_seconds: float) -> list[Path]:
-        """Remove what killed processes left in ``staging/`` and ``work/``.
+        """Remove what killed processes left in ``staging/``, ``work/`` and ``uploads/``.
 
         Age, not process IDs, decides: the data dir may be shared by hosts whose processes we cannot see.
         """
         removed = []
         deadline = time.time() - older_than_seconds
-        for parent in (self.staging, self.work):
+        for parent in (self.staging, self.work, self.uploads):
             for entry in parent.iterdir() if parent.is_dir() else []:
                 if entry.lstat().st_mtime < deadline:
                     shutil.rmtree(entry, ignore_errors=True)

@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from ofedrepo.config import Settings
 from ofedrepo.db import make_engine, session_factory, upgrade
 from ofedrepo.publish import Publisher
+from tests.support import disk_images as disk_image_specs
+from tests.support.disk_images import build_images
 from tests.support.synthetic_bundle import (
     BundleSpec,
     TestKey,
@@ -66,6 +68,16 @@ def rebuilt_ext_tgz(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path, 
     return add_kernel_support(
         bundle_dir, TARGET_KERNEL, kernel_sources / TARGET_KERNEL, tmp_path_factory.mktemp("ext2")
     )
+
+
+@pytest.fixture(scope="session")
+def disk_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The inspection test images (tests/support/disk_images.py), built in one appliance launch.
+
+    ``OFEDREPO_TEST_IMAGE_CACHE`` names a directory that keeps them between sessions (keyed by content).
+    """
+    cache = os.environ.get("OFEDREPO_TEST_IMAGE_CACHE")
+    return build_images(disk_image_specs.ALL, Path(cache) if cache else tmp_path_factory.mktemp("disk-images"))
 
 
 def postgres_available() -> str | None:
@@ -138,11 +150,12 @@ class RunningServer:
     process: subprocess.Popen[bytes]
 
 
-def start_server(data_dir: Path, log: Path) -> RunningServer:
+def start_server(data_dir: Path, log: Path, extra_environment: dict[str, str] | None = None) -> RunningServer:
     """`ofedrepo serve` as a user runs it, on a free loopback port; returns once /api/v1/health answers."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     environment = {**os.environ, "OFEDREPO_DATA_DIR": str(data_dir), "OFEDREPO_PUBLIC_URL": url}
+    environment.update(extra_environment or {})
     environment.pop("OFEDREPO_DATABASE_URL", None)
     with log.open("wb") as output:
         process = subprocess.Popen(

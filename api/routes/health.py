@@ -1,19 +1,22 @@
 from fastapi import APIRouter
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.deps import SessionDep
+from api.deps import SessionDep, SettingsDep
 from api.schemas import Health
+from ofedrepo.builds import live_workers
 from ofedrepo.db import check_connection
 
 router = APIRouter(prefix="/api/v1", tags=["health"])
 
 
 @router.get("/health", response_model=Health)
-def health(session: SessionDep) -> Health:
-    """Liveness and database reachability; monitoring polls this."""
+def health(session: SessionDep, settings: SettingsDep) -> Health:
+    """Liveness, database reachability and the workers that heartbeated within a lease; monitoring polls this."""
+    workers = 0
     try:
         check_connection(session.get_bind())  # type: ignore[arg-type]
+        workers = live_workers(session, settings.build_lease_seconds)
         database = "ok"
     except SQLAlchemyError as error:
         database = f"error: {type(error).__name__}"
-    return Health(status="ok" if database == "ok" else "degraded", database=database, workers=0)
+    return Health(status="ok" if database == "ok" else "degraded", database=database, workers=workers)

@@ -1,15 +1,37 @@
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import PlainTextResponse
 
 from api.deps import SessionDep, SettingsDep
-from api.schemas import DibSnippet, RepoOut
-from ofedrepo import catalog
+from api.schemas import DibSnippet, RepoOut, RepoRequestIn
+from ofedrepo import builds, catalog
 from ofedrepo.bundle import parse_bundle_name
 from ofedrepo.repofile import dib_environment, render_repo_file, render_shell_exports, render_tripleo_yaml
 
 router = APIRouter(prefix="/api/v1/repos", tags=["repos"])
 
 VersionQuery = Query(None, ge=1, description="Pin a version number instead of `latest`")
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=RepoOut,
+    responses={
+        200: {"model": RepoOut, "description": "Already built: the repo, published"},
+        404: {"description": "No such image"},
+        422: {"description": "Invalid kernel, no bundle fits (the candidates are listed), or several do"},
+    },
+)
+def request_repo(body: RepoRequestIn, response: Response, session: SessionDep, settings: SettingsDep) -> RepoOut:
+    """Ask for a repo for a kernel or an image: 202 with the repo and its queued or running build, 200 when built.
+
+    Identical requests share one build; `force` builds again (a new version once it succeeds).
+    """
+    outcome = builds.request_repo(session, settings, builds.RepoRequest(**body.model_dump()))
+    session.expire_all()
+    repo = catalog.get_repo(session, outcome.repo_id)
+    response.status_code = 200 if outcome.ready else 202
+    return RepoOut.of(catalog.view(repo, settings.base_url), settings.base_url)
 
 
 @router.get("", response_model=list[RepoOut])

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 #: Source packages in SRPMS/ and the kernel modules each one builds.
@@ -69,6 +70,7 @@ def kernel_module(name: str, kernel: str) -> bytes:
 
 KERNEL_SPEC = """\
 %{{!?KVERSION: %global KVERSION %(uname -r)}}
+%{{!?VERMAGIC: %global VERMAGIC %{{KVERSION}}}}
 %global kver_release %(echo %{{KVERSION}} | tr - _)
 %{{!?kmod_release: %global kmod_release OFED.{ofed_release}.kver.%{{kver_release}}}}
 Name: {name}
@@ -96,7 +98,7 @@ mkdir -p %{{buildroot}}/etc/{name}
 echo "kernel=%{{KVERSION}}" > %{{buildroot}}/etc/{name}/{name}.conf
 for module in {modules}; do
     python3 %{{SOURCE0}} --write-kernel-module \\
-        %{{buildroot}}/lib/modules/%{{KVERSION}}/extra/{name}/$module.ko $module %{{KVERSION}}
+        %{{buildroot}}/lib/modules/%{{KVERSION}}/extra/{name}/$module.ko $module %{{VERMAGIC}}
 done
 
 %files
@@ -151,11 +153,22 @@ def run(argv: list[str], log: Path) -> None:
 
 
 def build_kernel_packages(
-    srpms: list[Path], kernel: str, arch: str, out: Path, log: Path, kmod_release: str | None = None
+    srpms: list[Path],
+    kernel: str,
+    arch: str,
+    out: Path,
+    log: Path,
+    kmod_release: str | None = None,
+    vermagic: str | None = None,
 ) -> list[Path]:
-    """Rebuild each kernel source package for `kernel`; return the binary packages."""
+    """Rebuild each kernel source package for `kernel`; return the binary packages.
+
+    The modules' vermagic is the kernel release of the sources they are built against, as with kbuild (the
+    tree's include/config/kernel.release): sources of another kernel give modules that load nowhere.
+    """
     topdir = Path(tempfile.mkdtemp(prefix="rpmbuild-", dir=out))
     arguments = ["--rebuild", "--target", arch, "--define", f"KVERSION {kernel}"]
+    arguments += ["--define", f"VERMAGIC {vermagic or kernel}"]
     if kmod_release:
         arguments += ["--define", f"kmod_release {kmod_release}"]
     for srpm in srpms:
@@ -263,13 +276,21 @@ def main(argv: list[str]) -> int:
     if shutil.which("rpmbuild") is None:
         print("Error: rpmbuild is required (install rpm-build)", file=sys.stderr)
         return 1
+    release_file = sources / "include" / "config" / "kernel.release"
+    vermagic = release_file.read_text().strip() if release_file.is_file() else kernel
+    # Test hook: kernel sources may ask for a slow build, so that tests can watch, cancel or kill one mid-way.
+    delay_file = sources / ".synthetic-build-delay"
+    delay = float(delay_file.read_text()) if delay_file.is_file() else 0.0
     tmpdir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"mlnx_iso.{os.getpid()}_", dir=tmpdir))
     log = work / f"mlnx_ofed_iso.{os.getpid()}.log"
     log.touch()
     print(f"See log file {log}\n")
     print("Checking if all needed packages are installed...")
-    print("Building MLNX_OFED_LINUX RPMS . Please wait...")
+    print("Building MLNX_OFED_LINUX RPMS . Please wait...", flush=True)
+    for second in range(int(delay)):
+        print(f"  compiling kernel modules against {sources} ({second + 1}/{int(delay)} s)", flush=True)
+        time.sleep(1)
     skipped = set(arguments.without)
     srpms = [
         srpm for srpm in sorted((bundle / "SRPMS").glob("*.src.rpm"))
@@ -277,7 +298,7 @@ def main(argv: list[str]) -> int:
     ]  # fmt: skip
     built_dir = work / "built"
     built_dir.mkdir()
-    kernel_packages = build_kernel_packages(srpms, kernel, arch, built_dir, log)
+    kernel_packages = build_kernel_packages(srpms, kernel, arch, built_dir, log, vermagic=vermagic)
     replaced = {package_name(package) for package in kernel_packages}
     kmod_requires = {}
     for package in kernel_packages:

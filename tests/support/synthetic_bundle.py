@@ -187,11 +187,16 @@ def make_bundle(spec: BundleSpec, key: TestKey, parent: Path) -> Path:
     return bundle
 
 
-def make_kernel_sources(root: Path, kernel: str) -> Path:
-    """A stand-in for /usr/src/kernels/<K>: the synthetic script checks for its Makefile, as kbuild would."""
+def make_kernel_sources(root: Path, kernel: str, release: str | None = None, build_seconds: int = 0) -> Path:
+    """A stand-in for /usr/src/kernels/<K>: a Makefile (the script checks it, as kbuild would) and
+    include/config/kernel.release, whose release (``release``, default ``kernel``) the modules' vermagic takes.
+    ``build_seconds`` makes the synthetic script take that long, printing a line a second."""
     sources = root / kernel
-    sources.mkdir(parents=True, exist_ok=True)
-    (sources / "Makefile").write_text(f"# kernel {kernel}\nKERNELRELEASE = {kernel}\n")
+    (sources / "include" / "config").mkdir(parents=True, exist_ok=True)
+    (sources / "Makefile").write_text(f"# kernel {kernel}\nKERNELRELEASE = {release or kernel}\n")
+    (sources / "include" / "config" / "kernel.release").write_text(f"{release or kernel}\n")
+    if build_seconds:
+        (sources / ".synthetic-build-delay").write_text(str(build_seconds))
     return sources
 
 

@@ -1,0 +1,49 @@
+"""Builds: state, the log as it grows, cancel."""
+
+from fastapi import APIRouter, Query, Response
+
+from api.deps import DataDirDep, SessionDep
+from api.schemas import BuildOut
+from ofedrepo import builds
+
+router = APIRouter(prefix="/api/v1/builds", tags=["builds"])
+
+
+@router.get("", response_model=list[BuildOut])
+def list_builds(session: SessionDep) -> list[BuildOut]:
+    """The most recent builds, newest first."""
+    return [BuildOut.of(build) for build in builds.list_builds(session)]
+
+
+@router.get("/{build_id}", response_model=BuildOut, responses={404: {"description": "No such build"}})
+def get_build(build_id: int, session: SessionDep) -> BuildOut:
+    return BuildOut.of(builds.get_build(session, build_id))
+
+
+@router.get(
+    "/{build_id}/log",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}}, 404: {"description": "No such build"}},
+)
+def build_log(
+    build_id: int,
+    session: SessionDep,
+    data: DataDirDep,
+    offset: int = Query(0, ge=0, description="Start here (bytes): follow a running build by asking from the end"),
+) -> Response:
+    """The build log as plain text; it grows while the build runs. `X-Build-State` carries the state."""
+    build = builds.get_build(session, build_id)
+    content = builds.read_log(data.build_log(build_id), offset)
+    headers = {"X-Build-State": build.state, "X-Log-Offset": str(offset + len(content)), "Cache-Control": "no-cache"}
+    return Response(content, media_type="text/plain; charset=utf-8", headers=headers)
+
+
+@router.post(
+    "/{build_id}/cancel",
+    status_code=202,
+    response_model=BuildOut,
+    responses={404: {"description": "No such build"}, 409: {"description": "The build has already ended"}},
+)
+def cancel_build(build_id: int, session: SessionDep) -> BuildOut:
+    """Cancel: a queued build at once; a running one is killed by its worker within seconds."""
+    return BuildOut.of(builds.cancel_build(session, build_id))

@@ -1,0 +1,51 @@
+"""Bundles: upload or import an MLNX_OFED bundle (stored unpacked, once per sha256); list and show them."""
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from api.deps import BundleStoreDep, DataDirDep, SessionDep, SettingsDep
+from api.schemas import BundleOut
+from api.uploads import received, upload_request_body
+from ofedrepo import bundles
+
+router = APIRouter(prefix="/api/v1/bundles", tags=["bundles"])
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=BundleOut,
+    openapi_extra={"requestBody": upload_request_body("An MLNX_OFED bundle (tgz or iso; a directory by path)")},
+    responses={
+        200: {"model": BundleOut, "description": "A bundle with the same sha256 is already registered"},
+        413: {"description": "The upload is larger than `OFEDREPO_BUNDLE_MAX_UPLOAD_SIZE`"},
+        415: {"description": "Neither multipart/form-data nor application/json"},
+        422: {"description": "Not an MLNX_OFED bundle, or an unsafe archive (`detail` says what is wrong)"},
+    },
+)
+async def add_bundle(
+    request: Request, response: Response, store: BundleStoreDep, settings: SettingsDep, data: DataDirDep
+) -> BundleOut:
+    """Register a bundle; its identity comes from its own `.mlnx`, `distro`, `.arch` and `RPMS/`."""
+    async with received(
+        request,
+        data=data,
+        limit=settings.bundle_max_upload_size,
+        limit_setting="OFEDREPO_BUNDLE_MAX_UPLOAD_SIZE",
+        import_dirs=settings.import_dirs,
+        identify=store.identify,
+        directories=True,
+    ) as candidate:
+        bundle, created = await run_in_threadpool(store.add, candidate)
+    response.status_code = 201 if created else 200
+    return BundleOut.of(bundle)
+
+
+@router.get("", response_model=list[BundleOut])
+def list_bundles(session: SessionDep) -> list[BundleOut]:
+    return [BundleOut.of(bundle) for bundle in bundles.list_bundles(session)]
+
+
+@router.get("/{bundle_id}", response_model=BundleOut, responses={404: {"description": "No such bundle"}})
+def get_bundle(bundle_id: int, session: SessionDep) -> BundleOut:
+    return BundleOut.of(bundles.get_bundle(session, bundle_id))

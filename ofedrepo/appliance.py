@@ -1,0 +1,299 @@
+"""The libguestfs appliance: boots once for several images, read-only, and reads what inspection needs.
+
+Images are never mounted on the host: libguestfs runs a small VM that mounts them, and every path below
+is resolved inside that VM, so a symlink in the image (``/lib -> usr/lib``, or ``-> /etc/shadow``) points
+into the image, never at the host. What comes back is names and small texts, capped in size, that
+``ofedrepo.inspection`` interprets. The only host files written are the copy of the image's rpm database,
+in a scratch directory of the data dir, which the host's ``rpm`` reads (libguestfs' own application
+listing needs an rpm of the image's vintage and fails on Debian hosts).
+
+KVM is tried first; when the launch fails (a broken or crashing KVM), the appliance is relaunched with
+TCG software emulation, the fallback is logged, and the rest of the process goes straight to TCG.
+"""
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import guestfs
+
+from ofedrepo.bootloader import BootConfig
+from ofedrepo.errors import ApplianceFailed, InvalidInput, ToolFailed
+from ofedrepo.imagefile import ProbedImage
+from ofedrepo.inspection import OS_RELEASE, RELEASE_FILES, GuestFacts
+from ofedrepo.process import clean_environment, run
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT = 256 * 1024
+MAX_NAMES = 4096
+MAX_BLS_ENTRIES = 256
+MAX_RPMDB_BYTES = 1024 * 1024 * 1024
+RPM_DIRECTORIES = ("/var/lib/rpm", "/usr/lib/sysimage/rpm")
+GRUB_DIRECTORIES = ("/boot/grub2", "/boot/grub")
+
+_state = {"kvm_failed": False}
+
+
+def uses_tcg(handle: guestfs.GuestFS) -> bool:
+    return "force_tcg" in handle.get_backend_settings()
+
+
+def _new_handle(images: Sequence[ProbedImage], force_tcg: bool) -> guestfs.GuestFS:
+    handle = guestfs.GuestFS(python_return_dict=True, close_on_exit=False)
+    if force_tcg and not uses_tcg(handle):
+        handle.set_backend_settings([*handle.get_backend_settings(), "force_tcg"])
+    for image in images:
+        # The format is always explicit: never let qemu guess (a raw file could pose as qcow2 with a backing file).
+        handle.add_drive_opts(str(image.path), readonly=True, format=image.format)
+    return handle
+
+
+@contextmanager
+def launched(images: Sequence[ProbedImage]) -> Iterator[guestfs.GuestFS]:
+    """A running appliance with ``images`` attached read-only as /dev/sda, /dev/sdb..., in order."""
+    started = time.monotonic()
+    handle = _new_handle(images, force_tcg=_state["kvm_failed"])
+    try:
+        handle.launch()
+    except RuntimeError as error:
+        already_tcg = uses_tcg(handle)
+        handle.close()
+        if already_tcg:
+            raise ApplianceFailed(f"libguestfs could not start its appliance: {_first_line(error)}") from None
+        log.warning(
+            "libguestfs could not launch with KVM (%s); retrying with TCG software emulation, which is slower",
+            _first_line(error),
+        )
+        _state["kvm_failed"] = True
+        handle = _new_handle(images, force_tcg=True)
+        try:
+            handle.launch()
+        except RuntimeError as retry_error:
+            handle.close()
+            raise ApplianceFailed(f"libguestfs could not start its appliance: {_first_line(retry_error)}") from None
+    log.info(
+        "appliance up in %.1f s (%s) for %d image(s)",
+        time.monotonic() - started,
+        "TCG" if uses_tcg(handle) else "KVM",
+        len(images),
+    )
+    try:
+        yield handle
+    finally:
+        try:
+            handle.shutdown()
+        finally:
+            handle.close()
+
+
+def inspect_images(images: Sequence[ProbedImage], names: Sequence[str], scratch: Path, home: Path) -> list[Any]:
+    """``GuestFacts`` for each image, or the ``InvalidInput`` saying why not, from one appliance launch.
+
+    With several images, each operating system found is matched to its image by the disks its filesystems
+    live on. An image that cannot be matched unambiguously (two images sharing a /boot UUID or an LVM volume
+    group name) is inspected again on its own.
+    """
+    results: dict[int, Any] = {}
+    alone: list[int] = []
+    with launched(images) as handle:
+        try:
+            roots = handle.inspect_os()
+        except RuntimeError as error:
+            raise ApplianceFailed(f"libguestfs inspection failed: {_first_line(error)}") from None
+        by_drive = {0: list(roots)} if len(images) == 1 else _roots_by_drive(handle, roots)
+        for index, name in enumerate(names):
+            found = by_drive.get(index, [])
+            if len(found) == 1:
+                results[index] = _facts_or_error(handle, found[0], name, scratch, home)
+            elif len(images) > 1:
+                alone.append(index)
+            elif not found:
+                results[index] = InvalidInput(f"{name}: no operating system found in the image")
+            else:
+                results[index] = InvalidInput(f"{name}: found {len(found)} operating systems; expected one")
+    for index in alone:
+        log.info("inspecting %s on its own: its filesystems could not be told apart from another image's", names[index])
+        results[index] = inspect_images([images[index]], [names[index]], scratch, home)[0]
+    return [results[index] for index in range(len(images))]
+
+
+def _roots_by_drive(handle: guestfs.GuestFS, roots: Sequence[str]) -> dict[int, list[str]]:
+    by_drive: dict[int, list[str]] = {}
+    for root in roots:
+        drives: set[int] = set()
+        for device in handle.inspect_get_mountpoints(root).values():
+            drives |= _drives_of(handle, device)
+        if len(drives) == 1:
+            by_drive.setdefault(drives.pop(), []).append(root)
+    return by_drive
+
+
+def _drives_of(handle: guestfs.GuestFS, device: str) -> set[int]:
+    """The attached disks (by index) a device lives on; empty when it cannot be told."""
+    try:
+        if handle.is_lv(device):
+            volume_group = handle.lvm_canonical_lv_name(device).split("/")[2]
+            uuids = set(handle.vgpvuuids(volume_group))
+            drives: set[int] = set()
+            for volume in handle.pvs_full():
+                if volume["pv_uuid"] in uuids:
+                    drives |= _drives_of(handle, volume["pv_name"])
+            return drives
+        whole = device if handle.is_whole_device(device) else handle.part_to_dev(device)
+        return {handle.device_index(whole)}
+    except RuntimeError:
+        return set()
+
+
+def _facts_or_error(handle: guestfs.GuestFS, root: str, name: str, scratch: Path, home: Path) -> Any:
+    try:
+        return read_facts(handle, root, scratch, home)
+    except RuntimeError as error:
+        return InvalidInput(f"{name}: could not read the image: {_first_line(error)}")
+    finally:
+        try:
+            handle.umount_all()
+        except RuntimeError:
+            pass
+
+
+def read_facts(handle: guestfs.GuestFS, root: str, scratch: Path, home: Path) -> GuestFacts:
+    """Mount ``root``'s filesystems read-only (as its fstab says) and read what inspection needs."""
+    mountpoints = handle.inspect_get_mountpoints(root)
+    for mountpoint in sorted(mountpoints, key=lambda path: (path.count("/"), len(path))):
+        try:
+            handle.mount_ro(mountpoints[mountpoint], mountpoint)
+        except RuntimeError as error:
+            log.info("cannot mount %s on %s: %s", mountpoints[mountpoint], mountpoint, _first_line(error))
+    release_files = {path: text for path in (OS_RELEASE, *RELEASE_FILES) if (text := read_text(handle, path))}
+    if OS_RELEASE not in release_files and (text := read_text(handle, "/usr/lib/os-release")):
+        release_files[OS_RELEASE] = text
+    return GuestFacts(
+        os_type=handle.inspect_get_type(root),
+        distro=handle.inspect_get_distro(root),
+        major=handle.inspect_get_major_version(root),
+        minor=handle.inspect_get_minor_version(root),
+        arch=handle.inspect_get_arch(root),
+        release_files=release_files,
+        module_dirs=list_names(handle, "/lib/modules"),
+        boot_files=[name for name in list_names(handle, "/boot") if name.startswith("vmlinuz-")],
+        rpm_packages=read_rpm_packages(handle, scratch, home),
+        boot=read_boot_config(handle),
+    )
+
+
+def read_boot_config(handle: guestfs.GuestFS) -> BootConfig:
+    entries = {}
+    for name in list_names(handle, "/boot/loader/entries")[:MAX_BLS_ENTRIES]:
+        if name.endswith(".conf") and (text := read_text(handle, f"/boot/loader/entries/{name}")):
+            entries[name.removesuffix(".conf")] = text
+    efi = sorted(_glob(handle, "/boot/efi/EFI/*/"))
+    return BootConfig(
+        bls_entries=entries,
+        grubenv=_first_text(handle, [f"{directory}/grubenv" for directory in (*GRUB_DIRECTORIES, *efi)]),
+        grub_cfg=_first_text(handle, [f"{directory}/grub.cfg" for directory in (*GRUB_DIRECTORIES, *efi)]),
+        sysconfig_kernel=read_text(handle, "/etc/sysconfig/kernel"),
+    )
+
+
+def read_rpm_packages(handle: guestfs.GuestFS, scratch: Path, home: Path) -> list[tuple[str, str]]:
+    """(name, version-release.arch) of every package in the image's rpm database, read by the host's rpm."""
+    for directory in RPM_DIRECTORIES:
+        names = set(list_names(handle, directory))
+        if "rpmdb.sqlite" in names:
+            backend, wanted = "sqlite", ["rpmdb.sqlite", "rpmdb.sqlite-wal", "rpmdb.sqlite-shm"]
+        elif "Packages.db" in names:
+            backend, wanted = "ndb", ["Packages.db", "Index.db"]
+        elif "Packages" in names:
+            backend, wanted = "bdb_ro", ["Packages", "Name"]
+        else:
+            continue
+        copy = Path(tempfile.mkdtemp(prefix="rpmdb-", dir=scratch))
+        try:
+            total = 0
+            for name in sorted(names & set(wanted)):
+                path = f"{directory}/{name}"
+                if not handle.is_file(path):
+                    continue
+                total += handle.filesize(path)
+                if total > MAX_RPMDB_BYTES:
+                    log.warning("the rpm database in %s is larger than %d bytes; not reading it", directory, total)
+                    return []
+                handle.download(path, str(copy / name))
+            return query_rpm_database(copy, backend, home)
+        finally:
+            shutil.rmtree(copy, ignore_errors=True)
+    return []
+
+
+def rpm_query_argv(database: Path, backend: str) -> list[str]:
+    return [
+        "rpm", "--dbpath", str(database), "--define", f"_db_backend {backend}",
+        "-qa", "--qf", "%{NAME} %{VERSION}-%{RELEASE}.%{ARCH}\\n",
+    ]  # fmt: skip
+
+
+def query_rpm_database(database: Path, backend: str, home: Path) -> list[tuple[str, str]]:
+    try:
+        output = run(rpm_query_argv(database, backend), env=clean_environment(home), timeout=120)
+    except ToolFailed as error:
+        log.warning("cannot read the image's rpm database (%s backend): %s", backend, error)
+        return []
+    packages = []
+    for line in output.splitlines():
+        name, _, release = line.partition(" ")
+        if name and release:
+            packages.append((name, release))
+    return packages
+
+
+def read_text(handle: guestfs.GuestFS, path: str, limit: int = MAX_TEXT) -> str | None:
+    """A small text file of the image, or None when absent, not a file, or larger than ``limit``."""
+    try:
+        if not handle.is_file(path, followsymlinks=True):
+            return None
+        size = handle.filesize(path)
+        if size > limit:
+            log.warning("ignoring %s in the image: %d bytes is more than %d", path, size, limit)
+            return None
+        data: bytes = handle.read_file(path)
+    except RuntimeError:
+        return None
+    return data.decode("utf-8", "replace")
+
+
+def list_names(handle: guestfs.GuestFS, directory: str) -> list[str]:
+    """Entry names of a directory of the image (at most ``MAX_NAMES``), or none when it is not one."""
+    try:
+        if not handle.is_dir(directory, followsymlinks=True):
+            return []
+        names: list[str] = handle.ls(directory)
+    except RuntimeError:
+        return []
+    return names[:MAX_NAMES]
+
+
+def _first_text(handle: guestfs.GuestFS, paths: Sequence[str]) -> str | None:
+    for path in paths:
+        text = read_text(handle, path)
+        if text is not None:
+            return text
+    return None
+
+
+def _glob(handle: guestfs.GuestFS, pattern: str) -> list[str]:
+    try:
+        return [path.rstrip("/") for path in handle.glob_expand(pattern)][:MAX_NAMES]
+    except RuntimeError:
+        return []
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0][:300] if lines else error.__class__.__name__

@@ -1,0 +1,227 @@
+"""Repo requests and builds: which bundle fits, the cache key, and the transitions clients cause.
+
+A request names a kernel, or an image whose default kernel and distro are known. The bundle is chosen by
+distro tag and arch (the newest OFED version unless one is named). The cache key is (bundle sha256, kernel,
+builder fingerprint): a succeeded build for it answers at once; an active (queued or running) one is
+shared, which a partial unique index guarantees even when requests race; ``force`` asks for a new build.
+
+Transitions here are the client's: enqueue and cancel. The worker's (claim, heartbeat, finish, re-queue on
+lease expiry) live in ``workers/queue.py``. Each is a conditional UPDATE on the expected state.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import cmp_to_key
+from pathlib import Path
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ofedrepo import catalog
+from ofedrepo.bundle import BundleIdentity, compare_ofed_versions
+from ofedrepo.config import Settings
+from ofedrepo.distro import ofed_distro_for_kernel, parse_ofed_distro
+from ofedrepo.errors import Conflict, InvalidInput, NotFound
+from ofedrepo.kernel import parse_kernel_release
+from ofedrepo.models import ACTIVE_STATES_SQL, Build, BuildState, Bundle, Image, Worker, utcnow
+
+#: Changes whenever the way ofedrepo builds changes in a way that should produce new versions.
+BUILDER_REVISION = "1"
+ACTIVE_STATES = (BuildState.QUEUED.value, BuildState.RUNNING.value)
+assert all(state in ACTIVE_STATES_SQL for state in ACTIVE_STATES)
+
+
+@dataclass(frozen=True)
+class RepoRequest:
+    kernel: str | None = None
+    image_id: int | None = None
+    ofed_version: str | None = None
+    distro: str | None = None
+    arch: str | None = None
+    bundle_id: int | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class RequestOutcome:
+    """The repo asked for, and its build: ``ready`` when a succeeded build already answers the request."""
+
+    repo_id: int
+    build_id: int
+    ready: bool
+
+
+def container_image(settings: Settings, distro: str) -> str:
+    """The builder image for a distro tag: the exact tag's, else its major's (``rhel8.6`` → ``rhel8``)."""
+    images = settings.build_container_images
+    major = distro.split(".", 1)[0]
+    if distro in images:
+        return images[distro]
+    if major in images:
+        return images[major]
+    raise InvalidInput(
+        f"no builder container image for {distro}: add {major}=<image> to OFEDREPO_BUILD_CONTAINER_IMAGES"
+    )
+
+
+def builder_fingerprint(settings: Settings, distro: str) -> str:
+    """What, besides the bundle and the kernel, decides the build's output: runner, image, our revision."""
+    parts = {"revision": BUILDER_REVISION, "runner": settings.build_runner}
+    if settings.build_runner != "local":
+        parts["image"] = container_image(settings, distro)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def choose_bundle(bundles: list[Bundle], distro: str, arch: str, ofed_version: str | None) -> Bundle:
+    """The newest bundle for (distro, arch), or the named version; 422 listing candidates when none or a tie."""
+    fitting = [bundle for bundle in bundles if bundle.distro == distro and bundle.arch == arch]
+    if ofed_version:
+        fitting = [bundle for bundle in fitting if bundle.ofed_version == ofed_version]
+    if not fitting:
+        available = ", ".join(sorted(f"{bundle.name} (id {bundle.id})" for bundle in bundles)) or "none registered"
+        wanted = f"{distro} {arch}" + (f" OFED {ofed_version}" if ofed_version else "")
+        raise InvalidInput(f"no MLNX_OFED bundle fits {wanted}; bundles: {available}")
+
+    def newer_first(left: Bundle, right: Bundle) -> int:
+        return compare_ofed_versions(right.ofed_version, left.ofed_version)
+
+    ordered = sorted(fitting, key=cmp_to_key(newer_first))
+    newest = [bundle for bundle in ordered if bundle.ofed_version == ordered[0].ofed_version]
+    if len(newest) > 1:
+        listed = ", ".join(f"id {bundle.id} (sha256 {bundle.sha256[:12]})" for bundle in newest)
+        raise InvalidInput(
+            f'several bundles are {newest[0].name} and none can be preferred: {listed}; pass "bundle_id"'
+        )
+    return newest[0]
+
+
+def resolve_target(session: Session, request: RepoRequest) -> tuple[str, str, str, Image | None]:
+    """(kernel, distro tag, arch, image) for a request; each given value is validated first."""
+    if (request.kernel is None) == (request.image_id is None):
+        raise InvalidInput('give exactly one of "kernel" and "image_id"')
+    image = None
+    if request.image_id is not None:
+        image = session.get(Image, request.image_id)
+        if image is None:
+            raise NotFound(f"no image with id {request.image_id}")
+        kernel = parse_kernel_release(image.default_kernel)
+    else:
+        assert request.kernel is not None
+        kernel = parse_kernel_release(request.kernel)
+    if request.distro:
+        distro = parse_ofed_distro(request.distro).tag
+    elif image is not None and image.ofed_distro:
+        distro = image.ofed_distro
+    else:
+        from_kernel = ofed_distro_for_kernel(kernel)
+        if from_kernel is None:
+            raise InvalidInput(f'cannot tell the MLNX_OFED distro of kernel {kernel}: pass "distro" (e.g. rhel8.6)')
+        distro = from_kernel.tag
+    arch = request.arch or kernel.arch or (image.arch if image else None)
+    if not arch:
+        raise InvalidInput(f'cannot tell the architecture of kernel {kernel}: pass "arch"')
+    if kernel.arch and arch != kernel.arch:
+        raise InvalidInput(f"kernel {kernel} is {kernel.arch}, not {arch}")
+    return kernel.text, distro, arch, image
+
+
+def request_repo(session: Session, settings: Settings, request: RepoRequest) -> RequestOutcome:
+    """Find or enqueue the build that gives ``request`` its repo; commits."""
+    kernel, distro, arch, image = resolve_target(session, request)
+    candidates = list(session.scalars(select(Bundle)))
+    if request.bundle_id is not None:
+        candidates = [bundle for bundle in candidates if bundle.id == request.bundle_id]
+        if not candidates:
+            raise NotFound(f"no bundle with id {request.bundle_id}")
+    bundle = choose_bundle(candidates, distro, arch, request.ofed_version)
+    fingerprint = builder_fingerprint(settings, distro)
+    identity = BundleIdentity(ofed_version=bundle.ofed_version, distro=bundle.distro, arch=bundle.arch)
+    repo = catalog.get_or_create_repo(session, identity, kernel)
+    if repo.bundle_id is None:
+        repo.bundle_id = bundle.id
+    key = (Build.bundle_id == bundle.id, Build.kernel == kernel, Build.fingerprint == fingerprint)
+    active = session.scalars(select(Build).where(*key, Build.state.in_(ACTIVE_STATES))).first()
+    if active is not None:
+        session.commit()
+        return RequestOutcome(repo.id, active.id, ready=False)
+    if not request.force:
+        done = session.scalars(
+            select(Build).where(*key, Build.state == BuildState.SUCCEEDED.value).order_by(Build.id.desc())
+        ).first()
+        if done is not None and repo.versions:
+            session.commit()
+            return RequestOutcome(repo.id, done.id, ready=True)
+    build = Build(
+        repo_id=repo.id,
+        bundle_id=bundle.id,
+        kernel=kernel,
+        fingerprint=fingerprint,
+        image_id=image.id if image else None,
+    )
+    try:
+        with session.begin_nested():
+            session.add(build)
+    except IntegrityError:
+        # A concurrent identical request enqueued it first: share that build.
+        active = session.scalars(select(Build).where(*key, Build.state.in_(ACTIVE_STATES))).first()
+        if active is None:
+            raise
+        session.commit()
+        return RequestOutcome(repo.id, active.id, ready=False)
+    session.commit()
+    return RequestOutcome(repo.id, build.id, ready=False)
+
+
+def get_build(session: Session, build_id: int) -> Build:
+    build = session.get(Build, build_id)
+    if build is None:
+        raise NotFound(f"no build with id {build_id}")
+    return build
+
+
+def list_builds(session: Session, limit: int = 200) -> list[Build]:
+    return list(session.scalars(select(Build).order_by(Build.id.desc()).limit(limit)))
+
+
+def cancel_build(session: Session, build_id: int) -> Build:
+    """A queued build is cancelled at once; a running one is asked to stop (its worker kills the process)."""
+    build = get_build(session, build_id)
+    now = utcnow()
+    queued = session.execute(
+        update(Build)
+        .where(Build.id == build_id, Build.state == BuildState.QUEUED.value)
+        .values(state=BuildState.CANCELLED.value, finished_at=now, error="cancelled while queued")
+    )
+    if queued.rowcount == 0:  # type: ignore[attr-defined]
+        running = session.execute(
+            update(Build)
+            .where(Build.id == build_id, Build.state == BuildState.RUNNING.value)
+            .values(cancel_requested=True)
+        )
+        if running.rowcount == 0:  # type: ignore[attr-defined]
+            session.rollback()
+            session.refresh(build)
+            if build.state != BuildState.CANCELLED.value:
+                raise Conflict(f"build {build_id} has already {build.state}")
+    session.commit()
+    session.refresh(build)
+    return build
+
+
+def read_log(log_file: Path, offset: int = 0, limit: int = 4 * 1024 * 1024) -> bytes:
+    """The build log from ``offset`` (for clients following it as it grows); empty before it starts."""
+    try:
+        with log_file.open("rb") as reader:
+            reader.seek(offset)
+            return reader.read(limit)
+    except FileNotFoundError:
+        return b""
+
+
+def live_workers(session: Session, within_seconds: float) -> int:
+    """Workers whose heartbeat is recent (the health endpoint's count)."""
+    cutoff = utcnow() - timedelta(seconds=within_seconds)
+    return len(session.scalars(select(Worker.id).where(Worker.heartbeat_at >= cutoff)).all())

@@ -1,0 +1,163 @@
+"""The bundle store: MLNX_OFED bundles registered once per sha256, kept unpacked and read-only.
+
+    <data_dir>/bundles/<sha256>/<bundle-name>/      the bundle's root (.mlnx, RPMS/, the vendor script)
+
+A tgz or ISO is identified by the sha256 of the archive; an unpacked directory by a digest of its tree
+(relative paths, link targets and file contents). What the bundle is comes from its own marker files, not
+from the name it arrived under. Its files are made read-only because builds run the vendor's script from it:
+a script that tried to change its bundle would fail loudly instead of changing it for every later build.
+Directories stay writable by the owner: the vendor script copies the bundle (modes included) into its
+temporary directory and deletes packages from the copy, which read-only directories would forbid.
+"""
+
+import hashlib
+import logging
+import os
+import shutil
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ofedrepo.archive import Limits
+from ofedrepo.config import Settings
+from ofedrepo.errors import InvalidInput, NotFound
+from ofedrepo.models import Bundle
+from ofedrepo.storage import DataDir, exclusive_lock
+from ofedrepo.unpack import open_bundle
+from ofedrepo.uploads import CHUNK, Candidate, hash_candidate
+
+log = logging.getLogger(__name__)
+
+SCRIPT = "mlnx_add_kernel_support.sh"
+
+
+@dataclass(frozen=True)
+class BundleView:
+    id: int
+    name: str
+    ofed_version: str
+    distro: str
+    arch: str
+    sha256: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, bundle: Bundle) -> "BundleView":
+        return cls(**{name: getattr(bundle, name) for name in cls.__dataclass_fields__})
+
+
+def tree_digest(root: Path, advance: Callable[[int], None] | None = None) -> str:
+    """A sha256 standing for a directory tree: every entry's relative path, kind, link target and content."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix().encode()
+        if path.is_symlink():
+            digest.update(b"L\0" + relative + b"\0" + os.readlink(path).encode() + b"\0")
+        elif path.is_file():
+            digest.update(b"F\0" + relative + b"\0")
+            with path.open("rb") as reader:
+                while chunk := reader.read(CHUNK):
+                    digest.update(chunk)
+                    if advance:
+                        advance(len(chunk))
+        elif path.is_dir():
+            digest.update(b"D\0" + relative + b"\0")
+    return digest.hexdigest()
+
+
+def make_read_only(root: Path) -> None:
+    for directory, _, files in os.walk(root):
+        Path(directory).chmod(0o755)
+        for name in files:
+            path = Path(directory) / name
+            if not path.is_symlink():
+                path.chmod(stat.S_IMODE(path.lstat().st_mode) & ~0o222)
+
+
+class BundleStore:
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session]) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.data = DataDir(settings.data_dir).ensure()
+        self.limits = Limits(max_bytes=settings.archive_max_bytes, max_members=settings.archive_max_members)
+
+    def identify(self, source: Path, advance: Callable[[int], None] | None = None) -> Candidate:
+        """Hash ``source``: the archive's bytes, or the tree of a directory."""
+        if source.is_dir():
+            return Candidate(path=source, name=source.name, sha256=tree_digest(source, advance))
+        if not source.is_file():
+            raise InvalidInput(f"{source}: neither a bundle archive (tgz, iso) nor a bundle directory")
+        return hash_candidate(source, advance)
+
+    def add(self, candidate: Candidate, progress: Callable[[str], None] | None = None) -> tuple[BundleView, bool]:
+        """Register the bundle (unless its sha256 is known); True when this call stored it."""
+        known = self.find(candidate.sha256)
+        if known:
+            return known, False
+        with exclusive_lock(self.data.locks / "bundles" / f"{candidate.sha256}.lock"):
+            known = self.find(candidate.sha256)
+            if known:
+                return known, False
+            target = self.data.bundles / candidate.sha256
+            if target.exists():  # left by a process that died before recording it
+                shutil.rmtree(target)
+            if progress:
+                progress(f"Unpacking {candidate.name}")
+            with open_bundle(candidate.path, self.data, self.limits) as opened:
+                if not (opened.root / SCRIPT).is_file():
+                    raise InvalidInput(f"{candidate.name}: not an MLNX_OFED bundle: {SCRIPT} is missing")
+                target.mkdir(parents=True)
+                stored = target / opened.identity.name
+                if opened.owned:
+                    os.rename(opened.root, stored)
+                else:
+                    shutil.copytree(opened.root, stored, symlinks=True)
+                identity = opened.identity
+            make_read_only(target)
+            with self.sessions() as session:
+                row = Bundle(
+                    name=identity.name,
+                    ofed_version=identity.ofed_version,
+                    distro=identity.distro,
+                    arch=identity.arch,
+                    sha256=candidate.sha256,
+                    path=stored.relative_to(self.data.root).as_posix(),
+                )
+                session.add(row)
+                try:
+                    session.commit()
+                except IntegrityError:  # registered by another host sharing the database
+                    session.rollback()
+                    existing = self.find(candidate.sha256)
+                    assert existing is not None
+                    return existing, False
+                log.info("stored bundle %s (%s) as %s", identity.name, candidate.sha256[:12], stored)
+                return BundleView.of(row), True
+
+    def find(self, sha256: str) -> BundleView | None:
+        with self.sessions() as session:
+            row = session.scalars(select(Bundle).where(Bundle.sha256 == sha256)).one_or_none()
+            return BundleView.of(row) if row else None
+
+    def root(self, bundle: Bundle) -> Path:
+        """Where a stored bundle's tree is."""
+        if not bundle.path:
+            raise NotFound(f"bundle {bundle.id} has no stored tree")
+        return self.data.root / bundle.path
+
+
+def list_bundles(session: Session) -> list[BundleView]:
+    return [BundleView.of(bundle) for bundle in session.scalars(select(Bundle).order_by(Bundle.id))]
+
+
+def get_bundle(session: Session, bundle_id: int) -> BundleView:
+    bundle = session.get(Bundle, bundle_id)
+    if bundle is None:
+        raise NotFound(f"no bundle with id {bundle_id}")
+    return BundleView.of(bundle)

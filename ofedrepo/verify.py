@@ -1,0 +1,95 @@
+"""Checking add-kernel-support output before it is published: modules for the right kernel, nothing else.
+
+Every package that installs into a kernel's module tree must install only into ``/lib/modules/<K>/``, and
+every ``.ko`` in it must carry ``vermagic=<K> ...`` in its ELF ``.modinfo`` section: a module built against
+other kernel sources loads nowhere, and DIB would bake it into an image that then lacks its network.
+Packages are read with librpm (header and cpio payload), modules with pyelftools; nothing is installed.
+"""
+
+import io
+import lzma
+from dataclasses import dataclass
+from pathlib import Path
+
+import rpm
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+from ofedrepo.errors import BuildFailed
+from ofedrepo.rpmfile import module_kernels
+
+_READ_FLAGS = rpm._RPMVSF_NOSIGNATURES | rpm._RPMVSF_NODIGESTS
+_MODULE_ROOTS = ("/lib/modules/", "/usr/lib/modules/")
+MAX_MODULE_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class VerifiedPackages:
+    packages: int
+    modules: int
+
+
+def vermagic(module: bytes) -> str | None:
+    """The ``vermagic`` of a kernel module's ``.modinfo`` section, None when it has none."""
+    try:
+        section = ELFFile(io.BytesIO(module)).get_section_by_name(".modinfo")
+    except ELFError:
+        return None
+    if section is None:
+        return None
+    for entry in section.data().split(b"\0"):
+        if entry.startswith(b"vermagic="):
+            return entry.removeprefix(b"vermagic=").decode("utf-8", "replace")
+    return None
+
+
+def _module_bytes(name: str, data: bytes) -> bytes:
+    if name.endswith(".ko.xz"):
+        return lzma.decompress(data)
+    return data
+
+
+def verify_package(path: Path, kernel: str) -> int:
+    """Check one package; return how many modules it holds. ``BuildFailed`` names the offending file."""
+    transaction = rpm.TransactionSet("/", _READ_FLAGS)
+    with path.open("rb") as handle:
+        header = transaction.hdrFromFdno(handle.fileno())
+    files = list(header[rpm.RPMTAG_FILENAMES])
+    if not module_kernels(files):
+        return 0
+    for name in files:
+        for root in _MODULE_ROOTS:
+            if name.startswith(root) and name[len(root) :] and name[len(root) :].split("/", 1)[0] != kernel:
+                raise BuildFailed(f"{path.name}: {name} is not under {root}{kernel}/")
+    modules = 0
+    payload = rpm.fd.open(str(path))
+    try:
+        transaction.hdrFromFdno(payload)  # positions the stream at the payload
+        archive = rpm.files(header).archive(rpm.fd(payload, "r", flags=header["payloadcompressor"]))
+        for entry in archive:
+            if not entry.name.endswith((".ko", ".ko.xz")):
+                continue
+            if entry.size > MAX_MODULE_BYTES:
+                raise BuildFailed(f"{path.name}: {entry.name} is larger than {MAX_MODULE_BYTES} bytes")
+            magic = vermagic(_module_bytes(entry.name, archive.read()))
+            if magic is None:
+                raise BuildFailed(f"{path.name}: {entry.name} has no vermagic in its .modinfo section")
+            if magic.split(" ", 1)[0] != kernel:
+                raise BuildFailed(f"{path.name}: {entry.name} was built for {magic.split(' ', 1)[0]}, not {kernel}")
+            modules += 1
+    finally:
+        payload.close()
+    return modules
+
+
+def verify_kernel_packages(rpms: Path, packages: list[str], kernel: str) -> VerifiedPackages:
+    """Check every package of ``rpms``; at least one kernel module for ``kernel`` must be there."""
+    checked = modules = 0
+    for relative in packages:
+        found = verify_package(rpms / relative, kernel)
+        if found:
+            checked += 1
+            modules += found
+    if modules == 0:
+        raise BuildFailed(f"the output holds no kernel module for {kernel}")
+    return VerifiedPackages(packages=checked, modules=modules)

@@ -1,0 +1,150 @@
+"""The worker's side of the build state machine (``ofedrepo.models`` draws it; clients' side: ``ofedrepo.builds``).
+
+Every transition is one conditional UPDATE that names the state it expects (and, once claimed, the worker
+that owns the build); a transition that changes no row did not happen. That, not locking, is what keeps two
+workers from owning one build:
+
+- claim: ``queued`` and unowned → ``running``, owned, attempts + 1, lease set. On PostgreSQL the candidate is
+  picked with ``FOR UPDATE SKIP LOCKED`` so claimers never wait on each other; SQLAlchemy drops that clause
+  on SQLite, where the ``BEGIN IMMEDIATE`` transaction serialises claimers and the repeated conditions in
+  the UPDATE keep it correct.
+- heartbeat: renews the leases of the builds a worker owns and reports which of them a client cancelled.
+- reap (any worker, periodically): a ``running`` build whose lease expired lost its worker (killed, host
+  gone): back to ``queued`` while attempts remain, else ``failed``.
+- finish: ``running`` and owned by me → ``succeeded``/``failed``/``cancelled``.
+"""
+
+import os
+import socket
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
+
+from ofedrepo.db import transaction
+from ofedrepo.models import Build, BuildState, Worker, utcnow
+
+QUEUED, RUNNING = BuildState.QUEUED.value, BuildState.RUNNING.value
+_NO_SYNC = {"synchronize_session": False}
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()[:80]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def register(sessions: sessionmaker[Session], worker_id: str, concurrency: int) -> None:
+    with transaction(sessions) as session:
+        session.add(Worker(id=worker_id, hostname=socket.gethostname()[:255], pid=os.getpid(), concurrency=concurrency))
+
+
+def unregister(sessions: sessionmaker[Session], worker_id: str) -> None:
+    with transaction(sessions) as session:
+        session.execute(delete(Worker).where(Worker.id == worker_id))
+
+
+def claim(sessions: sessionmaker[Session], worker_id: str, lease_seconds: float) -> int | None:
+    """Take the oldest queued build; its id, or None when the queue is empty."""
+    now = utcnow()
+    queued = aliased(Build)
+    candidate = (
+        select(queued.id)
+        .where(queued.state == QUEUED, queued.worker_id.is_(None))
+        .order_by(queued.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    statement = (
+        update(Build)
+        .where(Build.id == candidate, Build.state == QUEUED, Build.worker_id.is_(None))
+        .values(
+            state=RUNNING,
+            worker_id=worker_id,
+            attempts=Build.attempts + 1,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            started_at=now,
+            cancel_requested=False,
+        )
+        .returning(Build.id)
+        .execution_options(**_NO_SYNC)
+    )
+    with transaction(sessions) as session:
+        return session.execute(statement).scalar_one_or_none()
+
+
+def heartbeat(sessions: sessionmaker[Session], worker_id: str, lease_seconds: float) -> set[int]:
+    """Renew my leases and my liveness; return my running builds that clients asked to cancel."""
+    now = utcnow()
+    with transaction(sessions) as session:
+        session.execute(
+            update(Build)
+            .where(Build.worker_id == worker_id, Build.state == RUNNING)
+            .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+            .execution_options(**_NO_SYNC)
+        )
+        session.execute(
+            update(Worker).where(Worker.id == worker_id).values(heartbeat_at=now).execution_options(**_NO_SYNC)
+        )
+        cancelled = session.scalars(
+            select(Build.id).where(Build.worker_id == worker_id, Build.state == RUNNING, Build.cancel_requested)
+        )
+        return set(cancelled)
+
+
+def reap(sessions: sessionmaker[Session], max_attempts: int, worker_timeout: float) -> tuple[list[int], list[int]]:
+    """Re-queue (or fail, past ``max_attempts``) running builds whose lease expired; forget dead workers."""
+    now = utcnow()
+    expired = (Build.state == RUNNING, Build.lease_expires_at < now)
+    with transaction(sessions) as session:
+        requeued = session.scalars(
+            update(Build)
+            .where(*expired, Build.attempts < max_attempts)
+            .values(state=QUEUED, worker_id=None, lease_expires_at=None, cancel_requested=False)
+            .returning(Build.id)
+            .execution_options(**_NO_SYNC)
+        ).all()
+        failed = session.scalars(
+            update(Build)
+            .where(*expired, Build.attempts >= max_attempts)
+            .values(
+                state=BuildState.FAILED.value,
+                finished_at=now,
+                error=f"its worker stopped answering {max_attempts} times (lease expired); giving up",
+            )
+            .returning(Build.id)
+            .execution_options(**_NO_SYNC)
+        ).all()
+        session.execute(delete(Worker).where(Worker.heartbeat_at < now - timedelta(seconds=worker_timeout)))
+    return list(requeued), list(failed)
+
+
+def finish(
+    sessions: sessionmaker[Session],
+    build_id: int,
+    worker_id: str,
+    state: BuildState,
+    error: str | None = None,
+    version: int | None = None,
+) -> bool:
+    """``running`` and mine → ``state``; False when the build is no longer mine (my lease expired)."""
+    with transaction(sessions) as session:
+        result = session.execute(
+            update(Build)
+            .where(Build.id == build_id, Build.worker_id == worker_id, Build.state == RUNNING)
+            .values(state=state.value, finished_at=utcnow(), error=error, version_number=version, lease_expires_at=None)
+            .execution_options(**_NO_SYNC)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def release(sessions: sessionmaker[Session], build_id: int, worker_id: str) -> bool:
+    """``running`` and mine → ``queued``, when this worker stops before the build is done."""
+    with transaction(sessions) as session:
+        result = session.execute(
+            update(Build)
+            .where(Build.id == build_id, Build.worker_id == worker_id, Build.state == RUNNING)
+            .values(state=QUEUED, worker_id=None, lease_expires_at=None)
+            .execution_options(**_NO_SYNC)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]

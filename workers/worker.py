@@ -1,0 +1,121 @@
+"""The worker: claims queued builds and runs them, several at once, while heartbeating its leases.
+
+One thread per slot (``concurrency``) claims and runs builds; one more thread heartbeats: it renews the
+leases of the running builds, tells a slot when a client cancelled its build, and reaps builds whose worker
+died. ``ofedrepo worker`` runs this in the foreground; ``ofedrepo serve`` runs it next to the web server.
+Idle slots look for work every ``queue_poll_interval`` seconds, which bounds the pickup latency.
+"""
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+from ofedrepo.config import Settings
+from ofedrepo.db import make_engine, session_factory, upgrade
+from workers import queue
+from workers.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+#: Heartbeats come at least this often, so that a cancel takes effect within about this long.
+MAX_HEARTBEAT_INTERVAL = 2.0
+
+
+class Worker:
+    def __init__(self, settings: Settings, concurrency: int | None = None) -> None:
+        self.settings = settings
+        self.concurrency = concurrency or settings.worker_concurrency
+        self.engine = make_engine(settings.resolved_database_url)
+        self.sessions = session_factory(self.engine)
+        self.id = queue.new_worker_id()
+        self.pipeline = Pipeline(settings, self.sessions, self.id)
+        self.stopping = threading.Event()
+        self.cancelled: set[int] = set()
+        self.lock = threading.Lock()
+        self.threads: list[threading.Thread] = []
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return min(self.settings.build_lease_seconds / 4, MAX_HEARTBEAT_INTERVAL)
+
+    def start(self) -> None:
+        queue.register(self.sessions, self.id, self.concurrency)
+        self.threads = [threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)]
+        self.threads += [
+            threading.Thread(target=self._slot, name=f"slot-{index}", daemon=True) for index in range(self.concurrency)
+        ]
+        for thread in self.threads:
+            thread.start()
+        log.info("worker %s started with %d slot(s)", self.id, self.concurrency)
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stop claiming; running builds are killed and go back to the queue for another worker."""
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=timeout)
+        queue.unregister(self.sessions, self.id)
+        self.engine.dispose()
+        log.info("worker %s stopped", self.id)
+
+    def run_forever(self) -> None:
+        """Run until SIGTERM or SIGINT (``ofedrepo worker``)."""
+
+        def request_stop(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s: stopping", signal.Signals(signum).name)
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        self.start()
+        self.stopping.wait()
+        self.stop()
+
+    def _should_stop(self, build_id: int) -> str | None:
+        with self.lock:
+            if build_id in self.cancelled:
+                return "cancelled"
+        return "worker stopping" if self.stopping.is_set() else None
+
+    def _slot(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                build_id = queue.claim(self.sessions, self.id, self.settings.build_lease_seconds)
+            except Exception:
+                log.exception("claiming a build failed; retrying")
+                self.stopping.wait(self.settings.queue_poll_interval * 4)
+                continue
+            if build_id is None:
+                self.stopping.wait(self.settings.queue_poll_interval)
+                continue
+            log.info("worker %s runs build %d", self.id, build_id)
+            state = self.pipeline.run(build_id, lambda build_id=build_id: self._should_stop(build_id))
+            log.info("build %d ended %s", build_id, state.value)
+            with self.lock:
+                self.cancelled.discard(build_id)
+
+    def _heartbeat(self) -> None:
+        while not self.stopping.wait(self.heartbeat_interval):
+            try:
+                cancelled = queue.heartbeat(self.sessions, self.id, self.settings.build_lease_seconds)
+                with self.lock:
+                    self.cancelled |= cancelled
+                requeued, failed = queue.reap(
+                    self.sessions,
+                    self.settings.build_max_attempts,
+                    worker_timeout=self.settings.build_lease_seconds * 3,
+                )
+                for build_id in requeued:
+                    log.warning("build %d lost its worker (lease expired): back in the queue", build_id)
+                    self.pipeline.note(build_id, "the worker running this build stopped answering: back in the queue")
+                for build_id in failed:
+                    log.warning("build %d lost its worker too often: failed", build_id)
+                    self.pipeline.note(build_id, "FAILED: its workers stopped answering too often")
+            except Exception:
+                log.exception("heartbeat failed; retrying")
+
+
+def main(settings: Settings, concurrency: int | None = None) -> None:
+    """``ofedrepo worker``: migrate, then work until stopped."""
+    upgrade(make_engine(settings.resolved_database_url))
+    Worker(settings, concurrency).run_forever()
