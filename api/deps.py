@@ -1,9 +1,12 @@
-"""Dependencies shared by the routes: settings and a database session."""
+"""Dependencies shared by the routes: settings and a database session, and the route class that ends it."""
 
-from collections.abc import Iterator
-from typing import Annotated
+import functools
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 
 from ofedrepo.bundles import BundleStore
@@ -20,6 +23,36 @@ def get_settings(request: Request) -> Settings:
 def get_session(request: Request) -> Iterator[Session]:
     with request.app.state.sessions() as session:
         yield session
+
+
+def ending_sessions(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """``endpoint``, closing its sessions (ending their transactions) before it returns."""
+
+    @functools.wraps(endpoint)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return endpoint(*args, **kwargs)
+        finally:
+            for value in kwargs.values():
+                if isinstance(value, Session):
+                    value.close()
+
+    return wrapper
+
+
+class SessionScopedRoute(APIRoute):
+    """A route whose database transaction ends in the endpoint's own thread.
+
+    On SQLite every transaction holds the write lock (``BEGIN IMMEDIATE``, see ``ofedrepo.db``). Left to the
+    dependency's teardown, a transaction would stay open while FastAPI validates the response and closes the
+    session in further thread-pool hops; with the pool full of requests waiting for that lock, those hops
+    never get a thread and the requests fail with "database is locked". Ending it in place removes the wait.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        if not inspect.iscoroutinefunction(endpoint):
+            endpoint = ending_sessions(endpoint)
+        super().__init__(path, endpoint, **kwargs)
 
 
 def get_data_dir(request: Request) -> DataDir:

@@ -28,6 +28,7 @@ from tests.support.synthetic_bundle import (
     make_bundle,
     make_kernel_sources,
     make_test_key,
+    make_tgz,
 )
 
 POSTGRES_URL = os.environ.get("OFEDREPO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -45,6 +46,12 @@ def test_key(tmp_path_factory: pytest.TempPathFactory) -> TestKey:
 def bundle_dir(tmp_path_factory: pytest.TempPathFactory, test_key: TestKey) -> Path:
     """The vendor's bundle for the GA kernel (signed packages, stale repodata, SRPMS, the script)."""
     return make_bundle(BundleSpec(), test_key, tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="session")
+def bundle_tgz(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path) -> Path:
+    """The bundle as NVIDIA ships it for download: a ``.tgz`` of its directory."""
+    return make_tgz(bundle_dir, tmp_path_factory.mktemp("bundle-tgz") / f"{bundle_dir.name}.tgz")
 
 
 @pytest.fixture(scope="session")
@@ -148,26 +155,36 @@ class RunningServer:
     url: str
     settings: Settings
     process: subprocess.Popen[bytes]
+    environment: dict[str, str]
 
 
-def start_server(data_dir: Path, log: Path, extra_environment: dict[str, str] | None = None) -> RunningServer:
-    """`ofedrepo serve` as a user runs it, on a free loopback port; returns once /api/v1/health answers."""
+def service_environment(data_dir: Path, url: str, extra: dict[str, str] | None) -> dict[str, str]:
+    """The environment of an ofedrepo process under test: its data dir, its URL, SQLite unless told otherwise."""
+    environment = {**os.environ, "OFEDREPO_DATA_DIR": str(data_dir), "OFEDREPO_PUBLIC_URL": url}
+    environment.pop("OFEDREPO_DATABASE_URL", None)
+    environment.update(extra or {})
+    return environment
+
+
+def start_server(
+    data_dir: Path, log: Path, extra_environment: dict[str, str] | None = None, worker: bool = False
+) -> RunningServer:
+    """`ofedrepo serve` as a user runs it, on a free loopback port; returns once /api/v1/health answers.
+
+    ``worker`` keeps its embedded worker; tests that do not build leave it out.
+    """
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    environment = {**os.environ, "OFEDREPO_DATA_DIR": str(data_dir), "OFEDREPO_PUBLIC_URL": url}
-    environment.update(extra_environment or {})
-    environment.pop("OFEDREPO_DATABASE_URL", None)
+    environment = service_environment(data_dir, url, extra_environment)
+    argv = [str(VENV_BIN / "ofedrepo"), "serve", "--port", str(port), "--worker" if worker else "--no-worker"]
     with log.open("wb") as output:
-        process = subprocess.Popen(
-            [str(VENV_BIN / "ofedrepo"), "serve", "--port", str(port)], env=environment, stdout=output, stderr=output
-        )
+        process = subprocess.Popen(argv, env=environment, stdout=output, stderr=output)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
-                return RunningServer(
-                    url, make_settings(data_dir, f"sqlite:///{data_dir / 'ofedrepo.db'}", url), process
-                )
+                database_url = environment.get("OFEDREPO_DATABASE_URL", f"sqlite:///{data_dir / 'ofedrepo.db'}")
+                return RunningServer(url, make_settings(data_dir, database_url, url), process, environment)
         except httpx.TransportError:
             pass
         if process.poll() is not None:
@@ -175,6 +192,13 @@ def start_server(data_dir: Path, log: Path, extra_environment: dict[str, str] | 
         time.sleep(0.1)
     process.kill()
     raise RuntimeError(f"ofedrepo serve did not start:\n{log.read_text()}")
+
+
+def start_worker(server: RunningServer, log: Path, concurrency: int = 1) -> subprocess.Popen[bytes]:
+    """`ofedrepo worker` sharing ``server``'s database and data dir, as on a second host."""
+    argv = [str(VENV_BIN / "ofedrepo"), "worker", "--concurrency", str(concurrency)]
+    with log.open("ab") as output:
+        return subprocess.Popen(argv, env=server.environment, stdout=output, stderr=output)
 
 
 def stop_server(server: RunningServer) -> None:

@@ -2,11 +2,11 @@
 
 from fastapi import APIRouter, Query, Response
 
-from api.deps import DataDirDep, SessionDep
+from api.deps import DataDirDep, SessionDep, SessionScopedRoute
 from api.schemas import BuildOut
 from ofedrepo import builds
 
-router = APIRouter(prefix="/api/v1/builds", tags=["builds"])
+router = APIRouter(prefix="/api/v1/builds", tags=["builds"], route_class=SessionScopedRoute)
 
 
 @router.get("", response_model=list[BuildOut])

@@ -3,12 +3,12 @@
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from api.deps import BundleStoreDep, DataDirDep, SessionDep, SettingsDep
+from api.deps import BundleStoreDep, DataDirDep, SessionDep, SessionScopedRoute, SettingsDep
 from api.schemas import BundleOut
 from api.uploads import received, upload_request_body
 from ofedrepo import bundles
 
-router = APIRouter(prefix="/api/v1/bundles", tags=["bundles"])
+router = APIRouter(prefix="/api/v1/bundles", tags=["bundles"], route_class=SessionScopedRoute)
 
 
 @router.post(

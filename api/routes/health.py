@@ -1,12 +1,12 @@
 from fastapi import APIRouter
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.deps import SessionDep, SettingsDep
+from api.deps import SessionDep, SessionScopedRoute, SettingsDep
 from api.schemas import Health
 from ofedrepo.builds import live_workers
 from ofedrepo.db import check_connection
 
-router = APIRouter(prefix="/api/v1", tags=["health"])
+router = APIRouter(prefix="/api/v1", tags=["health"], route_class=SessionScopedRoute)
 
 
 @router.get("/health", response_model=Health)

@@ -3,13 +3,13 @@
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from api.deps import DataDirDep, ImageCatalogDep, SessionDep, SettingsDep
+from api.deps import DataDirDep, ImageCatalogDep, SessionDep, SessionScopedRoute, SettingsDep
 from api.schemas import ImageOut
 from api.uploads import received, upload_request_body
 from ofedrepo import images
 from ofedrepo.uploads import hash_candidate
 
-router = APIRouter(prefix="/api/v1/images", tags=["images"])
+router = APIRouter(prefix="/api/v1/images", tags=["images"], route_class=SessionScopedRoute)
 
 
 @router.post(

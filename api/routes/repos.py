@@ -1,13 +1,13 @@
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import PlainTextResponse
 
-from api.deps import SessionDep, SettingsDep
+from api.deps import SessionDep, SessionScopedRoute, SettingsDep
 from api.schemas import DibSnippet, RepoOut, RepoRequestIn
 from ofedrepo import builds, catalog
 from ofedrepo.bundle import parse_bundle_name
 from ofedrepo.repofile import dib_environment, render_repo_file, render_shell_exports, render_tripleo_yaml
 
-router = APIRouter(prefix="/api/v1/repos", tags=["repos"])
+router = APIRouter(prefix="/api/v1/repos", tags=["repos"], route_class=SessionScopedRoute)
 
 VersionQuery = Query(None, ge=1, description="Pin a version number instead of `latest`")
 

@@ -18,12 +18,12 @@ import anyio
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
-from api.deps import DataDirDep
+from api.deps import DataDirDep, SessionScopedRoute
 from api.ranges import Unsatisfiable, parse_range
 from api.templating import templates
 from ofedrepo.storage import LATEST
 
-router = APIRouter(tags=["tree"])
+router = APIRouter(tags=["tree"], route_class=SessionScopedRoute)
 
 CHUNK = 256 * 1024
 IMMUTABLE = "public, max-age=31536000, immutable"

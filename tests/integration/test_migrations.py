@@ -2,6 +2,7 @@
 
 import pytest
 from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -9,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ofedrepo import catalog
 from ofedrepo.bundle import BundleIdentity
 from ofedrepo.db import alembic_config, transaction, upgrade
-from ofedrepo.models import Build, RepoVersion
+from ofedrepo.models import Build, Bundle, RepoVersion
 
 IDENTITY = BundleIdentity("5.8-3.0.7.0", "rhel8.6", "x86_64")
 KERNEL = "4.18.0-372.26.1.el8_6.x86_64"
@@ -28,8 +29,9 @@ def test_downgrade_to_nothing_and_back(engine: Engine) -> None:
 
 def test_upgrade_is_idempotent(engine: Engine) -> None:
     upgrade(engine)
+    head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
     with engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == head == "0002"
 
 
 def test_repo_rows_are_unique_per_bundle_and_kernel(sessions: sessionmaker[Session]) -> None:
@@ -60,3 +62,25 @@ def test_timestamps_come_back_in_utc(sessions: sessionmaker[Session]) -> None:
     with sessions() as session:
         created = catalog.get_repo(session, repo.id).created_at
     assert created.utcoffset() is not None and created.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+
+
+def test_one_active_build_per_cache_key(sessions: sessionmaker[Session]) -> None:
+    """The partial unique index that makes concurrent identical requests share one build."""
+    with transaction(sessions) as session:
+        bundle = Bundle(
+            name="MLNX_OFED_LINUX-5.8-3.0.7.0-rhel8.6-x86_64",
+            sha256="0" * 64,
+            ofed_version=IDENTITY.ofed_version,
+            distro=IDENTITY.distro,
+            arch=IDENTITY.arch,
+        )
+        session.add(bundle)
+        session.flush()
+        repo_id = catalog.get_or_create_repo(session, IDENTITY, KERNEL).id
+        key = {"repo_id": repo_id, "bundle_id": bundle.id, "kernel": KERNEL}
+        session.add(Build(**key, fingerprint="f", state="succeeded"))
+        session.add(Build(**key, fingerprint="f", state="queued"))
+    with pytest.raises(IntegrityError), transaction(sessions) as session:
+        session.add(Build(**key, fingerprint="f", state="running"))
+    with transaction(sessions) as session:
+        session.add(Build(**key, fingerprint="another builder", state="queued"))

@@ -232,3 +232,43 @@ def make_iso(directory: Path, iso_path: Path) -> Path:
     iso.write(str(iso_path))
     iso.close()
     return iso_path
+
+
+KERNEL_DEVEL_SPEC = """\
+Name: kernel-devel
+Version: {version}
+Release: {release}
+Summary: synthetic kernel sources for ofedrepo tests
+License: GPLv2
+AutoReqProv: no
+
+%description
+What add-kernel-support builds against: /usr/src/kernels/{kernel}.
+
+%prep
+%build
+%install
+mkdir -p %{{buildroot}}/usr/src/kernels/{kernel}/include/config
+printf '# kernel {kernel}\\nKERNELRELEASE = {kernel}\\n' > %{{buildroot}}/usr/src/kernels/{kernel}/Makefile
+echo {kernel} > %{{buildroot}}/usr/src/kernels/{kernel}/include/config/kernel.release
+
+%files
+/usr/src/kernels/{kernel}
+"""
+
+
+def make_kernel_devel_repo(repo: Path, kernel: str) -> Path:
+    """A yum repository (rpmbuild + createrepo_c) holding ``kernel-devel-<kernel>``, as a distro mirror has it."""
+    version, rest = kernel.split("-", 1)
+    release, arch = rest.rsplit(".", 1)
+    work = repo.parent / f"{repo.name}-rpmbuild"
+    work.mkdir(parents=True)
+    spec_file = work / "kernel-devel.spec"
+    spec_file.write_text(KERNEL_DEVEL_SPEC.format(version=version, release=release, kernel=kernel))
+    subprocess.run(script.rpmbuild_argv(work, "-bb", "--target", arch, str(spec_file)), check=True,
+                   capture_output=True)  # fmt: skip
+    (repo / "Packages").mkdir(parents=True)
+    for package in (work / "RPMS").rglob("*.rpm"):
+        shutil.move(package, repo / "Packages" / package.name)
+    subprocess.run(["createrepo_c", "--quiet", str(repo)], check=True, capture_output=True)
+    return repo

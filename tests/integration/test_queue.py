@@ -1,0 +1,95 @@
+"""The build queue's transitions on SQLite and PostgreSQL: claim, heartbeat, reap, finish, release, cancel."""
+
+import threading
+import time
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from ofedrepo import builds, catalog
+from ofedrepo.bundle import BundleIdentity
+from ofedrepo.db import transaction
+from ofedrepo.models import Build, BuildState
+from workers import queue
+
+IDENTITY = BundleIdentity("5.8-3.0.7.0", "rhel8.6", "x86_64")
+KERNEL = "4.18.0-372.26.1.el8_6.x86_64"
+
+
+def enqueue(sessions: sessionmaker[Session], count: int = 1) -> list[int]:
+    with transaction(sessions) as session:
+        repo_id = catalog.get_or_create_repo(session, IDENTITY, KERNEL).id
+        queued = [Build(repo_id=repo_id, kernel=KERNEL, fingerprint=f"f{index}") for index in range(count)]
+        session.add_all(queued)
+        session.flush()
+        return [build.id for build in queued]
+
+
+def state_of(sessions: sessionmaker[Session], build_id: int) -> Build:
+    with sessions() as session:
+        build = session.get(Build, build_id)
+        assert build is not None
+        return build
+
+
+def test_concurrent_claimers_never_share_a_build(sessions: sessionmaker[Session]) -> None:
+    enqueued = enqueue(sessions, 5)
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def claimer(worker_id: str) -> None:
+        while (build_id := queue.claim(sessions, worker_id, lease_seconds=60)) is not None:
+            with lock:
+                claimed.append(build_id)
+
+    threads = [threading.Thread(target=claimer, args=(f"worker-{index}",)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claimed) == enqueued  # each exactly once, oldest first overall
+    assert all(state_of(sessions, build_id).attempts == 1 for build_id in enqueued)
+
+
+def test_an_expired_lease_goes_back_to_the_queue_then_fails(sessions: sessionmaker[Session]) -> None:
+    (build_id,) = enqueue(sessions)
+    assert queue.claim(sessions, "dead", lease_seconds=0.1) == build_id
+    time.sleep(0.3)
+    assert queue.reap(sessions, max_attempts=2, worker_timeout=60) == ([build_id], [])
+    assert not queue.finish(sessions, build_id, "dead", BuildState.SUCCEEDED)  # it is not the dead worker's now
+    assert queue.claim(sessions, "second", lease_seconds=0.1) == build_id
+    time.sleep(0.3)
+    assert queue.reap(sessions, max_attempts=2, worker_timeout=60) == ([], [build_id])
+    build = state_of(sessions, build_id)
+    assert (build.state, build.attempts) == ("failed", 2) and "stopped answering" in (build.error or "")
+
+
+def test_heartbeats_keep_a_lease_and_report_cancels(sessions: sessionmaker[Session]) -> None:
+    (build_id,) = enqueue(sessions)
+    queue.register(sessions, "alive", concurrency=1)
+    assert queue.claim(sessions, "alive", lease_seconds=0.5) == build_id
+    for _ in range(3):
+        time.sleep(0.2)
+        assert queue.heartbeat(sessions, "alive", lease_seconds=0.5) == set()
+        assert queue.reap(sessions, max_attempts=3, worker_timeout=60) == ([], [])
+    with sessions() as session:
+        assert builds.cancel_build(session, build_id).cancel_requested
+    assert queue.heartbeat(sessions, "alive", lease_seconds=0.5) == {build_id}
+    assert queue.finish(sessions, build_id, "alive", BuildState.CANCELLED)
+    assert state_of(sessions, build_id).state == "cancelled"
+    queue.unregister(sessions, "alive")
+
+
+def test_a_stopping_worker_releases_its_build(sessions: sessionmaker[Session]) -> None:
+    (build_id,) = enqueue(sessions)
+    assert queue.claim(sessions, "leaving", lease_seconds=60) == build_id
+    assert not queue.release(sessions, build_id, "someone else")
+    assert queue.release(sessions, build_id, "leaving")
+    assert queue.claim(sessions, "next", lease_seconds=60) == build_id
+    assert state_of(sessions, build_id).attempts == 2
+
+
+def test_cancel_of_a_queued_build_is_immediate(sessions: sessionmaker[Session]) -> None:
+    (build_id,) = enqueue(sessions)
+    with sessions() as session:
+        assert builds.cancel_build(session, build_id).state == "cancelled"
+    assert queue.claim(sessions, "late", lease_seconds=60) is None
