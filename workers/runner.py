@@ -113,4 +113,6 @@ def run_streaming(
             pass
     returncode = process.wait()
     pump.join(timeout=KILL_GRACE_SECONDS)
+    if not pump.is_alive():  # else a survivor outside the group still holds the pipe: leave it to the pump
+        process.stdout.close()
     return RunOutcome(returncode=returncode, stopped=stopped)

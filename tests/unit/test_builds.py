@@ -1,0 +1,126 @@
+"""Pure parts of the build pipeline: bundle choice, builder identity, command lines, module checks."""
+
+from pathlib import Path
+
+import pytest
+
+from ofedrepo.builds import builder_fingerprint, choose_bundle, container_image
+from ofedrepo.config import Settings
+from ofedrepo.errors import BuildFailed, InvalidInput
+from ofedrepo.kernel_sources import devel_package_names, safe_href
+from ofedrepo.models import Bundle
+from ofedrepo.verify import vermagic
+from tests.support.fake_mlnx_add_kernel_support import kernel_module
+from workers.runner import add_kernel_support_argv, container_argv, container_kill_argv
+
+KERNEL = "4.18.0-372.26.1.el8_6.x86_64"
+
+
+def bundle(bundle_id: int, version: str, distro: str = "rhel8.6", arch: str = "x86_64") -> Bundle:
+    return Bundle(
+        id=bundle_id, name=f"MLNX_OFED_LINUX-{version}-{distro}-{arch}", ofed_version=version, distro=distro,
+        arch=arch, sha256=f"{bundle_id:064x}",
+    )  # fmt: skip
+
+
+def settings(**values: object) -> Settings:
+    return Settings(data_dir=Path("/nonexistent"), **values)  # type: ignore[arg-type]
+
+
+BUNDLES = [
+    bundle(1, "5.8-3.0.7.0"),
+    bundle(2, "5.10-1.0.2.0"),  # newer than 5.8 although it sorts before it as text
+    bundle(3, "23.10-1.1.9.0", distro="rhel9.2"),
+    bundle(4, "5.8-3.0.7.0", arch="aarch64"),
+]
+
+
+def test_the_newest_fitting_bundle_is_chosen() -> None:
+    assert choose_bundle(BUNDLES, "rhel8.6", "x86_64", None).id == 2
+    assert choose_bundle(BUNDLES, "rhel8.6", "x86_64", "5.8-3.0.7.0").id == 1
+    assert choose_bundle(BUNDLES, "rhel8.6", "aarch64", None).id == 4
+
+
+def test_nothing_fitting_lists_the_candidates() -> None:
+    with pytest.raises(InvalidInput) as raised:
+        choose_bundle(BUNDLES, "rhel7.9", "x86_64", None)
+    assert "rhel7.9 x86_64" in str(raised.value) and "MLNX_OFED_LINUX-23.10-1.1.9.0-rhel9.2-x86_64 (id 3)" in str(
+        raised.value
+    )
+    with pytest.raises(InvalidInput, match="none registered"):
+        choose_bundle([], "rhel8.6", "x86_64", None)
+
+
+def test_two_bundles_of_one_version_are_a_tie_to_resolve_by_id() -> None:
+    with pytest.raises(InvalidInput, match='pass "bundle_id"') as raised:
+        choose_bundle([*BUNDLES, bundle(5, "5.10-1.0.2.0")], "rhel8.6", "x86_64", None)
+    assert "id 2" in str(raised.value) and "id 5" in str(raised.value)
+
+
+def test_container_images_prefer_the_exact_tag() -> None:
+    configured = settings(build_container_images={"rhel8": "rocky:8", "rhel8.6": "rocky:8.6"})
+    assert container_image(configured, "rhel8.6") == "rocky:8.6"
+    assert container_image(configured, "rhel8.8") == "rocky:8"
+    with pytest.raises(InvalidInput, match="rhel9=<image>"):
+        container_image(configured, "rhel9.2")
+
+
+def test_the_builder_fingerprint_changes_with_what_changes_the_output() -> None:
+    local = builder_fingerprint(settings(), "rhel8.6")
+    assert local == builder_fingerprint(settings(), "rhel8.8")  # the local runner does not depend on the distro
+    podman = builder_fingerprint(settings(build_runner="podman"), "rhel8.6")
+    other_image = builder_fingerprint(
+        settings(build_runner="podman", build_container_images={"rhel8": "elsewhere/rocky:8"}), "rhel8.6"
+    )
+    assert len({local, podman, other_image}) == 3
+
+
+def test_the_vendor_command_line() -> None:
+    argv = add_kernel_support_argv(Path("/b/MLNX"), KERNEL, Path("/usr/src/kernels/K"), Path("/t/out"), "rhel8.6")
+    assert argv == [
+        "bash", "/b/MLNX/mlnx_add_kernel_support.sh", "-m", "/b/MLNX", "-k", KERNEL, "-s", "/usr/src/kernels/K",
+        "--make-tgz", "-t", "/t/out", "-y", "--skip-repo", "--distro", "rhel8.6",
+    ]  # fmt: skip
+
+
+def test_the_container_command_line_mounts_inputs_read_only_and_has_no_network() -> None:
+    command = ["bash", "/b/MLNX/mlnx_add_kernel_support.sh", "-k", KERNEL]
+    argv = container_argv(
+        "podman", "rocky:8", "ofedrepo-build-7", command, [Path("/b/MLNX"), Path("/src/K")], Path("/w"), Path("/w/h")
+    )
+    assert argv[:5] == ["podman", "run", "--rm", "--name", "ofedrepo-build-7"]
+    assert "--network=none" in argv
+    assert ["-v", "/b/MLNX:/b/MLNX:ro"] == argv[
+        argv.index("/b/MLNX:/b/MLNX:ro") - 1 : argv.index("/b/MLNX:/b/MLNX:ro") + 1
+    ]
+    assert "/src/K:/src/K:ro" in argv and "/w:/w:rw" in argv and "HOME=/w/h" in argv
+    assert argv[-len(command) - 1 :] == ["rocky:8", *command]
+    assert container_kill_argv("docker", "ofedrepo-build-7") == ["docker", "rm", "--force", "ofedrepo-build-7"]
+
+
+@pytest.mark.parametrize("path", ["/data/we:ird", "/data/a,b"])
+def test_paths_that_would_break_a_mount_option_are_refused(path: str) -> None:
+    with pytest.raises(BuildFailed, match="cannot mount"):
+        container_argv("docker", "img", "n", ["true"], [Path(path)], Path("/w"), Path("/w/h"))
+
+
+def test_vermagic_is_read_from_the_modinfo_section() -> None:
+    assert vermagic(kernel_module("mlx5_core", KERNEL)) == f"{KERNEL} SMP mod_unload modversions "
+    assert vermagic(b"\x7fELF not really") is None
+    assert vermagic(kernel_module("x", KERNEL).replace(b"vermagic=", b"vermagix=")) is None
+
+
+def test_devel_packages_per_kernel_flavour() -> None:
+    assert devel_package_names(KERNEL) == ["kernel-devel"]
+    assert devel_package_names("5.15.0-101.103.2.1.el8uek.x86_64")[0] == "kernel-uek-devel"
+    assert devel_package_names("4.18.0-372.9.1.rt7.166.el8.x86_64")[0] == "kernel-rt-devel"
+
+
+@pytest.mark.parametrize("href", ["/etc/passwd", "../x.rpm", "Packages/../../x.rpm", "http://evil/x.rpm", "", "a\\b"])
+def test_repository_locations_cannot_escape(href: str) -> None:
+    with pytest.raises(BuildFailed, match="refusing"):
+        safe_href(href)
+
+
+def test_plain_repository_locations_pass() -> None:
+    assert safe_href("Packages/k/kernel-devel.rpm") == "Packages/k/kernel-devel.rpm"
