@@ -34,6 +34,7 @@ test: lint
 bench: setup
 	$(BIN)/python bench/publish.py
 	$(BIN)/python bench/inspect.py
+	$(BIN)/python bench/pipeline.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

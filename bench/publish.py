@@ -7,17 +7,19 @@ docs/benchmarks.md. The CLI runs with --no-database because ofedrepo writes no s
 read it); both write gzip-compressed XML with checksummed file names.
 """
 
-import argparse
-import shutil
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
+# Run as a script, bench/ comes first on the path and bench/inspect.py would shadow the standard library's.
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[0] = str(ROOT)
+
+import argparse  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
 
 from bench.report import write_section  # noqa: E402
 from ofedrepo.config import Settings  # noqa: E402
