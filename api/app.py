@@ -3,7 +3,7 @@
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
-from api import errors
+from api import errors, metrics
 from api.routes import builds, bundles, health, images, repos, tree
 from ofedrepo import __version__
 from ofedrepo.bundles import BundleStore
@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.images = ImageCatalog(settings, app.state.sessions)
     app.state.bundles = BundleStore(settings, app.state.sessions)
     errors.install(app)
+    metrics.install(app)
     app.include_router(health.router)
     app.include_router(repos.router)
     app.include_router(images.router)

@@ -8,10 +8,12 @@ from fastapi.responses import JSONResponse
 from ofedrepo.errors import (
     ApplianceFailed,
     Conflict,
+    Forbidden,
     InvalidInput,
     NotFound,
     OfedrepoError,
     TooLarge,
+    Unauthorized,
     UnsupportedMediaType,
 )
 
@@ -23,6 +25,8 @@ STATUS = {
     UnsupportedMediaType: 415,
     InvalidInput: 422,
     NotFound: 404,
+    Unauthorized: 401,
+    Forbidden: 403,
     Conflict: 409,
     ApplianceFailed: 503,
 }
@@ -40,7 +44,8 @@ async def _ofedrepo_error(request: Request, error: Exception) -> JSONResponse:
     status = status_for(error)
     if status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, error)
-    return JSONResponse({"detail": str(error)}, status_code=status)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
 
 
 def install(app: FastAPI) -> None:

@@ -278,9 +278,17 @@ def worker_command(
     concurrency: Annotated[
         int | None, typer.Option(min=1, max=64, help="Builds run at once (default: OFEDREPO_WORKER_CONCURRENCY).")
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Serve this worker's own metrics (publish durations) on this port."),
+    ] = None,
 ) -> None:
     """Claim queued builds and run them until stopped (SIGTERM/SIGINT put running builds back in the queue)."""
     settings = settings_of(context)
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=settings.host)
     console.print(
         f"worker: {concurrency or settings.worker_concurrency} slot(s), "
         f"database {settings.resolved_database_url.split('@')[-1]}"

@@ -55,6 +55,14 @@ class NotFound(OfedrepoError):
     """The requested object does not exist."""
 
 
+class Unauthorized(OfedrepoError):
+    """A call that changes state came without a token while tokens are configured."""
+
+
+class Forbidden(OfedrepoError):
+    """A call that changes state came with a token that is not one of the configured ones."""
+
+
 class Conflict(OfedrepoError):
     """The request contradicts the current state of the object."""
 

@@ -20,6 +20,7 @@ from ofedrepo.config import Settings
 from ofedrepo.errors import InvalidInput, NotFound
 from ofedrepo.imagefile import ProbedImage, probe
 from ofedrepo.inspection import Inspection, interpret
+from ofedrepo.metrics import INSPECTION_SECONDS
 from ofedrepo.models import Image
 from ofedrepo.storage import DataDir
 from ofedrepo.uploads import Candidate
@@ -100,7 +101,8 @@ class ImageCatalog:
             scratch = self.data.new_scratch(self.data.work, "inspect")
             scratch.mkdir()
             try:
-                results = inspect_images(probed, names, scratch, self.data.home)
+                with INSPECTION_SECONDS.time():
+                    results = inspect_images(probed, names, scratch, self.data.home)
             finally:
                 scratch.rmdir()
             for first, result in zip(first_indexes, results, strict=True):

@@ -29,6 +29,7 @@ from ofedrepo.config import Settings
 from ofedrepo.db import transaction
 from ofedrepo.errors import InvalidInput
 from ofedrepo.kernel import parse_kernel_release
+from ofedrepo.metrics import PUBLISH_SECONDS
 from ofedrepo.models import RepoVersion
 from ofedrepo.repofile import MELLANOX_KEY, REPO_FILE_NAME, SITE_KEY, RepoLocation, render_repo_file
 from ofedrepo.rpmfile import PackageHeader, read_header
@@ -140,6 +141,7 @@ class Publisher:
         with open_bundle(source, self.data, self.limits) as bundle:
             return self.publish_opened(bundle, kernel, build_id, progress)
 
+    @PUBLISH_SECONDS.time()
     def publish_opened(
         self, bundle: OpenedBundle, requested_kernel: str | None, build_id: int | None, progress: Progress
     ) -> PublishResult:

@@ -2,6 +2,7 @@
 
 from fastapi import APIRouter, Query, Response
 
+from api.auth import TOKEN_REQUIRED
 from api.deps import DataDirDep, SessionDep, SessionScopedRoute
 from api.schemas import BuildOut
 from ofedrepo import builds
@@ -41,6 +42,7 @@ def build_log(
 @router.post(
     "/{build_id}/cancel",
     status_code=202,
+    dependencies=TOKEN_REQUIRED,
     response_model=BuildOut,
     responses={404: {"description": "No such build"}, 409: {"description": "The build has already ended"}},
 )

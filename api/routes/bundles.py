@@ -3,6 +3,7 @@
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
+from api.auth import TOKEN_REQUIRED
 from api.deps import BundleStoreDep, DataDirDep, SessionDep, SessionScopedRoute, SettingsDep
 from api.schemas import BundleOut
 from api.uploads import received, upload_request_body
@@ -14,6 +15,7 @@ router = APIRouter(prefix="/api/v1/bundles", tags=["bundles"], route_class=Sessi
 @router.post(
     "",
     status_code=201,
+    dependencies=TOKEN_REQUIRED,
     response_model=BundleOut,
     openapi_extra={"requestBody": upload_request_body("An MLNX_OFED bundle (tgz or iso; a directory by path)")},
     responses={

@@ -3,6 +3,7 @@
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
+from api.auth import TOKEN_REQUIRED
 from api.deps import DataDirDep, ImageCatalogDep, SessionDep, SessionScopedRoute, SettingsDep
 from api.schemas import ImageOut
 from api.uploads import received, upload_request_body
@@ -15,6 +16,7 @@ router = APIRouter(prefix="/api/v1/images", tags=["images"], route_class=Session
 @router.post(
     "",
     status_code=201,
+    dependencies=TOKEN_REQUIRED,
     response_model=ImageOut,
     openapi_extra={"requestBody": upload_request_body("A qcow2 or raw disk image")},
     responses={

@@ -1,6 +1,7 @@
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import PlainTextResponse
 
+from api.auth import TOKEN_REQUIRED
 from api.deps import SessionDep, SessionScopedRoute, SettingsDep
 from api.schemas import DibSnippet, RepoOut, RepoRequestIn
 from ofedrepo import builds, catalog
@@ -15,6 +16,7 @@ VersionQuery = Query(None, ge=1, description="Pin a version number instead of `l
 @router.post(
     "",
     status_code=202,
+    dependencies=TOKEN_REQUIRED,
     response_model=RepoOut,
     responses={
         200: {"model": RepoOut, "description": "Already built: the repo, published"},

@@ -151,3 +151,10 @@ def test_malformed_requests_get_a_json_detail(
 def test_unknown_image_is_404(server: RunningServer) -> None:
     response = httpx.get(f"{server.url}/api/v1/images/999999")
     assert response.status_code == 404 and "999999" in response.json()["detail"]
+
+
+def test_inspections_are_timed_in_the_metrics(server: RunningServer, disk_images: dict[str, Path]) -> None:
+    assert upload(server, disk_images[specs.ROCKY8.name]).status_code in (200, 201)
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    count = next(line for line in metrics.splitlines() if line.startswith("ofedrepo_inspection_duration_seconds_count"))
+    assert float(count.split()[-1]) >= 1

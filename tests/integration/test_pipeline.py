@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from elftools.elf.elffile import ELFFile
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import (
     RunningServer,
@@ -36,6 +37,7 @@ WRONG_KERNEL = "4.18.0-372.52.1.el8_6.x86_64"  # its sources say another release
 MISSING_KERNEL = "4.18.0-372.70.1.el8_6.x86_64"  # no sources anywhere
 DEVEL_REPO_KERNEL = "4.18.0-372.80.1.el8_6.x86_64"  # only kernel-devel in a yum repository
 PLAIN_KERNEL = "4.18.0-372.19.1.el8_6.x86_64"  # sources at hand, builds quickly
+METRICS_KERNEL = "4.18.0-372.16.1.el8_6.x86_64"
 ENDED = {"succeeded", "failed", "cancelled"}
 SLOW_SECONDS = 40
 
@@ -43,7 +45,7 @@ SLOW_SECONDS = 40
 @pytest.fixture(scope="module")
 def sources_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("kernel-sources")
-    for kernel in (images.ROCKY_OLD, PLAIN_KERNEL):
+    for kernel in (images.ROCKY_OLD, PLAIN_KERNEL, METRICS_KERNEL):
         make_kernel_sources(root, kernel)
     make_kernel_sources(root, SLOW_KERNEL, build_seconds=SLOW_SECONDS)
     make_kernel_sources(root, WRONG_KERNEL, release="4.18.0-372.9.1.el8_6.x86_64")
@@ -387,3 +389,28 @@ def test_cancel_a_queued_build(tmp_path: Path, sources_root: Path, bundle_tgz: P
             stop_workers([worker])
     finally:
         stop_server(server)
+
+
+def metric_samples(server: RunningServer) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    answer = httpx.get(f"{server.url}/metrics", timeout=10)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_describe_builds_queue_publishes_and_requests(service: RunningServer) -> None:
+    build_id = request(service, kernel=METRICS_KERNEL).json()["build"]["id"]
+    assert wait_for(service, build_id, ENDED)["state"] == "succeeded"
+    samples = metric_samples(service)
+    assert samples[("ofedrepo_builds", frozenset({("state", "succeeded")}))] >= 1
+    assert ("ofedrepo_queue_depth", frozenset()) in samples
+    assert samples[("ofedrepo_published_versions", frozenset())] >= 1
+    assert samples[("ofedrepo_workers", frozenset())] == 1
+    assert samples[("ofedrepo_build_duration_seconds_count", frozenset({("state", "succeeded")}))] >= 1
+    assert samples[("ofedrepo_publish_duration_seconds_count", frozenset())] >= 1
+    posted = frozenset({("method", "POST"), ("route", "/api/v1/repos"), ("status", "202")})
+    assert samples[("ofedrepo_http_requests_total", posted)] >= 1
+    assert all(name.startswith("ofedrepo_") for name, _ in samples if not name.startswith(("python_", "process_")))

@@ -1,0 +1,44 @@
+"""`/metrics` for Prometheus, and the middleware counting HTTP requests by route template and status."""
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ofedrepo.metrics import HTTP_REQUESTS, DatabaseCollector
+
+
+class RequestMetrics:
+    """Counts every answered request; the route *template* keeps the label set small (no raw paths)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
+
+
+def install(app: FastAPI) -> None:
+    database = CollectorRegistry(auto_describe=False)
+    database.register(DatabaseCollector(app.state.sessions, worker_timeout=app.state.settings.build_lease_seconds * 3))
+    app.add_middleware(RequestMetrics)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics(request: Request) -> Response:
+        """Prometheus text format: this process's own metrics, then the deployment's from the database."""
+        return Response(generate_latest(REGISTRY) + generate_latest(database), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,72 @@
+"""`OFEDREPO_API_TOKENS`: calls that change state need a token; reads, the tree and /docs stay open."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.auth import TOKEN_COOKIE
+from tests.conftest import RunningServer, start_server, stop_server
+
+TOKENS = ("s3cret-alpha", "s3cret-beta")
+KERNEL = "4.18.0-372.26.1.el8_6.x86_64"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    root = tmp_path_factory.mktemp("auth")
+    running = start_server(root / "var", root / "serve.log", {"OFEDREPO_API_TOKENS": ",".join(TOKENS)})
+    yield running
+    stop_server(running)
+
+
+def post_repo(server: RunningServer, **options: object) -> httpx.Response:
+    return httpx.post(f"{server.url}/api/v1/repos", json={"kernel": KERNEL}, timeout=30, **options)  # type: ignore[arg-type]
+
+
+def test_without_a_token_a_mutating_call_gets_401(server: RunningServer) -> None:
+    refused = post_repo(server)
+    assert refused.status_code == 401 and "token" in refused.json()["detail"]
+    assert refused.headers["WWW-Authenticate"] == "Bearer"
+    basic = post_repo(server, headers={"Authorization": "Basic czNjcmV0LWFscGhhOg=="})
+    assert basic.status_code == 401
+
+
+def test_a_wrong_token_gets_403(server: RunningServer) -> None:
+    refused = post_repo(server, headers={"Authorization": "Bearer s3cret-alph"})
+    assert refused.status_code == 403 and "detail" in refused.json()
+
+
+@pytest.mark.parametrize("token", TOKENS)
+def test_each_configured_token_is_accepted(server: RunningServer, token: str) -> None:
+    accepted = post_repo(server, headers={"Authorization": f"Bearer {token}"})
+    assert accepted.status_code == 422 and "no MLNX_OFED bundle fits" in accepted.json()["detail"]
+
+
+def test_the_login_cookie_is_accepted(server: RunningServer) -> None:
+    accepted = post_repo(server, cookies={TOKEN_COOKIE: TOKENS[0]})
+    assert accepted.status_code == 422
+
+
+def test_uploads_are_refused_before_their_body_is_stored(server: RunningServer, tmp_path: Path) -> None:
+    image = tmp_path / "image.qcow2"
+    image.write_bytes(b"QFI\xfb" + bytes(4 * 1024 * 1024))
+    for collection in ("images", "bundles"):
+        with image.open("rb") as stream:
+            refused = httpx.post(f"{server.url}/api/v1/{collection}", files={"file": stream}, timeout=30)
+        assert refused.status_code == 401
+    assert httpx.post(f"{server.url}/api/v1/builds/1/cancel", timeout=10).status_code == 401
+    assert list((server.settings.data_dir / "uploads").iterdir()) == []
+
+
+def test_reads_stay_open(server: RunningServer) -> None:
+    for path in ("/api/v1/health", "/api/v1/repos", "/api/v1/builds", "/api/v1/images", "/repos/", "/docs"):
+        assert httpx.get(f"{server.url}{path}", timeout=10).status_code == 200, path
+
+
+def test_tokens_are_never_logged(server: RunningServer) -> None:
+    post_repo(server, headers={"Authorization": f"Bearer {TOKENS[0]}"})
+    post_repo(server, headers={"Authorization": "Bearer wrong-token-value"})
+    log = (server.settings.data_dir.parent / "serve.log").read_text()
+    assert all(secret not in log for secret in (*TOKENS, "wrong-token-value"))
