@@ -45,6 +45,7 @@ class VersionOut(BaseModel):
     package_count: int
     size_bytes: int
     gpgcheck: bool
+    repo_gpgcheck: bool = Field(description="`RPMS/repodata/repomd.xml.asc` signs the metadata (site key)")
     build_id: int | None
 
     @classmethod
@@ -57,6 +58,7 @@ class VersionOut(BaseModel):
             package_count=version.package_count,
             size_bytes=version.size_bytes,
             gpgcheck=version.gpgcheck,
+            repo_gpgcheck=version.repo_gpgcheck,
             build_id=version.build_id,
         )
 

@@ -148,6 +148,8 @@ class RepoVersion(Base):
     signing_key: Mapped[str | None] = mapped_column(String(64))
     gpgcheck: Mapped[bool] = mapped_column(default=True)
     """True when every package is signed by a key in RPM-GPG-KEY-Mellanox, so clients can verify."""
+    repo_gpgcheck: Mapped[bool] = mapped_column(default=False, server_default=false())
+    """True when ``RPMS/repodata/repomd.xml.asc`` signs the metadata with the site key."""
     build_id: Mapped[int | None] = mapped_column(ForeignKey("builds.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -246,6 +246,9 @@ class Publisher:
 
         progress.step("Generating repodata", total=len(bundle.packages))
         repodata.write_repodata(rpms, bundle.packages, on_package=progress.advance)
+        if self.settings.signing_enabled:
+            progress.step("Signing repomd.xml")
+            signing.sign_detached(rpms / "repodata" / "repomd.xml", key)
         return signed, signing_key, gpgcheck
 
     def _commit(
@@ -277,7 +280,10 @@ class Publisher:
                         numbers = [catalog.highest_number(session, repo_id), *version_numbers(repo_dir)]
                         number = max(numbers) + 1
                         location = RepoLocation(self.settings.base_url, bundle_name, kernel, str(number))
-                        (staging / REPO_FILE_NAME).write_text(render_repo_file(location, gpgcheck=gpgcheck))
+                        repo_gpgcheck = signing_key is not None
+                        (staging / REPO_FILE_NAME).write_text(
+                            render_repo_file(location, gpgcheck=gpgcheck, repo_gpgcheck=repo_gpgcheck)
+                        )
                         session.add(
                             RepoVersion(
                                 repo_id=repo_id,
@@ -287,6 +293,7 @@ class Publisher:
                                 size_bytes=size,
                                 signing_key=signing_key,
                                 gpgcheck=gpgcheck,
+                                repo_gpgcheck=repo_gpgcheck,
                                 build_id=build_id,
                             )
                         )

@@ -115,3 +115,13 @@ def sign_packages(packages: list[Path], key: SiteKey) -> None:
     """Sign ``packages`` in place (replacing any signature they carry)."""
     for start in range(0, len(packages), _BATCH):
         process.run(rpmsign_argv(packages[start : start + _BATCH], key.fingerprint), env=key.environment())
+
+
+def sign_detached(path: Path, key: SiteKey) -> Path:
+    """``<path>.asc``: an ASCII-armoured detached signature, what dnf's ``repo_gpgcheck`` verifies."""
+    signature = path.with_name(path.name + ".asc")
+    process.run(
+        gpg_argv("--armor", "--local-user", key.fingerprint, "--detach-sign", "--output", str(signature), str(path)),
+        env=key.environment(),
+    )
+    return signature

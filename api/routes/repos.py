@@ -59,7 +59,7 @@ def repo_file(repo_id: int, session: SessionDep, settings: SettingsDep, version:
     """A `.repo` file for yum/dnf pointing at `latest` (or at a pinned version)."""
     repo = catalog.get_repo(session, repo_id)
     location, published = catalog.version_location(repo, settings.base_url, version)
-    return render_repo_file(location, gpgcheck=published.gpgcheck)
+    return render_repo_file(location, gpgcheck=published.gpgcheck, repo_gpgcheck=published.repo_gpgcheck)
 
 
 @router.get("/{repo_id}/dib", response_model=DibSnippet, responses={404: {"description": "No such repo or version"}})

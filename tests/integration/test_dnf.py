@@ -92,3 +92,34 @@ def test_gpgcheck_is_really_on(tmp_path: Path, published_server: RunningServer) 
     repo = dib_style_repo(published_server).replace("RPM-GPG-KEY-Mellanox", "RPM-GPG-KEY-ofedrepo")
     failing = dnf(tmp_path, repo, "install", "mlnx-ofed-hypervisor", succeed=False)
     assert "GPG" in failing.stdout + failing.stderr
+
+
+def signed_metadata_repo(server: RunningServer, version: str) -> str:
+    repo = server.url + LATEST.replace("/latest", f"/{version}")
+    return (
+        f"[mlnx_ofed]\nname=MLNX_OFED\nbaseurl={repo}/RPMS\nenabled=1\ngpgcheck=1\nrepo_gpgcheck=1\n"
+        f"gpgkey={repo}/RPM-GPG-KEY-Mellanox\n"
+    )
+
+
+def test_repodata_signature_is_verified_by_dnf(tmp_path: Path, published_server: RunningServer) -> None:
+    repofile = httpx.get(f"{published_server.url}{LATEST}/mlnx-ofed.repo").text
+    assert "repo_gpgcheck=1" in repofile
+    signature = httpx.get(f"{published_server.url}{LATEST}/RPMS/repodata/repomd.xml.asc")
+    assert signature.status_code == 200 and signature.text.startswith("-----BEGIN PGP SIGNATURE-----")
+    dnf(tmp_path, signed_metadata_repo(published_server, "latest"), "install", "mlnx-ofed-hypervisor")
+
+
+def test_tampered_repodata_fails_the_signature_check(tmp_path: Path, published_server: RunningServer) -> None:
+    repomd = published_server.settings.data_dir / LATEST.removeprefix("/").replace("latest", "1") / "RPMS"
+    repomd = repomd / "repodata" / "repomd.xml"
+    original = repomd.read_bytes()
+    mode = repomd.stat().st_mode
+    try:
+        repomd.chmod(0o644)
+        repomd.write_bytes(original + b"<!-- changed after signing -->\n")
+        failing = dnf(tmp_path, signed_metadata_repo(published_server, "1"), "makecache", succeed=False)
+        assert "repomd.xml GPG signature verification error" in failing.stdout + failing.stderr
+    finally:
+        repomd.write_bytes(original)
+        repomd.chmod(mode)
