@@ -5,20 +5,9 @@ from pathlib import Path
 
 from fastapi.templating import Jinja2Templates
 
+from ofedrepo.storage import human_size
+
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
-
-
-def human_size(size: int | None) -> str:
-    if size is None:
-        return "-"
-    if size < 1024:
-        return f"{size} B"
-    value = size / 1024
-    for unit in ("KiB", "MiB"):
-        if value < 1024:
-            return f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"
 
 
 def short_time(iso: str) -> str:

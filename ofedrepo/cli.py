@@ -239,6 +239,39 @@ def image_table(image: "ImageView") -> Table:
 
 @app.command()
 @reports_errors
+def gc(
+    context: typer.Context,
+    keep: Annotated[
+        int | None, typer.Option(min=1, help="Keep N newest versions per repo (default: OFEDREPO_GC_KEEP_VERSIONS).")
+    ] = None,
+    older_than: Annotated[
+        str | None, typer.Option(help="Remove only versions older than 30d, 12h... (default: OFEDREPO_GC_OLDER_THAN).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go; remove nothing.")] = False,
+) -> None:
+    """Remove old repo versions (never `latest`, never one that was `latest` within the grace period),
+    unreferenced bundle trees and stale build scratch; print what was freed."""
+    from ofedrepo.retention import collect_garbage, policy_from
+    from ofedrepo.storage import human_size
+
+    settings = settings_of(context)
+    engine = db.make_engine(settings.resolved_database_url)
+    db.upgrade(engine)
+    policy = policy_from(settings, keep, older_than)
+    report = collect_garbage(settings, db.session_factory(engine), policy, dry_run)
+    verb = "would free" if dry_run else "freed"
+    table = Table(show_header=True, box=None)
+    for column in ("what", "path", "size"):
+        table.add_column(column)
+    for item in report.freed:
+        table.add_row(escape(item.what), escape(str(item.path)), human_size(item.size))
+    if report.freed:
+        Console(highlight=False).print(table)
+    sys.stdout.write(f"{verb} {human_size(report.total)} in {len(report.freed)} item(s)\n")
+
+
+@app.command()
+@reports_errors
 def serve(
     context: typer.Context,
     host: Annotated[str | None, typer.Option(help="Listen address (default: OFEDREPO_HOST).")] = None,

@@ -129,6 +129,22 @@ class Settings(BaseSettings):
     queue_poll_interval: float = Field(
         0.5, gt=0, le=10, description="Seconds an idle worker waits before looking for queued builds again."
     )
+    gc_keep_versions: int | None = Field(
+        None,
+        ge=1,
+        description="Automatic retention: workers keep the newest this many versions of each repo (with "
+        "`OFEDREPO_GC_OLDER_THAN`, only older ones go). Unset: versions are removed only by `ofedrepo gc`.",
+    )
+    gc_older_than: str | None = Field(
+        None, description="Automatic retention: remove versions older than this (`30d`, `12h`); see above."
+    )
+    gc_interval: float = Field(3600, gt=0, description="Seconds between automatic retention runs.")
+    gc_grace_seconds: float = Field(
+        3600,
+        ge=0,
+        description="A version that stopped being `latest` less than this long ago is never removed: a client "
+        "may still be downloading from it.",
+    )
     kernel_sources_root: Path = Field(
         Path("/usr/src/kernels"),
         description="Where kernel sources live, one directory per kernel release (`<root>/<K>/Makefile`).",

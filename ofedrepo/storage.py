@@ -110,14 +110,32 @@ class DataDir:
 
         Age, not process IDs, decides: the data dir may be shared by hosts whose processes we cannot see.
         """
-        removed = []
+        removed = list(self.stale_scratch(older_than_seconds))
+        for entry in removed:
+            shutil.rmtree(entry, ignore_errors=True)
+        return removed
+
+    def stale_scratch(self, older_than_seconds: float) -> Iterator[Path]:
+        """Entries of ``staging/``, ``work/`` and ``uploads/`` untouched for ``older_than_seconds``."""
         deadline = time.time() - older_than_seconds
         for parent in (self.staging, self.work, self.uploads):
-            for entry in parent.iterdir() if parent.is_dir() else []:
+            for entry in list(parent.iterdir()) if parent.is_dir() else []:
                 if entry.lstat().st_mtime < deadline:
-                    shutil.rmtree(entry, ignore_errors=True)
-                    removed.append(entry)
-        return removed
+                    yield entry
+
+
+def human_size(size: int | None) -> str:
+    """``1.5 MiB``: sizes for people (index pages, ``ofedrepo gc``)."""
+    if size is None:
+        return "-"
+    if size < 1024:
+        return f"{size} B"
+    value = size / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
 
 
 def version_numbers(repo_dir: Path) -> list[int]:

@@ -1,6 +1,7 @@
 """Shared fixtures: the synthetic bundle (built once per session), databases, a running server."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from ofedrepo.archive import Limits, extract
 from ofedrepo.config import Settings
 from ofedrepo.db import make_engine, session_factory, upgrade
 from ofedrepo.publish import Publisher
@@ -75,6 +77,22 @@ def rebuilt_ext_tgz(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path, 
     return add_kernel_support(
         bundle_dir, TARGET_KERNEL, kernel_sources / TARGET_KERNEL, tmp_path_factory.mktemp("ext2")
     )
+
+
+@pytest.fixture(scope="session")
+def unpacked_ext(tmp_path_factory: pytest.TempPathFactory, ext_tgz: Path) -> Path:
+    root = tmp_path_factory.mktemp("unpacked-ext") / "out"
+    extract(ext_tgz, root, Limits(max_bytes=10**9, max_members=10_000))
+    return next(root.iterdir())
+
+
+def variant(unpacked_ext: Path, parent: Path, index: int) -> Path:
+    """A copy of the -ext bundle without its index-th userland package: same kernel, other content."""
+    copy = parent / f"variant-{index}" / unpacked_ext.name
+    shutil.copytree(unpacked_ext, copy)
+    userland = sorted(path for path in (copy / "RPMS").glob("*.rpm") if "kver" not in path.name)
+    userland[index].unlink()
+    return copy
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from types import FrameType
 
 from ofedrepo.config import Settings
 from ofedrepo.db import make_engine, session_factory, upgrade
+from ofedrepo.retention import Policy, automatic_policy, collect_garbage
 from workers import queue
 from workers.pipeline import Pipeline
 
@@ -45,6 +46,9 @@ class Worker:
         self.threads += [
             threading.Thread(target=self._slot, name=f"slot-{index}", daemon=True) for index in range(self.concurrency)
         ]
+        policy = automatic_policy(self.settings)
+        if policy is not None:
+            self.threads.append(threading.Thread(target=self._retention, args=(policy,), name="gc", daemon=True))
         for thread in self.threads:
             thread.start()
         log.info("worker %s started with %d slot(s)", self.id, self.concurrency)
@@ -113,6 +117,17 @@ class Worker:
                     self.pipeline.note(build_id, "FAILED: its workers stopped answering too often")
             except Exception:
                 log.exception("heartbeat failed; retrying")
+
+    def _retention(self, policy: Policy) -> None:
+        """The configured retention policy, every ``gc_interval`` seconds (several workers may run it at once)."""
+        while not self.stopping.is_set():
+            try:
+                report = collect_garbage(self.settings, self.sessions, policy, dry_run=False)
+                for item in report.freed:
+                    log.info("retention removed %s (%s, %d bytes)", item.what, item.path, item.size)
+            except Exception:
+                log.exception("retention failed; trying again later")
+            self.stopping.wait(self.settings.gc_interval)
 
 
 def main(settings: Settings, concurrency: int | None = None) -> None:

@@ -1,7 +1,6 @@
 """Publishing -ext bundles into the versioned tree, with real rpm, gpg, rpmsign and createrepo_c."""
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -12,13 +11,12 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from ofedrepo import catalog, signing
-from ofedrepo.archive import Limits, extract
 from ofedrepo.config import Settings
 from ofedrepo.errors import InvalidInput, NotABundle
 from ofedrepo.publish import Publisher
 from ofedrepo.rpmfile import read_header
 from ofedrepo.storage import DataDir
-from tests.conftest import OTHER_KERNEL, TARGET_KERNEL, VENV_BIN
+from tests.conftest import OTHER_KERNEL, TARGET_KERNEL, VENV_BIN, variant
 from tests.support.synthetic_bundle import BundleSpec, make_iso
 
 BUNDLE = BundleSpec().name
@@ -41,22 +39,6 @@ def assert_complete(version: Path) -> None:
     assert packages and primary_packages(rpms) == packages
     for name in ("RPM-GPG-KEY-Mellanox", "RPM-GPG-KEY-ofedrepo", "mlnx-ofed.repo"):
         assert (version / name).is_file(), name
-
-
-@pytest.fixture(scope="session")
-def unpacked_ext(tmp_path_factory: pytest.TempPathFactory, ext_tgz: Path) -> Path:
-    root = tmp_path_factory.mktemp("unpacked-ext") / "out"
-    extract(ext_tgz, root, Limits(max_bytes=10**9, max_members=10_000))
-    return next(root.iterdir())
-
-
-def variant(unpacked_ext: Path, parent: Path, index: int) -> Path:
-    """A copy of the -ext bundle without its index-th userland package: same kernel, other content."""
-    copy = parent / f"variant-{index}" / unpacked_ext.name
-    shutil.copytree(unpacked_ext, copy)
-    userland = sorted(path for path in (copy / "RPMS").glob("*.rpm") if "kver" not in path.name)
-    userland[index].unlink()
-    return copy
 
 
 def test_publishes_the_tree_of_the_design(publisher: Publisher, settings: Settings, ext_tgz: Path) -> None:

@@ -1,0 +1,111 @@
+"""`ofedrepo gc` and the workers' automatic retention on a real published tree, SQLite and PostgreSQL."""
+
+import os
+import subprocess
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from ofedrepo.config import Settings
+from ofedrepo.db import transaction
+from ofedrepo.models import RepoVersion, utcnow
+from ofedrepo.publish import Publisher
+from ofedrepo.retention import Policy, collect_garbage
+from ofedrepo.storage import DataDir
+from tests.conftest import TARGET_KERNEL, VENV_BIN, variant
+from tests.support.synthetic_bundle import BundleSpec
+
+DAY = 86400
+
+
+def publish_four(publisher: Publisher, sessions: sessionmaker[Session], unpacked_ext: Path, tmp_path: Path) -> Path:
+    """Versions 1-4, published 4, 3 and 2 hours and 30 minutes ago (as the database records it)."""
+    for index in range(4):
+        publisher.publish(variant(unpacked_ext, tmp_path, index))
+    ages = {1: timedelta(hours=4), 2: timedelta(hours=3), 3: timedelta(hours=2), 4: timedelta(minutes=30)}
+    with transaction(sessions) as session:
+        for number, age in ages.items():
+            session.execute(update(RepoVersion).where(RepoVersion.number == number).values(created_at=utcnow() - age))
+    return DataDir(publisher.settings.data_dir).repo_dir(BundleSpec().name, TARGET_KERNEL)
+
+
+def numbers(repo_dir: Path) -> list[str]:
+    return sorted(entry.name for entry in repo_dir.iterdir())
+
+
+def gc_cli(settings: Settings, *arguments: str) -> subprocess.CompletedProcess[str]:
+    environment = {
+        **os.environ,
+        "OFEDREPO_DATA_DIR": str(settings.data_dir),
+        "OFEDREPO_DATABASE_URL": settings.resolved_database_url,
+        "COLUMNS": "250",
+    }
+    return subprocess.run(
+        [str(VENV_BIN / "ofedrepo"), "gc", *arguments], env=environment, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_gc_keeps_latest_and_young_versions(
+    tmp_path: Path, publisher: Publisher, sessions: sessionmaker[Session], settings: Settings, unpacked_ext: Path
+) -> None:
+    repo_dir = publish_four(publisher, sessions, unpacked_ext, tmp_path)
+    dry = gc_cli(settings, "--keep", "1", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "version 1" in dry.stdout and "version 2" in dry.stdout and "version 3" not in dry.stdout
+    assert "would free" in dry.stdout and numbers(repo_dir) == ["1", "2", "3", "4", "latest"]
+
+    done = gc_cli(settings, "--keep", "1")
+    assert done.returncode == 0, done.stderr
+    assert "freed" in done.stdout
+    # 3 stopped being latest 30 minutes ago: inside the default one-hour grace.
+    assert numbers(repo_dir) == ["3", "4", "latest"] and os.readlink(repo_dir / "latest") == "4"
+    with sessions() as session:
+        assert sorted(version.number for version in session.query(RepoVersion)) == [3, 4]
+    assert gc_cli(settings, "--older-than", "30d").stdout.startswith("freed 0 B in 0 item(s)")
+
+
+def test_orphaned_bundle_trees_and_stale_scratch_go(
+    tmp_path: Path, publisher: Publisher, sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    data = DataDir(settings.data_dir).ensure()
+    orphan = data.bundles / ("ab" * 32)
+    (orphan / "MLNX_OFED_LINUX-5.8-3.0.7.0-rhel8.6-x86_64").mkdir(parents=True)
+    (orphan / "MLNX_OFED_LINUX-5.8-3.0.7.0-rhel8.6-x86_64" / ".mlnx").write_text("5.8-3.0.7.0\n")
+    stale = data.work / "build-7-0123"
+    stale.mkdir(parents=True)
+    (stale / "output.log").write_bytes(b"x" * 4096)
+    fresh = data.work / "build-8-4567"
+    fresh.mkdir()
+    old = time.time() - 10 * DAY
+    for path in (orphan, stale):
+        os.utime(path, (old, old))
+    report = collect_garbage(settings, sessions, Policy(keep=5), dry_run=False)
+    assert {item.path for item in report.freed} == {orphan, stale} and report.total >= 4096
+    assert not orphan.exists() and not stale.exists() and fresh.exists()
+
+
+def test_gc_without_a_policy_says_what_it_needs(settings: Settings) -> None:
+    refused = gc_cli(settings)
+    assert refused.returncode != 0 and "--keep N and/or --older-than" in refused.stderr
+    assert "is not an age" in gc_cli(settings, "--older-than", "soon").stderr
+
+
+def test_workers_apply_the_configured_policy(
+    tmp_path: Path, publisher: Publisher, sessions: sessionmaker[Session], settings: Settings, unpacked_ext: Path
+) -> None:
+    from workers.worker import Worker
+
+    repo_dir = publish_four(publisher, sessions, unpacked_ext, tmp_path)
+    automatic = settings.model_copy(update={"gc_keep_versions": 2, "gc_interval": 0.2, "queue_poll_interval": 0.2})
+    worker = Worker(automatic)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 20
+        while numbers(repo_dir) != ["3", "4", "latest"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        worker.stop()
+    assert numbers(repo_dir) == ["3", "4", "latest"]
