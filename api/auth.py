@@ -38,5 +38,9 @@ def require_token(
         raise Forbidden("the token is not one of this service's tokens")
 
 
-#: Put on every route that changes state.
+#: Put on every route that changes state, with TOKEN_RESPONSES among its documented answers.
 TOKEN_REQUIRED = [Depends(require_token)]
+TOKEN_RESPONSES: dict[int | str, dict[str, object]] = {
+    401: {"description": "No token (when `OFEDREPO_API_TOKENS` is set)"},
+    403: {"description": "A token that is not one of `OFEDREPO_API_TOKENS`"},
+}

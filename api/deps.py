@@ -5,7 +5,7 @@ import inspect
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 
@@ -69,6 +69,10 @@ def get_bundle_store(request: Request) -> BundleStore:
     store: BundleStore = request.app.state.bundles
     return store
 
+
+#: Row ids are 32-bit integers on PostgreSQL; larger numbers cannot name anything (422, not a database error).
+MAX_ID = 2**31 - 1
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A row id")]
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]

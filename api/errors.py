@@ -3,7 +3,9 @@
 import logging
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ofedrepo.errors import (
     ApplianceFailed,
@@ -48,5 +50,29 @@ async def _ofedrepo_error(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
 
 
+async def _http_error(request: Request, error: Exception) -> Response:
+    """Starlette's own errors, made consistent with ours.
+
+    A body that cannot be parsed at all (not UTF-8, say) is a 422 like any other invalid body, and a 405
+    lists in ``Allow`` every method of the path: Starlette names only those of the first route it matched,
+    though GET and POST of one path are separate routes.
+    """
+    assert isinstance(error, StarletteHTTPException)
+    if error.status_code == 400:
+        return JSONResponse({"detail": f"the request body cannot be read: {error.detail}"}, status_code=422)
+    headers = dict(error.headers or {})
+    if error.status_code == 405:
+        allowed: set[str] = set()
+        for route in request.app.router.routes:
+            match, _ = route.matches(request.scope)
+            if match != Match.NONE:
+                allowed |= getattr(route, "methods", None) or set()
+        headers["Allow"] = ", ".join(sorted(allowed))
+    if error.status_code == 304 or error.status_code < 200:
+        return Response(status_code=error.status_code, headers=headers)
+    return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=headers)
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(OfedrepoError, _ofedrepo_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

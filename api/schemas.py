@@ -4,6 +4,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from api.deps import MAX_ID
 from ofedrepo.bundles import BundleView
 from ofedrepo.catalog import RepoView
 from ofedrepo.images import ImageView
@@ -142,11 +143,15 @@ class PathImport(BaseModel):
 
 class RepoRequestIn(BaseModel):
     kernel: str | None = Field(None, description="A kernel release (`uname -r` form)", max_length=128)
-    image_id: int | None = Field(None, description="An inspected image: its default kernel and distro are used")
+    image_id: int | None = Field(
+        None, ge=1, le=MAX_ID, description="An inspected image: its default kernel and distro are used"
+    )
     ofed_version: str | None = Field(None, description="Pick this OFED version (default: the newest that fits)")
     distro: str | None = Field(
         None, description="MLNX_OFED distro tag, e.g. `rhel8.6` (default: from the image or kernel)"
     )
     arch: str | None = Field(None, description="Default: from the kernel release")
-    bundle_id: int | None = Field(None, description="Use this bundle (when several have the same name and version)")
+    bundle_id: int | None = Field(
+        None, ge=1, le=MAX_ID, description="Use this bundle (when several have the same name and version)"
+    )
     force: bool = Field(False, description="Build again even if a build for this cache key succeeded")

@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter, Query, Response
 
-from api.auth import TOKEN_REQUIRED
-from api.deps import DataDirDep, SessionDep, SessionScopedRoute
+from api.auth import TOKEN_REQUIRED, TOKEN_RESPONSES
+from api.deps import DataDirDep, IdPath, SessionDep, SessionScopedRoute
 from api.schemas import BuildOut
 from ofedrepo import builds
 
@@ -17,7 +17,7 @@ def list_builds(session: SessionDep) -> list[BuildOut]:
 
 
 @router.get("/{build_id}", response_model=BuildOut, responses={404: {"description": "No such build"}})
-def get_build(build_id: int, session: SessionDep) -> BuildOut:
+def get_build(build_id: IdPath, session: SessionDep) -> BuildOut:
     return BuildOut.of(builds.get_build(session, build_id))
 
 
@@ -27,10 +27,12 @@ def get_build(build_id: int, session: SessionDep) -> BuildOut:
     responses={200: {"content": {"text/plain": {}}}, 404: {"description": "No such build"}},
 )
 def build_log(
-    build_id: int,
+    build_id: IdPath,
     session: SessionDep,
     data: DataDirDep,
-    offset: int = Query(0, ge=0, description="Start here (bytes): follow a running build by asking from the end"),
+    offset: int = Query(
+        0, ge=0, le=2**62, description="Start here (bytes): follow a running build by asking from the end"
+    ),
 ) -> Response:
     """The build log as plain text; it grows while the build runs. `X-Build-State` carries the state."""
     build = builds.get_build(session, build_id)
@@ -44,8 +46,12 @@ def build_log(
     status_code=202,
     dependencies=TOKEN_REQUIRED,
     response_model=BuildOut,
-    responses={404: {"description": "No such build"}, 409: {"description": "The build has already ended"}},
+    responses={
+        **TOKEN_RESPONSES,
+        404: {"description": "No such build"},
+        409: {"description": "The build has already ended"},
+    },
 )
-def cancel_build(build_id: int, session: SessionDep) -> BuildOut:
+def cancel_build(build_id: IdPath, session: SessionDep) -> BuildOut:
     """Cancel: a queued build at once; a running one is killed by its worker within seconds."""
     return BuildOut.of(builds.cancel_build(session, build_id))

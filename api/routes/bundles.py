@@ -3,8 +3,8 @@
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from api.auth import TOKEN_REQUIRED
-from api.deps import BundleStoreDep, DataDirDep, SessionDep, SessionScopedRoute, SettingsDep
+from api.auth import TOKEN_REQUIRED, TOKEN_RESPONSES
+from api.deps import BundleStoreDep, DataDirDep, IdPath, SessionDep, SessionScopedRoute, SettingsDep
 from api.schemas import BundleOut
 from api.uploads import received, upload_request_body
 from ofedrepo import bundles
@@ -19,6 +19,7 @@ router = APIRouter(prefix="/api/v1/bundles", tags=["bundles"], route_class=Sessi
     response_model=BundleOut,
     openapi_extra={"requestBody": upload_request_body("An MLNX_OFED bundle (tgz or iso; a directory by path)")},
     responses={
+        **TOKEN_RESPONSES,
         200: {"model": BundleOut, "description": "A bundle with the same sha256 is already registered"},
         413: {"description": "The upload is larger than `OFEDREPO_BUNDLE_MAX_UPLOAD_SIZE`"},
         415: {"description": "Neither multipart/form-data nor application/json"},
@@ -49,5 +50,5 @@ def list_bundles(session: SessionDep) -> list[BundleOut]:
 
 
 @router.get("/{bundle_id}", response_model=BundleOut, responses={404: {"description": "No such bundle"}})
-def get_bundle(bundle_id: int, session: SessionDep) -> BundleOut:
+def get_bundle(bundle_id: IdPath, session: SessionDep) -> BundleOut:
     return BundleOut.of(bundles.get_bundle(session, bundle_id))

@@ -3,8 +3,8 @@
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from api.auth import TOKEN_REQUIRED
-from api.deps import DataDirDep, ImageCatalogDep, SessionDep, SessionScopedRoute, SettingsDep
+from api.auth import TOKEN_REQUIRED, TOKEN_RESPONSES
+from api.deps import DataDirDep, IdPath, ImageCatalogDep, SessionDep, SessionScopedRoute, SettingsDep
 from api.schemas import ImageOut
 from api.uploads import received, upload_request_body
 from ofedrepo import images
@@ -20,6 +20,7 @@ router = APIRouter(prefix="/api/v1/images", tags=["images"], route_class=Session
     response_model=ImageOut,
     openapi_extra={"requestBody": upload_request_body("A qcow2 or raw disk image")},
     responses={
+        **TOKEN_RESPONSES,
         200: {"model": ImageOut, "description": "An image with the same sha256 was already inspected"},
         413: {"description": "The upload is larger than `OFEDREPO_IMAGE_MAX_UPLOAD_SIZE`"},
         415: {"description": "Neither multipart/form-data nor application/json"},
@@ -57,5 +58,5 @@ def list_images(session: SessionDep) -> list[ImageOut]:
 
 
 @router.get("/{image_id}", response_model=ImageOut, responses={404: {"description": "No such image"}})
-def get_image(image_id: int, session: SessionDep) -> ImageOut:
+def get_image(image_id: IdPath, session: SessionDep) -> ImageOut:
     return ImageOut.of(images.get_image(session, image_id))

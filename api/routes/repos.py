@@ -1,8 +1,8 @@
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import PlainTextResponse
 
-from api.auth import TOKEN_REQUIRED
-from api.deps import SessionDep, SessionScopedRoute, SettingsDep
+from api.auth import TOKEN_REQUIRED, TOKEN_RESPONSES
+from api.deps import MAX_ID, IdPath, SessionDep, SessionScopedRoute, SettingsDep
 from api.schemas import DibSnippet, RepoOut, RepoRequestIn
 from ofedrepo import builds, catalog
 from ofedrepo.bundle import parse_bundle_name
@@ -10,7 +10,7 @@ from ofedrepo.repofile import dib_environment, render_repo_file, render_shell_ex
 
 router = APIRouter(prefix="/api/v1/repos", tags=["repos"], route_class=SessionScopedRoute)
 
-VersionQuery = Query(None, ge=1, description="Pin a version number instead of `latest`")
+VersionQuery = Query(None, ge=1, le=MAX_ID, description="Pin a version number instead of `latest`")
 
 
 @router.post(
@@ -19,6 +19,7 @@ VersionQuery = Query(None, ge=1, description="Pin a version number instead of `l
     dependencies=TOKEN_REQUIRED,
     response_model=RepoOut,
     responses={
+        **TOKEN_RESPONSES,
         200: {"model": RepoOut, "description": "Already built: the repo, published"},
         404: {"description": "No such image"},
         422: {"description": "Invalid kernel, no bundle fits (the candidates are listed), or several do"},
@@ -45,7 +46,7 @@ def list_repos(session: SessionDep, settings: SettingsDep) -> list[RepoOut]:
 
 
 @router.get("/{repo_id}", response_model=RepoOut, responses={404: {"description": "No such repo"}})
-def get_repo(repo_id: int, session: SessionDep, settings: SettingsDep) -> RepoOut:
+def get_repo(repo_id: IdPath, session: SessionDep, settings: SettingsDep) -> RepoOut:
     repo = catalog.get_repo(session, repo_id)
     return RepoOut.of(catalog.view(repo, settings.base_url), settings.base_url)
 
@@ -55,7 +56,7 @@ def get_repo(repo_id: int, session: SessionDep, settings: SettingsDep) -> RepoOu
     response_class=PlainTextResponse,
     responses={200: {"content": {"text/plain": {}}}, 404: {"description": "No such repo or version"}},
 )
-def repo_file(repo_id: int, session: SessionDep, settings: SettingsDep, version: int | None = VersionQuery) -> str:
+def repo_file(repo_id: IdPath, session: SessionDep, settings: SettingsDep, version: int | None = VersionQuery) -> str:
     """A `.repo` file for yum/dnf pointing at `latest` (or at a pinned version)."""
     repo = catalog.get_repo(session, repo_id)
     location, published = catalog.version_location(repo, settings.base_url, version)
@@ -63,7 +64,7 @@ def repo_file(repo_id: int, session: SessionDep, settings: SettingsDep, version:
 
 
 @router.get("/{repo_id}/dib", response_model=DibSnippet, responses={404: {"description": "No such repo or version"}})
-def dib(repo_id: int, session: SessionDep, settings: SettingsDep, version: int | None = VersionQuery) -> DibSnippet:
+def dib(repo_id: IdPath, session: SessionDep, settings: SettingsDep, version: int | None = VersionQuery) -> DibSnippet:
     """The DIB environment for the `mlnx-ofed` element and a TripleO `disk_images` fragment."""
     repo = catalog.get_repo(session, repo_id)
     location, _ = catalog.version_location(repo, settings.base_url, version)

@@ -189,7 +189,17 @@ def serve_directory(request: Request, directory: Path, segments: list[str]) -> R
 
 
 @router.api_route("/repos", methods=["GET", "HEAD"], include_in_schema=False)
-@router.api_route("/repos/{path:path}", methods=["GET", "HEAD"], summary="The published yum tree")
+@router.api_route(
+    "/repos/{path:path}",
+    methods=["GET", "HEAD"],
+    summary="The published yum tree",
+    responses={
+        206: {"description": "The single byte range asked for"},
+        304: {"description": "Unchanged since the `ETag` or date the client has"},
+        404: {"description": "Nothing published at this path"},
+        416: {"description": "The range lies outside the file"},
+    },
+)
 def tree(request: Request, data: DataDirDep, path: str = "") -> Response:
     """Files with ranges and caching rules for yum; directories as an HTML index or `?format=json`."""
     target, segments = resolve(data.repos, path)
