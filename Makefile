@@ -3,6 +3,7 @@ PYTHON_FOR_VENV := /usr/bin/python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BROWSER_STAMP := $(VENV)/.browser-installed
 
 .PHONY: setup run test lint format bench clean
 
@@ -28,7 +29,12 @@ format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint
+# The browser test drives the distribution's Chromium (through Playwright, installed by `.[dev]`).
+$(BROWSER_STAMP): scripts/install-system-packages.sh | $(STAMP)
+	scripts/install-system-packages.sh --browser
+	touch $@
+
+test: lint $(BROWSER_STAMP)
 	$(BIN)/pytest
 
 bench: setup

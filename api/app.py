@@ -1,10 +1,9 @@
 """The application factory: REST API, the published tree and the pages, on one settings object."""
 
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
 
 from api import errors, metrics
-from api.routes import builds, bundles, health, images, repos, tree
+from api.routes import builds, bundles, health, images, pages, repos, tree
 from ofedrepo import __version__
 from ofedrepo.bundles import BundleStore
 from ofedrepo.config import Settings
@@ -37,9 +36,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(bundles.router)
     app.include_router(builds.router)
     app.include_router(tree.router)
-
-    @app.get("/", include_in_schema=False)
-    def front_page() -> RedirectResponse:
-        return RedirectResponse("/repos/")
+    app.include_router(pages.router)
 
     return app

@@ -50,6 +50,19 @@ async def _ofedrepo_error(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
 
 
+PROBED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods some route answers at this path, found by asking every route as if each were used."""
+    allowed = []
+    for method in PROBED_METHODS:
+        probe = {"type": "http", "path": request.url.path, "root_path": "", "method": method, "headers": []}
+        if any(route.matches(probe)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
 async def _http_error(request: Request, error: Exception) -> Response:
     """Starlette's own errors, made consistent with ours.
 
@@ -62,12 +75,7 @@ async def _http_error(request: Request, error: Exception) -> Response:
         return JSONResponse({"detail": f"the request body cannot be read: {error.detail}"}, status_code=422)
     headers = dict(error.headers or {})
     if error.status_code == 405:
-        allowed: set[str] = set()
-        for route in request.app.router.routes:
-            match, _ = route.matches(request.scope)
-            if match != Match.NONE:
-                allowed |= getattr(route, "methods", None) or set()
-        headers["Allow"] = ", ".join(sorted(allowed))
+        headers["Allow"] = ", ".join(allowed_methods(request))
     if error.status_code == 304 or error.status_code < 200:
         return Response(status_code=error.status_code, headers=headers)
     return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=headers)

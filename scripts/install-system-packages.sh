@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Installs the distribution packages ofedrepo and its tests need; does nothing when all are present.
+# With --browser it also installs the Chromium the web UI's browser test drives (`make test` asks for it;
+# `make run` does not).
 # Debian/Ubuntu (apt) and RHEL/Rocky/Alma/Fedora (dnf) are supported. Needs root (or sudo) only when
 # something is missing.
 set -euo pipefail
@@ -12,6 +14,11 @@ rhel_packages=(
   python3 python3-libguestfs python3-rpm python3-createrepo_c
   libguestfs-tools-c rpm-build rpm-sign createrepo_c dnf dnf-plugins-core qemu-img gnupg2 xorriso
 )
+
+if [ "${1:-}" = "--browser" ]; then
+  debian_packages+=(chromium)
+  rhel_packages+=(chromium)
+fi
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

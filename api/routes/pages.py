@@ -1,0 +1,103 @@
+"""The web pages: repos, their versions and DIB snippets, builds with a live log, images, bundles, login.
+
+Server-rendered from the same views the REST API returns; the little JavaScript in ``base.html`` follows
+build logs and sends the actions (request a repo, cancel a build) to the REST API, with the token the login
+form stored in a ``SameSite=Strict`` cookie.
+"""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from api.auth import TOKEN_COOKIE, token_is_valid
+from api.deps import DataDirDep, IdPath, SessionDep, SessionScopedRoute, SettingsDep
+from api.schemas import BuildOut, BundleOut, ImageOut, RepoOut
+from api.templating import templates
+from ofedrepo import builds, bundles, catalog, images
+from ofedrepo.bundle import parse_bundle_name
+from ofedrepo.repofile import dib_environment, render_repo_file, render_shell_exports, render_tripleo_yaml
+
+router = APIRouter(tags=["pages"], route_class=SessionScopedRoute, include_in_schema=False)
+
+ENDED = {"succeeded", "failed", "cancelled"}
+
+
+def page(request: Request, name: str, **context: Any) -> HTMLResponse:
+    settings = request.app.state.settings
+    context |= {"auth_required": bool(settings.api_tokens), "logged_in": TOKEN_COOKIE in request.cookies}
+    return templates.TemplateResponse(request, f"pages/{name}.html", context)
+
+
+@router.get("/", response_class=HTMLResponse)
+def front_page(request: Request, session: SessionDep, settings: SettingsDep) -> HTMLResponse:
+    base = settings.base_url
+    repos = [RepoOut.of(catalog.view(repo, base), base) for repo in catalog.list_repos(session)]
+    return page(request, "repos", repos=repos)
+
+
+@router.get("/ui/repos/{repo_id}", response_class=HTMLResponse)
+def repo_page(request: Request, repo_id: IdPath, session: SessionDep, settings: SettingsDep) -> HTMLResponse:
+    repo = catalog.get_repo(session, repo_id)
+    out = RepoOut.of(catalog.view(repo, settings.base_url), settings.base_url)
+    shell = tripleo = repo_file = None
+    if repo.versions:
+        location, published = catalog.version_location(repo, settings.base_url, None)
+        environment = dib_environment(location, parse_bundle_name(repo.bundle_name).identity.dib_version)
+        shell, tripleo = render_shell_exports(environment), render_tripleo_yaml(environment)
+        repo_file = render_repo_file(location, gpgcheck=published.gpgcheck, repo_gpgcheck=published.repo_gpgcheck)
+    builds_of_repo = [BuildOut.of(build) for build in reversed(repo.builds)]
+    return page(request, "repo", repo=out, shell=shell, tripleo=tripleo, repo_file=repo_file, builds=builds_of_repo)
+
+
+@router.get("/ui/builds", response_class=HTMLResponse)
+def builds_page(request: Request, session: SessionDep) -> HTMLResponse:
+    return page(request, "builds", builds=[BuildOut.of(build) for build in builds.list_builds(session)])
+
+
+@router.get("/ui/builds/{build_id}", response_class=HTMLResponse)
+def build_page(request: Request, build_id: IdPath, session: SessionDep, data: DataDirDep) -> HTMLResponse:
+    build = BuildOut.of(builds.get_build(session, build_id))
+    log = builds.read_log(data.build_log(build_id))
+    text = log.decode("utf-8", "replace")
+    return page(request, "build", build=build, log=text, offset=len(log), live=build.state not in ENDED)
+
+
+@router.get("/ui/images", response_class=HTMLResponse)
+def images_page(request: Request, session: SessionDep) -> HTMLResponse:
+    return page(request, "images", images=[ImageOut.of(image) for image in images.list_images(session)])
+
+
+@router.get("/ui/images/{image_id}", response_class=HTMLResponse)
+def image_page(request: Request, image_id: IdPath, session: SessionDep) -> HTMLResponse:
+    return page(request, "image", image=ImageOut.of(images.get_image(session, image_id)))
+
+
+@router.get("/ui/bundles", response_class=HTMLResponse)
+def bundles_page(request: Request, session: SessionDep) -> HTMLResponse:
+    return page(request, "bundles", bundles=[BundleOut.of(bundle) for bundle in bundles.list_bundles(session)])
+
+
+@router.get("/ui/login", response_class=HTMLResponse)
+def login_page(request: Request) -> HTMLResponse:
+    return page(request, "login", error=None)
+
+
+@router.post("/ui/login", response_class=HTMLResponse, response_model=None)
+def login(request: Request, settings: SettingsDep, token: Annotated[str, Form(max_length=512)]) -> Response:
+    """Keep a valid token in a cookie the pages' actions send; a wrong one is refused here, not later."""
+    if settings.api_tokens and not token_is_valid(token, settings.api_tokens):
+        response = page(request, "login", error="That is not one of this service's tokens.")
+        response.status_code = 403
+        return response
+    redirect = RedirectResponse("/", status_code=303)
+    secure = settings.base_url.startswith("https://")
+    redirect.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict", secure=secure, max_age=30 * 86400)
+    return redirect
+
+
+@router.post("/ui/logout")
+def logout() -> RedirectResponse:
+    redirect = RedirectResponse("/", status_code=303)
+    redirect.delete_cookie(TOKEN_COOKIE)
+    return redirect
