@@ -31,6 +31,8 @@ from ofedrepo.config import Settings
 from ofedrepo.errors import InvalidInput, OfedrepoError
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
     from ofedrepo.images import ImageView
 
 app = typer.Typer(
@@ -57,6 +59,13 @@ def reports_errors(command: Command) -> Command:
             raise typer.Exit(2 if isinstance(error, InvalidInput) else 1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def migrated_sessions(settings: Settings) -> "sessionmaker[Session]":
+    """Sessions on an up-to-date schema: every command that needs the database migrates it first."""
+    engine = db.make_engine(settings.resolved_database_url)
+    db.upgrade(engine)
+    return db.session_factory(engine)
 
 
 def settings_of(context: typer.Context) -> Settings:
@@ -129,9 +138,7 @@ def publish(
     from ofedrepo.publish import Publisher
 
     settings = settings_of(context)
-    engine = db.make_engine(settings.resolved_database_url)
-    db.upgrade(engine)
-    publisher = Publisher(settings, db.session_factory(engine))
+    publisher = Publisher(settings, migrated_sessions(settings))
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -178,9 +185,7 @@ def inspect(
     from ofedrepo.uploads import hash_candidate
 
     settings = settings_of(context)
-    engine = db.make_engine(settings.resolved_database_url)
-    db.upgrade(engine)
-    catalog = ImageCatalog(settings, db.session_factory(engine))
+    catalog = ImageCatalog(settings, migrated_sessions(settings))
     for path in images:
         if not path.is_file():
             raise InvalidInput(f"{path}: no such file")
@@ -255,10 +260,8 @@ def gc(
     from ofedrepo.storage import human_size
 
     settings = settings_of(context)
-    engine = db.make_engine(settings.resolved_database_url)
-    db.upgrade(engine)
     policy = policy_from(settings, keep, older_than)
-    report = collect_garbage(settings, db.session_factory(engine), policy, dry_run)
+    report = collect_garbage(settings, migrated_sessions(settings), policy, dry_run)
     verb = "would free" if dry_run else "freed"
     table = Table(show_header=True, box=None)
     for column in ("what", "path", "size"):
@@ -345,9 +348,7 @@ def bundle_add(
     from ofedrepo.bundles import BundleStore
 
     settings = settings_of(context)
-    engine = db.make_engine(settings.resolved_database_url)
-    db.upgrade(engine)
-    store = BundleStore(settings, db.session_factory(engine))
+    store = BundleStore(settings, migrated_sessions(settings))
     if not path.exists():
         raise InvalidInput(f"{path}: no such file or directory")
     total = (
@@ -393,9 +394,7 @@ def request(
     settings = settings_of(context)
     if (kernel is None) == (image is None):
         raise InvalidInput("give exactly one of --kernel and --image")
-    engine = db.make_engine(settings.resolved_database_url)
-    db.upgrade(engine)
-    sessions = db.session_factory(engine)
+    sessions = migrated_sessions(settings)
     image_id = None
     if image is not None:
         with console.status("Inspecting the image"):
