@@ -281,8 +281,11 @@ def test_bundles_api(service: RunningServer, tmp_path: Path) -> None:
     assert (bundle["ofed_version"], bundle["distro"], bundle["arch"]) == ("5.8-3.0.7.0", "rhel8.6", "x86_64")
     assert httpx.get(f"{service.url}/api/v1/bundles/999999", timeout=10).status_code == 404
 
+    content = tmp_path / "content"
+    content.mkdir()
+    (content / "README").write_text("not an MLNX_OFED bundle\n")
     not_a_bundle = tmp_path / "MLNX_OFED_LINUX-5.8-3.0.7.0-rhel8.6-x86_64.tgz"
-    subprocess.run(["tar", "-czf", str(not_a_bundle), "-C", str(tmp_path), "."], check=True)
+    subprocess.run(["tar", "-czf", str(not_a_bundle), "-C", str(content), "."], check=True)
     refused = upload(service, "bundles", not_a_bundle)
     assert refused.status_code == 422 and "detail" in refused.json()
     garbage = tmp_path / "garbage.tgz"
