@@ -35,7 +35,7 @@ class RequestMetrics:
 
 def install(app: FastAPI) -> None:
     database = CollectorRegistry(auto_describe=False)
-    database.register(DatabaseCollector(app.state.sessions, worker_timeout=app.state.settings.build_lease_seconds * 3))
+    database.register(DatabaseCollector(app.state.sessions, app.state.settings.build_lease_seconds))
     app.add_middleware(RequestMetrics)
 
     @app.get("/metrics", include_in_schema=False)

@@ -3,7 +3,7 @@
 Starlette's own form parsing spools uploads into the system temporary directory and holds the whole
 request before the route runs; an image is gigabytes, must not land outside the data dir, and must be
 hashed and size-checked while it streams. So the body is fed to python-multipart's streaming parser and
-the bytes of the one wanted file part go to a sink (``ofedrepo.images.UploadSink``) in large writes, off
+the bytes of the one wanted file part go to a sink (``ofedrepo.uploads.UploadSink``) in large writes, off
 the event loop.
 """
 

@@ -18,10 +18,13 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import pycdlib
 from pycdlib.dr import DirectoryRecord
+
+if TYPE_CHECKING:
+    from ofedrepo.config import Settings
 
 from ofedrepo.errors import InvalidInput, UnsafeArchive
 
@@ -34,6 +37,10 @@ class Limits:
 
     max_bytes: int
     max_members: int
+
+    @classmethod
+    def of(cls, settings: "Settings") -> "Limits":
+        return cls(max_bytes=settings.archive_max_bytes, max_members=settings.archive_max_members)
 
 
 @dataclass

@@ -26,12 +26,10 @@ from ofedrepo.config import Settings
 from ofedrepo.distro import ofed_distro_for_kernel, parse_ofed_distro
 from ofedrepo.errors import Conflict, InvalidInput, NotFound
 from ofedrepo.kernel import parse_kernel_release
-from ofedrepo.models import ACTIVE_STATES_SQL, Build, BuildState, Bundle, Image, Worker, utcnow
+from ofedrepo.models import ACTIVE_STATES, Build, BuildState, Bundle, Image, Worker, utcnow
 
 #: Changes whenever the way ofedrepo builds changes in a way that should produce new versions.
 BUILDER_REVISION = "1"
-ACTIVE_STATES = (BuildState.QUEUED.value, BuildState.RUNNING.value)
-assert all(state in ACTIVE_STATES_SQL for state in ACTIVE_STATES)
 
 
 @dataclass(frozen=True)

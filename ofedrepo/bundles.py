@@ -85,7 +85,7 @@ class BundleStore:
         self.settings = settings
         self.sessions = sessions
         self.data = DataDir(settings.data_dir).ensure()
-        self.limits = Limits(max_bytes=settings.archive_max_bytes, max_members=settings.archive_max_members)
+        self.limits = Limits.of(settings)
 
     def identify(self, source: Path, advance: Callable[[int], None] | None = None) -> Candidate:
         """Hash ``source``: the archive's bytes, or the tree of a directory."""

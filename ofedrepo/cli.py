@@ -190,8 +190,7 @@ def inspect(
         if not path.is_file():
             raise InvalidInput(f"{path}: no such file")
     total = sum(path.stat().st_size for path in images)
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bars:
+    with hashing_progress() as bars:
         hashing = bars.add_task("Hashing", total=total)
         candidates = [hash_candidate(path, lambda size: bars.advance(hashing, size)) for path in images]
         bars.remove_task(hashing)
@@ -220,6 +219,12 @@ def inspect(
                 output.print(image_table(outcome.image))
     if failed:
         raise typer.Exit(2)
+
+
+def hashing_progress() -> Progress:
+    """Bytes-read bars for hashing what the user named (a terminal only; gone once done)."""
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
 
 
 def image_table(image: "ImageView") -> Table:
@@ -356,8 +361,7 @@ def bundle_add(
         if path.is_file()
         else sum(entry.stat().st_size for entry in path.rglob("*") if entry.is_file() and not entry.is_symlink())
     )
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bars:
+    with hashing_progress() as bars:
         hashing = bars.add_task(f"Hashing {path.name}", total=total)
         candidate = store.identify(path, lambda size: bars.advance(hashing, size))
         bars.update(hashing, visible=False)
@@ -421,18 +425,19 @@ def request(
     sys.stdout.write(f"DIB_MLNX_OFED_REPO={location}\n")
 
 
-def _latest_url(settings: Settings, sessions: Any, repo_id: int) -> str:
+def _latest_url(settings: Settings, sessions: "sessionmaker[Session]", repo_id: int) -> str:
     from ofedrepo import catalog
 
     with sessions() as session:
         return catalog.view(catalog.get_repo(session, repo_id), settings.base_url).latest.url
 
 
-def _follow(settings: Settings, sessions: Any, build_id: int) -> str:
+def _follow(settings: Settings, sessions: "sessionmaker[Session]", build_id: int) -> str:
     """Print the build log as it grows; return the build's final state."""
     import time
 
     from ofedrepo import builds
+    from ofedrepo.models import ENDED_STATES
     from ofedrepo.storage import DataDir
 
     log_file = DataDir(settings.data_dir).build_log(build_id)
@@ -447,7 +452,7 @@ def _follow(settings: Settings, sessions: Any, build_id: int) -> str:
                 build = builds.get_build(session, build_id)
                 state, error = build.state, build.error
             status.update(f"build {build_id} {state}")
-            if state in ("succeeded", "failed", "cancelled"):
+            if state in ENDED_STATES:
                 if not builds.read_log(log_file, offset):
                     if error and state != "succeeded":
                         console.print(f"[bold red]{escape(error)}[/]", highlight=False, soft_wrap=True)

@@ -8,7 +8,6 @@ time by ``DatabaseCollector``, so any API replica reports the same numbers.
 """
 
 from collections.abc import Iterator
-from datetime import timedelta
 
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
@@ -17,7 +16,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ofedrepo.models import Build, BuildState, RepoVersion, Worker, utcnow
+from ofedrepo.builds import live_workers
+from ofedrepo.models import ENDED_STATES, Build, BuildState, RepoVersion
 
 #: add-kernel-support runs take minutes to an hour; the buckets span that.
 BUILD_BUCKETS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0)
@@ -40,9 +40,9 @@ HTTP_REQUESTS = Counter(
 class DatabaseCollector(Collector):
     """Builds, queue, versions and workers as the database has them when Prometheus scrapes."""
 
-    def __init__(self, sessions: sessionmaker[Session], worker_timeout: float) -> None:
+    def __init__(self, sessions: sessionmaker[Session], heartbeat_window: float) -> None:
         self.sessions = sessions
-        self.worker_timeout = worker_timeout
+        self.heartbeat_window = heartbeat_window
 
     def describe(self) -> list[Metric]:
         return []  # collected lazily: registering must not query the database
@@ -51,8 +51,7 @@ class DatabaseCollector(Collector):
         with self.sessions() as session:
             by_state = dict(session.execute(select(Build.state, func.count()).group_by(Build.state)).tuples().all())
             versions = session.scalar(select(func.count()).select_from(RepoVersion)) or 0
-            since = utcnow() - timedelta(seconds=self.worker_timeout)
-            workers = session.scalar(select(func.count()).select_from(Worker).where(Worker.heartbeat_at >= since))
+            workers = live_workers(session, self.heartbeat_window)
             ended: list[tuple[str, float]] = [
                 (kind, (finished - started).total_seconds())
                 for kind, started, finished in session.execute(
@@ -68,13 +67,13 @@ class DatabaseCollector(Collector):
             "ofedrepo_queue_depth", "Builds waiting for a worker", value=by_state.get(BuildState.QUEUED.value, 0)
         )
         yield GaugeMetricFamily("ofedrepo_published_versions", "Repo versions published", value=versions)
-        yield GaugeMetricFamily("ofedrepo_workers", "Workers that heartbeated recently", value=workers or 0)
+        yield GaugeMetricFamily("ofedrepo_workers", "Workers that heartbeated recently", value=workers)
         durations = HistogramMetricFamily(
             "ofedrepo_build_duration_seconds", "Ended builds, from claim to end, by how they ended", labels=["state"]
         )
-        for state in (BuildState.SUCCEEDED, BuildState.FAILED, BuildState.CANCELLED):
-            seconds = [duration for kind, duration in ended if kind == state.value]
+        for ended_state in ENDED_STATES:
+            seconds = [duration for kind, duration in ended if kind == ended_state]
             buckets = [(str(bound), sum(1 for value in seconds if value <= bound)) for bound in BUILD_BUCKETS]
             buckets.append(("+Inf", len(seconds)))
-            durations.add_metric([state.value], buckets, sum_value=sum(seconds))
+            durations.add_metric([ended_state], buckets, sum_value=sum(seconds))
         yield durations

@@ -64,15 +64,18 @@ class Base(DeclarativeBase):
     type_annotation_map: dict[Any, Any] = {datetime: UTCDateTime, dict[str, Any]: JSON, list[str]: JSON}
 
 
-ACTIVE_STATES_SQL = "state IN ('queued', 'running')"
-
-
 class BuildState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+#: A build waiting for or held by a worker; at most one per cache key (a partial unique index).
+ACTIVE_STATES = (BuildState.QUEUED.value, BuildState.RUNNING.value)
+ENDED_STATES = (BuildState.SUCCEEDED.value, BuildState.FAILED.value, BuildState.CANCELLED.value)
+ACTIVE_STATES_SQL = "state IN (" + ", ".join(f"'{state}'" for state in ACTIVE_STATES) + ")"
 
 
 class Bundle(Base):

@@ -33,7 +33,15 @@ from ofedrepo.metrics import PUBLISH_SECONDS
 from ofedrepo.models import RepoVersion
 from ofedrepo.repofile import MELLANOX_KEY, REPO_FILE_NAME, SITE_KEY, RepoLocation, render_repo_file
 from ofedrepo.rpmfile import PackageHeader, read_header
-from ofedrepo.storage import LATEST, DataDir, exclusive_lock, fsync_directory, switch_symlink, version_numbers
+from ofedrepo.storage import (
+    LATEST,
+    DataDir,
+    exclusive_lock,
+    fsync_directory,
+    latest_number,
+    switch_symlink,
+    version_numbers,
+)
 from ofedrepo.unpack import OpenedBundle, open_bundle
 
 log = logging.getLogger(__name__)
@@ -124,7 +132,7 @@ class Publisher:
         self.data = DataDir(settings.data_dir).ensure()
         for leftover in self.data.remove_stale_scratch(STALE_SCRATCH_SECONDS):
             log.info("removed %s, left by a publish that did not finish", leftover)
-        self.limits = Limits(max_bytes=settings.archive_max_bytes, max_members=settings.archive_max_members)
+        self.limits = Limits.of(settings)
 
     def publish(
         self,
@@ -187,12 +195,8 @@ class Publisher:
     ) -> PublishResult:
         # A crash after recording a version but before switching `latest` is repaired here.
         with exclusive_lock(self.data.repo_lock(bundle_name, kernel)):
-            latest = repo_dir / LATEST
-            current = (
-                os.readlink(latest) if latest.is_symlink() else None
-            )  # absent if we died before version 1's switch
-            if (repo_dir / str(version.number)).is_dir() and current != str(version.number):
-                switch_symlink(latest, str(version.number))
+            if (repo_dir / str(version.number)).is_dir() and latest_number(repo_dir) != version.number:
+                switch_symlink(repo_dir / LATEST, str(version.number))
         return PublishResult(
             repo_id=repo_id,
             bundle_name=bundle_name,

@@ -25,7 +25,7 @@ from ofedrepo.config import Settings
 from ofedrepo.db import transaction
 from ofedrepo.errors import InvalidInput
 from ofedrepo.models import Bundle, Repo, RepoVersion, utcnow
-from ofedrepo.storage import DataDir, exclusive_lock, fsync_directory
+from ofedrepo.storage import DataDir, exclusive_lock, fsync_directory, latest_number
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,6 @@ class Freed:
 
 @dataclass
 class Report:
-    dry_run: bool
     freed: list[Freed] = field(default_factory=list)
 
     @property
@@ -128,7 +127,7 @@ def tree_size(path: Path) -> int:
 def collect_garbage(settings: Settings, sessions: sessionmaker[Session], policy: Policy, dry_run: bool) -> Report:
     """Apply ``policy`` to every repo, then drop orphaned bundle trees and stale scratch; say what went."""
     data = DataDir(settings.data_dir)
-    report = Report(dry_run=dry_run)
+    report = Report()
     now = utcnow()
     with sessions() as session:
         repos = [(repo.id, repo.bundle_name, repo.kernel) for repo in session.scalars(select(Repo))]
@@ -140,7 +139,7 @@ def collect_garbage(settings: Settings, sessions: sessionmaker[Session], policy:
                     VersionFacts(version.number, version.created_at)
                     for version in session.scalars(select(RepoVersion).where(RepoVersion.repo_id == repo_id))
                 ]
-            for number in plan_versions(versions, _latest_number(repo_dir), policy, now):
+            for number in plan_versions(versions, latest_number(repo_dir), policy, now):
                 report.freed.append(Freed(f"{bundle_name} {kernel} version {number}", repo_dir / str(number),
                                           tree_size(repo_dir / str(number))))  # fmt: skip
                 if not dry_run:
@@ -156,15 +155,6 @@ def collect_garbage(settings: Settings, sessions: sessionmaker[Session], policy:
         if not dry_run:
             _remove_tree(data, leftover)
     return report
-
-
-def _latest_number(repo_dir: Path) -> int | None:
-    link = repo_dir / "latest"
-    try:
-        target = os.readlink(link)
-    except OSError:
-        return None
-    return int(target) if target.isdigit() else None
 
 
 def _remove_version(sessions: sessionmaker[Session], data: DataDir, repo_id: int, repo_dir: Path, number: int) -> None:

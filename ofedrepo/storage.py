@@ -145,6 +145,15 @@ def version_numbers(repo_dir: Path) -> list[int]:
     return sorted(int(entry.name) for entry in repo_dir.iterdir() if entry.name.isdigit())
 
 
+def latest_number(repo_dir: Path) -> int | None:
+    """The version ``latest`` points to; None when the link is missing (a crash before version 1's switch)."""
+    try:
+        target = os.readlink(repo_dir / LATEST)
+    except OSError:
+        return None
+    return int(target) if target.isdigit() else None
+
+
 def switch_symlink(link: Path, target: str) -> None:
     """Point ``link`` at ``target`` atomically: readers see the old target or the new, never nothing."""
     temporary = link.with_name(f".{link.name}.{uuid.uuid4().hex}")

@@ -21,7 +21,6 @@ from typing import IO
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from ofedrepo.archive import Limits
 from ofedrepo.builds import container_image
 from ofedrepo.bundles import BundleStore
 from ofedrepo.config import Settings
@@ -79,7 +78,6 @@ class Pipeline:
         self.data = DataDir(settings.data_dir).ensure()
         self.bundles = BundleStore(settings, sessions)
         self.publisher = Publisher(settings, sessions)
-        self.limits = Limits(max_bytes=settings.archive_max_bytes, max_members=settings.archive_max_members)
 
     def note(self, build_id: int, text: str) -> None:
         """A line in a build's log from outside its run (the reaper's)."""
@@ -181,7 +179,7 @@ class Pipeline:
             found = ", ".join(path.name for path in output.iterdir()) or "nothing"
             raise BuildFailed(f"expected one MLNX_OFED_LINUX-...-ext.tgz from the script, found {found}")
         build_log.note(f"script produced {produced[0].name}")
-        with open_bundle(produced[0], self.data, self.limits) as rebuilt:
+        with open_bundle(produced[0], self.data, self.publisher.limits) as rebuilt:
             if rebuilt.identity.name != job.bundle_name:
                 raise BuildFailed(f"the script produced {rebuilt.identity.name}, not a rebuild of {job.bundle_name}")
             verified = verify_kernel_packages(rebuilt.rpms, rebuilt.packages, job.kernel)

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from ofedrepo.bundles import SCRIPT
 from ofedrepo.errors import BuildFailed
 
-SCRIPT = "mlnx_add_kernel_support.sh"
 KILL_GRACE_SECONDS = 5.0
 
 

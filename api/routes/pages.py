@@ -12,15 +12,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from api.auth import TOKEN_COOKIE, token_is_valid
 from api.deps import DataDirDep, IdPath, SessionDep, SessionScopedRoute, SettingsDep
+from api.routes.repos import dib_snippet, repo_file_text
 from api.schemas import BuildOut, BundleOut, ImageOut, RepoOut
 from api.templating import templates
 from ofedrepo import builds, bundles, catalog, images
-from ofedrepo.bundle import parse_bundle_name
-from ofedrepo.repofile import dib_environment, render_repo_file, render_shell_exports, render_tripleo_yaml
+from ofedrepo.models import ACTIVE_STATES
 
 router = APIRouter(tags=["pages"], route_class=SessionScopedRoute, include_in_schema=False)
-
-ENDED = {"succeeded", "failed", "cancelled"}
 
 
 def page(request: Request, name: str, **context: Any) -> HTMLResponse:
@@ -40,14 +38,10 @@ def front_page(request: Request, session: SessionDep, settings: SettingsDep) -> 
 def repo_page(request: Request, repo_id: IdPath, session: SessionDep, settings: SettingsDep) -> HTMLResponse:
     repo = catalog.get_repo(session, repo_id)
     out = RepoOut.of(catalog.view(repo, settings.base_url), settings.base_url)
-    shell = tripleo = repo_file = None
-    if repo.versions:
-        location, published = catalog.version_location(repo, settings.base_url, None)
-        environment = dib_environment(location, parse_bundle_name(repo.bundle_name).identity.dib_version)
-        shell, tripleo = render_shell_exports(environment), render_tripleo_yaml(environment)
-        repo_file = render_repo_file(location, gpgcheck=published.gpgcheck, repo_gpgcheck=published.repo_gpgcheck)
+    dib = dib_snippet(repo, settings.base_url, None) if repo.versions else None
+    repo_file = repo_file_text(repo, settings.base_url, None) if repo.versions else None
     builds_of_repo = [BuildOut.of(build) for build in reversed(repo.builds)]
-    return page(request, "repo", repo=out, shell=shell, tripleo=tripleo, repo_file=repo_file, builds=builds_of_repo)
+    return page(request, "repo", repo=out, dib=dib, repo_file=repo_file, builds=builds_of_repo)
 
 
 @router.get("/ui/builds", response_class=HTMLResponse)
@@ -60,7 +54,7 @@ def build_page(request: Request, build_id: IdPath, session: SessionDep, data: Da
     build = BuildOut.of(builds.get_build(session, build_id))
     log = builds.read_log(data.build_log(build_id))
     text = log.decode("utf-8", "replace")
-    return page(request, "build", build=build, log=text, offset=len(log), live=build.state not in ENDED)
+    return page(request, "build", build=build, log=text, offset=len(log), live=build.state in ACTIVE_STATES)
 
 
 @router.get("/ui/images", response_class=HTMLResponse)

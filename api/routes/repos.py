@@ -6,6 +6,7 @@ from api.deps import MAX_ID, IdPath, SessionDep, SessionScopedRoute, SettingsDep
 from api.schemas import DibSnippet, RepoOut, RepoRequestIn
 from ofedrepo import builds, catalog
 from ofedrepo.bundle import parse_bundle_name
+from ofedrepo.models import Repo
 from ofedrepo.repofile import dib_environment, render_repo_file, render_shell_exports, render_tripleo_yaml
 
 router = APIRouter(prefix="/api/v1/repos", tags=["repos"], route_class=SessionScopedRoute)
@@ -58,16 +59,24 @@ def get_repo(repo_id: IdPath, session: SessionDep, settings: SettingsDep) -> Rep
 )
 def repo_file(repo_id: IdPath, session: SessionDep, settings: SettingsDep, version: int | None = VersionQuery) -> str:
     """A `.repo` file for yum/dnf pointing at `latest` (or at a pinned version)."""
-    repo = catalog.get_repo(session, repo_id)
-    location, published = catalog.version_location(repo, settings.base_url, version)
-    return render_repo_file(location, gpgcheck=published.gpgcheck, repo_gpgcheck=published.repo_gpgcheck)
+    return repo_file_text(catalog.get_repo(session, repo_id), settings.base_url, version)
 
 
 @router.get("/{repo_id}/dib", response_model=DibSnippet, responses={404: {"description": "No such repo or version"}})
 def dib(repo_id: IdPath, session: SessionDep, settings: SettingsDep, version: int | None = VersionQuery) -> DibSnippet:
     """The DIB environment for the `mlnx-ofed` element and a TripleO `disk_images` fragment."""
-    repo = catalog.get_repo(session, repo_id)
-    location, _ = catalog.version_location(repo, settings.base_url, version)
+    return dib_snippet(catalog.get_repo(session, repo_id), settings.base_url, version)
+
+
+def repo_file_text(repo: Repo, base_url: str, version: int | None) -> str:
+    """The `.repo` file of a version (the latest when None), as the route and the repo page show it."""
+    location, published = catalog.version_location(repo, base_url, version)
+    return render_repo_file(location, gpgcheck=published.gpgcheck, repo_gpgcheck=published.repo_gpgcheck)
+
+
+def dib_snippet(repo: Repo, base_url: str, version: int | None) -> DibSnippet:
+    """The DIB variables of a version (the latest when None), as the route and the repo page show them."""
+    location, _ = catalog.version_location(repo, base_url, version)
     environment = dib_environment(location, parse_bundle_name(repo.bundle_name).identity.dib_version)
     return DibSnippet(
         environment=environment,
