@@ -20,17 +20,16 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 import createrepo_c as cr
-import rpm
 
 from ofedrepo.config import Settings
 from ofedrepo.errors import BuildFailed
 from ofedrepo.kernel import parse_kernel_release
+from ofedrepo.rpmfile import open_payload
 from ofedrepo.storage import DataDir, exclusive_lock
 
 log = logging.getLogger(__name__)
 
 MAX_DOWNLOAD = 2 * 1024**3
-_READ_FLAGS = rpm._RPMVSF_NOSIGNATURES | rpm._RPMVSF_NODIGESTS
 _CHUNK = 1024 * 1024
 
 
@@ -131,11 +130,7 @@ class KernelSources:
         partial = self.data.kernel_sources / f".partial-{uuid.uuid4().hex}"
         prefix = f"/usr/src/kernels/{kernel}"
         count = 0
-        transaction = rpm.TransactionSet("/", _READ_FLAGS)
-        descriptor = rpm.fd.open(str(package))
-        try:
-            header = transaction.hdrFromFdno(descriptor)
-            archive = rpm.files(header).archive(rpm.fd(descriptor, "r", flags=header["payloadcompressor"]))
+        with open_payload(package) as (_, archive):
             for entry in archive:
                 name = entry.name
                 if name != prefix and not name.startswith(prefix + "/"):
@@ -157,8 +152,6 @@ class KernelSources:
                         writer.write(archive.read())
                     target.chmod(0o755 if entry.mode & 0o111 else 0o644)
                     count += 1
-        finally:
-            descriptor.close()
         if count == 0:
             shutil.rmtree(partial, ignore_errors=True)
             raise BuildFailed(f"{package.name} holds nothing under {prefix}")

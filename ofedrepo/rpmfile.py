@@ -1,8 +1,11 @@
 """Reading RPM package headers with librpm's Python bindings (no signature check, no database)."""
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import rpm
 
@@ -54,6 +57,18 @@ def _signer(header: "rpm.hdr") -> str | None:
         if match:
             return match.group(1)
     return None
+
+
+@contextmanager
+def open_payload(path: Path) -> Iterator[tuple["rpm.hdr", Any]]:
+    """A package's header and librpm's iterator over its cpio payload (``entry.name``, ``archive.read()``)."""
+    transaction = rpm.TransactionSet("/", _READ_ONLY_FLAGS)
+    descriptor = rpm.fd.open(str(path))
+    try:
+        header = transaction.hdrFromFdno(descriptor)  # leaves the stream at the payload
+        yield header, rpm.files(header).archive(rpm.fd(descriptor, "r", flags=header["payloadcompressor"]))
+    finally:
+        descriptor.close()
 
 
 def read_header(path: Path) -> PackageHeader:

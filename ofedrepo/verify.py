@@ -16,9 +16,8 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from ofedrepo.errors import BuildFailed
-from ofedrepo.rpmfile import module_kernels
+from ofedrepo.rpmfile import module_kernels, open_payload
 
-_READ_FLAGS = rpm._RPMVSF_NOSIGNATURES | rpm._RPMVSF_NODIGESTS
 _MODULE_ROOTS = ("/lib/modules/", "/usr/lib/modules/")
 MAX_MODULE_BYTES = 256 * 1024 * 1024
 
@@ -51,21 +50,15 @@ def _module_bytes(name: str, data: bytes) -> bytes:
 
 def verify_package(path: Path, kernel: str) -> int:
     """Check one package; return how many modules it holds. ``BuildFailed`` names the offending file."""
-    transaction = rpm.TransactionSet("/", _READ_FLAGS)
-    with path.open("rb") as handle:
-        header = transaction.hdrFromFdno(handle.fileno())
-    files = list(header[rpm.RPMTAG_FILENAMES])
-    if not module_kernels(files):
-        return 0
-    for name in files:
-        for root in _MODULE_ROOTS:
-            if name.startswith(root) and name[len(root) :] and name[len(root) :].split("/", 1)[0] != kernel:
-                raise BuildFailed(f"{path.name}: {name} is not under {root}{kernel}/")
     modules = 0
-    payload = rpm.fd.open(str(path))
-    try:
-        transaction.hdrFromFdno(payload)  # positions the stream at the payload
-        archive = rpm.files(header).archive(rpm.fd(payload, "r", flags=header["payloadcompressor"]))
+    with open_payload(path) as (header, archive):
+        files = list(header[rpm.RPMTAG_FILENAMES])
+        if not module_kernels(files):
+            return 0
+        for name in files:
+            for root in _MODULE_ROOTS:
+                if name.startswith(root) and name[len(root) :] and name[len(root) :].split("/", 1)[0] != kernel:
+                    raise BuildFailed(f"{path.name}: {name} is not under {root}{kernel}/")
         for entry in archive:
             if not entry.name.endswith((".ko", ".ko.xz")):
                 continue
@@ -77,8 +70,6 @@ def verify_package(path: Path, kernel: str) -> int:
             if magic.split(" ", 1)[0] != kernel:
                 raise BuildFailed(f"{path.name}: {entry.name} was built for {magic.split(' ', 1)[0]}, not {kernel}")
             modules += 1
-    finally:
-        payload.close()
     return modules
 
 
