@@ -1,6 +1,6 @@
 # ofedrepo on Debian: the distro's libguestfs, rpm and createrepo_c bindings plus the package itself.
 #   docker build --target api -t ofedrepo .            API, pages, inspection, publishing
-#   docker build --target worker -t ofedrepo-worker .  the same plus what mlnx_add_kernel_support.sh needs
+#   docker build --target worker -t ofedrepo-worker .  the same plus the docker client of the container runner
 FROM debian:bookworm-slim AS api
 WORKDIR /opt/ofedrepo
 COPY scripts/install-system-packages.sh scripts/
@@ -11,11 +11,12 @@ ENV PATH=/opt/venv/bin:$PATH OFEDREPO_DATA_DIR=/srv/ofedrepo
 EXPOSE 8000
 CMD ["ofedrepo", "serve", "--host", "0.0.0.0", "--no-worker"]
 
-# The local runner builds kernel modules on the worker itself: rpmbuild, a compiler, perl, make, python3.
+# Debian is no host for NVIDIA's script (it would build .deb packages): the worker starts each build in a
+# builder container (`make builder-images`) through the host's engine, whose socket compose mounts.
 FROM api AS worker
 RUN apt-get update -qq \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-       build-essential perl make bc bison flex libelf-dev libssl-dev kmod lsof pciutils \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io \
     && rm -rf /var/lib/apt/lists/*
+ENV OFEDREPO_BUILD_RUNNER=docker
 EXPOSE 9101
 CMD ["ofedrepo", "worker"]

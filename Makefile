@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BROWSER_STAMP := $(VENV)/.browser-installed
 
-.PHONY: setup run test lint format bench clean
+.PHONY: setup run test lint format bench builder-images clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,15 @@ $(BROWSER_STAMP): scripts/install-system-packages.sh | $(STAMP)
 
 test: lint $(BROWSER_STAMP)
 	$(BIN)/pytest
+
+# The production runner's images, one per EL major (OFEDREPO_BUILD_RUNNER=podman|docker uses these names).
+ENGINE ?= podman
+BUILDER_RELEASES := 7 8 9
+builder-images:
+	for release in $(BUILDER_RELEASES); do \
+		$(ENGINE) build -t localhost/ofedrepo-builder:el$$release -f builders/el$$release/Containerfile \
+			builders/el$$release || exit 1; \
+	done
 
 bench: setup
 	$(BIN)/python bench/publish.py

@@ -30,6 +30,10 @@ class BuildOut(BaseModel):
     bundle_id: int | None
     kernel: str
     image_id: int | None = Field(description="The image the request named, if any")
+    rebuild: bool = Field(
+        description="False when the bundle already holds the kernel's modules (its GA kernel): its own packages "
+        "are published, nothing is compiled"
+    )
     version_number: int | None = Field(description="The repo version it published")
     cancel_requested: bool = Field(description="A cancel was asked while it ran; its worker is stopping it")
     worker_id: str | None
@@ -47,6 +51,7 @@ class VersionOut(BaseModel):
     size_bytes: int
     gpgcheck: bool
     repo_gpgcheck: bool = Field(description="`RPMS/repodata/repomd.xml.asc` signs the metadata (site key)")
+    packages: list[str] | None = Field(description="Names of the packages it holds (None for older versions)")
     build_id: int | None
 
     @classmethod
@@ -60,6 +65,7 @@ class VersionOut(BaseModel):
             size_bytes=version.size_bytes,
             gpgcheck=version.gpgcheck,
             repo_gpgcheck=version.repo_gpgcheck,
+            packages=version.package_names,
             build_id=version.build_id,
         )
 
@@ -130,6 +136,9 @@ class BundleOut(BaseModel):
     distro: str
     arch: str
     sha256: str = Field(description="Of the archive, or of the tree for a directory")
+    supported_kernels: list[str] = Field(
+        description="Kernels it already holds modules for (its GA kernel): requests for them need no rebuild"
+    )
     created_at: datetime
 
     @classmethod

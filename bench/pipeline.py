@@ -31,6 +31,7 @@ import httpx  # noqa: E402
 
 from bench.report import write_section  # noqa: E402
 from tests.support.synthetic_bundle import (  # noqa: E402
+    STOCK_PACKAGES,
     BundleSpec,
     add_kernel_support,
     make_bundle,
@@ -39,7 +40,6 @@ from tests.support.synthetic_bundle import (  # noqa: E402
     make_tgz,
 )
 
-KERNEL_AND_METADATA_PACKAGES = 7
 BIN = Path(sys.executable).parent
 
 
@@ -55,6 +55,7 @@ def start_service(data_dir: Path, sources: Path, log: Path) -> tuple[subprocess.
         "OFEDREPO_DATA_DIR": str(data_dir),
         "OFEDREPO_PUBLIC_URL": url,
         "OFEDREPO_KERNEL_SOURCES_ROOT": str(sources),
+        "OFEDREPO_BUILD_LOCAL_PREFLIGHT": "false",  # the synthetic bundle's script, on a development host
     }
     environment.pop("OFEDREPO_DATABASE_URL", None)
     with log.open("wb") as output:
@@ -86,7 +87,7 @@ def main() -> None:
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ofedrepo-bench-") as scratch:
         work = Path(scratch)
-        spec = BundleSpec(userland_packages=arguments.packages - KERNEL_AND_METADATA_PACKAGES)
+        spec = BundleSpec(extra_packages=max(0, arguments.packages - STOCK_PACKAGES))
         bundle = make_bundle(spec, make_test_key(work / "key"), work / "bundle")
         archive = make_tgz(bundle, work / f"{bundle.name}.tgz")
         sources = work / "kernels"

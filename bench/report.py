@@ -17,7 +17,7 @@ def write_section(name: str, body: str) -> None:
     if header in text:
         start = text.index(header)
         end = text.find("\n## ", start + len(header))
-        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
+        text = text[:start] + section + ("\n" + text[end + 1 :] if end != -1 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text)

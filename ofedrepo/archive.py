@@ -238,7 +238,11 @@ def _iso_entries(iso: pycdlib.PyCdlib) -> Iterator[tuple[str, str, int]]:
 def _iso_symlink_target(iso: pycdlib.PyCdlib, path: str) -> str:
     record = iso.get_record(rr_path="/" + path)
     assert isinstance(record, DirectoryRecord) and record.rock_ridge is not None
-    return str(record.rock_ridge.symlink_path())
+    target = record.rock_ridge.symlink_path()  # bytes, as Rock Ridge stores them
+    try:
+        return target.decode() if isinstance(target, bytes) else str(target)
+    except UnicodeDecodeError:
+        raise UnsafeArchive(f"link {safe_member_name(path)!r} has a target that is not UTF-8") from None
 
 
 def is_regular_inside(path: Path, root: Path) -> bool:

@@ -4,6 +4,8 @@ A request names a kernel, or an image whose default kernel and distro are known.
 distro tag and arch (the newest OFED version unless one is named). The cache key is (bundle sha256, kernel,
 builder fingerprint): a succeeded build for it answers at once; an active (queued or running) one is
 shared, which a partial unique index guarantees even when requests race; ``force`` asks for a new build.
+A kernel the bundle already holds modules for (its GA kernel) gets a build with ``rebuild`` false: the
+worker publishes the bundle's own packages, no compile.
 
 Transitions here are the client's: enqueue and cancel. The worker's (claim, heartbeat, finish, re-queue on
 lease expiry) live in ``workers/queue.py``. Each is a conditional UPDATE on the expected state.
@@ -29,7 +31,7 @@ from ofedrepo.kernel import parse_kernel_release
 from ofedrepo.models import ACTIVE_STATES, Build, BuildState, Bundle, Image, Worker, utcnow
 
 #: Changes whenever the way ofedrepo builds changes in a way that should produce new versions.
-BUILDER_REVISION = "1"
+BUILDER_REVISION = "2"
 
 
 @dataclass(frozen=True)
@@ -66,10 +68,13 @@ def container_image(settings: Settings, distro: str) -> str:
 
 
 def builder_fingerprint(settings: Settings, distro: str) -> str:
-    """What, besides the bundle and the kernel, decides the build's output: runner, image, our revision."""
-    parts = {"revision": BUILDER_REVISION, "runner": settings.build_runner}
+    """What, besides the bundle and the kernel, decides the build's output: runner, image, library set,
+    the module signing certificate, our revision."""
+    parts = {"revision": BUILDER_REVISION, "runner": settings.build_runner, "libraries": settings.bundle_libraries}
     if settings.build_runner != "local":
         parts["image"] = container_image(settings, distro)
+    if settings.module_sign_pub_key is not None:
+        parts["module_signing"] = str(settings.module_sign_pub_key)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -158,6 +163,7 @@ def request_repo(session: Session, settings: Settings, request: RepoRequest) -> 
         kernel=kernel,
         fingerprint=fingerprint,
         image_id=image.id if image else None,
+        rebuild=kernel not in bundle.supported_kernels,
     )
     try:
         with session.begin_nested():

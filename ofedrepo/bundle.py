@@ -4,10 +4,13 @@ A bundle is named ``MLNX_OFED_LINUX-<ofed version>-<distro tag>-<arch>``, e.g.
 ``MLNX_OFED_LINUX-5.8-3.0.7.0-rhel8.6-x86_64``; ``mlnx_add_kernel_support.sh`` appends ``-ext`` to the
 bundle it rebuilds. The published tree always uses the name without ``-ext``. A bundle's own marker files
 (``.mlnx`` holds the version, ``distro`` the tag, ``.arch`` the architecture) are what identify it; the
-name is only checked against them.
+name is only checked against them. One exception: given ``--distro`` (which it needs on any host whose
+rpm cannot tell the distro), the script overwrites its output's ``distro`` with ``skip-distro-check``, so
+an ``-ext`` bundle's distro lives only in its name (the directory's, or the archive's).
 """
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import rpm
@@ -17,7 +20,7 @@ from ofedrepo.errors import InvalidBundleName, NotABundle
 from ofedrepo.kernel import RPM_ARCHES
 
 PREFIX = "MLNX_OFED_LINUX"
-EXT_SUFFIX = "-ext"
+SKIP_DISTRO_CHECK = "skip-distro-check"
 ARCHIVE_SUFFIXES = (".tgz", ".tar.gz", ".iso")
 
 _VERSION = r"[0-9]+\.[0-9]+-[0-9]+(?:\.[0-9]+)*"
@@ -76,11 +79,15 @@ def parse_bundle_name(name: str) -> BundleName:
     return BundleName(identity=identity, ext=match.group("ext") is not None)
 
 
-def identity_from_markers(mlnx: str | None, distro: str | None, arch: str | None) -> BundleIdentity:
+def identity_from_markers(
+    mlnx: str | None, distro: str | None, arch: str | None, names: Sequence[str] = ()
+) -> BundleIdentity:
     """Identity from the texts of a bundle's ``.mlnx``, ``distro`` and ``.arch`` files.
 
     ``.mlnx`` may carry a ``MLNX_OFED_LINUX-`` prefix; surrounding whitespace is ignored. A missing file is
     passed as None and named in the error, because that is what tells a user the input is not a bundle.
+    When ``distro`` says ``skip-distro-check`` the tag comes from the first of ``names`` (the directory's,
+    the archive's) that is a bundle name of the same version and architecture.
     """
     missing = [name for name, text in ((".mlnx", mlnx), ("distro", distro), (".arch", arch)) if text is None]
     if missing:
@@ -89,11 +96,23 @@ def identity_from_markers(mlnx: str | None, distro: str | None, arch: str | None
     version = mlnx.strip().removeprefix(f"{PREFIX}-")
     if not _VERSION_ONLY.fullmatch(version):
         raise NotABundle(f"not an MLNX_OFED bundle: .mlnx holds {version[:40]!r}, not an OFED version")
-    tag = parse_ofed_distro(distro.strip()).tag
     arch = arch.strip()
     if arch not in RPM_ARCHES:
         raise NotABundle(f"not an MLNX_OFED bundle: .arch holds {arch[:40]!r}, not an architecture")
-    return BundleIdentity(ofed_version=version, distro=tag, arch=arch)
+    if distro.strip() != SKIP_DISTRO_CHECK:
+        return BundleIdentity(ofed_version=version, distro=parse_ofed_distro(distro.strip()).tag, arch=arch)
+    for name in names:
+        try:
+            named = parse_bundle_name(name).identity
+        except InvalidBundleName:
+            continue
+        if (named.ofed_version, named.arch) == (version, arch):
+            return named
+    shown = ", ".join(repr(name[:80]) for name in names) or "none"
+    raise NotABundle(
+        f"its distro file says {SKIP_DISTRO_CHECK} (add-kernel-support output, made with --distro) and no name it "
+        f"came with tells the distro (names: {shown}); name it {PREFIX}-{version}-<distro>-{arch}-ext"
+    )
 
 
 def compare_ofed_versions(left: str, right: str) -> int:

@@ -28,8 +28,9 @@ from ofedrepo.archive import Limits
 from ofedrepo.config import Settings
 from ofedrepo.errors import InvalidInput, NotFound
 from ofedrepo.models import Bundle
+from ofedrepo.rpmfile import module_kernels, read_header
 from ofedrepo.storage import DataDir, exclusive_lock
-from ofedrepo.unpack import open_bundle
+from ofedrepo.unpack import OpenedBundle, open_bundle
 from ofedrepo.uploads import CHUNK, Candidate, hash_candidate
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class BundleView:
     distro: str
     arch: str
     sha256: str
+    supported_kernels: list[str]
     created_at: datetime
 
     @classmethod
@@ -69,6 +71,14 @@ def tree_digest(root: Path, advance: Callable[[int], None] | None = None) -> str
         elif path.is_dir():
             digest.update(b"D\0" + relative + b"\0")
     return digest.hexdigest()
+
+
+def held_kernels(bundle: OpenedBundle) -> list[str]:
+    """Kernels the bundle's packages install modules for: those need no rebuild (its GA kernel)."""
+    kernels: set[str] = set()
+    for relative in bundle.packages:
+        kernels |= module_kernels(read_header(bundle.root / relative).files)
+    return sorted(kernels)
 
 
 def make_read_only(root: Path) -> None:
@@ -109,9 +119,13 @@ class BundleStore:
                 shutil.rmtree(target)
             if progress:
                 progress(f"Unpacking {candidate.name}")
-            with open_bundle(candidate.path, self.data, self.limits) as opened:
+            libraries = self.settings.bundle_libraries
+            with open_bundle(candidate.path, self.data, self.limits, libraries, [candidate.name]) as opened:
                 if not (opened.root / SCRIPT).is_file():
                     raise InvalidInput(f"{candidate.name}: not an MLNX_OFED bundle: {SCRIPT} is missing")
+                if progress:
+                    progress(f"Reading the packages of {opened.identity.name}")
+                supported = held_kernels(opened)
                 target.mkdir(parents=True)
                 stored = target / opened.identity.name
                 if opened.owned:
@@ -128,6 +142,7 @@ class BundleStore:
                     arch=identity.arch,
                     sha256=candidate.sha256,
                     path=stored.relative_to(self.data.root).as_posix(),
+                    supported_kernels=supported,
                 )
                 session.add(row)
                 try:

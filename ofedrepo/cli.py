@@ -115,6 +115,9 @@ class RichProgress:
         if self.task is not None:
             self.progress.advance(self.task, amount)
 
+    def note(self, text: str) -> None:
+        self.progress.console.print(f"  {escape(text)}", highlight=False, soft_wrap=True)
+
     def finish(self) -> None:
         self.step("Done", total=1)
         assert self.task is not None
@@ -159,14 +162,19 @@ def publish(
             "created": result.created,
             "packages": result.package_count,
             "signed": result.signed,
+            "left_out": result.left_out,
+            "regenerated": result.regenerated,
             "url": location,
         }
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
     verb = "published as version" if result.created else "unchanged: identical to version"
+    details = [f"{result.package_count} packages"]
+    details += [f"{len(result.signed)} signed with the site key"] if result.signed else []
+    details += [f"{len(result.left_out)} left out (other kernels)"] if result.left_out else []
+    details += [f"{len(result.regenerated)} metadata packages regenerated"] if result.regenerated else []
     sys.stdout.write(
-        f"{result.bundle_name} for {result.kernel}: {verb} {result.version} ({result.package_count} packages"
-        f"{f', {len(result.signed)} signed with the site key' if result.signed else ''})\n"
+        f"{result.bundle_name} for {result.kernel}: {verb} {result.version} ({', '.join(details)})\n"
         f"DIB_MLNX_OFED_REPO={settings.base_url}/repos/{result.bundle_name}/{result.kernel}/latest\n"
     )
 
@@ -416,6 +424,9 @@ def request(
         sys.stdout.write(f"already built (build {answer.build_id})\nDIB_MLNX_OFED_REPO={location}\n")
         return
     console.print(f"build {answer.build_id} queued for repo {answer.repo_id}")
+    with sessions() as session:
+        if not builds.get_build(session, answer.build_id).rebuild:
+            console.print("the bundle already holds this kernel's modules: its own packages are published, no rebuild")
     if not wait:
         sys.stdout.write(f"build {answer.build_id}\nDIB_MLNX_OFED_REPO={location} (once it succeeds)\n")
         return

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, Field, field_validator
+from pydantic import AnyHttpUrl, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -22,11 +22,11 @@ CONFIG_FILE_VARIABLE = "OFEDREPO_CONFIG_FILE"
 
 GiB = 1024**3
 
-#: Builder images by distro major; operators point these at images with the build requirements installed.
+#: Builder images by distro major: the ones `make builder-images` builds from `builders/el*/Containerfile`.
 DEFAULT_CONTAINER_IMAGES = {
-    "rhel7": "quay.io/centos/centos:7",
-    "rhel8": "quay.io/rockylinux/rockylinux:8",
-    "rhel9": "quay.io/rockylinux/rockylinux:9",
+    "rhel7": "localhost/ofedrepo-builder:el7",
+    "rhel8": "localhost/ofedrepo-builder:el8",
+    "rhel9": "localhost/ofedrepo-builder:el9",
 }
 
 
@@ -107,14 +107,43 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(1, ge=1, le=64, description="Builds one worker process runs at once.")
     build_runner: Literal["local", "podman", "docker"] = Field(
         "local",
-        description="Where `mlnx_add_kernel_support.sh` runs: on the worker host, or in a podman/docker container "
-        "of the image `OFEDREPO_BUILD_CONTAINER_IMAGES` names for the bundle's distro.",
+        description="Where `mlnx_add_kernel_support.sh` runs: `podman` or `docker` (production: a container of "
+        "the builder image for the bundle's distro, see `OFEDREPO_BUILD_CONTAINER_IMAGES`), or `local`, on the "
+        "worker host itself, which must then be a root-run RPM host of the bundle's distro family.",
     )
     build_container_images: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=lambda: dict(DEFAULT_CONTAINER_IMAGES),
         description="Container image per distro tag, `tag=image` comma-separated; an exact tag (`rhel8.6`) wins "
-        "over its major (`rhel8`). The image needs the bundle's build requirements (rpm-build, gcc, make, "
-        "perl, python3).",
+        "over its major (`rhel8`). The defaults are what `make builder-images` builds from `builders/`.",
+    )
+    build_local_preflight: bool = Field(
+        True,
+        description="Before the `local` runner starts a build, check that this host can run NVIDIA's script "
+        "(root; an RPM distribution of the bundle's family; not Debian/Ubuntu, where the script would make .deb "
+        "packages) and refuse, saying what to do, when it cannot. Turn off only to run a synthetic test bundle's "
+        "script on a development host.",
+    )
+    build_keep_failed_seconds: float = Field(
+        86400,
+        ge=0,
+        description="How long a failed build's scratch directory (the script's work and log directories) is kept "
+        "under `<data_dir>/work/` for debugging; retention removes it after that. 0 removes it at once.",
+    )
+    module_sign_priv_key: Path | None = Field(
+        None,
+        description="Secure Boot: the private key the runner passes to the script as `MODULE_SIGN_PRIV_KEY`, so "
+        "that the kernel packages sign their modules. Set together with `OFEDREPO_MODULE_SIGN_PUB_KEY`.",
+    )
+    module_sign_pub_key: Path | None = Field(
+        None,
+        description="Secure Boot: the certificate (public key) passed as `MODULE_SIGN_PUB_KEY`, the one enrolled "
+        "(MOK) on the nodes. With both set, every rebuilt module must carry a signature or the build fails.",
+    )
+    bundle_libraries: Literal["upstream", "mlnx"] = Field(
+        "upstream",
+        description="Which library set to publish from a 5.0-5.1 bundle that ships two: `upstream` "
+        "(`RPMS/UPSTREAM_LIBS`, rdma-core, the installer's default since 5.0) or `mlnx` (`RPMS/MLNX_LIBS`, the "
+        "legacy verbs libraries, as `mlnxofedinstall --mlnx-libs`). Other bundles have one set.",
     )
     build_timeout: int = Field(7200, gt=0, description="Seconds one add-kernel-support run may take.")
     build_max_attempts: int = Field(
@@ -170,6 +199,12 @@ class Settings(BaseSettings):
                 raise ValueError("expected tag=image pairs, e.g. rhel8=registry.example/ofed-builder:8")
             return {tag.strip(): image.strip() for tag, image in pairs}
         return value
+
+    @model_validator(mode="after")
+    def _signing_keys_together(self) -> "Settings":
+        if (self.module_sign_priv_key is None) != (self.module_sign_pub_key is None):
+            raise ValueError("set OFEDREPO_MODULE_SIGN_PRIV_KEY and OFEDREPO_MODULE_SIGN_PUB_KEY together, or neither")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -26,6 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -90,6 +91,8 @@ class Bundle(Base):
     arch: Mapped[str] = mapped_column(String(16))
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     path: Mapped[str | None] = mapped_column(Text)
+    supported_kernels: Mapped[list[str]] = mapped_column(default=list, server_default=text("'[]'"))
+    """Kernels the bundle already holds kernel modules for (its GA kernel): published without a rebuild."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -153,6 +156,8 @@ class RepoVersion(Base):
     """True when every package is signed by a key in RPM-GPG-KEY-Mellanox, so clients can verify."""
     repo_gpgcheck: Mapped[bool] = mapped_column(default=False, server_default=false())
     """True when ``RPMS/repodata/repomd.xml.asc`` signs the metadata with the site key."""
+    package_names: Mapped[list[str] | None]
+    """The names of the packages it holds (what a DIB package list may name); None for older versions."""
     build_id: Mapped[int | None] = mapped_column(ForeignKey("builds.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -189,6 +194,8 @@ class Build(Base):
     error: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(default=False, server_default=false())
     image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id", ondelete="SET NULL"))
+    rebuild: Mapped[bool] = mapped_column(default=True, server_default=true())
+    """False when the bundle already holds the kernel's modules: its own packages are published, no compile."""
     version_number: Mapped[int | None]
     """The repo version this build published."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

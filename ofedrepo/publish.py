@@ -1,7 +1,8 @@
 """Publishing a bundle rebuilt for one kernel as a new, immutable version of its yum repository.
 
-    open the bundle ─> infer/check the kernel ─> digest the packages ─> same as latest? answer with it
-        ─> stage: packages, signatures, keys, repodata (in <data>/staging, never served)
+    open the bundle ─> infer/check the kernel ─> choose the package set for it (packageset) ─> verify the
+        modules ─> digest the set ─> same as latest? answer with it
+        ─> stage: packages, regenerated metadata packages, signatures, keys, repodata (in <data>/staging)
         ─> under the repo's lock: number N, .repo file, record, rename(staging, N), switch `latest`
 
 A version directory appears by one ``rename(2)`` of a complete staging directory, and ``latest`` moves
@@ -14,16 +15,16 @@ import hashlib
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ofedrepo import catalog, repodata, signing
+from ofedrepo import catalog, metapackages, packageset, repodata, signing
 from ofedrepo.archive import Limits
 from ofedrepo.config import Settings
 from ofedrepo.db import transaction
@@ -43,10 +44,13 @@ from ofedrepo.storage import (
     version_numbers,
 )
 from ofedrepo.unpack import OpenedBundle, open_bundle
+from ofedrepo.verify import verify_kernel_packages
 
 log = logging.getLogger(__name__)
 
 _NUMBERING_ATTEMPTS = 5
+#: Changes whenever how a package set is chosen or regenerated changes: the same input then makes a new version.
+SELECTION_REVISION = "1"
 #: Scratch space untouched this long belongs to a publish that died (no publish runs for a day).
 STALE_SCRATCH_SECONDS = 24 * 3600
 
@@ -58,6 +62,9 @@ class Progress(Protocol):
 
     def advance(self, amount: int = 1) -> None: ...
 
+    def note(self, text: str) -> None:
+        """A decision worth a line of its own (a package left out, a package regenerated)."""
+
 
 class _Silent:
     def step(self, description: str, total: int | None = None) -> None:
@@ -65,6 +72,9 @@ class _Silent:
 
     def advance(self, amount: int = 1) -> None:
         pass
+
+    def note(self, text: str) -> None:
+        log.info("%s", text)
 
 
 @dataclass(frozen=True)
@@ -79,35 +89,27 @@ class PublishResult:
     package_count: int
     signed: list[str] = field(default_factory=list)
     """Packages ofedrepo signed with the site key (those that were unsigned or signed by an unknown key)."""
+    left_out: list[str] = field(default_factory=list)
+    """Packages of the bundle this version does not hold, each with the reason."""
+    regenerated: list[str] = field(default_factory=list)
+    """Metadata packages made again for the kernel (their requirements named another kernel's packages)."""
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """A complete version waiting in staging to be numbered and renamed into place."""
+
+    path: Path
+    digest: str
+    signed: list[str]
+    signing_key: str | None
+    gpgcheck: bool
+    package_names: list[str]
+    build_id: int | None
 
 
 class _NumberTaken(Exception):
     """The version number was taken between choosing it and claiming it (only across hosts)."""
-
-
-def infer_kernel(headers: dict[str, PackageHeader], requested: str | None) -> str:
-    """The kernel the bundle was built for: from its kernel-module packages, checked against ``requested``."""
-    found: dict[str, list[str]] = {}
-    for relative, header in headers.items():
-        for kernel in header.module_kernels:
-            found.setdefault(kernel, []).append(relative)
-    if requested is not None:
-        kernel = parse_kernel_release(requested).text
-        others = sorted(set(found) - {kernel})
-        if others:
-            raise InvalidInput(
-                f"the bundle's kernel modules are built for {', '.join(others)}, not {kernel} "
-                f"(e.g. {found[others[0]][0]})"
-            )
-        return kernel
-    if not found:
-        raise InvalidInput("no package in RPMS/ installs kernel modules; pass the kernel explicitly (--kernel)")
-    if len(found) > 1:
-        raise InvalidInput(
-            f"the bundle holds kernel modules for several kernels ({', '.join(sorted(found))}); "
-            "pass the one to publish (--kernel)"
-        )
-    return parse_kernel_release(next(iter(found))).text
 
 
 def _sha256(path: Path) -> str:
@@ -115,11 +117,13 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def source_digest(bundle_name: str, kernel: str, packages: dict[str, str]) -> str:
-    """Identity of a publication's input: bundle, kernel and each package's path and sha256."""
-    digest = hashlib.sha256(f"{bundle_name}\n{kernel}\n".encode())
-    for relative in sorted(packages):
-        digest.update(f"{relative} {packages[relative]}\n".encode())
+def source_digest(bundle_name: str, kernel: str, packages: dict[str, str], rewrites: Sequence[str] = ()) -> str:
+    """Identity of a publication's input: bundle, kernel, each package's name and sha256, the regenerations."""
+    digest = hashlib.sha256(f"{bundle_name}\n{kernel}\n{SELECTION_REVISION}\n".encode())
+    for name in sorted(packages):
+        digest.update(f"{name} {packages[name]}\n".encode())
+    for rewrite in rewrites:
+        digest.update(f"regenerate {rewrite}\n".encode())
     return digest.hexdigest()
 
 
@@ -146,18 +150,40 @@ class Publisher:
             parse_kernel_release(kernel)  # refuse a hostile kernel before touching anything
         progress = progress or _Silent()
         progress.step(f"Opening {source.name}")
-        with open_bundle(source, self.data, self.limits) as bundle:
+        with open_bundle(source, self.data, self.limits, self.settings.bundle_libraries) as bundle:
             return self.publish_opened(bundle, kernel, build_id, progress)
 
     @PUBLISH_SECONDS.time()
     def publish_opened(
-        self, bundle: OpenedBundle, requested_kernel: str | None, build_id: int | None, progress: Progress
+        self,
+        bundle: OpenedBundle,
+        requested_kernel: str | None,
+        build_id: int | None,
+        progress: Progress,
+        signed_modules: bool = False,
     ) -> PublishResult:
+        """Publish the package set ``bundle`` offers for the kernel; ``signed_modules`` requires module signatures."""
         identity = bundle.identity
         progress.step(f"Reading {len(bundle.packages)} packages", total=len(bundle.packages))
         headers, digests = self._read_packages(bundle, progress.advance)
-        kernel = infer_kernel(headers, requested_kernel)
-        digest = source_digest(identity.name, kernel, digests)
+        kernel = packageset.infer_kernel(headers, requested_kernel)
+        if bundle.library_set:
+            progress.note(f"library set: RPMS/{bundle.library_set} (OFEDREPO_BUNDLE_LIBRARIES)")
+        selection = packageset.choose(headers, kernel)
+        left_out = [f"{Path(left.key).name}: {left.reason}" for left in selection.left_out]
+        for line in left_out:
+            progress.note(f"left out {line}")
+        for rewrite in selection.rewrites:
+            progress.note(f"regenerating {rewrite.original.name} for {kernel}: {'; '.join(rewrite.notes)}")
+        progress.step("Verifying kernel modules")
+        verified = verify_kernel_packages([bundle.root / key for key in selection.kept], kernel, signed_modules)
+        progress.note(
+            f"verified: {verified.modules} kernel modules in {verified.packages} packages are under "
+            f"/lib/modules/{kernel}/ with vermagic {kernel}" + (", all signed" if signed_modules else "")
+        )
+        kept = {Path(key).name: digests[key] for key in selection.kept}
+        plans = [f"{rewrite.original.nevra} {' '.join(map(str, rewrite.requires))}" for rewrite in selection.rewrites]
+        digest = source_digest(identity.name, kernel, kept, plans)
         repo_dir = self.data.repo_dir(identity.name, kernel)
 
         with transaction(self.sessions) as session:
@@ -169,18 +195,17 @@ class Publisher:
 
         staging = self.data.new_scratch(self.data.staging, "publish")
         try:
-            signed, signing_key, gpgcheck = self._stage(bundle, headers, staging, progress)
-            return self._commit(
-                repo_id, identity.name, kernel, digest, staging, signed, signing_key, gpgcheck, build_id, progress
-            )
+            staged = self._stage(bundle, headers, selection, staging, digest, build_id, progress)
+            result = self._commit(repo_id, identity.name, kernel, staged, progress)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        return replace(result, left_out=left_out, regenerated=[rewrite.original.name for rewrite in selection.rewrites])
 
     def _read_packages(
         self, bundle: OpenedBundle, advance: Callable[[], None]
     ) -> tuple[dict[str, PackageHeader], dict[str, str]]:
         def read(relative: str) -> tuple[str, PackageHeader, str]:
-            path = bundle.rpms / relative
+            path = bundle.root / relative
             return relative, read_header(path), _sha256(path)
 
         headers, digests = {}, {}
@@ -208,30 +233,47 @@ class Publisher:
         )
 
     def _stage(
-        self, bundle: OpenedBundle, headers: dict[str, PackageHeader], staging: Path, progress: Progress
-    ) -> tuple[list[str], str | None, bool]:
-        """Fill ``staging`` with RPMS/ and the keys; return (signed packages, site key, gpgcheck)."""
+        self,
+        bundle: OpenedBundle,
+        headers: dict[str, PackageHeader],
+        selection: packageset.Selection,
+        staging: Path,
+        digest: str,
+        build_id: int | None,
+        progress: Progress,
+    ) -> _Staged:
+        """Fill ``staging`` with RPMS/ (flat: one directory, as DIB's baseurl wants) and the keys."""
         rpms = staging / "RPMS"
         rpms.mkdir(parents=True)
-        progress.step("Staging packages", total=len(bundle.packages))
-        for relative in bundle.packages:
-            destination = rpms / relative
-            destination.parent.mkdir(parents=True, exist_ok=True)
+        progress.step("Staging packages", total=len(selection.kept))
+        for kept in selection.kept:
+            destination = rpms / Path(kept).name
             if bundle.owned:
-                os.rename(bundle.rpms / relative, destination)  # our scratch copy, same filesystem
+                os.rename(bundle.root / kept, destination)  # our scratch copy, same filesystem
             else:
-                shutil.copyfile(bundle.rpms / relative, destination)
+                shutil.copyfile(bundle.root / kept, destination)
             progress.advance()
+        regenerated = []
+        if selection.rewrites:
+            progress.step(f"Regenerating {len(selection.rewrites)} metadata packages for {selection.kernel}")
+            rewrites = list(selection.rewrites)
+            built = metapackages.build(rewrites, selection.kernel, staging / ".metapackages", self.data.home)
+            for package in built:
+                os.rename(package, rpms / package.name)
+                regenerated.append(package.name)
+            shutil.rmtree(staging / ".metapackages")
 
         vendor_ids = signing.key_ids(bundle.vendor_key, self.data.home) if bundle.vendor_key else set()
-        needs_signature = sorted(relative for relative, header in headers.items() if header.signer not in vendor_ids)
+        needs_signature = sorted(
+            [Path(kept).name for kept in selection.kept if headers[kept].signer not in vendor_ids] + regenerated
+        )
         keys = [bundle.vendor_key.strip() + "\n"] if bundle.vendor_key else []
         signing_key = None
         if self.settings.signing_enabled:
             key = signing.site_key(self.data, self.settings.signing_key_file, self.settings.signing_key_uid)
             if needs_signature:
                 progress.step(f"Signing {len(needs_signature)} packages with the site key")
-                signing.sign_packages([rpms / relative for relative in needs_signature], key)
+                signing.sign_packages([rpms / name for name in needs_signature], key)
             site_public = signing.export_public_key(key)
             (staging / SITE_KEY).write_text(site_public)
             keys.append(site_public)
@@ -248,60 +290,53 @@ class Publisher:
         (staging / MELLANOX_KEY).write_text("".join(keys))
         gpgcheck = self.settings.signing_enabled or not needs_signature
 
-        progress.step("Generating repodata", total=len(bundle.packages))
-        repodata.write_repodata(rpms, bundle.packages, on_package=progress.advance)
+        published = sorted(path.name for path in rpms.glob("*.rpm"))
+        progress.step("Generating repodata", total=len(published))
+        repodata.write_repodata(rpms, published, on_package=progress.advance)
         if self.settings.signing_enabled:
             progress.step("Signing repomd.xml")
             signing.sign_detached(rpms / "repodata" / "repomd.xml", key)
-        return signed, signing_key, gpgcheck
+        names = {headers[kept].name for kept in selection.kept} | {r.original.name for r in selection.rewrites}
+        return _Staged(staging, digest, signed, signing_key, gpgcheck, sorted(names), build_id)
 
     def _commit(
-        self,
-        repo_id: int,
-        bundle_name: str,
-        kernel: str,
-        digest: str,
-        staging: Path,
-        signed: list[str],
-        signing_key: str | None,
-        gpgcheck: bool,
-        build_id: int | None,
-        progress: Progress,
+        self, repo_id: int, bundle_name: str, kernel: str, staged: _Staged, progress: Progress
     ) -> PublishResult:
         repo_dir = self.data.repo_dir(bundle_name, kernel)
         repo_dir.mkdir(parents=True, exist_ok=True)
-        package_count = sum(1 for _ in (staging / "RPMS").rglob("*.rpm"))
-        size = sum(path.stat().st_size for path in staging.rglob("*") if path.is_file())
+        package_count = sum(1 for _ in (staged.path / "RPMS").glob("*.rpm"))
+        size = sum(path.stat().st_size for path in staged.path.rglob("*") if path.is_file())
         progress.step("Publishing")
         with exclusive_lock(self.data.repo_lock(bundle_name, kernel)):
             for _ in range(_NUMBERING_ATTEMPTS):
                 try:
                     with transaction(self.sessions) as session:
                         existing = catalog.latest_version(session, repo_id)
-                        if existing is not None and existing.source_digest == digest:
+                        if existing is not None and existing.source_digest == staged.digest:
                             # Published by someone else while we staged: answer with theirs.
                             return self._unchanged(repo_id, bundle_name, kernel, existing, repo_dir)
                         numbers = [catalog.highest_number(session, repo_id), *version_numbers(repo_dir)]
                         number = max(numbers) + 1
                         location = RepoLocation(self.settings.base_url, bundle_name, kernel, str(number))
-                        repo_gpgcheck = signing_key is not None
-                        (staging / REPO_FILE_NAME).write_text(
-                            render_repo_file(location, gpgcheck=gpgcheck, repo_gpgcheck=repo_gpgcheck)
+                        repo_gpgcheck = staged.signing_key is not None
+                        (staged.path / REPO_FILE_NAME).write_text(
+                            render_repo_file(location, gpgcheck=staged.gpgcheck, repo_gpgcheck=repo_gpgcheck)
                         )
                         session.add(
                             RepoVersion(
                                 repo_id=repo_id,
                                 number=number,
-                                source_digest=digest,
+                                source_digest=staged.digest,
                                 package_count=package_count,
                                 size_bytes=size,
-                                signing_key=signing_key,
-                                gpgcheck=gpgcheck,
+                                signing_key=staged.signing_key,
+                                gpgcheck=staged.gpgcheck,
                                 repo_gpgcheck=repo_gpgcheck,
-                                build_id=build_id,
+                                package_names=staged.package_names,
+                                build_id=staged.build_id,
                             )
                         )
-                        self._flush_and_rename(session, staging, repo_dir / str(number))
+                        self._flush_and_rename(session, staged.path, repo_dir / str(number))
                 except _NumberTaken:
                     continue  # another host took this number; the row was rolled back, try the next
                 # Committed: the version exists for the database and on disk; now make it the latest.
@@ -315,7 +350,7 @@ class Publisher:
                     created=True,
                     path=repo_dir / str(number),
                     package_count=package_count,
-                    signed=signed,
+                    signed=staged.signed,
                 )
         raise InvalidInput(f"could not allocate a version number for {bundle_name}/{kernel}; retry")
 

@@ -5,6 +5,7 @@ DIB's ``mlnx-ofed`` element takes ``DIB_MLNX_OFED_REPO`` = the directory holding
 its newer form takes ``DIB_MLNX_OFED_REPO_FILE``, the URL of a ready ``.repo`` file.
 """
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -13,6 +14,10 @@ MELLANOX_KEY = "RPM-GPG-KEY-Mellanox"
 SITE_KEY = "RPM-GPG-KEY-ofedrepo"
 RPMS = "RPMS"
 DEFAULT_PKGLIST = "mlnx-ofed-hypervisor mlnx-fw-updater"
+#: Installation groups a DIB package list names, in order of preference (an OpenStack hypervisor first).
+PKGLIST_GROUPS = ("hypervisor", "hpc", "basic", "all", "kernel-only")
+#: What installs the modules when a version has no metadata package at all.
+MODULE_PACKAGES = ("mlnx-ofa_kernel-modules", "kmod-mlnx-ofa_kernel")
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,18 @@ def render_repo_file(location: RepoLocation, gpgcheck: bool, repo_gpgcheck: bool
     if gpgcheck or repo_gpgcheck:
         lines.append(f"gpgkey={location.gpgkey}")
     return "\n".join(lines) + "\n"
+
+
+def dib_package_list(package_names: Collection[str] | None) -> str:
+    """``DIB_MLNX_OFED_PKGLIST`` naming only packages the version holds: an ``mlnx-ofed-<group>`` (the
+    hypervisor set when there is one) and ``mlnx-fw-updater``; None (a version recorded before ofedrepo
+    kept package names) gets the seed article's list."""
+    if package_names is None:
+        return DEFAULT_PKGLIST
+    present = set(package_names)
+    chosen = next((f"mlnx-ofed-{group}" for group in PKGLIST_GROUPS if f"mlnx-ofed-{group}" in present), None)
+    chosen = chosen or next((name for name in MODULE_PACKAGES if name in present), None)
+    return " ".join([name for name in (chosen, "mlnx-fw-updater") if name and name in present])
 
 
 def dib_environment(location: RepoLocation, dib_version: str, pkglist: str = DEFAULT_PKGLIST) -> dict[str, str]:

@@ -150,8 +150,11 @@ def collect_garbage(settings: Settings, sessions: sessionmaker[Session], policy:
             _remove_tree(data, orphan)
     # A build cannot run longer than its timeout: scratch older than that (and the grace) belongs to no one.
     stale_after = timedelta(seconds=settings.build_timeout) + policy.grace
-    for leftover in data.stale_scratch(stale_after.total_seconds()):
-        report.freed.append(Freed("stale scratch", leftover, tree_size(leftover)))
+    leftovers = [("stale scratch", path) for path in data.stale_scratch(stale_after.total_seconds())]
+    leftovers += [("failed build kept for debugging", path) for path in data.expired_failed_builds(
+        settings.build_keep_failed_seconds)]  # fmt: skip
+    for what, leftover in leftovers:
+        report.freed.append(Freed(what, leftover, tree_size(leftover)))
         if not dry_run:
             _remove_tree(data, leftover)
     return report

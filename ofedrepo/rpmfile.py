@@ -16,6 +16,21 @@ _READ_ONLY_FLAGS = rpm._RPMVSF_NOSIGNATURES | rpm._RPMVSF_NODIGESTS
 _SIGNATURE_TAGS = ("RSAHEADER", "DSAHEADER", "SIGPGP", "SIGGPG")
 _KEY_ID = re.compile(r"Key ID ([0-9a-f]{16})")
 _MODULE_ROOTS = (PurePosixPath("/lib/modules"), PurePosixPath("/usr/lib/modules"))
+_COMPARISONS = {0: "", 2: "<", 2 | 8: "<=", 8: "=", 4 | 8: ">=", 4: ">"}
+_SENSE_MASK = 2 | 4 | 8  # RPMSENSE_LESS | RPMSENSE_GREATER | RPMSENSE_EQUAL
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """One ``Requires``/``Provides``/``Obsoletes``/``Conflicts`` entry: a name, maybe compared to an EVR."""
+
+    name: str
+    comparison: str = ""
+    """``""`` (any version), ``<``, ``<=``, ``=``, ``>=`` or ``>``."""
+    version: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.comparison} {self.version}" if self.comparison else self.name
 
 
 @dataclass(frozen=True)
@@ -29,10 +44,21 @@ class PackageHeader:
     files: tuple[str, ...]
     signer: str | None
     """Key ID (16 lowercase hex digits) of the OpenPGP signature, None when the package is unsigned."""
+    epoch: int | None = None
+    requires: tuple[Dependency, ...] = ()
+    provides: tuple[Dependency, ...] = ()
+    obsoletes: tuple[Dependency, ...] = ()
+    conflicts: tuple[Dependency, ...] = ()
 
     @property
     def nevra(self) -> str:
-        return f"{self.name}-{self.version}-{self.release}.{self.arch}"
+        return f"{self.name}-{self.evr}.{self.arch}"
+
+    @property
+    def evr(self) -> str:
+        """``[epoch:]version-release``, as dependencies compare it."""
+        prefix = f"{self.epoch}:" if self.epoch is not None else ""
+        return f"{prefix}{self.version}-{self.release}"
 
     @property
     def module_kernels(self) -> frozenset[str]:
@@ -71,6 +97,16 @@ def open_payload(path: Path) -> Iterator[tuple["rpm.hdr", Any]]:
         descriptor.close()
 
 
+def _dependencies(header: "rpm.hdr", kind: str) -> tuple[Dependency, ...]:
+    names = header[getattr(rpm, f"RPMTAG_{kind}NAME")] or []
+    flags = header[getattr(rpm, f"RPMTAG_{kind}FLAGS")] or [0] * len(names)
+    versions = header[getattr(rpm, f"RPMTAG_{kind}VERSION")] or [""] * len(names)
+    return tuple(
+        Dependency(name, _COMPARISONS.get(flag & _SENSE_MASK, ""), version if flag & _SENSE_MASK else "")
+        for name, flag, version in zip(names, flags, versions, strict=False)
+    )
+
+
 def read_header(path: Path) -> PackageHeader:
     """Read ``path``'s header; ``InvalidInput`` if it is not an RPM package."""
     transaction = rpm.TransactionSet("/", _READ_ONLY_FLAGS)
@@ -88,4 +124,9 @@ def read_header(path: Path) -> PackageHeader:
         arch=header[rpm.RPMTAG_ARCH],
         files=tuple(header[rpm.RPMTAG_FILENAMES]),
         signer=_signer(header),
+        epoch=header[rpm.RPMTAG_EPOCH],
+        requires=_dependencies(header, "REQUIRE"),
+        provides=_dependencies(header, "PROVIDE"),
+        obsoletes=_dependencies(header, "OBSOLETE"),
+        conflicts=_dependencies(header, "CONFLICT"),
     )

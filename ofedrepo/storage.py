@@ -4,7 +4,8 @@
         repos/<bundle>/<kernel>/<N>/      the published tree (served at /repos/)
         repos/<bundle>/<kernel>/latest    symlink to the newest complete <N>
         staging/                          versions being assembled (never served)
-        work/                             unpacked archives and other scratch space
+        work/                             unpacked archives, builds' scratch and other scratch space
+        work/failed-build-<id>-<hex>/     a failed build's scratch, kept for debugging for a while
         uploads/                          uploads being received and inspected (never kept)
         bundles/<sha256>/<bundle>/        registered bundles, unpacked, read-only
         kernel-sources/<K>/               kernel-devel packages unpacked for builds
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LATEST = "latest"
+FAILED_BUILD_PREFIX = "failed-build-"
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,20 @@ class DataDir:
         """A fresh, unique, not-yet-existing path below ``parent``."""
         return parent / f"{prefix}-{uuid.uuid4().hex}"
 
+    def keep_failed_build(self, scratch: Path, build_id: int) -> Path:
+        """Set a failed build's scratch aside under a name retention recognises; its age starts now."""
+        kept = self.work / f"{FAILED_BUILD_PREFIX}{build_id}-{uuid.uuid4().hex[:8]}"
+        os.rename(scratch, kept)
+        os.utime(kept)
+        return kept
+
+    def expired_failed_builds(self, kept_seconds: float) -> Iterator[Path]:
+        """Failed builds' scratch set aside longer ago than ``kept_seconds``."""
+        deadline = time.time() - kept_seconds
+        for entry in list(self.work.iterdir()) if self.work.is_dir() else []:
+            if entry.name.startswith(FAILED_BUILD_PREFIX) and entry.lstat().st_mtime < deadline:
+                yield entry
+
     def remove_stale_scratch(self, older_than_seconds: float) -> list[Path]:
         """Remove what killed processes left in ``staging/``, ``work/`` and ``uploads/``.
 
@@ -116,11 +132,12 @@ class DataDir:
         return removed
 
     def stale_scratch(self, older_than_seconds: float) -> Iterator[Path]:
-        """Entries of ``staging/``, ``work/`` and ``uploads/`` untouched for ``older_than_seconds``."""
+        """Entries of ``staging/``, ``work/`` and ``uploads/`` untouched for ``older_than_seconds``
+        (failed builds set aside for debugging have their own time: ``expired_failed_builds``)."""
         deadline = time.time() - older_than_seconds
         for parent in (self.staging, self.work, self.uploads):
             for entry in list(parent.iterdir()) if parent.is_dir() else []:
-                if entry.lstat().st_mtime < deadline:
+                if not entry.name.startswith(FAILED_BUILD_PREFIX) and entry.lstat().st_mtime < deadline:
                     yield entry
 
 

@@ -2,24 +2,39 @@
 
 Archives are unpacked (safely, see ``archive``) into the data dir's ``work/``; a directory is read in
 place. Either way the result is the bundle's root (the directory holding ``.mlnx`` and ``RPMS/``), its
-identity read from its own marker files, and its packages, each checked to be a regular file inside the
-bundle (a directory may hold symlinks pointing anywhere).
+identity read from its own marker files, and the packages of the set it offers:
+
+- ``RPMS/*.rpm`` in most generations (4.x, 5.2 and later), ``repodata/`` aside;
+- in 5.0-5.1 ``RPMS/`` is split: ``COMMON/`` holds the files and ``MLNX_LIBS/`` and ``UPSTREAM_LIBS/`` are
+  two alternative package sets (the legacy verbs libraries, or rdma-core) made of their own files and links
+  into ``../COMMON``; they must not be mixed, so exactly one is taken (``OFEDREPO_BUNDLE_LIBRARIES``).
+
+Every package is resolved to the real file it is (links followed, which must stay inside the bundle) and
+listed once, however many links reach it.
 """
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from ofedrepo.archive import Limits, extract, is_regular_inside
 from ofedrepo.bundle import BundleIdentity, identity_from_markers, parse_bundle_name
 from ofedrepo.errors import InvalidBundleName, InvalidInput, NotABundle
+from ofedrepo.kernel import is_kernel_release
 from ofedrepo.storage import DataDir
 
 MARKERS = (".mlnx", "distro", ".arch")
 VENDOR_KEY = "RPM-GPG-KEY-Mellanox"
+SUPPORTED_KERNELS = ".supported_kernels"
+COMMON = "COMMON"
+#: The library sets of a split (5.0-5.1) bundle, by the name of the setting's values.
+LIBRARY_SETS = {"upstream": "UPSTREAM_LIBS", "mlnx": "MLNX_LIBS"}
+Libraries = Literal["upstream", "mlnx"]
 _MARKER_MAX_BYTES = 4096
+_SUPPORTED_KERNELS_MAX_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -29,21 +44,21 @@ class OpenedBundle:
     root: Path
     identity: BundleIdentity
     packages: list[str]
-    """Package paths relative to ``RPMS/``, sorted; never anything under ``repodata/``."""
+    """The real files of the offered package set, relative to ``root``, sorted, each once."""
     vendor_key: str | None
+    supported_kernels: list[str]
+    """``.supported_kernels``: the GA kernel(s) NVIDIA built for, then each kernel add-kernel-support added."""
+    library_set: str | None
+    """The ``RPMS/`` subdirectory taken from a split bundle (``UPSTREAM_LIBS``), None for a flat one."""
     owned: bool
 
-    @property
-    def rpms(self) -> Path:
-        return self.root / "RPMS"
 
-
-def _read_marker(root: Path, name: str) -> str | None:
+def _read_marker(root: Path, name: str, limit: int = _MARKER_MAX_BYTES) -> str | None:
     path = root / name
     if not is_regular_inside(path, root):
         return None
     with path.open("rb") as handle:
-        return handle.read(_MARKER_MAX_BYTES).decode("utf-8", errors="replace")
+        return handle.read(limit).decode("utf-8", errors="replace")
 
 
 def _find_root(directory: Path) -> Path:
@@ -56,45 +71,87 @@ def _find_root(directory: Path) -> Path:
     raise NotABundle("not an MLNX_OFED bundle: no .mlnx file at its top (nor in its single top directory)")
 
 
-def read_bundle(root: Path, owned: bool) -> OpenedBundle:
-    """Identify the bundle at ``root`` and list its packages."""
-    identity = identity_from_markers(*(_read_marker(root, name) for name in MARKERS))
+def _offered(root: Path, libraries: Libraries) -> tuple[list[Path], str | None]:
+    """The package entries of the set the bundle offers, and the library set taken from a split bundle."""
+    rpms = root / "RPMS"
+    if not rpms.is_dir() or rpms.is_symlink():
+        raise NotABundle(f"not an MLNX_OFED bundle: {root.name} has no RPMS/ directory")
+    if (rpms / COMMON).is_dir():
+        chosen = LIBRARY_SETS[libraries]
+        if not (rpms / chosen).is_dir() or (rpms / chosen).is_symlink():
+            present = ", ".join(sorted(name for name in LIBRARY_SETS.values() if (rpms / name).is_dir())) or "none"
+            raise NotABundle(
+                f"{root.name} splits RPMS/ into COMMON/ and library sets ({present}) but has no RPMS/{chosen}/ "
+                f"(OFEDREPO_BUNDLE_LIBRARIES={libraries})"
+            )
+        return sorted((rpms / chosen).glob("*.rpm")), chosen
+    return [path for path in sorted(rpms.rglob("*.rpm")) if path.relative_to(rpms).parts[0] != "repodata"], None
+
+
+def _real_packages(root: Path, entries: list[Path]) -> list[str]:
+    """Each entry's real file, relative to ``root``, once; a name given to two different files is refused."""
+    real_root = root.resolve()
+    found: dict[str, str] = {}
+    for entry in entries:
+        shown = entry.relative_to(root).as_posix()
+        if not is_regular_inside(entry, root):
+            raise InvalidInput(f"{shown} is not a regular file inside the bundle")
+        real = entry.resolve().relative_to(real_root).as_posix()
+        name = real.rsplit("/", 1)[-1]
+        if found.setdefault(name, real) != real:
+            raise InvalidInput(f"the bundle holds two different packages named {name} ({found[name]} and {real})")
+    return sorted(found.values())
+
+
+def _supported_kernels(root: Path) -> list[str]:
+    text = _read_marker(root, SUPPORTED_KERNELS, _SUPPORTED_KERNELS_MAX_BYTES) or ""
+    return list(dict.fromkeys(line.strip() for line in text.splitlines() if is_kernel_release(line.strip())))
+
+
+def read_bundle(root: Path, owned: bool, libraries: Libraries, names: Sequence[str] = ()) -> OpenedBundle:
+    """Identify the bundle at ``root`` and list the packages it offers.
+
+    ``names`` are further names the bundle came with (its archive's, the bundle it was rebuilt from): an
+    add-kernel-support output whose ``distro`` says ``skip-distro-check`` is placed by its names.
+    """
+    mlnx, distro, arch = (_read_marker(root, name) for name in MARKERS)
+    identity = identity_from_markers(mlnx, distro, arch, names=[root.name, *names])
     try:
         named = parse_bundle_name(root.name).identity
     except InvalidBundleName:
         named = None  # a directory may be called anything; its markers are what count
     if named is not None and named != identity:
         raise NotABundle(f"{root.name} is named like another bundle than its marker files say ({identity.name})")
-    rpms = root / "RPMS"
-    if not rpms.is_dir() or rpms.is_symlink():
-        raise NotABundle(f"not an MLNX_OFED bundle: {root.name} has no RPMS/ directory")
-    packages = []
-    for path in sorted(rpms.rglob("*.rpm")):
-        relative = path.relative_to(rpms)
-        if relative.parts[0] == "repodata":
-            continue
-        if not is_regular_inside(path, root):
-            raise InvalidInput(f"RPMS/{relative} is not a regular file inside the bundle")
-        packages.append(relative.as_posix())
+    entries, library_set = _offered(root, libraries)
+    packages = _real_packages(root, entries)
     if not packages:
         raise NotABundle(f"not an MLNX_OFED bundle: {root.name}/RPMS holds no packages")
-    key = _read_marker(root, VENDOR_KEY)
-    return OpenedBundle(root=root, identity=identity, packages=packages, vendor_key=key, owned=owned)
+    return OpenedBundle(
+        root=root,
+        identity=identity,
+        packages=packages,
+        vendor_key=_read_marker(root, VENDOR_KEY),
+        supported_kernels=_supported_kernels(root),
+        library_set=library_set,
+        owned=owned,
+    )
 
 
 @contextmanager
-def open_bundle(source: Path, data: DataDir, limits: Limits) -> Iterator[OpenedBundle]:
+def open_bundle(
+    source: Path, data: DataDir, limits: Limits, libraries: Libraries, names: Sequence[str] = ()
+) -> Iterator[OpenedBundle]:
     """Open ``source`` (archive or directory); scratch space is removed on exit."""
     if not source.exists():
         raise InvalidInput(f"{source} does not exist")
     if source.is_dir():
-        yield read_bundle(_find_root(source), owned=False)
+        yield read_bundle(_find_root(source), False, libraries, names)
         return
     if not source.is_file():
         raise InvalidInput(f"{source} is neither a file nor a directory")
     scratch = data.new_scratch(data.work, "unpack")
     try:
         extract(source, scratch, limits)
-        yield read_bundle(_find_root(scratch), owned=True)
+        yield read_bundle(_find_root(scratch), True, libraries, [*names, source.name])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -2,10 +2,13 @@
 
 Every package that installs into a kernel's module tree must install only into ``/lib/modules/<K>/``, and
 every ``.ko`` in it must carry ``vermagic=<K> ...`` in its ELF ``.modinfo`` section: a module built against
-other kernel sources loads nowhere, and DIB would bake it into an image that then lacks its network.
-Packages are read with librpm (header and cpio payload), modules with pyelftools; nothing is installed.
+other kernel sources loads nowhere, and DIB would bake it into an image that then lacks its network. When
+module signing is configured (Secure Boot), every module must also end with the signature the kernel's
+``sign-file`` appends, or nodes enforcing Secure Boot would refuse it. Packages are read with librpm
+(header and cpio payload), modules with pyelftools; nothing is installed.
 """
 
+import gzip
 import io
 import lzma
 from dataclasses import dataclass
@@ -20,6 +23,8 @@ from ofedrepo.rpmfile import module_kernels, open_payload
 
 _MODULE_ROOTS = ("/lib/modules/", "/usr/lib/modules/")
 MAX_MODULE_BYTES = 256 * 1024 * 1024
+#: The last bytes of a module signed by the kernel's sign-file (include/linux/module_signature.h).
+SIGNATURE_MAGIC = b"~Module signature appended~\n"
 
 
 @dataclass(frozen=True)
@@ -45,10 +50,12 @@ def vermagic(module: bytes) -> str | None:
 def _module_bytes(name: str, data: bytes) -> bytes:
     if name.endswith(".ko.xz"):
         return lzma.decompress(data)
+    if name.endswith(".ko.gz"):
+        return gzip.decompress(data)
     return data
 
 
-def verify_package(path: Path, kernel: str) -> int:
+def verify_package(path: Path, kernel: str, signed: bool = False) -> int:
     """Check one package; return how many modules it holds. ``BuildFailed`` names the offending file."""
     modules = 0
     with open_payload(path) as (header, archive):
@@ -60,11 +67,14 @@ def verify_package(path: Path, kernel: str) -> int:
                 if name.startswith(root) and name[len(root) :] and name[len(root) :].split("/", 1)[0] != kernel:
                     raise BuildFailed(f"{path.name}: {name} is not under {root}{kernel}/")
         for entry in archive:
-            if not entry.name.endswith((".ko", ".ko.xz")):
+            if not entry.name.endswith((".ko", ".ko.xz", ".ko.gz")):
                 continue
             if entry.size > MAX_MODULE_BYTES:
                 raise BuildFailed(f"{path.name}: {entry.name} is larger than {MAX_MODULE_BYTES} bytes")
-            magic = vermagic(_module_bytes(entry.name, archive.read()))
+            module = _module_bytes(entry.name, archive.read())
+            if signed and not module.endswith(SIGNATURE_MAGIC):
+                raise BuildFailed(f"{path.name}: {entry.name} is not signed, though module signing is configured")
+            magic = vermagic(module)
             if magic is None:
                 raise BuildFailed(f"{path.name}: {entry.name} has no vermagic in its .modinfo section")
             if magic.split(" ", 1)[0] != kernel:
@@ -73,11 +83,11 @@ def verify_package(path: Path, kernel: str) -> int:
     return modules
 
 
-def verify_kernel_packages(rpms: Path, packages: list[str], kernel: str) -> VerifiedPackages:
-    """Check every package of ``rpms``; at least one kernel module for ``kernel`` must be there."""
+def verify_kernel_packages(packages: list[Path], kernel: str, signed: bool = False) -> VerifiedPackages:
+    """Check every package; at least one kernel module for ``kernel`` must be there."""
     checked = modules = 0
-    for relative in packages:
-        found = verify_package(rpms / relative, kernel)
+    for path in packages:
+        found = verify_package(path, kernel, signed)
         if found:
             checked += 1
             modules += found

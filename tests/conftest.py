@@ -24,6 +24,9 @@ from ofedrepo.publish import Publisher
 from tests.support import disk_images as disk_image_specs
 from tests.support.disk_images import build_images
 from tests.support.synthetic_bundle import (
+    CURRENT,
+    LEGACY,
+    SPLIT,
     BundleSpec,
     TestKey,
     add_kernel_support,
@@ -37,6 +40,9 @@ POSTGRES_URL = os.environ.get("OFEDREPO_TEST_POSTGRES_URL", "postgresql+psycopg:
 TARGET_KERNEL = "4.18.0-372.26.1.el8_6.x86_64"
 OTHER_KERNEL = "4.18.0-372.32.1.el8_6.x86_64"
 VENV_BIN = Path(sys.executable).parent
+#: The synthetic bundles' script runs on this Debian host, where ofedrepo's local-runner preflight would
+#: (rightly) refuse NVIDIA's: every service the tests start says so, deliberately.
+SYNTHETIC_BUILD_HOST = {"OFEDREPO_BUILD_LOCAL_PREFLIGHT": "false"}
 
 
 @pytest.fixture(scope="session")
@@ -46,8 +52,19 @@ def test_key(tmp_path_factory: pytest.TempPathFactory) -> TestKey:
 
 @pytest.fixture(scope="session")
 def bundle_dir(tmp_path_factory: pytest.TempPathFactory, test_key: TestKey) -> Path:
-    """The vendor's bundle for the GA kernel (signed packages, stale repodata, SRPMS, the script)."""
-    return make_bundle(BundleSpec(), test_key, tmp_path_factory.mktemp("bundle"))
+    """The vendor's current-generation bundle (5.8, rhel8.6): signed packages, stale repodata, the script."""
+    return make_bundle(CURRENT, test_key, tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="session")
+def generation_bundles(
+    tmp_path_factory: pytest.TempPathFactory, test_key: TestKey, bundle_dir: Path
+) -> dict[str, tuple[BundleSpec, Path]]:
+    """Each modelled generation's stock bundle: current (5.8), legacy4 (4.9) and split5 (5.0)."""
+    made = {CURRENT.generation: (CURRENT, bundle_dir)}
+    for spec in (LEGACY, SPLIT):
+        made[spec.generation] = (spec, make_bundle(spec, test_key, tmp_path_factory.mktemp(spec.generation)))
+    return made
 
 
 @pytest.fixture(scope="session")
@@ -179,6 +196,7 @@ class RunningServer:
 def service_environment(data_dir: Path, url: str, extra: dict[str, str] | None) -> dict[str, str]:
     """The environment of an ofedrepo process under test: its data dir, its URL, SQLite unless told otherwise."""
     environment = {**os.environ, "OFEDREPO_DATA_DIR": str(data_dir), "OFEDREPO_PUBLIC_URL": url}
+    environment.update(SYNTHETIC_BUILD_HOST)
     environment.pop("OFEDREPO_DATABASE_URL", None)
     environment.update(extra or {})
     return environment

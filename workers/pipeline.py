@@ -1,10 +1,17 @@
 """One build, start to end: kernel sources, the vendor script, verification, publishing.
 
+    bundle already holds K's modules? ──yes──> publish its own packages for K (no compile)
+        │no
+    local runner: can this host run NVIDIA's script? (preflight) ─> kernel sources ─> the script, its output
+    and its own log files streamed into the build log ─> exit 30 ("already supported")? publish the bundle's
+    own packages ─> failed? keep the scratch, name the compiler's error ─> the -ext tgz: choose K's package
+    set, regenerate the metadata packages, verify the modules, publish
+
 Every step writes a line into the build log (``<data_dir>/builds/<id>.log``), which clients read while it
-grows; the script's own output goes there too. Whatever fails ends the build ``failed`` with one line that
-says why; the scratch directory of the attempt is removed in every case. A version appears only through
-the publisher, which makes it visible whole or not at all, so a worker killed at any point leaves no
-partial version behind.
+grows. Whatever fails ends the build ``failed`` with one line that says why. The scratch directory of the
+attempt is removed, except when the script failed: then it is set aside (``work/failed-build-<id>-*``) for
+``OFEDREPO_BUILD_KEEP_FAILED_SECONDS``. A version appears only through the publisher, which makes it
+visible whole or not at all, so a worker killed at any point leaves no partial version behind.
 """
 
 import logging
@@ -31,11 +38,22 @@ from ofedrepo.process import clean_environment, run
 from ofedrepo.publish import Publisher
 from ofedrepo.storage import DataDir
 from ofedrepo.unpack import open_bundle
-from ofedrepo.verify import verify_kernel_packages
 from workers import queue
-from workers.runner import add_kernel_support_argv, container_argv, container_kill_argv, run_streaming
+from workers.preflight import local_runner_problem, read_host_facts
+from workers.runner import (
+    LogFollower,
+    add_kernel_support_argv,
+    container_argv,
+    container_kill_argv,
+    first_error,
+    run_streaming,
+)
 
 log = logging.getLogger(__name__)
+
+#: mlnx_add_kernel_support.sh's answer when the bundle already holds rebuilt packages for the kernel.
+ALREADY_SUPPORTED = 30
+SCRIPT_NAME = "mlnx_add_kernel_support.sh"
 
 
 @dataclass(frozen=True)
@@ -48,26 +66,42 @@ class BuildJob:
     bundle_root: Path
     distro: str
     attempts: int
+    rebuild: bool
 
 
 class BuildLog:
-    """The build's log file: timestamped notes from ofedrepo, raw output from the script."""
+    """The build's log file: timestamped notes from ofedrepo, the script's output, its log files' growth."""
 
     def __init__(self, stream: IO[bytes]) -> None:
         self.stream = stream
         self.lock = threading.Lock()
+        self.source = ""
 
     def note(self, text: str) -> None:
         with self.lock:
             self.stream.write(f"[ofedrepo {time.strftime('%H:%M:%S')}] {text}\n".encode())
             self.stream.flush()
+            self.source = ""
 
-    # The publisher reports progress through step/advance; its steps are worth a line each.
+    def write(self, source: str, data: bytes) -> None:
+        """Output of the script (``source`` "") or of one of its log files, headed like ``tail -f`` does."""
+        with self.lock:
+            if source != self.source:
+                self.stream.write(f"==> {source or SCRIPT_NAME + ' output'} <==\n".encode())
+                self.source = source
+            self.stream.write(data)
+            self.stream.flush()
+
+    # The publisher reports progress through step/advance/note; its steps are worth a line each.
     def step(self, description: str, total: int | None = None) -> None:
         self.note(description)
 
     def advance(self, amount: int = 1) -> None:
         pass
+
+
+class ScriptFailed(BuildFailed):
+    """The vendor script failed; its scratch directory is worth keeping."""
 
 
 class Pipeline:
@@ -95,6 +129,7 @@ class Pipeline:
                 bundle_root=self.bundles.root(build.bundle),
                 distro=build.bundle.distro,
                 attempts=build.attempts,
+                rebuild=build.rebuild,
             )
 
     def run(self, build_id: int, should_stop: Callable[[], str | None]) -> BuildState:
@@ -112,6 +147,11 @@ class Pipeline:
             except Stopped as stop:
                 return self._stopped(job, build_log, stop.reason)
             except OfedrepoError as error:
+                keep = isinstance(error, ScriptFailed) and self.settings.build_keep_failed_seconds > 0
+                if keep and scratch.exists():
+                    kept = self.data.keep_failed_build(scratch, job.id)
+                    hours = self.settings.build_keep_failed_seconds / 3600
+                    build_log.note(f"the script's work and log directories are kept in {kept} for {hours:g} h")
                 build_log.note(f"FAILED: {error}")
                 queue.finish(self.sessions, job.id, self.worker_id, BuildState.FAILED, error=str(error))
                 return BuildState.FAILED
@@ -123,6 +163,8 @@ class Pipeline:
                 return BuildState.FAILED
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
+                for expired in self.data.expired_failed_builds(self.settings.build_keep_failed_seconds):
+                    shutil.rmtree(expired, ignore_errors=True)
             if not queue.finish(self.sessions, job.id, self.worker_id, BuildState.SUCCEEDED, version=version):
                 build_log.note("this worker's lease expired meanwhile; another worker owns the build now")
                 return BuildState.RUNNING
@@ -138,19 +180,105 @@ class Pipeline:
         queue.release(self.sessions, job.id, self.worker_id)
         return BuildState.QUEUED
 
+    @property
+    def _signing_modules(self) -> bool:
+        return self.settings.module_sign_priv_key is not None
+
     def _build(self, job: BuildJob, scratch: Path, build_log: BuildLog, should_stop: Callable[[], str | None]) -> int:
+        if not job.rebuild:
+            build_log.note(
+                f"{job.bundle_name} already holds kernel modules for {job.kernel} (its GA kernel): publishing its "
+                "own packages, no rebuild"
+            )
+            return self._publish_own_packages(job, build_log)
+        self._preflight(job, build_log)
         sources = KernelSources(self.settings, self.data, build_log.note).find(job.kernel)
         output = scratch / "output"
         home = scratch / "home"
         output.mkdir(parents=True)
         home.mkdir()
+        returncode = self._run_script(job, sources, scratch, output, home, build_log, should_stop)
+        if returncode == ALREADY_SUPPORTED:
+            build_log.note(
+                f"the script says {job.bundle_name} already supports {job.kernel}: publishing its own packages"
+            )
+            queue.mark_no_rebuild(self.sessions, job.id, self.worker_id)
+            return self._publish_own_packages(job, build_log)
+        produced = sorted(output.glob("*-ext.tgz"))
+        if len(produced) != 1:
+            found = ", ".join(path.name for path in output.iterdir()) or "nothing"
+            raise BuildFailed(f"expected one MLNX_OFED_LINUX-...-ext.tgz from the script, found {found}")
+        build_log.note(f"script produced {produced[0].name}")
+        names = [job.bundle_name]
+        with open_bundle(
+            produced[0], self.data, self.publisher.limits, self.settings.bundle_libraries, names
+        ) as rebuilt:
+            if rebuilt.identity.name != job.bundle_name:
+                raise BuildFailed(f"the script produced {rebuilt.identity.name}, not a rebuild of {job.bundle_name}")
+            stop = should_stop()
+            if stop:
+                raise Stopped(stop)
+            result = self.publisher.publish_opened(rebuilt, job.kernel, job.id, build_log, self._signing_modules)
+        build_log.note(
+            f"published {result.bundle_name}/{result.kernel} version {result.version}"
+            + ("" if result.created else " (identical to the latest version)")
+        )
+        return result.version
+
+    def _publish_own_packages(self, job: BuildJob, build_log: BuildLog) -> int:
+        libraries = self.settings.bundle_libraries
+        with open_bundle(job.bundle_root, self.data, self.publisher.limits, libraries, [job.bundle_name]) as bundle:
+            result = self.publisher.publish_opened(bundle, job.kernel, job.id, build_log)
+        build_log.note(
+            f"published {result.bundle_name}/{result.kernel} version {result.version} from the bundle's own packages"
+            + ("" if result.created else " (identical to the latest version)")
+        )
+        return result.version
+
+    def _preflight(self, job: BuildJob, build_log: BuildLog) -> None:
+        for setting, path in (
+            ("OFEDREPO_MODULE_SIGN_PRIV_KEY", self.settings.module_sign_priv_key),
+            ("OFEDREPO_MODULE_SIGN_PUB_KEY", self.settings.module_sign_pub_key),
+        ):
+            if path is not None and not path.is_file():
+                raise BuildFailed(f"{setting} names {path}, which is not a readable file")
+        if self.settings.build_runner != "local":
+            return
+        if not self.settings.build_local_preflight:
+            build_log.note("local runner: host checks are off (OFEDREPO_BUILD_LOCAL_PREFLIGHT=false)")
+            return
+        problem = local_runner_problem(read_host_facts(), job.distro)
+        if problem:
+            raise BuildFailed(f"cannot build on this host: {problem}")
+
+    def _signing_environment(self) -> dict[str, str]:
+        if self.settings.module_sign_priv_key is None or self.settings.module_sign_pub_key is None:
+            return {}
+        return {
+            "MODULE_SIGN_PRIV_KEY": str(self.settings.module_sign_priv_key.absolute()),
+            "MODULE_SIGN_PUB_KEY": str(self.settings.module_sign_pub_key.absolute()),
+        }
+
+    def _run_script(
+        self,
+        job: BuildJob,
+        sources: Path,
+        scratch: Path,
+        output: Path,
+        home: Path,
+        build_log: BuildLog,
+        should_stop: Callable[[], str | None],
+    ) -> int:
+        """Run the script; its exit status when it ended well (0) or said the kernel is supported (30)."""
         command = add_kernel_support_argv(job.bundle_root, job.kernel, sources, output, job.distro)
+        signing = self._signing_environment()
         on_kill = None
         if self.settings.build_runner != "local":
             engine = self.settings.build_runner
             name = f"ofedrepo-build-{job.id}-{uuid.uuid4().hex[:8]}"
             image = container_image(self.settings, job.distro)
-            command = container_argv(engine, image, name, command, [job.bundle_root, sources], scratch, home)
+            inputs = [job.bundle_root, sources, *(Path(path) for path in signing.values())]
+            command = container_argv(engine, image, name, command, inputs, scratch, home, signing)
 
             def on_kill() -> None:
                 try:
@@ -158,44 +286,30 @@ class Pipeline:
                 except ToolFailed as error:
                     build_log.note(f"could not remove container {name}: {error}")
 
+        if signing:
+            build_log.note("module signing: MODULE_SIGN_PRIV_KEY and MODULE_SIGN_PUB_KEY are passed to the script")
         build_log.note("$ " + shlex.join(command))
-        outcome = run_streaming(
-            command,
-            env=clean_environment(home),
-            cwd=scratch,
-            log=build_log.stream,
-            timeout=self.settings.build_timeout,
-            should_stop=should_stop,
-            on_kill=on_kill,
-        )
+        with LogFollower(output, build_log.write) as follower:
+            outcome = run_streaming(
+                command,
+                env=clean_environment(home, signing),
+                cwd=scratch,
+                write=build_log.write,
+                timeout=self.settings.build_timeout,
+                should_stop=should_stop,
+                on_kill=on_kill,
+            )
         if outcome.stopped == "timed out":
-            raise BuildFailed(f"mlnx_add_kernel_support.sh did not finish within {self.settings.build_timeout} s")
+            raise ScriptFailed(f"{SCRIPT_NAME} did not finish within {self.settings.build_timeout} s")
         if outcome.stopped:
             raise Stopped(outcome.stopped)
-        if outcome.returncode != 0:
-            raise BuildFailed(f"mlnx_add_kernel_support.sh exited with status {outcome.returncode} (see the log)")
-        produced = sorted(output.glob("*-ext.tgz"))
-        if len(produced) != 1:
-            found = ", ".join(path.name for path in output.iterdir()) or "nothing"
-            raise BuildFailed(f"expected one MLNX_OFED_LINUX-...-ext.tgz from the script, found {found}")
-        build_log.note(f"script produced {produced[0].name}")
-        with open_bundle(produced[0], self.data, self.publisher.limits) as rebuilt:
-            if rebuilt.identity.name != job.bundle_name:
-                raise BuildFailed(f"the script produced {rebuilt.identity.name}, not a rebuild of {job.bundle_name}")
-            verified = verify_kernel_packages(rebuilt.rpms, rebuilt.packages, job.kernel)
-            build_log.note(
-                f"verified: {verified.modules} kernel modules in {verified.packages} packages are under "
-                f"/lib/modules/{job.kernel}/ with vermagic {job.kernel}"
+        if outcome.returncode not in (0, ALREADY_SUPPORTED):
+            cause = first_error(follower.error_lines)
+            raise ScriptFailed(
+                f"{SCRIPT_NAME} exited with status {outcome.returncode}"
+                + (f": {cause}" if cause else " (its output and logs are in the build log)")
             )
-            stop = should_stop()
-            if stop:
-                raise Stopped(stop)
-            result = self.publisher.publish_opened(rebuilt, job.kernel, job.id, build_log)
-        build_log.note(
-            f"published {result.bundle_name}/{result.kernel} version {result.version}"
-            + ("" if result.created else " (identical to the latest version)")
-        )
-        return result.version
+        return outcome.returncode
 
 
 class Stopped(Exception):

@@ -148,3 +148,14 @@ def release(sessions: sessionmaker[Session], build_id: int, worker_id: str) -> b
             .execution_options(**_NO_SYNC)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def mark_no_rebuild(sessions: sessionmaker[Session], build_id: int, worker_id: str) -> None:
+    """Record that the running build of mine publishes the bundle's own packages (no compile was needed)."""
+    with transaction(sessions) as session:
+        session.execute(
+            update(Build)
+            .where(Build.id == build_id, Build.worker_id == worker_id, Build.state == RUNNING)
+            .values(rebuild=False)
+            .execution_options(**_NO_SYNC)
+        )

@@ -5,14 +5,21 @@ The script runs in its own process group so that a cancel or a timeout kills it 
 started (rpmbuild, make, gcc), with a clean environment whose ``HOME`` is an empty directory of the build
 (a user's ``~/.rpmmacros`` would change the names of the packages rpmbuild writes), and with its output
 appended to the build log line by line, so that the log grows while it runs.
+
+NVIDIA's script says little on its own output while it builds (``Building ... Please wait...``): the
+compiler's progress and errors go to its log directory (``<t>/mlnx_iso.<pid>_logs/``, 4.x: ``<t>/*.log``)
+and install.pl's per-package logs inside it, which it deletes on success. ``LogFollower`` copies those
+files into the build log as they grow, ``tail -f`` style, so a long compile is visible and a failure's
+evidence is kept.
 """
 
 import os
+import re
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -21,6 +28,19 @@ from ofedrepo.bundles import SCRIPT
 from ofedrepo.errors import BuildFailed
 
 KILL_GRACE_SECONDS = 5.0
+FOLLOW_INTERVAL = 0.5
+#: What the script's own logs may add to one build log; the rest stays in a failed build's kept scratch.
+FOLLOW_LIMIT = 64 * 1024 * 1024
+#: The script's colour escapes (``\033[1;31m``...), which make no sense in a log file or a web page.
+_ANSI = re.compile(rb"\x1b\[[0-9;]*[A-Za-z]")
+#: The script's work copy of the bundle (``mlnx_iso.<pid>/``): the bundle's own files, not build logs.
+_WORK_COPY = re.compile(r"mlnx_iso\.[0-9]+")
+_COMPILER_ERROR = re.compile(r"(?:^|\s|:)(?:error|Error|ERROR):\s")
+#: The script's and rpmbuild's own summaries of a failure, which name no cause.
+_NOT_A_CAUSE = ("Failed executing", "ERROR: See", "Bad exit status", "RPM build errors")
+
+#: Receives output as (source, bytes): source "" is the script's stdout, else a log file under its tmpdir.
+Write = Callable[[str, bytes], None]
 
 
 @dataclass(frozen=True)
@@ -31,7 +51,11 @@ class RunOutcome:
 
 
 def add_kernel_support_argv(bundle: Path, kernel: str, sources: Path, tmpdir: Path, distro: str) -> list[str]:
-    """NVIDIA's documented invocation: rebuild the bundle's kernel packages for ``kernel`` into a tgz."""
+    """NVIDIA's documented invocation: rebuild the bundle's kernel packages for ``kernel`` into a tgz.
+
+    ``--distro`` because the script can only detect the distro from an rpm that owns ``/etc/issue``;
+    ``--skip-repo`` because ofedrepo makes the repository (and the metadata packages) itself.
+    """
     return [
         "bash", str(bundle / SCRIPT),
         "-m", str(bundle), "-k", kernel, "-s", str(sources),
@@ -40,17 +64,28 @@ def add_kernel_support_argv(bundle: Path, kernel: str, sources: Path, tmpdir: Pa
 
 
 def container_argv(
-    engine: str, image: str, name: str, command: list[str], read_only: list[Path], writable: Path, home: Path
+    engine: str,
+    image: str,
+    name: str,
+    command: list[str],
+    read_only: list[Path],
+    writable: Path,
+    home: Path,
+    environment: dict[str, str] | None = None,
 ) -> list[str]:
-    """``podman``/``docker run`` of ``command`` with the same paths inside: inputs read-only, no network."""
+    """``podman``/``docker run`` of ``command`` with the same paths inside: inputs read-only, no network.
+
+    SELinux labels are left alone (``label=disable``) rather than relabelling the bundle store on every build.
+    """
     for path in (*read_only, writable):
         if ":" in str(path) or "," in str(path):
             raise BuildFailed(f"cannot mount {path} into a container: ':' and ',' are not allowed in its path")
     mounts = [argument for path in read_only for argument in ("-v", f"{path}:{path}:ro")]
+    variables = [argument for item in sorted((environment or {}).items()) for argument in ("-e", "=".join(item))]
     return [
-        engine, "run", "--rm", "--name", name, "--network=none", *mounts,
+        engine, "run", "--rm", "--name", name, "--network=none", "--security-opt", "label=disable", *mounts,
         "-v", f"{writable}:{writable}:rw", "-w", str(writable),
-        "-e", f"HOME={home}", "-e", "LANG=C.UTF-8", image, *command,
+        "-e", f"HOME={home}", "-e", "LANG=C.UTF-8", *variables, image, *command,
     ]  # fmt: skip
 
 
@@ -58,10 +93,69 @@ def container_kill_argv(engine: str, name: str) -> list[str]:
     return [engine, "rm", "--force", name]
 
 
-def _pump(stream: IO[bytes], log: IO[bytes]) -> None:
+def first_error(lines: list[str]) -> str | None:
+    """The first line that reads like a compiler's (``...: error: ...``): what a user needs to see."""
+    for line in lines:
+        if _COMPILER_ERROR.search(line) and not any(summary in line for summary in _NOT_A_CAUSE):
+            return line.strip()[:400]
+    return None
+
+
+class LogFollower:
+    """Copies the script's log files under ``tmpdir`` into the build log while they grow."""
+
+    def __init__(self, tmpdir: Path, write: Write) -> None:
+        self.tmpdir = tmpdir
+        self.write = write
+        self.offsets: dict[Path, int] = {}
+        self.copied = 0
+        self.error_lines: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="log-follower", daemon=True)
+
+    def __enter__(self) -> "LogFollower":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.poll()  # what was written between the last poll and the script's end
+
+    def _run(self) -> None:
+        while not self._stop.wait(FOLLOW_INTERVAL):
+            self.poll()
+
+    def _logs(self) -> Iterator[Path]:
+        for path in sorted(self.tmpdir.rglob("*.log")):
+            relative = path.relative_to(self.tmpdir)
+            if not any(_WORK_COPY.fullmatch(part) for part in relative.parts[:-1]) and path.is_file():
+                yield path
+
+    def poll(self) -> None:
+        try:
+            logs = list(self._logs())
+        except OSError:  # the script removed a directory while we walked it
+            return
+        for path in logs:
+            try:
+                with path.open("rb") as reader:
+                    reader.seek(self.offsets.get(path, 0))
+                    chunk = reader.read(max(0, FOLLOW_LIMIT - self.copied))
+                    self.offsets[path] = reader.tell()
+            except OSError:
+                continue
+            if chunk:
+                self.copied += len(chunk)
+                text = chunk.decode("utf-8", "replace")
+                if len(self.error_lines) < 50:
+                    self.error_lines += [line for line in text.splitlines() if _COMPILER_ERROR.search(line)]
+                self.write(path.relative_to(self.tmpdir).as_posix(), chunk if chunk.endswith(b"\n") else chunk + b"\n")
+
+
+def _pump(stream: IO[bytes], write: Write) -> None:
     for line in iter(stream.readline, b""):
-        log.write(line)
-        log.flush()
+        write("", _ANSI.sub(b"", line))
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
@@ -82,12 +176,12 @@ def run_streaming(
     *,
     env: dict[str, str],
     cwd: Path,
-    log: IO[bytes],
+    write: Write,
     timeout: float,
     should_stop: Callable[[], str | None],
     on_kill: Callable[[], None] | None = None,
 ) -> RunOutcome:
-    """Run ``argv`` in a new process group, its output into ``log``; kill the group when told or too late."""
+    """Run ``argv`` in a new process group, its output to ``write``; kill the group when told or too late."""
     try:
         process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd,
@@ -96,7 +190,7 @@ def run_streaming(
     except OSError as error:
         raise BuildFailed(f"cannot run {argv[0]}: {error.strerror}") from None
     assert process.stdout is not None
-    pump = threading.Thread(target=_pump, args=(process.stdout, log), daemon=True)
+    pump = threading.Thread(target=_pump, args=(process.stdout, write), daemon=True)
     pump.start()
     deadline = time.monotonic() + timeout
     stopped = None

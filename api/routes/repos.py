@@ -7,7 +7,13 @@ from api.schemas import DibSnippet, RepoOut, RepoRequestIn
 from ofedrepo import builds, catalog
 from ofedrepo.bundle import parse_bundle_name
 from ofedrepo.models import Repo
-from ofedrepo.repofile import dib_environment, render_repo_file, render_shell_exports, render_tripleo_yaml
+from ofedrepo.repofile import (
+    dib_environment,
+    dib_package_list,
+    render_repo_file,
+    render_shell_exports,
+    render_tripleo_yaml,
+)
 
 router = APIRouter(prefix="/api/v1/repos", tags=["repos"], route_class=SessionScopedRoute)
 
@@ -76,8 +82,10 @@ def repo_file_text(repo: Repo, base_url: str, version: int | None) -> str:
 
 def dib_snippet(repo: Repo, base_url: str, version: int | None) -> DibSnippet:
     """The DIB variables of a version (the latest when None), as the route and the repo page show them."""
-    location, _ = catalog.version_location(repo, base_url, version)
-    environment = dib_environment(location, parse_bundle_name(repo.bundle_name).identity.dib_version)
+    location, published = catalog.version_location(repo, base_url, version)
+    environment = dib_environment(
+        location, parse_bundle_name(repo.bundle_name).identity.dib_version, dib_package_list(published.package_names)
+    )
     return DibSnippet(
         environment=environment,
         shell=render_shell_exports(environment),

@@ -1,6 +1,7 @@
 """`/api/v1/bundles` on the running server: tgz, iso and directory bundles, stored once, read-only; refusals."""
 
 import io
+import os
 import shutil
 import stat
 import tarfile
@@ -113,3 +114,16 @@ def test_an_upload_over_the_limit_gets_413(server: RunningServer, tmp_path: Path
         handle.truncate(UPLOAD_LIMIT + 1024)
     refused = upload(server, big)
     assert refused.status_code == 413 and "OFEDREPO_BUNDLE_MAX_UPLOAD_SIZE" in refused.json()["detail"]
+
+
+def test_a_split_bundle_iso_keeps_its_library_sets_links(
+    server: RunningServer, generation_bundles: dict[str, tuple[BundleSpec, Path]], tmp_path: Path
+) -> None:
+    """5.0-5.1 bundles link MLNX_LIBS/ and UPSTREAM_LIBS/ into ../COMMON: Rock Ridge keeps the links."""
+    spec, bundle = generation_bundles["split5"]
+    uploaded = upload(server, make_iso(bundle, tmp_path / f"{bundle.name}.iso"))
+    assert uploaded.status_code == 201, uploaded.text
+    assert uploaded.json()["supported_kernels"] == [spec.ga_kernel]
+    stored = server.settings.data_dir / "bundles" / uploaded.json()["sha256"] / spec.name / "RPMS" / "UPSTREAM_LIBS"
+    links = [path for path in stored.glob("*.rpm") if path.is_symlink()]
+    assert links and all(os.readlink(path).startswith("../COMMON/") and path.resolve().is_file() for path in links)

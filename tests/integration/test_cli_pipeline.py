@@ -6,7 +6,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from tests.conftest import VENV_BIN
+from tests.conftest import SYNTHETIC_BUILD_HOST, VENV_BIN
 from tests.support.synthetic_bundle import BundleSpec, make_kernel_sources
 
 KERNEL = "4.18.0-372.19.1.el8_6.x86_64"
@@ -22,6 +22,7 @@ def cli_environment(tmp_path: Path) -> dict[str, str]:
         "OFEDREPO_KERNEL_SOURCES_ROOT": str(sources),
         "OFEDREPO_QUEUE_POLL_INTERVAL": "0.2",
         "COLUMNS": "200",
+        **SYNTHETIC_BUILD_HOST,
     }
     environment.pop("OFEDREPO_DATABASE_URL", None)
     return environment

@@ -15,6 +15,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = "/srv/ofedrepo"
+#: The data directory on the host, mounted at the same path: the worker's builder containers see it there too.
+HOST_DATA = "${OFEDREPO_DATA_ON_HOST:-/srv/ofedrepo}"
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +49,23 @@ def test_migrations_run_once_before_api_and_workers(compose: dict[str, Any]) -> 
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
-def test_one_database_and_one_shared_data_volume(compose: dict[str, Any]) -> None:
+def test_one_database_and_one_shared_data_directory(compose: dict[str, Any]) -> None:
     services = compose["services"]
     for name in ("migrate", "api", "worker"):
         environment = services[name]["environment"]
         assert environment["OFEDREPO_DATABASE_URL"].startswith("postgresql+psycopg://")
-        assert environment["OFEDREPO_DATA_DIR"] == DATA
-        assert f"ofedrepo-data:{DATA}" in services[name]["volumes"]
-    assert f"ofedrepo-data:{DATA}:ro" in services["nginx"]["volumes"]  # nginx only reads the tree
-    assert "ofedrepo-data" in compose["volumes"]
+        assert environment["OFEDREPO_DATA_DIR"] == HOST_DATA
+        assert f"{HOST_DATA}:{HOST_DATA}" in services[name]["volumes"]
+    assert f"{HOST_DATA}:{DATA}:ro" in services["nginx"]["volumes"]  # nginx only reads the tree
+
+
+def test_workers_build_in_builder_containers_through_the_hosts_engine(compose: dict[str, Any]) -> None:
+    worker = compose["services"]["worker"]
+    assert worker["environment"]["OFEDREPO_BUILD_RUNNER"] == "docker"
+    assert "/var/run/docker.sock:/var/run/docker.sock" in worker["volumes"]
+    assert "/usr/src/kernels:/usr/src/kernels:ro" in worker["volumes"]
+    worker_stage = (ROOT / "Dockerfile").read_text().split("AS worker", 1)[1]
+    assert "docker.io" in worker_stage and "OFEDREPO_BUILD_RUNNER=docker" in worker_stage
 
 
 def test_nginx_serves_the_tree_and_proxies_the_rest(compose: dict[str, Any]) -> None:

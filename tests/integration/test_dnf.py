@@ -15,7 +15,9 @@ LATEST = f"/repos/{BundleSpec().name}/{TARGET_KERNEL}/latest"
 DNF_CONF = "[main]\ngpgcheck=1\nbest=True\nskip_if_unavailable=False\ninstall_weak_deps=False\n"
 
 
-def dnf(root: Path, repo_definition: str, *arguments: str, succeed: bool = True) -> subprocess.CompletedProcess[str]:
+def dnf(
+    root: Path, repo_definition: str, *arguments: str, succeed: bool = True, plugin: str = "download"
+) -> subprocess.CompletedProcess[str]:
     """dnf confined to ``root``: its own config, a private reposdir, cache and rpm database."""
     reposdir = root / "reposdir"
     reposdir.mkdir(parents=True, exist_ok=True)
@@ -26,7 +28,7 @@ def dnf(root: Path, repo_definition: str, *arguments: str, succeed: bool = True)
     argv = [
         "dnf", "-y", "--config", str(root / "dnf.conf"), "--installroot", str(installroot),
         "--setopt", f"reposdir={reposdir}", "--setopt", f"cachedir={root / 'cache'}",
-        "--releasever", "8", "--forcearch", "x86_64", "--disableplugin", "*", "--enableplugin", "download",
+        "--releasever", "8", "--forcearch", "x86_64", "--disableplugin", "*", "--enableplugin", plugin,
         *arguments,
     ]  # fmt: skip
     completed = subprocess.run(argv, capture_output=True, text=True, timeout=300)
@@ -62,8 +64,10 @@ def test_repoquery_lists_exactly_the_bundles_packages(
 
 def test_download_verifies_its_checksum(tmp_path: Path, published_server: RunningServer) -> None:
     destination = tmp_path / "downloads"
-    dnf(tmp_path, dib_style_repo(published_server), "download", "--destdir", str(destination), "kmod-mlnx-ofa_kernel")
-    (package,) = destination.glob("kmod-mlnx-ofa_kernel-*.rpm")
+    dnf(
+        tmp_path, dib_style_repo(published_server), "download", "--destdir", str(destination), "mlnx-ofa_kernel-modules"
+    )
+    (package,) = destination.glob("mlnx-ofa_kernel-modules-*.rpm")
     served = published_server.settings.data_dir / LATEST.removeprefix("/") / "RPMS" / package.name
     assert hashlib.sha256(package.read_bytes()).digest() == hashlib.sha256(served.read_bytes()).digest()
 

@@ -61,8 +61,11 @@ def test_every_package_is_signed_by_a_published_key(publisher: Publisher, settin
     assert len(published_keys) == 2 and site_key <= published_keys
     signers = {read_header(path).signer for path in (version / "RPMS").glob("*.rpm")}
     assert None not in signers and signers <= published_keys
-    # add-kernel-support output (kernel, metadata packages) was unsigned and now carries the site key
-    assert result.signed and all("kver" in name for name in result.signed)
+    # add-kernel-support output (the rebuilt packages) and the regenerated metadata packages were unsigned
+    assert "mlnx-ofa_kernel-modules" in " ".join(result.signed) and not any("rdma-core" in n for n in result.signed)
+    assert result.regenerated and all(
+        any(name.startswith(f"{r}-") for name in result.signed) for r in result.regenerated
+    )
 
 
 def test_identical_content_answers_with_the_existing_version(
@@ -88,8 +91,14 @@ def test_rebuilt_bundle_becomes_version_2_and_version_1_stays(
 
 
 def test_iso_and_directory_sources(tmp_path: Path, publisher: Publisher, unpacked_ext: Path, bundle_dir: Path) -> None:
-    iso = make_iso(unpacked_ext, tmp_path / "ext.iso")
+    iso = make_iso(unpacked_ext, tmp_path / f"{unpacked_ext.name}.iso")
     assert publisher.publish(iso).kernel == TARGET_KERNEL
+    # Its `distro` says skip-distro-check and an ISO's content has no directory of its own: the name places it.
+    anonymous = iso.rename(tmp_path / "ext.iso")
+    with pytest.raises(
+        NotABundle, match="skip-distro-check .* name it MLNX_OFED_LINUX-5.8-3.0.7.0-<distro>-x86_64-ext"
+    ):
+        publisher.publish(anonymous)
     # The vendor's own bundle, published as is for its GA kernel: all packages already signed.
     result = publisher.publish(bundle_dir)
     assert (result.kernel, result.signed) == (BundleSpec().ga_kernel, [])

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,14 @@ import pytest
 from ofedrepo.process import clean_environment
 from workers.runner import container_argv, run_streaming
 
+BUILDER_IMAGE = "localhost/ofedrepo-builder:el8"
 #: A script that forks a grandchild (as rpmbuild forks gcc) and reports its pid, then keeps printing.
 FORKING_SCRIPT = "sleep 300 & echo child $!; i=0; while true; do i=$((i+1)); echo line $i; sleep 0.2; done"
+
+
+def into(log: io.BytesIO) -> Callable[[str, bytes], None]:
+    """What run_streaming writes to, collected in memory."""
+    return lambda _, data: log.write(data) and None
 
 
 def alive(pid: int) -> bool:
@@ -34,7 +41,7 @@ def test_a_stop_kills_the_whole_group_and_the_output_was_streamed(tmp_path: Path
     log = io.BytesIO()
     stop_after = time.monotonic() + 1.5
     outcome = run_streaming(
-        ["sh", "-c", FORKING_SCRIPT], env=clean_environment(tmp_path), cwd=tmp_path, log=log, timeout=60,
+        ["sh", "-c", FORKING_SCRIPT], env=clean_environment(tmp_path), cwd=tmp_path, write=into(log), timeout=60,
         should_stop=lambda: "cancelled" if time.monotonic() > stop_after else None,
     )  # fmt: skip
     assert outcome.stopped == "cancelled" and outcome.returncode != 0
@@ -49,7 +56,7 @@ def test_a_timeout_kills_the_group(tmp_path: Path) -> None:
     log = io.BytesIO()
     started = time.monotonic()
     outcome = run_streaming(
-        ["sh", "-c", FORKING_SCRIPT], env=clean_environment(tmp_path), cwd=tmp_path, log=log, timeout=1,
+        ["sh", "-c", FORKING_SCRIPT], env=clean_environment(tmp_path), cwd=tmp_path, write=into(log), timeout=1,
         should_stop=lambda: None,
     )  # fmt: skip
     assert outcome.stopped == "timed out" and time.monotonic() - started < 10
@@ -60,7 +67,7 @@ def test_the_environment_is_clean(tmp_path: Path) -> None:
     os.environ["OFEDREPO_TEST_LEAK"] = "leaked"
     try:
         outcome = run_streaming(
-            ["sh", "-c", "env"], env=clean_environment(tmp_path / "home"), cwd=tmp_path, log=log, timeout=30,
+            ["sh", "-c", "env"], env=clean_environment(tmp_path / "home"), cwd=tmp_path, write=into(log), timeout=30,
             should_stop=lambda: None,
         )  # fmt: skip
     finally:
@@ -74,13 +81,15 @@ def working_engine() -> str | None:
     for engine in ("podman", "docker"):
         if shutil.which(engine) is None:
             continue
-        probe = subprocess.run([engine, "image", "inspect", "quay.io/rockylinux/rockylinux:8"], capture_output=True)
+        probe = subprocess.run([engine, "image", "inspect", BUILDER_IMAGE], capture_output=True)
         if probe.returncode == 0:
             return engine
     return None
 
 
-@pytest.mark.skipif(working_engine() is None, reason="no working podman/docker with quay.io/rockylinux/rockylinux:8")
+@pytest.mark.skipif(
+    working_engine() is None, reason=f"no working podman/docker with {BUILDER_IMAGE} (make builder-images)"
+)
 def test_the_container_command_runs_for_real(tmp_path: Path) -> None:
     engine = working_engine()
     assert engine is not None
@@ -88,12 +97,17 @@ def test_the_container_command_runs_for_real(tmp_path: Path) -> None:
     inputs.mkdir()
     (inputs / "hello").write_text("from the host\n")
     argv = container_argv(
-        engine, "quay.io/rockylinux/rockylinux:8", f"ofedrepo-test-{os.getpid()}",
+        engine, BUILDER_IMAGE, f"ofedrepo-test-{os.getpid()}",
         ["sh", "-c", f"cat {inputs}/hello && touch {inputs}/written || echo read-only"],
         [inputs], tmp_path, tmp_path / "home",
     )  # fmt: skip
     log = io.BytesIO()
     outcome = run_streaming(
-        argv, env=clean_environment(tmp_path), cwd=tmp_path, log=log, timeout=120, should_stop=lambda: None
+        argv,
+        env=clean_environment(tmp_path),
+        cwd=tmp_path,
+        write=into(log),
+        timeout=120,
+        should_stop=lambda: None,
     )
     assert outcome.returncode == 0 and b"from the host" in log.getvalue() and b"read-only" in log.getvalue()

@@ -10,8 +10,8 @@ from ofedrepo.errors import BuildFailed, InvalidInput
 from ofedrepo.kernel_sources import devel_package_names, safe_href
 from ofedrepo.models import Bundle
 from ofedrepo.verify import vermagic
-from tests.support.fake_mlnx_add_kernel_support import kernel_module
-from workers.runner import add_kernel_support_argv, container_argv, container_kill_argv
+from tests.support.vendor.kmod import kernel_module
+from workers.runner import add_kernel_support_argv, container_argv, container_kill_argv, first_error
 
 KERNEL = "4.18.0-372.26.1.el8_6.x86_64"
 
@@ -124,3 +124,23 @@ def test_repository_locations_cannot_escape(href: str) -> None:
 
 def test_plain_repository_locations_pass() -> None:
     assert safe_href("Packages/k/kernel-devel.rpm") == "Packages/k/kernel-devel.rpm"
+
+
+def test_the_container_gets_the_module_signing_keys_read_only_by_environment() -> None:
+    keys = {"MODULE_SIGN_PRIV_KEY": "/keys/signing_key.pem", "MODULE_SIGN_PUB_KEY": "/keys/signing_key.x509"}
+    argv = container_argv(
+        "podman", "img", "n", ["true"], [Path("/b"), Path("/keys/signing_key.pem")], Path("/w"), Path("/w/h"), keys
+    )
+    assert "/keys/signing_key.pem:/keys/signing_key.pem:ro" in argv
+    assert "MODULE_SIGN_PRIV_KEY=/keys/signing_key.pem" in argv and argv.index("img") > argv.index("-e")
+
+
+def test_the_first_compiler_error_is_what_a_failure_reports() -> None:
+    lines = [
+        'ERROR: Failed executing "install.pl"',
+        "  CC [M]  obj/default/mlx5_core.o",
+        "main.c:12:3: error: implicit declaration of function 'foo'",
+        "error: Bad exit status from /var/tmp/rpm-tmp.x (%build)",
+    ]
+    assert first_error(lines) == "main.c:12:3: error: implicit declaration of function 'foo'"
+    assert first_error(lines[-1:]) is None

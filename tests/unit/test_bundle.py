@@ -62,3 +62,18 @@ def test_marker_contents_are_validated() -> None:
         identity_from_markers("$(id)", "rhel8.6", "x86_64")
     with pytest.raises(NotABundle, match="not an architecture"):
         identity_from_markers("5.8-3.0.7.0", "rhel8.6", "../x")
+
+
+def test_an_ext_bundle_whose_distro_file_says_skip_distro_check_is_placed_by_its_name() -> None:
+    """What mlnx_add_kernel_support.sh --distro leaves: the distro lives in the directory or archive name."""
+    ext = "MLNX_OFED_LINUX-5.8-3.0.7.0-rhel8.6-x86_64-ext"
+    names = ["unpack-1234", f"{ext}.iso"]
+    assert identity_from_markers("5.8-3.0.7.0", "skip-distro-check\n", "x86_64", names) == IDENTITY
+    assert identity_from_markers("5.8-3.0.7.0", "skip-distro-check", "x86_64", [ext]) == IDENTITY
+    with pytest.raises(
+        NotABundle, match="skip-distro-check .* name it MLNX_OFED_LINUX-5.8-3.0.7.0-<distro>-x86_64-ext"
+    ):
+        identity_from_markers("5.8-3.0.7.0", "skip-distro-check", "x86_64", ["upload-1", "ext.tgz"])
+    other_version = "MLNX_OFED_LINUX-5.9-1.0.0.0-rhel8.6-x86_64-ext"
+    with pytest.raises(NotABundle):
+        identity_from_markers("5.8-3.0.7.0", "skip-distro-check", "x86_64", [other_version])

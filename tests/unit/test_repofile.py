@@ -1,6 +1,8 @@
 from ofedrepo.repofile import (
+    DEFAULT_PKGLIST,
     RepoLocation,
     dib_environment,
+    dib_package_list,
     render_repo_file,
     render_shell_exports,
     render_tripleo_yaml,
@@ -47,3 +49,10 @@ def test_dib_snippet() -> None:
 
 def test_shell_quoting() -> None:
     assert render_shell_exports({"A": "it's"}) == "export A='it'\\''s'\n"
+
+
+def test_the_dib_package_list_names_only_what_the_version_holds() -> None:
+    assert dib_package_list(["mlnx-ofed-hpc", "mlnx-ofed-hypervisor", "mlnx-fw-updater"]) == DEFAULT_PKGLIST
+    assert dib_package_list(["mlnx-ofed-hpc", "mlnx-ofed-basic"]) == "mlnx-ofed-hpc"
+    assert dib_package_list(["mlnx-ofa_kernel-modules", "mlnx-fw-updater"]) == "mlnx-ofa_kernel-modules mlnx-fw-updater"
+    assert dib_package_list(None) == DEFAULT_PKGLIST  # a version published before names were kept

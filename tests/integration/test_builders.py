@@ -1,0 +1,74 @@
+"""The builder images the container runner uses, checked for structure (no registry can be reached here).
+
+One Containerfile per EL major: an RPM host of the bundle's family with what NVIDIA's script and install.pl
+need installed up front (builds run with no network), and no lsb_release (which would switch the script to
+DEB mode). `make builder-images` builds them under the names ofedrepo's settings use by default.
+"""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ofedrepo.config import DEFAULT_CONTAINER_IMAGES
+
+ROOT = Path(__file__).resolve().parents[2]
+BASES = {"7": "quay.io/centos/centos:7", "8": "quay.io/rockylinux/rockylinux:8", "9": "quay.io/rockylinux/rockylinux:9"}
+#: What the vendor's kernel-only build needs (VENDOR: rpm-build, gcc, make, kernel-rpm-macros, ...).
+REQUIRED = ["rpm-build", "gcc", "make", "elfutils-libelf-devel", "autoconf", "automake", "libtool", "python3", "perl"]
+
+
+def containerfile(release: str) -> str:
+    return (ROOT / "builders" / f"el{release}" / "Containerfile").read_text()
+
+
+def installed(text: str) -> set[str]:
+    """Package names the RUN instructions install (continuation lines joined)."""
+    joined = text.replace("\\\n", " ")
+    packages: set[str] = set()
+    for command in re.findall(r"(?:dnf|yum) -y install ([^&]+)", joined):
+        packages |= set(command.split())
+    return packages
+
+
+@pytest.mark.parametrize("release", ["7", "8", "9"])
+def test_each_builder_is_an_rpm_host_of_its_family_with_the_build_dependencies(release: str) -> None:
+    text = containerfile(release)
+    assert re.search(rf"^FROM {re.escape(BASES[release])}$", text, re.MULTILINE)
+    packages = installed(text)
+    missing = [package for package in REQUIRED if package not in packages]
+    assert not missing, missing
+    assert ("createrepo" if release == "7" else "createrepo_c") in packages
+    assert ("redhat-rpm-config" if release == "7" else "kernel-rpm-macros") in packages
+    assert not any("lsb" in package for package in packages)
+    assert re.search(r"(dnf|yum) clean all", text)
+
+
+def test_the_default_images_are_the_ones_make_builds() -> None:
+    dry_run = subprocess.run(
+        ["make", "-n", "builder-images", "ENGINE=podman"], cwd=ROOT, capture_output=True, text=True
+    )
+    built = set(re.findall(r"-t (\S+)", dry_run.stdout.replace("$release", "{release}")))
+    assert built == {"localhost/ofedrepo-builder:el{release}"}
+    assert DEFAULT_CONTAINER_IMAGES == {f"rhel{n}": f"localhost/ofedrepo-builder:el{n}" for n in ("7", "8", "9")}
+    for release in ("7", "8", "9"):
+        assert (ROOT / "builders" / f"el{release}" / "Containerfile").is_file()
+
+
+def engine() -> str | None:
+    for name in ("podman", "docker"):
+        if shutil.which(name) and subprocess.run([name, "info"], capture_output=True).returncode == 0:
+            return name
+    return None
+
+
+@pytest.mark.skipif(engine() is None, reason="no running podman/docker engine here (and no registry to pull from)")
+def test_the_el8_builder_builds() -> None:
+    name = engine()
+    assert name is not None
+    subprocess.run(
+        [name, "build", "-t", "localhost/ofedrepo-builder:el8", "-f", "builders/el8/Containerfile", "builders/el8"],
+        cwd=ROOT, check=True, timeout=3600,
+    )  # fmt: skip
