@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from ofedrepo.bundles import BundleStore
 from ofedrepo.config import Settings
+from ofedrepo.db import read_only
 from ofedrepo.images import ImageCatalog
 from ofedrepo.storage import DataDir
 
@@ -23,6 +24,12 @@ def get_settings(request: Request) -> Settings:
 def get_session(request: Request) -> Iterator[Session]:
     with request.app.state.sessions() as session:
         yield session
+
+
+def get_read_session(request: Request) -> Iterator[Session]:
+    """A session for routes that only read: on SQLite it takes no lock, so reads never queue behind writes."""
+    with request.app.state.sessions() as session:
+        yield read_only(session)
 
 
 def ending_sessions(endpoint: Callable[..., Any]) -> Callable[..., Any]:
@@ -43,10 +50,11 @@ def ending_sessions(endpoint: Callable[..., Any]) -> Callable[..., Any]:
 class SessionScopedRoute(APIRoute):
     """A route whose database transaction ends in the endpoint's own thread.
 
-    On SQLite every transaction holds the write lock (``BEGIN IMMEDIATE``, see ``ofedrepo.db``). Left to the
-    dependency's teardown, a transaction would stay open while FastAPI validates the response and closes the
-    session in further thread-pool hops; with the pool full of requests waiting for that lock, those hops
-    never get a thread and the requests fail with "database is locked". Ending it in place removes the wait.
+    On SQLite a transaction that may write holds the write lock (``BEGIN IMMEDIATE``, see ``ofedrepo.db``;
+    routes that only read use ``ReadSessionDep`` and take none). Left to the dependency's teardown, a
+    transaction would stay open while FastAPI validates the response and closes the session in further
+    thread-pool hops; with the pool full of requests waiting for that lock, those hops never get a thread and
+    the requests fail with "database is locked". Ending it in place removes the wait.
     """
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
@@ -76,6 +84,7 @@ IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A row id")]
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
+ReadSessionDep = Annotated[Session, Depends(get_read_session)]
 DataDirDep = Annotated[DataDir, Depends(get_data_dir)]
 ImageCatalogDep = Annotated[ImageCatalog, Depends(get_image_catalog)]
 BundleStoreDep = Annotated[BundleStore, Depends(get_bundle_store)]

@@ -3,6 +3,7 @@
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -17,6 +18,8 @@ from ofedrepo.errors import (
     TooLarge,
     Unauthorized,
     UnsupportedMediaType,
+    disk_full,
+    disk_full_message,
 )
 
 log = logging.getLogger(__name__)
@@ -81,6 +84,30 @@ async def _http_error(request: Request, error: Exception) -> Response:
     return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=headers)
 
 
+async def _validation_error(request: Request, error: Exception) -> JSONResponse:
+    """422 saying where and what, without echoing the input: a client's NaN, 1e999 or lone surrogate cannot
+    be written back as JSON, and an answer should not repeat what was sent anyway."""
+    assert isinstance(error, RequestValidationError)
+    detail = [
+        {"loc": [str(part) for part in problem.get("loc", ())], "msg": str(problem.get("msg", "")),
+         "type": str(problem.get("type", ""))}
+        for problem in error.errors()
+    ]  # fmt: skip
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+async def _os_error(request: Request, error: Exception) -> JSONResponse:
+    """A full disk is 507 with the reason; any other OS error is a fault of ours, answered without details."""
+    assert isinstance(error, OSError)
+    if disk_full(error):
+        log.error("%s %s: %s", request.method, request.url.path, error)
+        return JSONResponse({"detail": disk_full_message(error)}, status_code=507)
+    log.exception("%s %s failed", request.method, request.url.path, exc_info=error)
+    return JSONResponse({"detail": "internal error (see the server's log)"}, status_code=500)
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(OfedrepoError, _ofedrepo_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(OSError, _os_error)

@@ -6,9 +6,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ofedrepo.metrics import HTTP_REQUESTS, DatabaseCollector
 
+#: HTTP methods counted by name; anything else a client makes up is counted as "other", so that no client can
+#: grow the label set (and this process's memory) by sending invented methods.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 class RequestMetrics:
-    """Counts every answered request; the route *template* keeps the label set small (no raw paths)."""
+    """Counts every answered request; the route *template* and a closed set of methods keep the labels few."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -30,7 +34,8 @@ class RequestMetrics:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
+            HTTP_REQUESTS.labels(method, template, str(status)).inc()
 
 
 def install(app: FastAPI) -> None:

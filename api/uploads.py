@@ -4,7 +4,7 @@ Starlette's own form parsing spools uploads into the system temporary directory 
 request before the route runs; an image is gigabytes, must not land outside the data dir, and must be
 hashed and size-checked while it streams. So the body is fed to python-multipart's streaming parser and
 the bytes of the one wanted file part go to a sink (``ofedrepo.uploads.UploadSink``) in large writes, off
-the event loop.
+the event loop. JSON bodies, small by nature, are capped as they arrive (``CapJsonBodies``).
 """
 
 from collections.abc import AsyncIterator, Callable
@@ -15,9 +15,11 @@ from typing import Any, Protocol
 import anyio
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.schemas import PathImport
 from ofedrepo.errors import InvalidInput, TooLarge, UnsupportedMediaType
@@ -102,19 +104,58 @@ async def receive_file(request: Request, field_name: str, sink: ChunkSink) -> st
     if not boundary:
         raise InvalidInput("multipart/form-data body without a boundary")
     part = _FilePart(field_name)
-    parser = MultipartParser(boundary, part.callbacks())  # type: ignore[arg-type]
     try:
+        parser = MultipartParser(boundary, part.callbacks())  # type: ignore[arg-type]
         async for chunk in request.stream():
             parser.write(chunk)
             if part.buffered_size >= FLUSH_BYTES:
                 await anyio.to_thread.run_sync(sink.write, part.take())
         parser.finalize()
-    except MultipartParseError as error:
+    except FormParserError as error:  # a malformed body, or a boundary longer than the parser allows
         raise InvalidInput(f"malformed multipart/form-data body: {error}") from None
     if part.filename is None:
         raise InvalidInput(f"the multipart body has no file part named {field_name!r}")
     await anyio.to_thread.run_sync(sink.write, part.take())
     return part.filename
+
+
+class CapJsonBodies:
+    """Reads a JSON body (small by nature) before the route does, answering 413 past ``MAX_JSON_BYTES``: no
+    route ever holds more, and a chunked body cannot get round a ``Content-Length`` check."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _json_body(scope):
+            await self.app(scope, receive, send)
+            return
+        too_large = JSONResponse({"detail": f"a JSON body is at most {MAX_JSON_BYTES} bytes"}, status_code=413)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > MAX_JSON_BYTES:
+            await too_large(scope, receive, send)
+            return
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            size += len(message.get("body", b""))
+            if size > MAX_JSON_BYTES:
+                await too_large(scope, receive, send)
+                return
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _json_body(scope: Scope) -> bool:
+    content_type = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
+    return scope["method"] in ("POST", "PUT", "PATCH") and content_type == b"application/json"
 
 
 async def read_small_body(request: Request) -> bytes:

@@ -96,21 +96,38 @@ class _Extraction:
     def hardlink(self, name: str, target: str) -> None:
         self.hardlinks.append((self.count(name), safe_member_name(target)))
 
+    def _parent_without_links(self, relative: str) -> Path:
+        """The member's directory, made if needed; refused when reaching it would go through a link (an
+        earlier member) instead of real directories below the destination."""
+        parent = self.root
+        for part in relative.split("/")[:-1]:
+            parent = parent / part
+            if parent.is_symlink():
+                raise UnsafeArchive(f"archive member {relative!r} would be made through the link {part!r}")
+            parent.mkdir(exist_ok=True)
+        return parent
+
     def finish(self) -> None:
         for relative, target in self.hardlinks:
             source = self.root / target
-            if source.is_symlink() or not source.is_file():
+            if source.is_symlink() or not source.is_file() or not is_regular_inside(source, self.root):
                 raise UnsafeArchive(f"hard link {relative!r} points to {target!r}, not a regular file")
-            destination = self.root / relative
-            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination = self._parent_without_links(relative) / relative.rsplit("/", 1)[-1]
             shutil.copyfile(source, destination, follow_symlinks=False)
         for relative, target in self.symlinks:
-            link = self.root / relative
-            link.parent.mkdir(parents=True, exist_ok=True)
+            link = self._parent_without_links(relative) / relative.rsplit("/", 1)[-1]
             try:
                 link.symlink_to(target)
             except FileExistsError:
                 raise UnsafeArchive(f"archive member {relative!r} appears twice") from None
+        # Targets were checked as text; followed through each other, the links must still stay inside.
+        real_root = os.path.realpath(self.root)
+        for relative, target in self.symlinks:
+            real = os.path.realpath(self.root / relative)
+            if real != real_root and not real.startswith(real_root + os.sep):
+                raise UnsafeArchive(
+                    f"link {relative!r} points outside the archive ({target[:120]!r}, through other links)"
+                )
 
 
 def safe_member_name(name: str) -> str:
@@ -204,6 +221,8 @@ def _extract_iso(archive: Path, extraction: _Extraction) -> None:
                     extraction.regular(path, size, 0o644, stream)
     except pycdlib.pycdlibexception.PyCdlibException as error:
         raise InvalidInput(f"{archive.name}: unreadable ISO image ({error})") from None
+    except UnicodeError:
+        raise UnsafeArchive(f"{archive.name}: an ISO file name is not UTF-8") from None
     finally:
         iso.close()
 

@@ -47,10 +47,13 @@ class RepoRequest:
 
 @dataclass(frozen=True)
 class RequestOutcome:
-    """The repo asked for, and its build: ``ready`` when a succeeded build already answers the request."""
+    """The repo asked for, and its build: ``ready`` when a succeeded build already answers the request.
+
+    ``build_id`` is None for a repo published from an ``-ext`` bundle (``ofedrepo publish``): no build made it.
+    """
 
     repo_id: int
-    build_id: int
+    build_id: int | None
     ready: bool
 
 
@@ -139,7 +142,17 @@ def request_repo(session: Session, settings: Settings, request: RepoRequest) -> 
         candidates = [bundle for bundle in candidates if bundle.id == request.bundle_id]
         if not candidates:
             raise NotFound(f"no bundle with id {request.bundle_id}")
-    bundle = choose_bundle(candidates, distro, arch, request.ofed_version)
+    try:
+        bundle = choose_bundle(candidates, distro, arch, request.ofed_version)
+    except InvalidInput:
+        published = (
+            None
+            if request.bundle_id or request.force
+            else catalog.published_for(session, kernel, distro, arch, request.ofed_version)
+        )
+        if published is None:
+            raise
+        return RequestOutcome(published.id, None, ready=True)
     fingerprint = builder_fingerprint(settings, distro)
     identity = BundleIdentity(ofed_version=bundle.ofed_version, distro=bundle.distro, arch=bundle.arch)
     repo = catalog.get_or_create_repo(session, identity, kernel)

@@ -58,9 +58,9 @@ def tree_digest(root: Path, advance: Callable[[int], None] | None = None) -> str
     """A sha256 standing for a directory tree: every entry's relative path, kind, link target and content."""
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root).as_posix().encode()
+        relative = os.fsencode(path.relative_to(root).as_posix())  # names need not be UTF-8
         if path.is_symlink():
-            digest.update(b"L\0" + relative + b"\0" + os.readlink(path).encode() + b"\0")
+            digest.update(b"L\0" + relative + b"\0" + os.fsencode(os.readlink(path)) + b"\0")
         elif path.is_file():
             digest.update(b"F\0" + relative + b"\0")
             with path.open("rb") as reader:

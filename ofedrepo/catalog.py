@@ -1,12 +1,13 @@
 """Queries over repos and their versions; the API and the CLI call these and write no SQL."""
 
 from dataclasses import dataclass
+from functools import cmp_to_key
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from ofedrepo.bundle import BundleIdentity
+from ofedrepo.bundle import BundleIdentity, compare_ofed_versions
 from ofedrepo.errors import NotFound
 from ofedrepo.models import Repo, RepoVersion
 from ofedrepo.repofile import RepoLocation
@@ -39,9 +40,28 @@ def latest_version(session: Session, repo_id: int) -> RepoVersion | None:
     return session.scalars(query).first()
 
 
+def version_of_build(session: Session, build_id: int) -> RepoVersion | None:
+    """The version a build published, if it did (its worker may have died before recording the end)."""
+    return session.scalars(select(RepoVersion).where(RepoVersion.build_id == build_id).limit(1)).first()
+
+
 def highest_number(session: Session, repo_id: int) -> int:
     query = select(func.max(RepoVersion.number)).where(RepoVersion.repo_id == repo_id)
     return session.scalar(query) or 0
+
+
+def published_for(session: Session, kernel: str, distro: str, arch: str, ofed_version: str | None) -> Repo | None:
+    """The repo with a version for ``kernel`` that fits (the newest OFED version unless one is named), however
+    it was published: the answer to a request no registered bundle can build, after ``ofedrepo publish``."""
+    query = select(Repo).where(Repo.kernel == kernel, Repo.distro == distro, Repo.arch == arch, Repo.versions.any())
+    if ofed_version:
+        query = query.where(Repo.ofed_version == ofed_version)
+
+    def newer_first(left: Repo, right: Repo) -> int:
+        return compare_ofed_versions(right.ofed_version, left.ofed_version)
+
+    repos = sorted(session.scalars(query), key=cmp_to_key(newer_first))
+    return repos[0] if repos else None
 
 
 def list_repos(session: Session) -> list[Repo]:

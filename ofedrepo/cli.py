@@ -28,7 +28,7 @@ from rich.table import Table
 
 from ofedrepo import db
 from ofedrepo.config import Settings
-from ofedrepo.errors import InvalidInput, OfedrepoError
+from ofedrepo.errors import InvalidInput, OfedrepoError, disk_full, disk_full_message
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -57,6 +57,11 @@ def reports_errors(command: Command) -> Command:
         except OfedrepoError as error:
             console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2 if isinstance(error, InvalidInput) else 1) from None
+        except OSError as error:
+            if not disk_full(error):
+                raise
+            console.print(f"[bold red]error:[/] {escape(disk_full_message(error))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -421,9 +426,11 @@ def request(
         )
     location = _latest_url(settings, sessions, answer.repo_id)
     if answer.ready:
-        sys.stdout.write(f"already built (build {answer.build_id})\nDIB_MLNX_OFED_REPO={location}\n")
+        made_by = f"build {answer.build_id}" if answer.build_id else "published with `ofedrepo publish`"
+        sys.stdout.write(f"already built ({made_by})\nDIB_MLNX_OFED_REPO={location}\n")
         return
     console.print(f"build {answer.build_id} queued for repo {answer.repo_id}")
+    assert answer.build_id is not None
     with sessions() as session:
         if not builds.get_build(session, answer.build_id).rebuild:
             console.print("the bundle already holds this kernel's modules: its own packages are published, no rebuild")

@@ -1,8 +1,9 @@
 """Engines, sessions and migrations, for SQLite and PostgreSQL alike.
 
 SQLite is made fit for several processes: WAL (readers never block the writer), a busy timeout (a
-writer waits instead of failing), foreign keys on, and ``BEGIN IMMEDIATE`` for every transaction so two
-processes never both read and then fail to upgrade to a write lock.
+writer waits instead of failing), foreign keys on, and ``BEGIN IMMEDIATE`` for every transaction that may
+write, so two processes never both read and then fail to upgrade to a write lock. Sessions that only read
+(``read_only``) begin deferred instead: they take no lock, so they never wait for a writer nor make one wait.
 """
 
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: The execution option marking a read-only session's connection (its SQLite transaction begins deferred).
+READ_ONLY = "ofedrepo_read_only"
 
 
 def make_engine(url: str) -> Engine:
@@ -41,7 +44,7 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin_immediate(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql("BEGIN" if connection.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -55,6 +58,12 @@ def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose work is committed on success and rolled back on any error."""
     with sessions() as session, session.begin():
         yield session
+
+
+def read_only(session: Session) -> Session:
+    """Mark a new session as one that only reads (see the module's docstring); returns it."""
+    session.connection(execution_options={READ_ONLY: True})
+    return session
 
 
 def alembic_config(engine: Engine) -> Config:

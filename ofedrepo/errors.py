@@ -16,7 +16,12 @@ Every message is written for the person who caused it and is shown as is: by the
     ├── ToolFailed                     an external tool (gpg, rpmsign) failed             500
     ├── ApplianceFailed                libguestfs could not start or inspect at all       503
     └── BuildFailed                    a build step failed (kept as the build's error)
+
+A full disk is not ours to raise: ``OSError`` with ``ENOSPC``/``EDQUOT`` reaches the edges as it is, and
+each edge (``disk_full``) answers 507 / one CLI line / a failed build saying so, never a traceback.
 """
+
+import errno
 
 
 class OfedrepoError(Exception):
@@ -84,3 +89,13 @@ class ApplianceFailed(OfedrepoError):
 
 class BuildFailed(OfedrepoError):
     """A build cannot produce a version: no kernel sources, the vendor script failed, verification failed."""
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether ``error`` is the disk (or a quota) running out of space."""
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_message(error: OSError) -> str:
+    where = f" writing {error.filename}" if error.filename else ""
+    return f"no space left on the disk{where}; free some (ofedrepo gc) and try again"

@@ -4,7 +4,8 @@ Two kinds. What a process times itself (appliance launches, publishes, HTTP requ
 process's default registry: ``ofedrepo serve`` shows its own and its embedded worker's at ``/metrics``, and
 ``ofedrepo worker --metrics-port N`` shows a standalone worker's. What the whole deployment knows (builds by
 state, queue depth, build durations, published versions, live workers) is read from the database at scrape
-time by ``DatabaseCollector``, so any API replica reports the same numbers.
+time by ``DatabaseCollector``, so any API replica reports the same numbers; it aggregates in SQL (one
+grouped query for the duration histogram) and reads without taking SQLite's write lock.
 """
 
 from collections.abc import Iterator
@@ -13,10 +14,11 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ofedrepo.builds import live_workers
+from ofedrepo.db import read_only
 from ofedrepo.models import ENDED_STATES, Build, BuildState, RepoVersion
 
 #: add-kernel-support runs take minutes to an hour; the buckets span that.
@@ -49,16 +51,11 @@ class DatabaseCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         with self.sessions() as session:
-            by_state = dict(session.execute(select(Build.state, func.count()).group_by(Build.state)).tuples().all())
+            read_only(session)
+            by_state = dict(session.execute(select(Build.state, func.count()).group_by(Build.state)).all())
             versions = session.scalar(select(func.count()).select_from(RepoVersion)) or 0
             workers = live_workers(session, self.heartbeat_window)
-            ended: list[tuple[str, float]] = [
-                (kind, (finished - started).total_seconds())
-                for kind, started, finished in session.execute(
-                    select(Build.state, Build.started_at, Build.finished_at)
-                ).tuples()
-                if started is not None and finished is not None
-            ]
+            histogram = _durations_by_state(session)
         builds = GaugeMetricFamily("ofedrepo_builds", "Builds by state", labels=["state"])
         for state in BuildState:
             builds.add_metric([state.value], by_state.get(state.value, 0))
@@ -72,8 +69,31 @@ class DatabaseCollector(Collector):
             "ofedrepo_build_duration_seconds", "Ended builds, from claim to end, by how they ended", labels=["state"]
         )
         for ended_state in ENDED_STATES:
-            seconds = [duration for kind, duration in ended if kind == ended_state]
-            buckets = [(str(bound), sum(1 for value in seconds if value <= bound)) for bound in BUILD_BUCKETS]
-            buckets.append(("+Inf", len(seconds)))
-            durations.add_metric([ended_state], buckets, sum_value=sum(seconds))
+            count, total, cumulative = histogram.get(ended_state, (0, 0.0, [0] * len(BUILD_BUCKETS)))
+            buckets = [(str(bound), below) for bound, below in zip(BUILD_BUCKETS, cumulative, strict=True)]
+            buckets.append(("+Inf", count))
+            durations.add_metric([ended_state], buckets, sum_value=total)
         yield durations
+
+
+def _durations_by_state(session: Session) -> dict[str, tuple[int, float, list[int]]]:
+    """(count, sum, cumulative bucket counts) of build durations per ended state, aggregated by the database:
+    a scrape costs one grouped query however many builds were ever run."""
+    if session.get_bind().dialect.name == "sqlite":
+        seconds = (func.julianday(Build.finished_at) - func.julianday(Build.started_at)) * 86400.0
+    else:
+        seconds = func.extract("epoch", Build.finished_at - Build.started_at)
+    query = (
+        select(
+            Build.state,
+            func.count(),
+            func.coalesce(func.sum(seconds), 0.0),
+            *(func.sum(case((seconds <= bound, 1), else_=0)) for bound in BUILD_BUCKETS),
+        )
+        .where(Build.state.in_(ENDED_STATES), Build.started_at.is_not(None), Build.finished_at.is_not(None))
+        .group_by(Build.state)
+    )
+    return {
+        state: (int(count), float(total), [int(value or 0) for value in below])
+        for state, count, total, *below in session.execute(query)
+    }

@@ -17,6 +17,7 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -39,6 +40,7 @@ from ofedrepo.storage import (
     DataDir,
     exclusive_lock,
     fsync_directory,
+    fsync_tree,
     latest_number,
     switch_symlink,
     version_numbers,
@@ -216,10 +218,12 @@ class Publisher:
         return headers, digests
 
     def _unchanged(
-        self, repo_id: int, bundle_name: str, kernel: str, version: RepoVersion, repo_dir: Path
+        self, repo_id: int, bundle_name: str, kernel: str, version: RepoVersion, repo_dir: Path, locked: bool = False
     ) -> PublishResult:
+        """Answer with an existing version. ``locked``: the caller holds the repo's lock (flock locks belong
+        to an open file, so taking it again on a new descriptor would wait for ever)."""
         # A crash after recording a version but before switching `latest` is repaired here.
-        with exclusive_lock(self.data.repo_lock(bundle_name, kernel)):
+        with nullcontext() if locked else exclusive_lock(self.data.repo_lock(bundle_name, kernel)):
             if (repo_dir / str(version.number)).is_dir() and latest_number(repo_dir) != version.number:
                 switch_symlink(repo_dir / LATEST, str(version.number))
         return PublishResult(
@@ -297,6 +301,7 @@ class Publisher:
             progress.step("Signing repomd.xml")
             signing.sign_detached(rpms / "repodata" / "repomd.xml", key)
         names = {headers[kept].name for kept in selection.kept} | {r.original.name for r in selection.rewrites}
+        fsync_tree(staging)
         return _Staged(staging, digest, signed, signing_key, gpgcheck, sorted(names), build_id)
 
     def _commit(
@@ -312,9 +317,12 @@ class Publisher:
                 try:
                     with transaction(self.sessions) as session:
                         existing = catalog.latest_version(session, repo_id)
-                        if existing is not None and existing.source_digest == staged.digest:
+                        if existing is None or existing.source_digest != staged.digest:
+                            # Another attempt of the same build (its first worker lost its lease) got here first.
+                            existing = catalog.version_of_build(session, staged.build_id) if staged.build_id else None
+                        if existing is not None:
                             # Published by someone else while we staged: answer with theirs.
-                            return self._unchanged(repo_id, bundle_name, kernel, existing, repo_dir)
+                            return self._unchanged(repo_id, bundle_name, kernel, existing, repo_dir, locked=True)
                         numbers = [catalog.highest_number(session, repo_id), *version_numbers(repo_dir)]
                         number = max(numbers) + 1
                         location = RepoLocation(self.settings.base_url, bundle_name, kernel, str(number))

@@ -179,6 +179,22 @@ def switch_symlink(link: Path, target: str) -> None:
     fsync_directory(link.parent)
 
 
+def fsync_tree(root: Path) -> None:
+    """Make every file and directory below ``root`` durable before a rename publishes them: after a crash,
+    a renamed version must not hold files whose data never reached the disk."""
+    for directory, _, files in os.walk(root):
+        for name in files:
+            path = Path(directory) / name
+            if path.is_symlink():
+                continue
+            descriptor = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        fsync_directory(Path(directory))
+
+
 def fsync_directory(path: Path) -> None:
     """Make a rename or a new entry in ``path`` durable."""
     descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

@@ -8,9 +8,9 @@ module signing is configured (Secure Boot), every module must also end with the 
 (header and cpio payload), modules with pyelftools; nothing is installed.
 """
 
-import gzip
 import io
 import lzma
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,11 +48,22 @@ def vermagic(module: bytes) -> str | None:
 
 
 def _module_bytes(name: str, data: bytes) -> bytes:
+    """The module, decompressed, never past ``MAX_MODULE_BYTES`` (a few KB of xz can claim gigabytes)."""
     if name.endswith(".ko.xz"):
-        return lzma.decompress(data)
-    if name.endswith(".ko.gz"):
-        return gzip.decompress(data)
-    return data
+        try:
+            module = lzma.LZMADecompressor().decompress(data, max_length=MAX_MODULE_BYTES + 1)
+        except lzma.LZMAError as error:
+            raise BuildFailed(f"{name} is not a readable xz stream ({error})") from None
+    elif name.endswith(".ko.gz"):
+        try:
+            module = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16).decompress(data, MAX_MODULE_BYTES + 1)
+        except zlib.error as error:
+            raise BuildFailed(f"{name} is not a readable gzip stream ({error})") from None
+    else:
+        module = data
+    if len(module) > MAX_MODULE_BYTES:
+        raise BuildFailed(f"{name} decompresses to more than {MAX_MODULE_BYTES} bytes")
+    return module
 
 
 def verify_package(path: Path, kernel: str, signed: bool = False) -> int:
@@ -71,7 +82,7 @@ def verify_package(path: Path, kernel: str, signed: bool = False) -> int:
                 continue
             if entry.size > MAX_MODULE_BYTES:
                 raise BuildFailed(f"{path.name}: {entry.name} is larger than {MAX_MODULE_BYTES} bytes")
-            module = _module_bytes(entry.name, archive.read())
+            module = _module_bytes(f"{path.name}: {entry.name}", archive.read())
             if signed and not module.endswith(SIGNATURE_MAGIC):
                 raise BuildFailed(f"{path.name}: {entry.name} is not signed, though module signing is configured")
             magic = vermagic(module)

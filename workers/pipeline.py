@@ -28,10 +28,11 @@ from typing import IO
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from ofedrepo import catalog
 from ofedrepo.builds import container_image
 from ofedrepo.bundles import BundleStore
 from ofedrepo.config import Settings
-from ofedrepo.errors import BuildFailed, OfedrepoError, ToolFailed
+from ofedrepo.errors import BuildFailed, OfedrepoError, ToolFailed, disk_full, disk_full_message
 from ofedrepo.kernel_sources import KernelSources
 from ofedrepo.models import Build, BuildState
 from ofedrepo.process import clean_environment, run
@@ -156,6 +157,12 @@ class Pipeline:
                 queue.finish(self.sessions, job.id, self.worker_id, BuildState.FAILED, error=str(error))
                 return BuildState.FAILED
             except Exception as error:  # a bug of ours: keep the worker alive, keep the evidence in the log
+                if disk_full(error):
+                    assert isinstance(error, OSError)
+                    message = disk_full_message(error)
+                    build_log.note(f"FAILED: {message}")
+                    queue.finish(self.sessions, job.id, self.worker_id, BuildState.FAILED, error=message)
+                    return BuildState.FAILED
                 build_log.note(f"FAILED: internal error: {error!r}\n{traceback.format_exc()}")
                 log.exception("build %d failed with an internal error", job.id)
                 message = f"internal error: {error!r}"
@@ -172,6 +179,9 @@ class Pipeline:
             return BuildState.SUCCEEDED
 
     def _stopped(self, job: BuildJob, build_log: BuildLog, reason: str) -> BuildState:
+        if reason == "lease lost":
+            build_log.note("this worker lost the build's lease (it could not renew it in time): stopped here")
+            return BuildState.QUEUED
         if reason == "cancelled":
             build_log.note("cancelled by request; the script's process group was killed")
             queue.finish(self.sessions, job.id, self.worker_id, BuildState.CANCELLED, error="cancelled while running")
@@ -185,6 +195,13 @@ class Pipeline:
         return self.settings.module_sign_priv_key is not None
 
     def _build(self, job: BuildJob, scratch: Path, build_log: BuildLog, should_stop: Callable[[], str | None]) -> int:
+        with self.sessions() as session:
+            published = catalog.version_of_build(session, job.id)
+        if published is not None:
+            # An earlier attempt published it, then its worker died before recording the end.
+            number = published.number
+            build_log.note(f"version {number} was published by an earlier attempt: recording it, nothing to redo")
+            return number
         if not job.rebuild:
             build_log.note(
                 f"{job.bundle_name} already holds kernel modules for {job.kernel} (its GA kernel): publishing its "

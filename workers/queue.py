@@ -8,7 +8,8 @@ workers from owning one build:
   picked with ``FOR UPDATE SKIP LOCKED`` so claimers never wait on each other; SQLAlchemy drops that clause
   on SQLite, where the ``BEGIN IMMEDIATE`` transaction serialises claimers and the repeated conditions in
   the UPDATE keep it correct.
-- heartbeat: renews the leases of the builds a worker owns and reports which of them a client cancelled.
+- heartbeat: renews the leases of the builds a worker is running (not of every build it owns: one whose slot
+  died must expire) and reports which of them a client cancelled, and which are no longer its own.
 - reap (any worker, periodically): a ``running`` build whose lease expired lost its worker (killed, host
   gone): back to ``queued`` while attempts remain, else ``failed``.
 - finish: ``running`` and owned by me → ``succeeded``/``failed``/``cancelled``.
@@ -17,6 +18,7 @@ workers from owning one build:
 import os
 import socket
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import delete, select, update
@@ -73,23 +75,43 @@ def claim(sessions: sessionmaker[Session], worker_id: str, lease_seconds: float)
         return session.execute(statement).scalar_one_or_none()
 
 
-def heartbeat(sessions: sessionmaker[Session], worker_id: str, lease_seconds: float) -> set[int]:
-    """Renew my leases and my liveness; return my running builds that clients asked to cancel."""
+@dataclass(frozen=True)
+class Beat:
+    """What one heartbeat found: builds clients cancelled, and builds that are no longer this worker's."""
+
+    cancelled: set[int]
+    lost: set[int]
+    """Running here, but their lease was not renewed: reaped meanwhile (another worker may own them now)."""
+
+
+def heartbeat(sessions: sessionmaker[Session], worker_id: str, lease_seconds: float, running: set[int]) -> Beat:
+    """Renew the leases of the builds this worker is running, and its own liveness.
+
+    Only ``running`` builds are renewed: a build whose slot died is left to expire, so that the reaper gives
+    it to another worker instead of this heartbeat keeping it ``running`` for ever. An update that touches
+    fewer rows than expected says what is no longer ours; a worker row that is gone (forgotten by a reaper
+    while this worker could not reach the database) is registered again.
+    """
     now = utcnow()
     with transaction(sessions) as session:
-        session.execute(
-            update(Build)
-            .where(Build.worker_id == worker_id, Build.state == RUNNING)
-            .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
-            .execution_options(**_NO_SYNC)
+        renewed = set(
+            session.scalars(
+                update(Build)
+                .where(Build.worker_id == worker_id, Build.state == RUNNING, Build.id.in_(running))
+                .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+                .returning(Build.id)
+                .execution_options(**_NO_SYNC)
+            )
         )
-        session.execute(
+        alive = session.execute(
             update(Worker).where(Worker.id == worker_id).values(heartbeat_at=now).execution_options(**_NO_SYNC)
         )
+        if not alive.rowcount:  # type: ignore[attr-defined]
+            session.add(Worker(id=worker_id, hostname=socket.gethostname()[:255], pid=os.getpid(), concurrency=0))
         cancelled = session.scalars(
             select(Build.id).where(Build.worker_id == worker_id, Build.state == RUNNING, Build.cancel_requested)
         )
-        return set(cancelled)
+        return Beat(cancelled=set(cancelled), lost=running - renewed)
 
 
 def reap(sessions: sessionmaker[Session], max_attempts: int, worker_timeout: float) -> tuple[list[int], list[int]]:

@@ -13,6 +13,7 @@ from types import FrameType
 
 from ofedrepo.config import Settings
 from ofedrepo.db import make_engine, session_factory, upgrade
+from ofedrepo.models import BuildState
 from ofedrepo.retention import Policy, automatic_policy, collect_garbage
 from workers import queue
 from workers.pipeline import Pipeline
@@ -32,7 +33,9 @@ class Worker:
         self.id = queue.new_worker_id()
         self.pipeline = Pipeline(settings, self.sessions, self.id)
         self.stopping = threading.Event()
+        self.running: set[int] = set()
         self.cancelled: set[int] = set()
+        self.lost: set[int] = set()
         self.lock = threading.Lock()
         self.threads: list[threading.Thread] = []
 
@@ -77,6 +80,8 @@ class Worker:
 
     def _should_stop(self, build_id: int) -> str | None:
         with self.lock:
+            if build_id in self.lost:
+                return "lease lost"
             if build_id in self.cancelled:
                 return "cancelled"
         return "worker stopping" if self.stopping.is_set() else None
@@ -93,17 +98,54 @@ class Worker:
                 self.stopping.wait(self.settings.queue_poll_interval)
                 continue
             log.info("worker %s runs build %d", self.id, build_id)
-            state = self.pipeline.run(build_id, lambda build_id=build_id: self._should_stop(build_id))
-            log.info("build %d ended %s", build_id, state.value)
             with self.lock:
-                self.cancelled.discard(build_id)
+                self.running.add(build_id)
+            try:
+                self._supervised(build_id)
+            finally:
+                with self.lock:
+                    self.running.discard(build_id)
+                    self.cancelled.discard(build_id)
+                    self.lost.discard(build_id)
+
+    def _supervised(self, build_id: int) -> None:
+        """Run one build so that, whatever goes wrong, it ends with a reason or goes back to the queue.
+
+        The pipeline ends its builds itself; what escapes it (the database gone while it recorded the end, a
+        bug) is caught here: the build is failed with the reason, or, when even that cannot be written, it
+        leaves ``running`` so that its lease is no longer renewed, expires, and another worker retries it.
+        """
+        try:
+            state = self.pipeline.run(build_id, lambda: self._should_stop(build_id))
+            log.info("build %d ended %s", build_id, state.value)
+            return
+        except Exception as error:
+            log.exception("build %d broke out of its pipeline", build_id)
+            reason = f"internal error: {error!r}"
+        for delay in (0.0, 1.0, 4.0):
+            if self.stopping.wait(delay):
+                break
+            try:
+                if queue.finish(self.sessions, build_id, self.id, BuildState.FAILED, error=reason):
+                    self.pipeline.note(build_id, f"FAILED: {reason}")
+                return
+            except Exception:
+                log.exception("recording that build %d failed did not work", build_id)
+        log.error("build %d: its lease is left to expire; another worker will take it", build_id)
 
     def _heartbeat(self) -> None:
         while not self.stopping.wait(self.heartbeat_interval):
             try:
-                cancelled = queue.heartbeat(self.sessions, self.id, self.settings.build_lease_seconds)
                 with self.lock:
-                    self.cancelled |= cancelled
+                    running = set(self.running)
+                beat = queue.heartbeat(self.sessions, self.id, self.settings.build_lease_seconds, running)
+                with self.lock:
+                    self.cancelled |= beat.cancelled
+                    self.lost |= beat.lost
+                for build_id in beat.lost:
+                    log.warning(
+                        "build %d is no longer this worker's (its lease was not renewed): stopping it", build_id
+                    )
                 requeued, failed = queue.reap(
                     self.sessions,
                     self.settings.build_max_attempts,

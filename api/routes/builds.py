@@ -3,7 +3,7 @@
 from fastapi import APIRouter, Query, Response
 
 from api.auth import TOKEN_REQUIRED, TOKEN_RESPONSES
-from api.deps import DataDirDep, IdPath, SessionDep, SessionScopedRoute
+from api.deps import DataDirDep, IdPath, ReadSessionDep, SessionDep, SessionScopedRoute
 from api.schemas import BuildOut
 from ofedrepo import builds
 
@@ -11,13 +11,13 @@ router = APIRouter(prefix="/api/v1/builds", tags=["builds"], route_class=Session
 
 
 @router.get("", response_model=list[BuildOut])
-def list_builds(session: SessionDep) -> list[BuildOut]:
+def list_builds(session: ReadSessionDep) -> list[BuildOut]:
     """The most recent builds, newest first."""
     return [BuildOut.of(build) for build in builds.list_builds(session)]
 
 
 @router.get("/{build_id}", response_model=BuildOut, responses={404: {"description": "No such build"}})
-def get_build(build_id: IdPath, session: SessionDep) -> BuildOut:
+def get_build(build_id: IdPath, session: ReadSessionDep) -> BuildOut:
     return BuildOut.of(builds.get_build(session, build_id))
 
 
@@ -28,7 +28,7 @@ def get_build(build_id: IdPath, session: SessionDep) -> BuildOut:
 )
 def build_log(
     build_id: IdPath,
-    session: SessionDep,
+    session: ReadSessionDep,
     data: DataDirDep,
     offset: int = Query(
         0, ge=0, le=2**62, description="Start here (bytes): follow a running build by asking from the end"
@@ -48,6 +48,7 @@ def build_log(
     response_model=BuildOut,
     responses={
         **TOKEN_RESPONSES,
+        413: {"description": "A JSON body larger than 64 KiB"},
         404: {"description": "No such build"},
         409: {"description": "The build has already ended"},
     },

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from api.auth import TOKEN_REQUIRED, TOKEN_RESPONSES
-from api.deps import BundleStoreDep, DataDirDep, IdPath, SessionDep, SessionScopedRoute, SettingsDep
+from api.deps import BundleStoreDep, DataDirDep, IdPath, ReadSessionDep, SessionScopedRoute, SettingsDep
 from api.schemas import BundleOut
 from api.uploads import received, upload_request_body
 from ofedrepo import bundles
@@ -45,10 +45,10 @@ async def add_bundle(
 
 
 @router.get("", response_model=list[BundleOut])
-def list_bundles(session: SessionDep) -> list[BundleOut]:
+def list_bundles(session: ReadSessionDep) -> list[BundleOut]:
     return [BundleOut.of(bundle) for bundle in bundles.list_bundles(session)]
 
 
 @router.get("/{bundle_id}", response_model=BundleOut, responses={404: {"description": "No such bundle"}})
-def get_bundle(bundle_id: IdPath, session: SessionDep) -> BundleOut:
+def get_bundle(bundle_id: IdPath, session: ReadSessionDep) -> BundleOut:
     return BundleOut.of(bundles.get_bundle(session, bundle_id))

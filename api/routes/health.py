@@ -1,7 +1,7 @@
 from fastapi import APIRouter
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.deps import SessionDep, SessionScopedRoute, SettingsDep
+from api.deps import ReadSessionDep, SessionScopedRoute, SettingsDep
 from api.schemas import Health
 from ofedrepo.builds import live_workers
 from ofedrepo.db import check_connection
@@ -10,7 +10,7 @@ router = APIRouter(prefix="/api/v1", tags=["health"], route_class=SessionScopedR
 
 
 @router.get("/health", response_model=Health)
-def health(session: SessionDep, settings: SettingsDep) -> Health:
+def health(session: ReadSessionDep, settings: SettingsDep) -> Health:
     """Liveness, database reachability and the workers that heartbeated within a lease; monitoring polls this."""
     workers = 0
     try:

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from api.auth import TOKEN_REQUIRED, TOKEN_RESPONSES
-from api.deps import DataDirDep, IdPath, ImageCatalogDep, SessionDep, SessionScopedRoute, SettingsDep
+from api.deps import DataDirDep, IdPath, ImageCatalogDep, ReadSessionDep, SessionScopedRoute, SettingsDep
 from api.schemas import ImageOut
 from api.uploads import received, upload_request_body
 from ofedrepo import images
@@ -52,11 +52,11 @@ async def add_image(
 
 
 @router.get("", response_model=list[ImageOut])
-def list_images(session: SessionDep) -> list[ImageOut]:
+def list_images(session: ReadSessionDep) -> list[ImageOut]:
     """Every inspected image, oldest first."""
     return [ImageOut.of(image) for image in images.list_images(session)]
 
 
 @router.get("/{image_id}", response_model=ImageOut, responses={404: {"description": "No such image"}})
-def get_image(image_id: IdPath, session: SessionDep) -> ImageOut:
+def get_image(image_id: IdPath, session: ReadSessionDep) -> ImageOut:
     return ImageOut.of(images.get_image(session, image_id))

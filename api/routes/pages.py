@@ -10,8 +10,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from api.auth import TOKEN_COOKIE, token_is_valid
-from api.deps import DataDirDep, IdPath, SessionDep, SessionScopedRoute, SettingsDep
+from api.auth import TOKEN_COOKIE, cross_site, token_is_valid
+from api.deps import DataDirDep, IdPath, ReadSessionDep, SessionScopedRoute, SettingsDep
 from api.routes.repos import dib_snippet, repo_file_text
 from api.schemas import BuildOut, BundleOut, ImageOut, RepoOut
 from api.templating import templates
@@ -28,14 +28,14 @@ def page(request: Request, name: str, **context: Any) -> HTMLResponse:
 
 
 @router.get("/", response_class=HTMLResponse)
-def front_page(request: Request, session: SessionDep, settings: SettingsDep) -> HTMLResponse:
+def front_page(request: Request, session: ReadSessionDep, settings: SettingsDep) -> HTMLResponse:
     base = settings.base_url
     repos = [RepoOut.of(catalog.view(repo, base), base) for repo in catalog.list_repos(session)]
     return page(request, "repos", repos=repos)
 
 
 @router.get("/ui/repos/{repo_id}", response_class=HTMLResponse)
-def repo_page(request: Request, repo_id: IdPath, session: SessionDep, settings: SettingsDep) -> HTMLResponse:
+def repo_page(request: Request, repo_id: IdPath, session: ReadSessionDep, settings: SettingsDep) -> HTMLResponse:
     repo = catalog.get_repo(session, repo_id)
     out = RepoOut.of(catalog.view(repo, settings.base_url), settings.base_url)
     dib = dib_snippet(repo, settings.base_url, None) if repo.versions else None
@@ -45,12 +45,12 @@ def repo_page(request: Request, repo_id: IdPath, session: SessionDep, settings: 
 
 
 @router.get("/ui/builds", response_class=HTMLResponse)
-def builds_page(request: Request, session: SessionDep) -> HTMLResponse:
+def builds_page(request: Request, session: ReadSessionDep) -> HTMLResponse:
     return page(request, "builds", builds=[BuildOut.of(build) for build in builds.list_builds(session)])
 
 
 @router.get("/ui/builds/{build_id}", response_class=HTMLResponse)
-def build_page(request: Request, build_id: IdPath, session: SessionDep, data: DataDirDep) -> HTMLResponse:
+def build_page(request: Request, build_id: IdPath, session: ReadSessionDep, data: DataDirDep) -> HTMLResponse:
     build = BuildOut.of(builds.get_build(session, build_id))
     log = builds.read_log(data.build_log(build_id))
     text = log.decode("utf-8", "replace")
@@ -58,17 +58,17 @@ def build_page(request: Request, build_id: IdPath, session: SessionDep, data: Da
 
 
 @router.get("/ui/images", response_class=HTMLResponse)
-def images_page(request: Request, session: SessionDep) -> HTMLResponse:
+def images_page(request: Request, session: ReadSessionDep) -> HTMLResponse:
     return page(request, "images", images=[ImageOut.of(image) for image in images.list_images(session)])
 
 
 @router.get("/ui/images/{image_id}", response_class=HTMLResponse)
-def image_page(request: Request, image_id: IdPath, session: SessionDep) -> HTMLResponse:
+def image_page(request: Request, image_id: IdPath, session: ReadSessionDep) -> HTMLResponse:
     return page(request, "image", image=ImageOut.of(images.get_image(session, image_id)))
 
 
 @router.get("/ui/bundles", response_class=HTMLResponse)
-def bundles_page(request: Request, session: SessionDep) -> HTMLResponse:
+def bundles_page(request: Request, session: ReadSessionDep) -> HTMLResponse:
     return page(request, "bundles", bundles=[BundleOut.of(bundle) for bundle in bundles.list_bundles(session)])
 
 
@@ -79,7 +79,12 @@ def login_page(request: Request) -> HTMLResponse:
 
 @router.post("/ui/login", response_class=HTMLResponse, response_model=None)
 def login(request: Request, settings: SettingsDep, token: Annotated[str, Form(max_length=512)]) -> Response:
-    """Keep a valid token in a cookie the pages' actions send; a wrong one is refused here, not later."""
+    """Keep a valid token in a cookie the pages' actions send; a wrong one is refused here, not later, and so is
+    a login another site's page sends (it would log the browser in under that site's choice of token)."""
+    if cross_site(request):
+        response = page(request, "login", error="A login must come from this service's own login page.")
+        response.status_code = 403
+        return response
     if settings.api_tokens and not token_is_valid(token, settings.api_tokens):
         response = page(request, "login", error="That is not one of this service's tokens.")
         response.status_code = 403

@@ -2,7 +2,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import PlainTextResponse
 
 from api.auth import TOKEN_REQUIRED, TOKEN_RESPONSES
-from api.deps import MAX_ID, IdPath, SessionDep, SessionScopedRoute, SettingsDep
+from api.deps import MAX_ID, IdPath, ReadSessionDep, SessionDep, SessionScopedRoute, SettingsDep
 from api.schemas import DibSnippet, RepoOut, RepoRequestIn
 from ofedrepo import builds, catalog
 from ofedrepo.bundle import parse_bundle_name
@@ -27,6 +27,7 @@ VersionQuery = Query(None, ge=1, le=MAX_ID, description="Pin a version number in
     response_model=RepoOut,
     responses={
         **TOKEN_RESPONSES,
+        413: {"description": "A JSON body larger than 64 KiB"},
         200: {"model": RepoOut, "description": "Already built: the repo, published"},
         404: {"description": "No such image"},
         422: {"description": "Invalid kernel, no bundle fits (the candidates are listed), or several do"},
@@ -45,7 +46,7 @@ def request_repo(body: RepoRequestIn, response: Response, session: SessionDep, s
 
 
 @router.get("", response_model=list[RepoOut])
-def list_repos(session: SessionDep, settings: SettingsDep) -> list[RepoOut]:
+def list_repos(session: ReadSessionDep, settings: SettingsDep) -> list[RepoOut]:
     """Every repo, with its versions and the URLs to give yum and DIB."""
     return [
         RepoOut.of(catalog.view(repo, settings.base_url), settings.base_url) for repo in catalog.list_repos(session)
@@ -53,7 +54,7 @@ def list_repos(session: SessionDep, settings: SettingsDep) -> list[RepoOut]:
 
 
 @router.get("/{repo_id}", response_model=RepoOut, responses={404: {"description": "No such repo"}})
-def get_repo(repo_id: IdPath, session: SessionDep, settings: SettingsDep) -> RepoOut:
+def get_repo(repo_id: IdPath, session: ReadSessionDep, settings: SettingsDep) -> RepoOut:
     repo = catalog.get_repo(session, repo_id)
     return RepoOut.of(catalog.view(repo, settings.base_url), settings.base_url)
 
@@ -63,13 +64,17 @@ def get_repo(repo_id: IdPath, session: SessionDep, settings: SettingsDep) -> Rep
     response_class=PlainTextResponse,
     responses={200: {"content": {"text/plain": {}}}, 404: {"description": "No such repo or version"}},
 )
-def repo_file(repo_id: IdPath, session: SessionDep, settings: SettingsDep, version: int | None = VersionQuery) -> str:
+def repo_file(
+    repo_id: IdPath, session: ReadSessionDep, settings: SettingsDep, version: int | None = VersionQuery
+) -> str:
     """A `.repo` file for yum/dnf pointing at `latest` (or at a pinned version)."""
     return repo_file_text(catalog.get_repo(session, repo_id), settings.base_url, version)
 
 
 @router.get("/{repo_id}/dib", response_model=DibSnippet, responses={404: {"description": "No such repo or version"}})
-def dib(repo_id: IdPath, session: SessionDep, settings: SettingsDep, version: int | None = VersionQuery) -> DibSnippet:
+def dib(
+    repo_id: IdPath, session: ReadSessionDep, settings: SettingsDep, version: int | None = VersionQuery
+) -> DibSnippet:
     """The DIB environment for the `mlnx-ofed` element and a TripleO `disk_images` fragment."""
     return dib_snippet(catalog.get_repo(session, repo_id), settings.base_url, version)
 

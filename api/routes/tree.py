@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 from fastapi import APIRouter, HTTPException, Request
@@ -77,7 +78,9 @@ def _etag(info: os.stat_result) -> str:
 def _not_modified(request: Request, etag: str, modified: datetime) -> bool:
     if_none_match = request.headers.get("if-none-match")
     if if_none_match is not None:
-        return etag in [tag.strip() for tag in if_none_match.split(",")] or if_none_match.strip() == "*"
+        # If-None-Match compares weakly (RFC 9110 §13.1.2): W/"x" matches "x".
+        offered = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+        return etag in offered or if_none_match.strip() == "*"
     if_modified_since = request.headers.get("if-modified-since")
     if if_modified_since:
         try:
@@ -132,16 +135,21 @@ def serve_file(request: Request, path: Path, segments: list[str]) -> Response:
     return StreamingResponse(_chunks(path, start, length), status_code=status, headers=headers, media_type=media_type)
 
 
-def listing(directory: Path, url_path: str) -> list[dict[str, Any]]:
+def listing(directory: Path, url_path: str, root: Path) -> list[dict[str, Any]]:
+    """The entries of a tree directory; a link that leads out of the tree is not listed at all (neither its
+    target nor the size and date of what it points to)."""
+    real_root = root.resolve()
     entries = []
     with os.scandir(directory) as scan:
         for entry in scan:
             if entry.name.startswith("."):
                 continue
             try:
+                if entry.is_symlink() and not Path(entry.path).resolve(strict=True).is_relative_to(real_root):
+                    continue
                 info = entry.stat()
-            except OSError:
-                continue  # a dangling link: nothing to list
+            except (OSError, RuntimeError):
+                continue  # a dangling or looping link: nothing to list
             is_dir = stat.S_ISDIR(info.st_mode)
             entries.append(
                 {
@@ -149,7 +157,7 @@ def listing(directory: Path, url_path: str) -> list[dict[str, Any]]:
                     "type": "directory" if is_dir else "file",
                     "size": None if is_dir else info.st_size,
                     "modified": datetime.fromtimestamp(info.st_mtime, UTC).isoformat(),
-                    "href": url_path + entry.name + ("/" if is_dir else ""),
+                    "href": url_path + quote(entry.name) + ("/" if is_dir else ""),
                     "link": os.readlink(entry.path) if entry.is_symlink() else None,
                 }
             )
@@ -164,7 +172,7 @@ def _natural(name: str) -> tuple[int, int | str]:
 
 def tree_url(segments: list[str]) -> str:
     """The URL path of a directory in the tree, with its trailing slash."""
-    return "/repos/" + "".join(f"{segment}/" for segment in segments)
+    return "/repos/" + "".join(f"{quote(segment)}/" for segment in segments)
 
 
 def serve_directory(request: Request, directory: Path, segments: list[str]) -> Response:
@@ -172,7 +180,7 @@ def serve_directory(request: Request, directory: Path, segments: list[str]) -> R
     if not request.url.path.endswith("/"):
         query = f"?{request.url.query}" if request.url.query else ""
         return RedirectResponse(url_path + query, status_code=301)
-    entries = listing(directory, url_path)
+    entries = listing(directory, url_path, request.app.state.data.repos)
     parent = tree_url(segments[:-1]) if segments else None
     headers = {"Cache-Control": REVALIDATE}
     if request.query_params.get("format") == "json":

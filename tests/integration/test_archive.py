@@ -87,3 +87,29 @@ def test_not_an_archive(tmp_path: Path) -> None:
     junk.write_bytes(b"this is not a tarball " * 2000)
     with pytest.raises(InvalidInput, match="not a readable tar or ISO archive"):
         extract(junk, tmp_path / "out", LIMITS)
+
+
+@pytest.mark.parametrize(
+    "links",
+    [
+        # Each link's target stays inside as text, but the next one is made through the previous one.
+        [("sub/up", ".."), ("sub/up/e1", ".."), ("sub/up/e1/e2", "..")],
+        [("sub/up", ".."), ("sub/up/escape", "x")],
+        # The target is reached through an earlier link: textually inside, really outside.
+        [("sub/up", ".."), ("out", "sub/up/../..")],
+    ],
+)
+def test_chained_links_never_reach_outside(tmp_path: Path, links: list[tuple[str, str]]) -> None:
+    sandbox = tmp_path / "sandbox"
+    sandbox.mkdir()
+    members = [
+        (member("b/sub/file"), b"x"),
+        *((member(f"b/{name}", tarfile.SYMTYPE, target), b"") for name, target in links),
+    ]
+    archive = make_tar(tmp_path / "chain.tgz", members)
+    with pytest.raises(UnsafeArchive):
+        extract(archive, sandbox / "out", LIMITS)
+    assert list(sandbox.iterdir()) == [] and sorted(path.name for path in tmp_path.iterdir()) == [
+        "chain.tgz",
+        "sandbox",
+    ]

@@ -1,5 +1,6 @@
 """`OFEDREPO_API_TOKENS`: calls that change state need a token; reads, the tree and /docs stay open."""
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,3 +71,64 @@ def test_tokens_are_never_logged(server: RunningServer) -> None:
     post_repo(server, headers={"Authorization": "Bearer wrong-token-value"})
     log = (server.settings.data_dir.parent / "serve.log").read_text()
     assert all(secret not in log for secret in (*TOKENS, "wrong-token-value"))
+
+
+def test_a_body_is_never_read_before_the_token_is_checked(server: RunningServer) -> None:
+    """A client without a token cannot make the service hold a large body only to be told 401 afterwards."""
+
+    def endless() -> Iterator[bytes]:
+        yield b'{"kernel": "'
+        for _ in range(200):  # 200 MB if anyone read it
+            yield b"x" * (1024 * 1024)
+
+    started = time.monotonic()
+    refused = httpx.post(f"{server.url}/api/v1/repos", content=endless(), timeout=60,
+                         headers={"Content-Type": "application/json"})  # fmt: skip
+    assert refused.status_code == 401 and time.monotonic() - started < 10
+
+
+def test_json_bodies_are_capped(server: RunningServer) -> None:
+    big = {"kernel": KERNEL, "distro": "x" * (128 * 1024)}
+    refused = post_repo_json(server, big)
+    assert refused.status_code == 413 and "detail" in refused.json()
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length to check up front
+        yield b'{"kernel": "'
+        yield from (b"x" * 16384 for _ in range(8))
+        yield b'"}'
+
+    headers = {"Authorization": f"Bearer {TOKENS[0]}", "Content-Type": "application/json"}
+    streamed = httpx.post(f"{server.url}/api/v1/repos", content=chunked(), headers=headers, timeout=30)
+    assert streamed.status_code == 413 and "at most 65536 bytes" in streamed.json()["detail"]
+
+
+def post_repo_json(server: RunningServer, body: object) -> httpx.Response:
+    return httpx.post(f"{server.url}/api/v1/repos", json=body, timeout=30,
+                      headers={"Authorization": f"Bearer {TOKENS[0]}"})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}, {"Origin": "https://evil.example"},
+     {"Origin": "null"}],
+)  # fmt: skip
+def test_the_login_cookie_is_refused_on_requests_from_another_site(
+    server: RunningServer, headers: dict[str, str]
+) -> None:
+    refused = post_repo(server, cookies={TOKEN_COOKIE: TOKENS[0]}, headers=headers)
+    assert refused.status_code == 403 and "another site" in refused.json()["detail"]
+    cancel = httpx.post(f"{server.url}/api/v1/builds/1/cancel", cookies={TOKEN_COOKIE: TOKENS[0]}, headers=headers)
+    assert cancel.status_code == 403
+    # The service's own pages: same origin.
+    own = {"Sec-Fetch-Site": "same-origin", "Origin": server.url}
+    assert post_repo(server, cookies={TOKEN_COOKIE: TOKENS[0]}, headers=own).status_code == 422
+    # A bearer token is not sent by a browser on its own: no cross-site question arises.
+    bearer = post_repo(server, headers={**headers, "Authorization": f"Bearer {TOKENS[0]}"})
+    assert bearer.status_code == 422
+
+
+def test_a_login_from_another_site_is_refused(server: RunningServer) -> None:
+    forged = httpx.post(f"{server.url}/ui/login", data={"token": TOKENS[0]}, headers={"Origin": "https://evil.example"})
+    assert forged.status_code == 403 and TOKEN_COOKIE not in forged.cookies
+    own = httpx.post(f"{server.url}/ui/login", data={"token": TOKENS[0]}, headers={"Origin": server.url})
+    assert own.status_code == 303 and TOKEN_COOKIE in own.cookies

@@ -127,3 +127,12 @@ def test_a_split_bundle_iso_keeps_its_library_sets_links(
     stored = server.settings.data_dir / "bundles" / uploaded.json()["sha256"] / spec.name / "RPMS" / "UPSTREAM_LIBS"
     links = [path for path in stored.glob("*.rpm") if path.is_symlink()]
     assert links and all(os.readlink(path).startswith("../COMMON/") and path.resolve().is_file() for path in links)
+
+
+def test_a_directory_with_a_file_name_that_is_not_utf8_is_imported(server: RunningServer, import_dir: Path) -> None:
+    odd = import_dir / "odd" / BundleSpec().name
+    shutil.copytree(import_dir / BundleSpec().name, odd, symlinks=True)
+    (odd / "docs" / os.fsdecode(b"release-notes-\xe9t\xe9.txt")).write_text("latin-1 name\n")
+    answer = by_path(server, odd)
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["name"] == BundleSpec().name

@@ -1,5 +1,6 @@
 """Publishing -ext bundles into the versioned tree, with real rpm, gpg, rpmsign and createrepo_c."""
 
+import json
 import os
 import signal
 import subprocess
@@ -152,6 +153,24 @@ def test_concurrent_publishes_never_share_or_skip_a_number(
         repo = catalog.list_repos(session)[0]
         assert [version.number for version in repo.versions] == [1, 2, 3, 4]
         assert len({version.source_digest for version in repo.versions}) == 4
+
+
+def test_concurrent_publishes_of_identical_content_all_answer_with_one_version(
+    settings: Settings, ext_tgz: Path, sessions: sessionmaker[Session]
+) -> None:
+    """The latecomers find the winner's version under the repo lock they already hold: nobody waits for ever."""
+    processes = [
+        subprocess.Popen(
+            [str(VENV_BIN / "ofedrepo"), "publish", str(ext_tgz), "--json"],
+            env=cli_environment(settings), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        for _ in range(4)
+    ]  # fmt: skip
+    outputs = [process.communicate(timeout=120)[0].decode() for process in processes]
+    assert all(process.returncode == 0 for process in processes), outputs
+    versions = [json.loads(output[output.index("{") :])["version"] for output in outputs]
+    assert versions == [1, 1, 1, 1]
+    assert sorted(path.name for path in repo_dir(settings).iterdir()) == ["1", "latest"]
 
 
 def test_killing_a_publish_leaves_no_partial_version(

@@ -69,11 +69,11 @@ def test_heartbeats_keep_a_lease_and_report_cancels(sessions: sessionmaker[Sessi
     assert queue.claim(sessions, "alive", lease_seconds=0.5) == build_id
     for _ in range(3):
         time.sleep(0.2)
-        assert queue.heartbeat(sessions, "alive", lease_seconds=0.5) == set()
+        assert queue.heartbeat(sessions, "alive", lease_seconds=0.5, running={build_id}) == queue.Beat(set(), set())
         assert queue.reap(sessions, max_attempts=3, worker_timeout=60) == ([], [])
     with sessions() as session:
         assert builds.cancel_build(session, build_id).cancel_requested
-    assert queue.heartbeat(sessions, "alive", lease_seconds=0.5) == {build_id}
+    assert queue.heartbeat(sessions, "alive", lease_seconds=0.5, running={build_id}).cancelled == {build_id}
     assert queue.finish(sessions, build_id, "alive", BuildState.CANCELLED)
     assert state_of(sessions, build_id).state == "cancelled"
     queue.unregister(sessions, "alive")
@@ -93,3 +93,26 @@ def test_cancel_of_a_queued_build_is_immediate(sessions: sessionmaker[Session]) 
     with sessions() as session:
         assert builds.cancel_build(session, build_id).state == "cancelled"
     assert queue.claim(sessions, "late", lease_seconds=60) is None
+
+
+def test_only_running_builds_are_renewed_and_lost_ones_are_reported(sessions: sessionmaker[Session]) -> None:
+    """A build whose slot died is not renewed: it expires and goes back to the queue for another worker."""
+    orphan, running = enqueue(sessions, 2)
+    queue.register(sessions, "half", concurrency=2)
+    assert queue.claim(sessions, "half", lease_seconds=0.4) == orphan
+    assert queue.claim(sessions, "half", lease_seconds=0.4) == running
+    for _ in range(3):
+        time.sleep(0.2)
+        assert queue.heartbeat(sessions, "half", lease_seconds=0.4, running={running}).lost == set()
+    assert queue.reap(sessions, max_attempts=3, worker_timeout=60) == ([orphan], [])
+    assert queue.claim(sessions, "other", lease_seconds=60) == orphan
+    # If "half" still believed it ran the orphan, its next beat says it is not its own any more.
+    assert queue.heartbeat(sessions, "half", lease_seconds=0.4, running={orphan, running}).lost == {orphan}
+
+
+def test_a_forgotten_worker_registers_again(sessions: sessionmaker[Session]) -> None:
+    queue.register(sessions, "cut-off", concurrency=1)
+    queue.unregister(sessions, "cut-off")  # what a reaper does to a worker that stopped answering
+    queue.heartbeat(sessions, "cut-off", lease_seconds=60, running=set())
+    with sessions() as session:
+        assert builds.live_workers(session, within_seconds=60) == 1

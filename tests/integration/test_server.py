@@ -132,6 +132,9 @@ def test_symlinks_pointing_out_are_not_followed(published_server: RunningServer,
         assert client.get("/repos/evil-file").status_code == 404
         assert client.get("/repos/evil-dir/ofedrepo.db").status_code == 404
         assert client.get("/repos/evil-dir/").status_code == 404
+        listed = client.get("/repos/", params={"format": "json"}).json()["entries"]
+        assert not {"evil-file", "evil-dir"} & {entry["name"] for entry in listed}  # not even their size or date
+        assert "passwd" not in client.get("/repos/").text
     finally:
         for name in ("evil-file", "evil-dir"):
             os.unlink(repos / name)
@@ -170,6 +173,23 @@ def test_repos_api(client: httpx.Client, published_server: RunningServer) -> Non
     assert client.get(repo["baseurl"] + "/repodata/repomd.xml").status_code == 200
 
 
+def test_a_kernel_published_from_an_ext_bundle_is_answered_without_a_registered_bundle(
+    client: httpx.Client,
+) -> None:
+    assert client.get("/api/v1/bundles").json() == []
+    answer = client.post("/api/v1/repos", json={"kernel": TARGET_KERNEL})
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["kernel"], answer.json()["latest_version"], answer.json()["build"]) == (
+        TARGET_KERNEL,
+        2,
+        None,
+    )
+    forced = client.post("/api/v1/repos", json={"kernel": TARGET_KERNEL, "force": True})
+    assert forced.status_code == 422 and "no MLNX_OFED bundle fits" in forced.json()["detail"]  # nothing to build with
+    other = client.post("/api/v1/repos", json={"kernel": "4.18.0-372.32.1.el8_6.x86_64"})
+    assert other.status_code == 422 and "no MLNX_OFED bundle fits" in other.json()["detail"]
+
+
 def test_repofile_and_dib(client: httpx.Client, published_server: RunningServer) -> None:
     repo_id = client.get("/api/v1/repos").json()[0]["id"]
     repo_file = client.get(f"/api/v1/repos/{repo_id}/repofile")
@@ -204,3 +224,64 @@ def test_bad_requests_get_json_errors(client: httpx.Client, path: str, status: i
     response = client.get(path)
     assert response.status_code == status
     assert "detail" in response.json()
+
+
+def test_made_up_methods_cannot_grow_the_metrics(client: httpx.Client) -> None:
+    """Labels from a client come from a closed set: 300 invented 8 KB methods add one series, not 300."""
+    before = len(client.get("/metrics").text)
+    for index in range(300):
+        answer = client.request(f"X{index:04d}" + "A" * 8000, "/api/v1/health")
+        assert answer.status_code in (400, 405)
+    metrics = client.get("/metrics").text
+    assert 'method="other"' in metrics and "AAAA" not in metrics
+    assert len(metrics) - before < 2000
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ({"Content-Type": "application/json"}, b'{"kernel": NaN}'),
+        ({"Content-Type": "application/json"}, b'{"kernel": "x", "image_id": 1e999}'),
+        ({"Content-Type": "application/json"}, b'{"kernel": "\\ud800"}'),
+        ({"Content-Type": "application/json"}, b'{"kernel": Infinity}'),
+    ],
+)
+def test_unwritable_json_values_get_422_not_500(client: httpx.Client, headers: dict[str, str], body: bytes) -> None:
+    answer = client.post("/api/v1/repos", content=body, headers=headers)
+    assert answer.status_code == 422 and answer.json()["detail"]
+
+
+def test_a_boundary_longer_than_the_parser_takes_is_422(client: httpx.Client) -> None:
+    content_type = "multipart/form-data; boundary=" + "a" * 300
+    answer = client.post("/api/v1/bundles", content=b"x", headers={"Content-Type": content_type})
+    assert answer.status_code == 422 and "multipart" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize("value", ["bytes=0-\u00b2", "bytes=0-" + "9" * 5000, "bytes=" + "9" * 5000 + "-"])
+def test_odd_ranges_never_break_the_tree(published_server: RunningServer, value: str) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", int(published_server.url.rsplit(":", 1)[1]), timeout=10)
+    connection.putrequest("GET", f"{TREE}/1/RPM-GPG-KEY-Mellanox")
+    connection.putheader("Range", value.encode("utf-8"))
+    connection.endheaders()
+    answer = connection.getresponse()
+    answer.read()
+    connection.close()
+    assert answer.status in (200, 206, 416)
+
+
+def test_weak_etags_match_and_odd_names_are_linked_encoded(
+    published_server: RunningServer, client: httpx.Client
+) -> None:
+    key = f"{TREE}/1/RPM-GPG-KEY-Mellanox"
+    etag = client.get(key).headers["etag"]
+    assert client.get(key, headers={"If-None-Match": f"W/{etag}"}).status_code == 304
+    odd = published_server.settings.data_dir / "repos" / "odd name#?&"
+    odd.mkdir()
+    try:
+        listed = client.get("/repos/", params={"format": "json"}).json()["entries"]
+        (entry,) = [entry for entry in listed if entry["name"] == "odd name#?&"]
+        assert entry["href"] == "/repos/odd%20name%23%3F%26/"
+        assert 'href="/repos/odd%20name%23%3F%26/"' in client.get("/repos/").text
+        assert client.get(entry["href"]).status_code == 200
+    finally:
+        odd.rmdir()

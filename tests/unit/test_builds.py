@@ -1,9 +1,11 @@
 """Pure parts of the build pipeline: bundle choice, builder identity, command lines, module checks."""
 
+import lzma
 from pathlib import Path
 
 import pytest
 
+from ofedrepo import verify
 from ofedrepo.builds import builder_fingerprint, choose_bundle, container_image
 from ofedrepo.config import Settings
 from ofedrepo.errors import BuildFailed, InvalidInput
@@ -144,3 +146,15 @@ def test_the_first_compiler_error_is_what_a_failure_reports() -> None:
     ]
     assert first_error(lines) == "main.c:12:3: error: implicit declaration of function 'foo'"
     assert first_error(lines[-1:]) is None
+
+
+def test_a_compressed_module_that_would_unpack_past_the_cap_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A few KB of xz claiming far more: decompression stops at the cap instead of filling memory."""
+    monkeypatch.setattr(verify, "MAX_MODULE_BYTES", 1024 * 1024)
+    bomb = lzma.compress(bytes(64 * 1024 * 1024), preset=1)
+    assert len(bomb) < 100_000
+    with pytest.raises(BuildFailed, match="decompresses to more than 1048576 bytes"):
+        verify._module_bytes("mlx5_core.ko.xz", bomb)
+    assert verify._module_bytes("small.ko.xz", lzma.compress(b"\x7fELF")) == b"\x7fELF"
+    with pytest.raises(BuildFailed, match="not a readable xz stream"):
+        verify._module_bytes("broken.ko.xz", b"not xz")

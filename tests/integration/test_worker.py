@@ -1,0 +1,118 @@
+"""The worker's supervision of its builds, on SQLite and PostgreSQL: whatever breaks, no build stays stuck.
+
+Faults are injected where a real one struck before (the database failing while a build ended killed the
+slot's thread, and the heartbeat then renewed that build's lease for ever): the pipeline raises, and the
+worker must end the build with the reason, or, when even that cannot be written, stop renewing its lease
+so that it goes back to the queue; either way the slot goes on working.
+"""
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ofedrepo import builds
+from ofedrepo.bundles import BundleStore
+from ofedrepo.config import Settings
+from ofedrepo.models import BuildState
+from ofedrepo.publish import Publisher
+from tests.conftest import TARGET_KERNEL, make_settings
+from tests.integration.test_queue import enqueue, state_of
+from workers import queue
+from workers.pipeline import Pipeline
+from workers.worker import Worker
+
+
+@pytest.fixture
+def worker_settings(tmp_path: Path, database_url: str, engine: Engine) -> Settings:
+    """Short leases and a quick poll, on the test's database (migrated by the ``engine`` fixture)."""
+    settings = make_settings(tmp_path / "var", database_url)
+    return settings.model_copy(update={"build_lease_seconds": 1.2, "queue_poll_interval": 0.1})
+
+
+def run_until(worker: Worker, done: Callable[[], bool], timeout: float = 30) -> None:
+    worker.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        worker.stop()
+
+
+def database_gone() -> OperationalError:
+    return OperationalError("UPDATE builds ...", {}, Exception("server closed the connection unexpectedly"))
+
+
+def test_a_build_that_breaks_out_of_its_pipeline_fails_with_the_reason_and_the_slot_goes_on(
+    worker_settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    broken, healthy = enqueue(sessions, 2)
+    worker = Worker(worker_settings, concurrency=1)
+
+    def run(build_id: int, should_stop: Callable[[], str | None]) -> BuildState:
+        if build_id == broken:
+            raise database_gone()
+        queue.finish(worker.sessions, build_id, worker.id, BuildState.SUCCEEDED)
+        return BuildState.SUCCEEDED
+
+    worker.pipeline.run = run  # type: ignore[method-assign]
+    run_until(worker, lambda: state_of(sessions, healthy).state == "succeeded")
+    failed = state_of(sessions, broken)
+    assert failed.state == "failed" and "internal error: OperationalError" in (failed.error or "")
+    assert "server closed the connection" in (failed.error or "")
+    assert state_of(sessions, healthy).state == "succeeded"
+
+
+def test_a_build_whose_end_cannot_be_written_goes_back_to_the_queue(
+    worker_settings: Settings, sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database refuses even the failure: the lease is no longer renewed and another attempt follows."""
+    (build_id,) = enqueue(sessions)
+    worker = Worker(worker_settings, concurrency=1)
+    attempts: list[int] = []
+    finish = queue.finish
+
+    def unwritable(*arguments: object, **keywords: object) -> bool:
+        raise database_gone()
+
+    def run(claimed: int, should_stop: Callable[[], str | None]) -> BuildState:
+        attempts.append(claimed)
+        if len(attempts) == 1:
+            monkeypatch.setattr(queue, "finish", unwritable)
+            raise database_gone()
+        monkeypatch.setattr(queue, "finish", finish)
+        finish(worker.sessions, claimed, worker.id, BuildState.SUCCEEDED)
+        return BuildState.SUCCEEDED
+
+    worker.pipeline.run = run  # type: ignore[method-assign]
+    run_until(worker, lambda: state_of(sessions, build_id).state == "succeeded")
+    build = state_of(sessions, build_id)
+    assert (build.state, build.attempts, attempts) == ("succeeded", 2, [build_id, build_id])
+    log = Path(worker_settings.data_dir / "builds" / f"{build_id}.log").read_text()
+    assert "stopped answering: back in the queue" in log
+
+
+def test_a_retry_records_the_version_its_killed_attempt_published(
+    worker_settings: Settings, sessions: sessionmaker[Session], bundle_tgz: Path, ext_tgz: Path
+) -> None:
+    """Published, then killed before recording the end: the next attempt records that version, makes none."""
+    store = BundleStore(worker_settings, sessions)
+    store.add(store.identify(bundle_tgz))
+    with sessions() as session:
+        outcome = builds.request_repo(session, worker_settings, builds.RepoRequest(kernel=TARGET_KERNEL))
+    assert outcome.build_id is not None
+    assert queue.claim(sessions, "killed", lease_seconds=60) == outcome.build_id
+    first = Publisher(worker_settings, sessions).publish(ext_tgz, build_id=outcome.build_id)  # then SIGKILL
+    assert queue.release(sessions, outcome.build_id, "killed")  # what the reaper does once the lease expires
+    assert queue.claim(sessions, "retry", lease_seconds=60) == outcome.build_id
+    state = Pipeline(worker_settings, sessions, "retry").run(outcome.build_id, lambda: None)
+    build = state_of(sessions, outcome.build_id)
+    assert (state, build.version_number, build.attempts) == (BuildState.SUCCEEDED, first.version, 2)
+    assert sorted(path.name for path in first.path.parent.iterdir()) == ["1", "latest"]
+    log = (worker_settings.data_dir / "builds" / f"{outcome.build_id}.log").read_text()
+    assert "version 1 was published by an earlier attempt: recording it, nothing to redo" in log
