@@ -152,12 +152,22 @@ def _check_link_target(relative: str, target: str) -> None:
         raise UnsafeArchive(f"link {relative!r} points outside the archive ({target[:120]!r})")
 
 
+#: Bundles are mostly RPMs, compressed already: their archives unpack to about their own size. An archive
+#: that claims far more than this many times its size is a bomb, refused as it is written, long before the
+#: absolute limit (a 121-byte tgz can claim gigabytes).
+MAX_EXPANSION = 50
+#: Below this, the ratio is not applied (small archives of small files compress well).
+EXPANSION_FLOOR = 64 * 1024 * 1024
+
+
 def extract(archive: Path, destination: Path, limits: Limits) -> None:
     """Unpack ``archive`` (tar[.gz|.bz2|.xz] or ISO 9660) into ``destination``, which must not exist.
 
     On any refusal the partial output is removed and ``UnsafeArchive`` (or ``InvalidInput`` for a file that
     is neither format) is raised.
     """
+    budget = max(EXPANSION_FLOOR, MAX_EXPANSION * archive.stat().st_size)
+    limits = Limits(max_bytes=min(limits.max_bytes, budget), max_members=limits.max_members)
     destination.mkdir(parents=True)
     extraction = _Extraction(root=destination, limits=limits)
     try:

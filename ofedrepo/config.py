@@ -81,9 +81,14 @@ class Settings(BaseSettings):
     archive_max_bytes: int = Field(
         20 * GiB,
         gt=0,
-        description="Largest total size an archive (tgz, iso) may unpack to; larger ones are refused.",
+        description="Largest total size an archive (tgz, iso) may unpack to; larger ones are refused, and so is "
+        "one that unpacks to more than 50 times its own size (past 64 MiB): bundles are compressed RPMs.",
     )
-    archive_max_members: int = Field(200_000, gt=0, description="Largest number of entries an archive may hold.")
+    archive_max_members: int = Field(
+        20_000,
+        gt=0,
+        description="Largest number of entries an archive may hold (an MLNX_OFED bundle has a few hundred).",
+    )
     import_dirs: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated server directories from which `POST /api/v1/images` and "

@@ -15,6 +15,7 @@ visible whole or not at all, so a worker killed at any point leaves no partial v
 """
 
 import logging
+import os
 import shlex
 import shutil
 import threading
@@ -31,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ofedrepo import catalog
 from ofedrepo.builds import container_image
 from ofedrepo.bundles import BundleStore
-from ofedrepo.config import Settings
+from ofedrepo.config import CONFIG_FILE_VARIABLE, Settings
 from ofedrepo.errors import BuildFailed, OfedrepoError, ToolFailed, disk_full, disk_full_message
 from ofedrepo.kernel_sources import KernelSources
 from ofedrepo.models import Build, BuildState
@@ -47,7 +48,9 @@ from workers.runner import (
     container_argv,
     container_kill_argv,
     first_error,
+    host_layout,
     run_streaming,
+    sandbox_argv,
 )
 
 log = logging.getLogger(__name__)
@@ -289,12 +292,20 @@ class Pipeline:
         """Run the script; its exit status when it ended well (0) or said the kernel is supported (30)."""
         command = add_kernel_support_argv(job.bundle_root, job.kernel, sources, output, job.distro)
         signing = self._signing_environment()
+        inputs = [job.bundle_root, sources, *(Path(path) for path in signing.values())]
+        environment = clean_environment(home, signing)
         on_kill = None
-        if self.settings.build_runner != "local":
+        if self.settings.build_runner == "local":
+            if shutil.which("bwrap") is None:
+                raise BuildFailed("the local runner sandboxes the script with bubblewrap: install it (bwrap)")
+            config = os.environ.get(CONFIG_FILE_VARIABLE)
+            layout = host_layout([Path(config).resolve()] if config else [])
+            command = sandbox_argv(command, layout, inputs, [scratch], scratch)
+            environment["TMPDIR"] = "/tmp"  # the sandbox's own, empty /tmp
+        else:
             engine = self.settings.build_runner
             name = f"ofedrepo-build-{job.id}-{uuid.uuid4().hex[:8]}"
             image = container_image(self.settings, job.distro)
-            inputs = [job.bundle_root, sources, *(Path(path) for path in signing.values())]
             command = container_argv(engine, image, name, command, inputs, scratch, home, signing)
 
             def on_kill() -> None:
@@ -309,7 +320,7 @@ class Pipeline:
         with LogFollower(output, build_log.write) as follower:
             outcome = run_streaming(
                 command,
-                env=clean_environment(home, signing),
+                env=environment,
                 cwd=scratch,
                 write=build_log.write,
                 timeout=self.settings.build_timeout,

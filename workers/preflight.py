@@ -17,7 +17,7 @@ from ofedrepo.distro import RHEL_FAMILY
 
 LSB_RELEASE = Path("/usr/bin/lsb_release")
 OS_RELEASE = Path("/etc/os-release")
-BUILD_TOOLS = ("rpm", "rpmbuild", "gcc", "make", "perl")
+BUILD_TOOLS = ("rpm", "rpmbuild", "gcc", "make", "perl", "bwrap")
 USE_CONTAINERS = "set OFEDREPO_BUILD_RUNNER=podman (or docker) with the builder images (`make builder-images`)"
 
 
@@ -64,7 +64,10 @@ def local_runner_problem(facts: HostFacts, bundle_distro: str) -> str | None:
             f"with another distro's compiler and rpm; {USE_CONTAINERS}"
         )
     if facts.missing_tools:
-        return f"missing on this host: {', '.join(facts.missing_tools)} (install rpm-build, gcc, make, perl)"
+        return (
+            f"missing on this host: {', '.join(facts.missing_tools)} (install rpm-build, gcc, make, perl, and "
+            "bubblewrap, which sandboxes the script)"
+        )
     return None
 
 

@@ -6,6 +6,10 @@ started (rpmbuild, make, gcc), with a clean environment whose ``HOME`` is an emp
 (a user's ``~/.rpmmacros`` would change the names of the packages rpmbuild writes), and with its output
 appended to the build log line by line, so that the log grows while it runs.
 
+The ``local`` runner runs the script in a ``bwrap`` sandbox (``sandbox_argv``), the container runners in
+their container: a bundle's script is code from outside and never sees the data directory, the service's
+processes or the network.
+
 NVIDIA's script says little on its own output while it builds (``Building ... Please wait...``): the
 compiler's progress and errors go to its log directory (``<t>/mlnx_iso.<pid>_logs/``, 4.x: ``<t>/*.log``)
 and install.pl's per-package logs inside it, which it deletes on success. ``LogFollower`` copies those
@@ -91,6 +95,59 @@ def container_argv(
 
 def container_kill_argv(engine: str, name: str) -> list[str]:
     return [engine, "rm", "--force", name]
+
+
+@dataclass(frozen=True)
+class HostLayout:
+    """What of this host a sandbox shows: its top-level directories and links, and the secrets to mask."""
+
+    top_links: dict[str, str]
+    """``/bin`` → ``usr/bin`` and the like (merged ``/usr``)."""
+    top_dirs: list[str]
+    """``/bin``, ``/lib``... where they are real directories."""
+    masked: list[str]
+    """Files under ``/etc`` or ``/usr`` the script must not read (``/etc/shadow``, ofedrepo's config file)."""
+
+
+def sandbox_argv(
+    command: list[str], layout: HostLayout, read_only: list[Path], writable: list[Path], cwd: Path
+) -> list[str]:
+    """``bwrap`` running ``command`` with only what a build needs: the toolchain (``/usr``, ``/etc``, the rpm
+    database), the bundle and the kernel sources read-only, its scratch directory writable, fresh ``/tmp``,
+    ``/dev`` and ``/proc`` (its own processes only), no network. The data directory (the site key, the tree,
+    other builds), other processes' environments (tokens) and the host's secrets stay out of sight."""
+    argv = [
+        "bwrap", "--die-with-parent", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+        "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc", "--ro-bind-try", "/var/lib/rpm", "/var/lib/rpm",
+    ]  # fmt: skip
+    for name, target in sorted(layout.top_links.items()):
+        argv += ["--symlink", target, f"/{name}"]
+    for name in layout.top_dirs:
+        argv += ["--ro-bind", f"/{name}", f"/{name}"]
+    for secret in layout.masked:
+        argv += ["--ro-bind", "/dev/null", secret]
+    argv += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--dir", "/run"]
+    argv += [argument for path in read_only for argument in ("--ro-bind", str(path), str(path))]
+    argv += [argument for path in writable for argument in ("--bind", str(path), str(path))]
+    return [*argv, "--chdir", str(cwd), "--", *command]
+
+
+#: Top-level directories a toolchain may live in besides /usr.
+_TOP_LEVEL = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+_SECRETS = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/sudoers")
+
+
+def host_layout(also_masked: list[Path]) -> HostLayout:
+    links, dirs = {}, []
+    for name in _TOP_LEVEL:
+        path = Path("/") / name
+        if path.is_symlink():
+            links[name] = os.readlink(path)
+        elif path.is_dir():
+            dirs.append(name)
+    candidates = [*_SECRETS, *(str(path) for path in also_masked)]
+    visible = [path for path in candidates if path.startswith(("/etc/", "/usr/"))]
+    return HostLayout(top_links=links, top_dirs=dirs, masked=[path for path in visible if Path(path).is_file()])
 
 
 def first_error(lines: list[str]) -> str | None:

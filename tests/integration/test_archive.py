@@ -113,3 +113,16 @@ def test_chained_links_never_reach_outside(tmp_path: Path, links: list[tuple[str
         "chain.tgz",
         "sandbox",
     ]
+
+
+def test_a_bomb_is_refused_as_it_is_written(tmp_path: Path) -> None:
+    """A small tgz whose member claims far more than the archive's own size stops at the expansion budget."""
+    bomb = tmp_path / "bomb.tgz"
+    with tarfile.open(bomb, "w:gz", compresslevel=9) as tar:
+        info = tarfile.TarInfo("b/zeros")
+        info.size = 200 * 1024 * 1024
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    assert bomb.stat().st_size < 1024 * 1024
+    with pytest.raises(UnsafeArchive, match="more than 67108864 bytes"):
+        extract(bomb, tmp_path / "out", Limits(max_bytes=10**12, max_members=10))
+    assert not (tmp_path / "out").exists()

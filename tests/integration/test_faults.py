@@ -1,20 +1,37 @@
-"""Faults, made for real: a full disk under the data directory (a small tmpfs the test mounts).
+"""Faults, made for real: a full disk under the data directory (a small tmpfs the test mounts), and the
+database killing every connection of the service while a build runs.
 
 A full disk gets one clear answer (507 over HTTP, one line and a non-zero exit from the CLI), leaves nothing
-half-written behind, and the service keeps answering.
+half-written behind, and the service keeps answering. Lost connections are replaced and the build ends.
 """
 
 import os
 import subprocess
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
-from tests.conftest import VENV_BIN, start_server, stop_server
+from tests.conftest import POSTGRES_URL, VENV_BIN, postgres_available, start_server, start_worker, stop_server
+from tests.integration.test_pipeline import (
+    ENDED,
+    build_log,
+    request,
+    start_stack,
+    stop_workers,
+    wait_for,
+    wait_for_log,
+)
+from tests.support.synthetic_bundle import make_kernel_sources
 
 DISK_MB = 24
+SLOWISH_KERNEL = "4.18.0-372.46.1.el8_6.x86_64"
+ADMIN_URL = POSTGRES_URL.replace("+psycopg", "")
+TERMINATE = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
 
 
 @pytest.fixture
@@ -83,3 +100,36 @@ def test_a_publish_onto_a_full_disk_says_so_in_one_line_and_leaves_no_version(
         [str(VENV_BIN / "ofedrepo"), "publish", str(ext_tgz)], env=environment, capture_output=True
     )
     assert retried.returncode == 0, retried.stderr
+
+
+@pytest.mark.postgres
+def test_a_build_survives_its_database_connections_being_killed(tmp_path: Path, bundle_tgz: Path) -> None:
+    """pg_terminate_backend on every connection of the service, several times while a build runs: the build
+    still ends (here: succeeds) and nothing stays `running` without a live lease."""
+    if reason := postgres_available():
+        pytest.skip(reason)
+    name = f"ofedrepo_fault_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    sources = tmp_path / "kernels"
+    make_kernel_sources(sources, SLOWISH_KERNEL, build_seconds=8)
+    database = f"{POSTGRES_URL.rsplit('/', 1)[0]}/{name}"
+    server = start_stack(tmp_path, sources, bundle_tgz, {"OFEDREPO_DATABASE_URL": database}, lease_seconds=6)
+    worker = start_worker(server, tmp_path / "worker.log")
+    try:
+        build_id = request(server, kernel=SLOWISH_KERNEL).json()["build"]["id"]
+        wait_for_log(server, build_id, "(2/")
+        killed = 0
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            for _ in range(4):
+                rows = admin.execute(TERMINATE, (name,)).fetchall()
+                killed += len(rows)
+                time.sleep(1.5)
+        assert killed >= 2  # the server's and the worker's connections were there to kill
+        build = wait_for(server, build_id, ENDED, timeout=120)
+        assert build["state"] == "succeeded", build_log(server, build_id)
+    finally:
+        stop_workers([worker])
+        stop_server(server)
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -13,7 +13,14 @@ from ofedrepo.kernel_sources import devel_package_names, safe_href
 from ofedrepo.models import Bundle
 from ofedrepo.verify import vermagic
 from tests.support.vendor.kmod import kernel_module
-from workers.runner import add_kernel_support_argv, container_argv, container_kill_argv, first_error
+from workers.runner import (
+    HostLayout,
+    add_kernel_support_argv,
+    container_argv,
+    container_kill_argv,
+    first_error,
+    sandbox_argv,
+)
 
 KERNEL = "4.18.0-372.26.1.el8_6.x86_64"
 
@@ -158,3 +165,17 @@ def test_a_compressed_module_that_would_unpack_past_the_cap_is_refused(monkeypat
     assert verify._module_bytes("small.ko.xz", lzma.compress(b"\x7fELF")) == b"\x7fELF"
     with pytest.raises(BuildFailed, match="not a readable xz stream"):
         verify._module_bytes("broken.ko.xz", b"not xz")
+
+
+def test_the_local_sandbox_shows_the_toolchain_the_inputs_and_the_scratch_only() -> None:
+    layout = HostLayout(top_links={"bin": "usr/bin", "lib": "usr/lib"}, top_dirs=["opt"], masked=["/etc/shadow"])
+    argv = sandbox_argv(["bash", "/b/x.sh"], layout, [Path("/data/bundles/s/B"), Path("/usr/src/kernels/K")],
+                        [Path("/data/work/build-1")], Path("/data/work/build-1"))  # fmt: skip
+    assert argv[0] == "bwrap" and argv[-3:] == ["--", "bash", "/b/x.sh"]
+    assert {"--unshare-net", "--unshare-pid", "--die-with-parent"} <= set(argv)
+    pairs = list(zip(argv, argv[1:], argv[2:], strict=False))
+    assert ("--ro-bind", "/data/bundles/s/B", "/data/bundles/s/B") in pairs
+    assert ("--bind", "/data/work/build-1", "/data/work/build-1") in pairs
+    assert ("--ro-bind", "/dev/null", "/etc/shadow") in pairs and ("--symlink", "usr/bin", "/bin") in pairs
+    assert ("--proc", "/proc", "--tmpfs") in pairs  # its own /proc: no other process's environment
+    assert not any(argument == "/data" or argument == "/" for argument in argv)  # never the whole data dir or host
