@@ -47,9 +47,11 @@ builder-images:
 	done
 
 bench: setup
+	scripts/install-system-packages.sh --bench
 	$(BIN)/python bench/publish.py
 	$(BIN)/python bench/inspect.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/serve.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -5,6 +5,7 @@ from fastapi import FastAPI
 from api import errors, metrics
 from api.auth import AuthenticateFirst
 from api.routes import builds, bundles, health, images, pages, repos, tree
+from api.timeouts import BodyDeadline
 from api.uploads import CapJsonBodies
 from ofedrepo import __version__
 from ofedrepo.bundles import BundleStore
@@ -31,9 +32,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.images = ImageCatalog(settings, app.state.sessions)
     app.state.bundles = BundleStore(settings, app.state.sessions)
     errors.install(app)
-    # Added last, runs first: no body is read for a caller without a token, and JSON bodies are capped.
+    # Added last, runs first: a stalled body is cut off, no body is read for a caller without a token, and JSON
+    # bodies are capped.
     app.add_middleware(CapJsonBodies)
     app.add_middleware(AuthenticateFirst, settings=settings)
+    app.add_middleware(BodyDeadline, seconds=settings.http_timeout)
     metrics.install(app)
     app.include_router(health.router)
     app.include_router(repos.router)

@@ -1,10 +1,10 @@
 """`/metrics` for Prometheus, and the middleware counting HTTP requests by route template and status."""
 
 from fastapi import FastAPI, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ofedrepo.metrics import HTTP_REQUESTS, DatabaseCollector
+from ofedrepo.metrics import HTTP_REQUESTS, DatabaseCollector, process_registry
 
 #: HTTP methods counted by name; anything else a client makes up is counted as "other", so that no client can
 #: grow the label set (and this process's memory) by sending invented methods.
@@ -41,9 +41,10 @@ class RequestMetrics:
 def install(app: FastAPI) -> None:
     database = CollectorRegistry(auto_describe=False)
     database.register(DatabaseCollector(app.state.sessions, app.state.settings.build_lease_seconds))
+    own = process_registry()
     app.add_middleware(RequestMetrics)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics(request: Request) -> Response:
         """Prometheus text format: this process's own metrics, then the deployment's from the database."""
-        return Response(generate_latest(REGISTRY) + generate_latest(database), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(own) + generate_latest(database), media_type=CONTENT_TYPE_LATEST)

@@ -15,7 +15,8 @@ import shutil
 import stat
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -160,14 +161,21 @@ MAX_EXPANSION = 50
 EXPANSION_FLOOR = 64 * 1024 * 1024
 
 
-def extract(archive: Path, destination: Path, limits: Limits) -> None:
+def extract(
+    archive: Path, destination: Path, limits: Limits, accept: Callable[[list[str]], None] | None = None
+) -> None:
     """Unpack ``archive`` (tar[.gz|.bz2|.xz] or ISO 9660) into ``destination``, which must not exist.
 
-    On any refusal the partial output is removed and ``UnsafeArchive`` (or ``InvalidInput`` for a file that
-    is neither format) is raised.
+    Before a byte is written, a survey of the members' headers checks their number and declared sizes, and
+    ``accept`` (given every member's name) may refuse what the archive is: an archive bomb or something
+    that is not a bundle costs one read, never the disk. On any refusal the partial output is removed and
+    ``UnsafeArchive`` (or ``InvalidInput`` for a file that is neither format) is raised.
     """
     budget = max(EXPANSION_FLOOR, MAX_EXPANSION * archive.stat().st_size)
     limits = Limits(max_bytes=min(limits.max_bytes, budget), max_members=limits.max_members)
+    names = survey(archive, limits)
+    if accept:
+        accept(names)
     destination.mkdir(parents=True)
     extraction = _Extraction(root=destination, limits=limits)
     try:
@@ -181,14 +189,45 @@ def extract(archive: Path, destination: Path, limits: Limits) -> None:
         raise
 
 
-def _extract_tar(archive: Path, extraction: _Extraction) -> None:
+def survey(archive: Path, limits: Limits) -> list[str]:
+    """The archive's member names (normalised), read from headers alone; refused past ``limits``."""
+    names: list[str] = []
+    declared = 0
+
+    def member(name: str, size: int) -> None:
+        nonlocal declared
+        names.append(safe_member_name(name))
+        declared += size
+        if len(names) > limits.max_members:
+            raise UnsafeArchive(f"archive has more than {limits.max_members} members")
+        if declared > limits.max_bytes:
+            raise UnsafeArchive(f"archive unpacks to more than {limits.max_bytes} bytes")
+
+    if _is_iso(archive):
+        with _opened_iso(archive) as iso:
+            for path, _, size in _iso_entries(iso):
+                member(path, size)
+    else:
+        with _opened_tar(archive) as tar:
+            for entry in tar:
+                member(entry.name, entry.size if entry.isreg() else 0)
+    return names
+
+
+@contextmanager
+def _opened_tar(archive: Path) -> Iterator[tarfile.TarFile]:
+    """The tar in stream mode ("r|*": read once, front to back); a damaged one is ``InvalidInput``."""
     try:
-        # Stream mode ("r|*") reads the file exactly once, front to back.
         with tarfile.open(archive, mode="r|*") as tar:
-            for member in tar:
-                _tar_member(tar, member, extraction)
+            yield tar
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, lzma.LZMAError, zlib.error) as error:
         raise InvalidInput(f"{archive.name}: not a readable tar or ISO archive ({error})") from None
+
+
+def _extract_tar(archive: Path, extraction: _Extraction) -> None:
+    with _opened_tar(archive) as tar:
+        for member in tar:
+            _tar_member(tar, member, extraction)
 
 
 def _tar_member(tar: tarfile.TarFile, member: tarfile.TarInfo, extraction: _Extraction) -> None:
@@ -214,13 +253,26 @@ def _is_iso(archive: Path) -> bool:
         return handle.read(5) == b"CD001"
 
 
-def _extract_iso(archive: Path, extraction: _Extraction) -> None:
+@contextmanager
+def _opened_iso(archive: Path) -> Iterator[pycdlib.PyCdlib]:
+    """The ISO, open; a damaged one is ``InvalidInput``, one with names that are not UTF-8 ``UnsafeArchive``."""
     iso = pycdlib.PyCdlib()
     try:
         iso.open(str(archive))
     except (pycdlib.pycdlibexception.PyCdlibException, OSError, ValueError) as error:
         raise InvalidInput(f"{archive.name}: unreadable ISO image ({error})") from None
     try:
+        yield iso
+    except pycdlib.pycdlibexception.PyCdlibException as error:
+        raise InvalidInput(f"{archive.name}: unreadable ISO image ({error})") from None
+    except UnicodeError:
+        raise UnsafeArchive(f"{archive.name}: an ISO file name is not UTF-8") from None
+    finally:
+        iso.close()
+
+
+def _extract_iso(archive: Path, extraction: _Extraction) -> None:
+    with _opened_iso(archive) as iso:
         for path, kind, size in _iso_entries(iso):
             if kind == "dir":
                 extraction.directory(path)
@@ -229,12 +281,6 @@ def _extract_iso(archive: Path, extraction: _Extraction) -> None:
             else:
                 with iso.open_file_from_iso(**_iso_key(iso, path)) as stream:
                     extraction.regular(path, size, 0o644, stream)
-    except pycdlib.pycdlibexception.PyCdlibException as error:
-        raise InvalidInput(f"{archive.name}: unreadable ISO image ({error})") from None
-    except UnicodeError:
-        raise UnsafeArchive(f"{archive.name}: an ISO file name is not UTF-8") from None
-    finally:
-        iso.close()
 
 
 def _iso_key(iso: pycdlib.PyCdlib, path: str) -> dict[str, str]:

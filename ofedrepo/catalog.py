@@ -45,6 +45,10 @@ def version_of_build(session: Session, build_id: int) -> RepoVersion | None:
     return session.scalars(select(RepoVersion).where(RepoVersion.build_id == build_id).limit(1)).first()
 
 
+def recorded_numbers(session: Session, repo_id: int) -> set[int]:
+    return set(session.scalars(select(RepoVersion.number).where(RepoVersion.repo_id == repo_id)))
+
+
 def highest_number(session: Session, repo_id: int) -> int:
     query = select(func.max(RepoVersion.number)).where(RepoVersion.repo_id == repo_id)
     return session.scalar(query) or 0

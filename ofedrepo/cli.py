@@ -301,11 +301,19 @@ def serve(
         bool | None,
         typer.Option("--worker/--no-worker", help="Run an embedded worker (default: OFEDREPO_EMBEDDED_WORKER)."),
     ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Web server processes (one per core serves the most requests).")
+    ] = 1,
 ) -> None:
     """Serve the API, the published tree and the web pages, with an embedded worker (migrations first)."""
     import uvicorn
 
     settings = settings_of(context)
+    if workers > 1:
+        from ofedrepo.metrics import share_between_processes
+        from ofedrepo.storage import DataDir
+
+        share_between_processes(DataDir(settings.data_dir).ensure().root / "run" / "metrics")
     db.upgrade(db.make_engine(settings.resolved_database_url))
     embedded = _worker_module().Worker(settings) if (settings.embedded_worker if worker is None else worker) else None
     console.print(
@@ -315,10 +323,16 @@ def serve(
     if embedded:
         embedded.start()
     try:
-        # By import string: the core library does not import the web layer; the app factory reads the same
-        # OFEDREPO_* settings this command did.
+        # By import string: the core library does not import the web layer; the app factory (and the protocol,
+        # which puts a deadline on request heads) read the same OFEDREPO_* settings this command did.
         uvicorn.run(
-            "api.app:create_app", factory=True, host=host or settings.host, port=port or settings.port, log_level="info"
+            "api.app:create_app",
+            factory=True,
+            host=host or settings.host,
+            port=port or settings.port,
+            log_level="info",
+            workers=workers,
+            http="api.timeouts:DeadlineH11Protocol",
         )
     finally:
         if embedded:

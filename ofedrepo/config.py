@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Address `ofedrepo serve` listens on.")
     port: int = Field(8000, ge=1, le=65535, description="Port `ofedrepo serve` listens on.")
+    http_timeout: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Seconds a client has to send a request's head, and may pause while sending a body; then "
+        "the connection is closed (head) or answered 408 (body).",
+    )
     api_tokens: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated bearer tokens. When set, every mutating API call needs "

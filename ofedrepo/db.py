@@ -19,6 +19,17 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: libpq settings that bound how long a lost server (host down, link cut) can hold a query or a connect: by
+#: default a half-open TCP connection waits out the kernel's retransmissions, about 15 minutes, while a
+#: worker's leases expire. A URL's own query parameters take precedence.
+NETWORK_TIMEOUTS = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 20_000,
+}
 #: The execution option marking a read-only session's connection (its SQLite transaction begins deferred).
 READ_ONLY = "ofedrepo_read_only"
 
@@ -27,7 +38,8 @@ def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets the pragmas and ``BEGIN IMMEDIATE`` described above."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        bounded = {name: value for name, value in NETWORK_TIMEOUTS.items() if name not in parsed.query}
+        return create_engine(url, pool_pre_ping=True, connect_args=bounded)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})

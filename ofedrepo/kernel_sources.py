@@ -25,7 +25,7 @@ from ofedrepo.config import Settings
 from ofedrepo.errors import BuildFailed
 from ofedrepo.kernel import parse_kernel_release
 from ofedrepo.rpmfile import open_payload
-from ofedrepo.storage import DataDir, exclusive_lock
+from ofedrepo.storage import PARTIAL_PREFIX, DataDir, exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -127,34 +127,37 @@ class KernelSources:
 
     def _unpack(self, package: Path, kernel: str) -> Path:
         """Unpack the package's ``/usr/src/kernels/<K>/`` into the cache, atomically."""
-        partial = self.data.kernel_sources / f".partial-{uuid.uuid4().hex}"
+        partial = self.data.kernel_sources / f"{PARTIAL_PREFIX}{uuid.uuid4().hex}"
         prefix = f"/usr/src/kernels/{kernel}"
         count = 0
-        with open_payload(package) as (_, archive):
-            for entry in archive:
-                name = entry.name
-                if name != prefix and not name.startswith(prefix + "/"):
-                    continue
-                relative = PurePosixPath(name.lstrip("/"))
-                if ".." in relative.parts:
-                    raise BuildFailed(f"{package.name}: refusing the member {name[:200]!r}")
-                target = partial / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if stat.S_ISDIR(entry.mode):
-                    target.mkdir(exist_ok=True)
-                elif stat.S_ISLNK(entry.mode):
-                    pointed = os.path.normpath(PurePosixPath(name).parent / entry.linkto)
-                    # Links out of the tree (build -> /lib/modules/...) are not needed to build against it.
-                    if not entry.linkto.startswith("/") and (pointed + "/").startswith(prefix + "/"):
-                        target.symlink_to(entry.linkto)
-                elif stat.S_ISREG(entry.mode):
-                    with target.open("xb") as writer:
-                        writer.write(archive.read())
-                    target.chmod(0o755 if entry.mode & 0o111 else 0o644)
-                    count += 1
-        if count == 0:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise BuildFailed(f"{package.name} holds nothing under {prefix}")
+        try:
+            with open_payload(package) as (_, archive):
+                for entry in archive:
+                    name = entry.name
+                    if name != prefix and not name.startswith(prefix + "/"):
+                        continue
+                    relative = PurePosixPath(name.lstrip("/"))
+                    if ".." in relative.parts:
+                        raise BuildFailed(f"{package.name}: refusing the member {name[:200]!r}")
+                    target = partial / relative
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    if stat.S_ISDIR(entry.mode):
+                        target.mkdir(exist_ok=True)
+                    elif stat.S_ISLNK(entry.mode):
+                        pointed = os.path.normpath(PurePosixPath(name).parent / entry.linkto)
+                        # Links out of the tree (build -> /lib/modules/...) are not needed to build against it.
+                        if not entry.linkto.startswith("/") and (pointed + "/").startswith(prefix + "/"):
+                            target.symlink_to(entry.linkto)
+                    elif stat.S_ISREG(entry.mode):
+                        with target.open("xb") as writer:
+                            writer.write(archive.read())
+                        target.chmod(0o755 if entry.mode & 0o111 else 0o644)
+                        count += 1
+            if count == 0:
+                raise BuildFailed(f"{package.name} holds nothing under {prefix}")
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)  # a full disk or a bad member leaves no half tree
+            raise
         final = self.data.kernel_sources / kernel
         os.rename(partial, final)
         self.note(f"kernel sources: unpacked {count} files of {prefix} into {final}")

@@ -6,12 +6,21 @@
         ─> under the repo's lock: number N, .repo file, record, rename(staging, N), switch `latest`
 
 A version directory appears by one ``rename(2)`` of a complete staging directory, and ``latest`` moves
-by one ``rename(2)`` of a symlink, so a reader (or a crash) never sees a partial version. Numbers come
+by one ``rename(2)`` of a symlink, so a reader (or a crash) never sees a partial version. The rename happens
+inside the transaction that records the version; a process killed between the two leaves a directory the
+database does not know, with its row written beside it (``.version.json``, never served): the next publish
+or build of that repo records it (``recover``), so a retry answers with it instead of making another. Numbers come
 from the highest of what the database and the tree know, under an exclusive lock per repo, and the
 database's unique (repo, number) constraint backs that up across hosts.
+
+Lock order: the repo's file lock first, then the database. A transaction is never open while waiting for
+the file lock (SQLite's write lock held across that wait is how concurrent publishers deadlocked), and the
+file lock is taken once per publish: flock locks belong to an open file, so a second descriptor would wait
+for the first.
 """
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -20,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -55,6 +64,16 @@ _NUMBERING_ATTEMPTS = 5
 SELECTION_REVISION = "1"
 #: Scratch space untouched this long belongs to a publish that died (no publish runs for a day).
 STALE_SCRATCH_SECONDS = 24 * 3600
+#: Each version's database row, in its directory (hidden: the tree server serves no dot names).
+RECORD_FILE = ".version.json"
+_RECORDED_FIELDS = (
+    "number", "source_digest", "package_count", "size_bytes", "signing_key", "gpgcheck", "repo_gpgcheck",
+    "package_names", "build_id",
+)  # fmt: skip
+
+
+#: Called with the session that is about to record a new version; raises to refuse it (see ``publish_opened``).
+Fence = Callable[[Session], None]
 
 
 class Progress(Protocol):
@@ -163,8 +182,13 @@ class Publisher:
         build_id: int | None,
         progress: Progress,
         signed_modules: bool = False,
+        fence: Fence | None = None,
     ) -> PublishResult:
-        """Publish the package set ``bundle`` offers for the kernel; ``signed_modules`` requires module signatures."""
+        """Publish the package set ``bundle`` offers for the kernel; ``signed_modules`` requires module signatures.
+
+        ``fence`` runs in the transaction that records the new version, and raises to stop it: a build's
+        worker checks there that the build is still its own.
+        """
         identity = bundle.identity
         progress.step(f"Reading {len(bundle.packages)} packages", total=len(bundle.packages))
         headers, digests = self._read_packages(bundle, progress.advance)
@@ -192,13 +216,14 @@ class Publisher:
             repo = catalog.get_or_create_repo(session, identity, kernel)
             repo_id = repo.id
             existing = catalog.latest_version(session, repo_id)
-            if existing is not None and existing.source_digest == digest:
-                return self._unchanged(repo_id, identity.name, kernel, existing, repo_dir)
+        # Outside the transaction: the repo's lock is never taken while holding the database (see above).
+        if existing is not None and existing.source_digest == digest:
+            return self._unchanged(repo_id, identity.name, kernel, existing, repo_dir)
 
         staging = self.data.new_scratch(self.data.staging, "publish")
         try:
             staged = self._stage(bundle, headers, selection, staging, digest, build_id, progress)
-            result = self._commit(repo_id, identity.name, kernel, staged, progress)
+            result = self._commit(repo_id, identity.name, kernel, staged, progress, fence)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return replace(result, left_out=left_out, regenerated=[rewrite.original.name for rewrite in selection.rewrites])
@@ -305,7 +330,7 @@ class Publisher:
         return _Staged(staging, digest, signed, signing_key, gpgcheck, sorted(names), build_id)
 
     def _commit(
-        self, repo_id: int, bundle_name: str, kernel: str, staged: _Staged, progress: Progress
+        self, repo_id: int, bundle_name: str, kernel: str, staged: _Staged, progress: Progress, fence: Fence | None
     ) -> PublishResult:
         repo_dir = self.data.repo_dir(bundle_name, kernel)
         repo_dir.mkdir(parents=True, exist_ok=True)
@@ -313,9 +338,12 @@ class Publisher:
         size = sum(path.stat().st_size for path in staged.path.rglob("*") if path.is_file())
         progress.step("Publishing")
         with exclusive_lock(self.data.repo_lock(bundle_name, kernel)):
+            self._record_unrecorded(repo_id, repo_dir)
             for _ in range(_NUMBERING_ATTEMPTS):
                 try:
                     with transaction(self.sessions) as session:
+                        if fence:
+                            fence(session)
                         existing = catalog.latest_version(session, repo_id)
                         if existing is None or existing.source_digest != staged.digest:
                             # Another attempt of the same build (its first worker lost its lease) got here first.
@@ -330,20 +358,20 @@ class Publisher:
                         (staged.path / REPO_FILE_NAME).write_text(
                             render_repo_file(location, gpgcheck=staged.gpgcheck, repo_gpgcheck=repo_gpgcheck)
                         )
-                        session.add(
-                            RepoVersion(
-                                repo_id=repo_id,
-                                number=number,
-                                source_digest=staged.digest,
-                                package_count=package_count,
-                                size_bytes=size,
-                                signing_key=staged.signing_key,
-                                gpgcheck=staged.gpgcheck,
-                                repo_gpgcheck=repo_gpgcheck,
-                                package_names=staged.package_names,
-                                build_id=staged.build_id,
-                            )
+                        version = RepoVersion(
+                            repo_id=repo_id,
+                            number=number,
+                            source_digest=staged.digest,
+                            package_count=package_count,
+                            size_bytes=size,
+                            signing_key=staged.signing_key,
+                            gpgcheck=staged.gpgcheck,
+                            repo_gpgcheck=repo_gpgcheck,
+                            package_names=staged.package_names,
+                            build_id=staged.build_id,
                         )
+                        _write_record(staged.path, version)
+                        session.add(version)
                         self._flush_and_rename(session, staged.path, repo_dir / str(number))
                 except _NumberTaken:
                     continue  # another host took this number; the row was rolled back, try the next
@@ -362,6 +390,32 @@ class Publisher:
                 )
         raise InvalidInput(f"could not allocate a version number for {bundle_name}/{kernel}; retry")
 
+    def recover(self, repo_id: int, bundle_name: str, kernel: str) -> None:
+        """Record the versions a killed publish renamed into place without recording them (see above)."""
+        repo_dir = self.data.repo_dir(bundle_name, kernel)
+        if repo_dir.is_dir():
+            with exclusive_lock(self.data.repo_lock(bundle_name, kernel)):
+                self._record_unrecorded(repo_id, repo_dir)
+
+    def _record_unrecorded(self, repo_id: int, repo_dir: Path) -> None:
+        """Under the repo's lock: insert the rows of version directories the database lacks, switch `latest`."""
+        with transaction(self.sessions) as session:
+            known = catalog.recorded_numbers(session, repo_id)
+            recorded = []
+            for number in version_numbers(repo_dir):
+                if number in known:
+                    continue
+                fields = _read_record(repo_dir / str(number))
+                if fields is None or fields.get("number") != number:
+                    log.warning("%s/%d has no usable %s: left unrecorded", repo_dir, number, RECORD_FILE)
+                    continue
+                session.add(RepoVersion(repo_id=repo_id, **fields))
+                recorded.append(number)
+        for number in recorded:
+            log.warning("recorded %s/%d, which a publish that was killed left unrecorded", repo_dir, number)
+        if recorded and max(recorded) > (latest_number(repo_dir) or 0):
+            switch_symlink(repo_dir / LATEST, str(max(recorded)))
+
     @staticmethod
     def _flush_and_rename(session: Session, staging: Path, target: Path) -> None:
         """Claim the number in the database, then on disk; either failing means someone else has it."""
@@ -374,3 +428,22 @@ class Publisher:
         except OSError:  # ENOTEMPTY/EEXIST: a non-empty directory of that number exists
             raise _NumberTaken from None
         fsync_directory(target.parent)
+
+
+def _write_record(staging: Path, version: RepoVersion) -> None:
+    record = {name: getattr(version, name) for name in _RECORDED_FIELDS}
+    with (staging / RECORD_FILE).open("w") as stream:
+        json.dump(record, stream)
+        stream.flush()
+        os.fsync(stream.fileno())
+    fsync_directory(staging)
+
+
+def _read_record(version_dir: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads((version_dir / RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or set(record) != set(_RECORDED_FIELDS):
+        return None
+    return record

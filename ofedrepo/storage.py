@@ -30,6 +30,8 @@ from pathlib import Path
 
 LATEST = "latest"
 FAILED_BUILD_PREFIX = "failed-build-"
+#: A kernel-sources tree being unpacked; renamed to the kernel's name when complete.
+PARTIAL_PREFIX = ".partial-"
 
 
 @dataclass(frozen=True)
@@ -132,13 +134,18 @@ class DataDir:
         return removed
 
     def stale_scratch(self, older_than_seconds: float) -> Iterator[Path]:
-        """Entries of ``staging/``, ``work/`` and ``uploads/`` untouched for ``older_than_seconds``
-        (failed builds set aside for debugging have their own time: ``expired_failed_builds``)."""
+        """Entries of ``staging/``, ``work/`` and ``uploads/``, and half-unpacked kernel sources, untouched for
+        ``older_than_seconds`` (failed builds set aside for debugging have their own time:
+        ``expired_failed_builds``)."""
         deadline = time.time() - older_than_seconds
         for parent in (self.staging, self.work, self.uploads):
             for entry in list(parent.iterdir()) if parent.is_dir() else []:
                 if not entry.name.startswith(FAILED_BUILD_PREFIX) and entry.lstat().st_mtime < deadline:
                     yield entry
+        sources = self.kernel_sources
+        for entry in list(sources.iterdir()) if sources.is_dir() else []:
+            if entry.name.startswith(PARTIAL_PREFIX) and entry.lstat().st_mtime < deadline:
+                yield entry
 
 
 def human_size(size: int | None) -> str:

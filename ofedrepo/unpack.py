@@ -61,6 +61,9 @@ def _read_marker(root: Path, name: str, limit: int = _MARKER_MAX_BYTES) -> str |
         return handle.read(limit).decode("utf-8", errors="replace")
 
 
+_NO_MARKER = "not an MLNX_OFED bundle: no .mlnx file at its top (nor in its single top directory)"
+
+
 def _find_root(directory: Path) -> Path:
     """The bundle root: ``directory`` itself, or the single directory inside it (how tarballs are made)."""
     if (directory / ".mlnx").exists():
@@ -68,7 +71,17 @@ def _find_root(directory: Path) -> Path:
     children = [child for child in directory.iterdir() if child.is_dir() and not child.is_symlink()]
     if len(children) == 1 and (children[0] / ".mlnx").exists():
         return children[0]
-    raise NotABundle("not an MLNX_OFED bundle: no .mlnx file at its top (nor in its single top directory)")
+    raise NotABundle(_NO_MARKER)
+
+
+def _shaped_like_a_bundle(names: list[str]) -> None:
+    """What ``_find_root`` will look for, checked on an archive's member names before anything is unpacked."""
+    if ".mlnx" in names:
+        return
+    top_directories = {name.split("/", 1)[0] for name in names if "/" in name}
+    if len(top_directories) == 1 and f"{top_directories.pop()}/.mlnx" in names:
+        return
+    raise NotABundle(_NO_MARKER)
 
 
 def _offered(root: Path, libraries: Libraries) -> tuple[list[Path], str | None]:
@@ -151,7 +164,7 @@ def open_bundle(
         raise InvalidInput(f"{source} is neither a file nor a directory")
     scratch = data.new_scratch(data.work, "unpack")
     try:
-        extract(source, scratch, limits)
+        extract(source, scratch, limits, accept=_shaped_like_a_bundle)
         yield read_bundle(_find_root(scratch), True, libraries, [*names, source.name])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

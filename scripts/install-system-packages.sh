@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the distribution packages ofedrepo and its tests need; does nothing when all are present.
 # With --browser it also installs the Chromium the web UI's browser test drives (`make test` asks for it;
-# `make run` does not).
+# `make run` does not); with --bench, the load generator and the reference web server `make bench` uses.
 # Debian/Ubuntu (apt) and RHEL/Rocky/Alma/Fedora (dnf) are supported. Needs root (or sudo) only when
 # something is missing.
 set -euo pipefail
@@ -15,10 +15,16 @@ rhel_packages=(
   libguestfs-tools-c rpm-build rpm-sign createrepo_c dnf dnf-plugins-core qemu-img gnupg2 xorriso perl bubblewrap
 )
 
-if [ "${1:-}" = "--browser" ]; then
-  debian_packages+=(chromium)
-  rhel_packages+=(chromium)
-fi
+case "${1:-}" in
+  --browser)
+    debian_packages+=(chromium)
+    rhel_packages+=(chromium)
+    ;;
+  --bench)
+    debian_packages+=(wrk nginx)
+    rhel_packages+=(wrk nginx)
+    ;;
+esac
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

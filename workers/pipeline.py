@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ofedrepo import catalog
@@ -37,7 +38,7 @@ from ofedrepo.errors import BuildFailed, OfedrepoError, ToolFailed, disk_full, d
 from ofedrepo.kernel_sources import KernelSources
 from ofedrepo.models import Build, BuildState
 from ofedrepo.process import clean_environment, run
-from ofedrepo.publish import Publisher
+from ofedrepo.publish import Fence, Publisher
 from ofedrepo.storage import DataDir
 from ofedrepo.unpack import open_bundle
 from workers import queue
@@ -65,6 +66,7 @@ class BuildJob:
     """What a build needs, read from the database once at its start."""
 
     id: int
+    repo_id: int
     kernel: str
     bundle_name: str
     bundle_root: Path
@@ -128,6 +130,7 @@ class Pipeline:
             assert build is not None and build.bundle is not None
             return BuildJob(
                 id=build.id,
+                repo_id=build.repo_id,
                 kernel=build.kernel,
                 bundle_name=build.bundle.name,
                 bundle_root=self.bundles.root(build.bundle),
@@ -159,6 +162,9 @@ class Pipeline:
                 build_log.note(f"FAILED: {error}")
                 queue.finish(self.sessions, job.id, self.worker_id, BuildState.FAILED, error=str(error))
                 return BuildState.FAILED
+            except DBAPIError as error:  # the database, not the build, failed: the supervisor requeues it
+                build_log.note(f"the database could not be reached ({error.orig!r}); the build is not failed for it")
+                raise
             except Exception as error:  # a bug of ours: keep the worker alive, keep the evidence in the log
                 if disk_full(error):
                     assert isinstance(error, OSError)
@@ -198,6 +204,7 @@ class Pipeline:
         return self.settings.module_sign_priv_key is not None
 
     def _build(self, job: BuildJob, scratch: Path, build_log: BuildLog, should_stop: Callable[[], str | None]) -> int:
+        self.publisher.recover(job.repo_id, job.bundle_name, job.kernel)
         with self.sessions() as session:
             published = catalog.version_of_build(session, job.id)
         if published is not None:
@@ -238,17 +245,28 @@ class Pipeline:
             stop = should_stop()
             if stop:
                 raise Stopped(stop)
-            result = self.publisher.publish_opened(rebuilt, job.kernel, job.id, build_log, self._signing_modules)
+            result = self.publisher.publish_opened(
+                rebuilt, job.kernel, job.id, build_log, self._signing_modules, self._still_mine(job)
+            )
         build_log.note(
             f"published {result.bundle_name}/{result.kernel} version {result.version}"
             + ("" if result.created else " (identical to the latest version)")
         )
         return result.version
 
+    def _still_mine(self, job: BuildJob) -> Fence:
+        """The publish's fence: a worker whose lease expired (cut off from the database, say) never publishes."""
+
+        def check(session: Session) -> None:
+            if not queue.hold(session, job.id, self.worker_id, self.settings.build_lease_seconds):
+                raise Stopped("lease lost")
+
+        return check
+
     def _publish_own_packages(self, job: BuildJob, build_log: BuildLog) -> int:
         libraries = self.settings.bundle_libraries
         with open_bundle(job.bundle_root, self.data, self.publisher.limits, libraries, [job.bundle_name]) as bundle:
-            result = self.publisher.publish_opened(bundle, job.kernel, job.id, build_log)
+            result = self.publisher.publish_opened(bundle, job.kernel, job.id, build_log, fence=self._still_mine(job))
         build_log.note(
             f"published {result.bundle_name}/{result.kernel} version {result.version} from the bundle's own packages"
             + ("" if result.created else " (identical to the latest version)")

@@ -12,6 +12,8 @@ workers from owning one build:
   died must expire) and reports which of them a client cancelled, and which are no longer its own.
 - reap (any worker, periodically): a ``running`` build whose lease expired lost its worker (killed, host
   gone): back to ``queued`` while attempts remain, else ``failed``.
+- hold (inside a publish's transaction): renew my lease or learn that the build is no longer mine; a worker
+  cut off from the database long enough to lose its lease can therefore never publish for it afterwards.
 - finish: ``running`` and owned by me → ``succeeded``/``failed``/``cancelled``.
 """
 
@@ -112,6 +114,21 @@ def heartbeat(sessions: sessionmaker[Session], worker_id: str, lease_seconds: fl
             select(Build.id).where(Build.worker_id == worker_id, Build.state == RUNNING, Build.cancel_requested)
         )
         return Beat(cancelled=set(cancelled), lost=running - renewed)
+
+
+def hold(session: Session, build_id: int, worker_id: str, lease_seconds: float) -> bool:
+    """In the caller's transaction: renew my lease of a running build; False when it is no longer mine.
+
+    The fence a publish goes through: the update's row lock lasts until the caller commits, so no reaper
+    or claimer can take the build between this check and the version the same transaction records.
+    """
+    result = session.execute(
+        update(Build)
+        .where(Build.id == build_id, Build.worker_id == worker_id, Build.state == RUNNING)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        .execution_options(**_NO_SYNC)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def reap(sessions: sessionmaker[Session], max_attempts: int, worker_timeout: float) -> tuple[list[int], list[int]]:

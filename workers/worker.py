@@ -9,7 +9,10 @@ Idle slots look for work every ``queue_poll_interval`` seconds, which bounds the
 import logging
 import signal
 import threading
+import time
 from types import FrameType
+
+from sqlalchemy.exc import DBAPIError
 
 from ofedrepo.config import Settings
 from ofedrepo.db import make_engine, session_factory, upgrade
@@ -111,14 +114,19 @@ class Worker:
     def _supervised(self, build_id: int) -> None:
         """Run one build so that, whatever goes wrong, it ends with a reason or goes back to the queue.
 
-        The pipeline ends its builds itself; what escapes it (the database gone while it recorded the end, a
-        bug) is caught here: the build is failed with the reason, or, when even that cannot be written, it
-        leaves ``running`` so that its lease is no longer renewed, expires, and another worker retries it.
+        The pipeline ends its builds itself; what escapes it is caught here: a bug fails the build with the
+        reason, a database error (the server gone, the link down) puts it back in the queue, since the build
+        is not at fault; when even that cannot be written, the build stays ``running`` with a lease that is no
+        longer renewed: it expires, and another worker retries the build.
         """
+        reason: str | None
         try:
             state = self.pipeline.run(build_id, lambda: self._should_stop(build_id))
             log.info("build %d ended %s", build_id, state.value)
             return
+        except DBAPIError as error:
+            log.warning("build %d: the database failed under it (%r): back to the queue", build_id, error.orig)
+            reason = None  # not the build's fault: it is retried
         except Exception as error:
             log.exception("build %d broke out of its pipeline", build_id)
             reason = f"internal error: {error!r}"
@@ -126,19 +134,24 @@ class Worker:
             if self.stopping.wait(delay):
                 break
             try:
-                if queue.finish(self.sessions, build_id, self.id, BuildState.FAILED, error=reason):
+                if reason is None:
+                    if queue.release(self.sessions, build_id, self.id):
+                        self.pipeline.note(build_id, "the database failed under this build: back in the queue")
+                elif queue.finish(self.sessions, build_id, self.id, BuildState.FAILED, error=reason):
                     self.pipeline.note(build_id, f"FAILED: {reason}")
                 return
             except Exception:
-                log.exception("recording that build %d failed did not work", build_id)
+                log.exception("recording how build %d ended did not work", build_id)
         log.error("build %d: its lease is left to expire; another worker will take it", build_id)
 
     def _heartbeat(self) -> None:
+        renewed_at = time.monotonic()
         while not self.stopping.wait(self.heartbeat_interval):
             try:
                 with self.lock:
                     running = set(self.running)
                 beat = queue.heartbeat(self.sessions, self.id, self.settings.build_lease_seconds, running)
+                renewed_at = time.monotonic()
                 with self.lock:
                     self.cancelled |= beat.cancelled
                     self.lost |= beat.lost
@@ -157,8 +170,27 @@ class Worker:
                 for build_id in failed:
                     log.warning("build %d lost its worker too often: failed", build_id)
                     self.pipeline.note(build_id, "FAILED: its workers stopped answering too often")
+            except DBAPIError as error:  # one line, not a traceback every beat while the database is away
+                log.warning("heartbeat: the database cannot be reached (%s); retrying", str(error.orig).strip())
+                self._give_up_expired_leases(time.monotonic() - renewed_at)
             except Exception:
                 log.exception("heartbeat failed; retrying")
+                self._give_up_expired_leases(time.monotonic() - renewed_at)
+
+    def _give_up_expired_leases(self, unrenewed_for: float) -> None:
+        """Cut off from the database past the lease: another worker may own these builds now, so stop them
+        (their script is killed; their publish would be refused by its fence anyway)."""
+        if unrenewed_for < self.settings.build_lease_seconds:
+            return
+        with self.lock:
+            expired = self.running - self.lost
+            self.lost |= expired
+        for build_id in sorted(expired):
+            log.warning(
+                "build %d: its lease could not be renewed for %.0f s and has expired: stopping it",
+                build_id,
+                unrenewed_for,
+            )
 
     def _retention(self, policy: Policy) -> None:
         """The configured retention policy, every ``gc_interval`` seconds (several workers may run it at once)."""

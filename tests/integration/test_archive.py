@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from ofedrepo.archive import Limits, extract
-from ofedrepo.errors import InvalidInput, UnsafeArchive
+from ofedrepo.archive import Limits, _Extraction, extract
+from ofedrepo.errors import InvalidInput, NotABundle, UnsafeArchive
+from ofedrepo.storage import DataDir
+from ofedrepo.unpack import open_bundle
 
 LIMITS = Limits(max_bytes=10_000, max_members=50)
 
@@ -115,14 +117,37 @@ def test_chained_links_never_reach_outside(tmp_path: Path, links: list[tuple[str
     ]
 
 
-def test_a_bomb_is_refused_as_it_is_written(tmp_path: Path) -> None:
-    """A small tgz whose member claims far more than the archive's own size stops at the expansion budget."""
+def never_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make writing any member's bytes fail the test: refusals must come from the survey of the headers."""
+
+    def write(*arguments: object) -> None:
+        raise AssertionError("a member was written before the archive was refused")
+
+    monkeypatch.setattr(_Extraction, "regular", write)
+
+
+def test_a_bomb_is_refused_before_a_byte_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small tgz whose member claims far more than the archive's own size: refused by the survey."""
     bomb = tmp_path / "bomb.tgz"
     with tarfile.open(bomb, "w:gz", compresslevel=9) as tar:
         info = tarfile.TarInfo("b/zeros")
         info.size = 200 * 1024 * 1024
         tar.addfile(info, io.BytesIO(bytes(info.size)))
     assert bomb.stat().st_size < 1024 * 1024
+    never_written(monkeypatch)
     with pytest.raises(UnsafeArchive, match="more than 67108864 bytes"):
         extract(bomb, tmp_path / "out", Limits(max_bytes=10**12, max_members=10))
     assert not (tmp_path / "out").exists()
+
+
+def test_an_archive_that_is_not_a_bundle_is_refused_before_it_is_unpacked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many members, none a bundle's marker: refused from the headers, with what a bundle would have."""
+    archive = make_tar(tmp_path / "photos.tgz", [(member(f"photos/{index}.jpg"), b"x" * 100) for index in range(40)])
+    never_written(monkeypatch)
+    data = DataDir(tmp_path / "var").ensure()
+    with pytest.raises(NotABundle, match="no .mlnx file at its top"):
+        with open_bundle(archive, data, LIMITS, "upstream"):
+            pass
+    assert list(data.work.iterdir()) == []

@@ -1,32 +1,54 @@
-"""Faults, made for real: a full disk under the data directory (a small tmpfs the test mounts), and the
-database killing every connection of the service while a build runs.
+"""Faults, made for real: a full disk under the data directory (a small tmpfs the test mounts), the
+database killing every connection of the service while a build runs, and a worker on another "host" (a
+network namespace) whose link to the database goes down mid-build.
 
 A full disk gets one clear answer (507 over HTTP, one line and a non-zero exit from the CLI), leaves nothing
 half-written behind, and the service keeps answering. Lost connections are replaced and the build ends.
 """
 
+import contextlib
+import errno
+import gzip
 import os
+import re
+import shutil
+import signal
+import socket
 import subprocess
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
-from tests.conftest import POSTGRES_URL, VENV_BIN, postgres_available, start_server, start_worker, stop_server
+from ofedrepo.kernel_sources import KernelSources
+from ofedrepo.storage import DataDir
+from tests.conftest import (
+    POSTGRES_URL,
+    TARGET_KERNEL,
+    VENV_BIN,
+    make_settings,
+    postgres_available,
+    service_environment,
+    start_server,
+    start_worker,
+    stop_server,
+)
 from tests.integration.test_pipeline import (
     ENDED,
     build_log,
     request,
     start_stack,
     stop_workers,
+    upload,
     wait_for,
     wait_for_log,
 )
-from tests.support.synthetic_bundle import make_kernel_sources
+from tests.support.synthetic_bundle import BundleSpec, make_kernel_devel_repo, make_kernel_sources
 
 DISK_MB = 24
 SLOWISH_KERNEL = "4.18.0-372.46.1.el8_6.x86_64"
@@ -133,3 +155,241 @@ def test_a_build_survives_its_database_connections_being_killed(tmp_path: Path, 
         stop_server(server)
         with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_kernel_sources_unpacked_onto_a_full_disk_leave_no_half_tree(tmp_path: Path, small_disk: Path) -> None:
+    """The kernel-devel download succeeded, the disk fills while its tree is written: nothing is cached
+    (a later build must not find a half tree), and no ``.partial-*`` stays behind."""
+    kernel = "4.18.0-372.9.1.el8.x86_64"
+    repo = make_kernel_devel_repo(tmp_path / "mirror" / "BaseOS", kernel)
+    package = next((repo / "Packages").glob("*.rpm"))
+    settings = make_settings(small_disk / "var", f"sqlite:///{tmp_path / 'ofedrepo.db'}")
+    data = DataDir(settings.data_dir).ensure()
+    data.kernel_sources.mkdir(parents=True, exist_ok=True)
+    fill(small_disk, leave_bytes=0)
+    with pytest.raises(OSError) as raised:
+        KernelSources(settings, data, lambda _: None)._unpack(package, kernel)
+    assert raised.value.errno == errno.ENOSPC
+    assert list(data.kernel_sources.iterdir()) == []
+
+
+class ForwardToPostgres:
+    """A TCP forwarder from ``address`` to the local PostgreSQL, standing in for the database host's end of a
+    network link. Its sockets keep alive and time out unacknowledged data as a server configured with
+    ``tcp_keepalives_*`` and ``tcp_user_timeout`` does, so a client lost with its link has its session ended
+    (and its locks released) instead of holding them for the kernel's 15 minutes."""
+
+    def __init__(self, address: str) -> None:
+        self.listener = socket.create_server((address, 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            for option, value in ((socket.TCP_KEEPIDLE, 2), (socket.TCP_KEEPINTVL, 1), (socket.TCP_KEEPCNT, 3),
+                                  (socket.TCP_USER_TIMEOUT, 5000)):  # fmt: skip
+                client.setsockopt(socket.IPPROTO_TCP, option, value)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            upstream = socket.create_connection(("127.0.0.1", 5432))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for end in (source, sink):  # wakes the other direction's thread, which then finds both closed
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+class RemoteHost:
+    """A network namespace on a veth link to this one: a worker started in it is on another host, as far
+    as the network goes, and ``cut()`` takes its link down."""
+
+    def __init__(self) -> None:
+        tag = uuid.uuid4().hex[:6]
+        self.namespace, self.host_end, self.far_end = f"ofr-{tag}", f"ofrh{tag}", f"ofrf{tag}"
+        subnet = f"10.213.{int(tag[:2], 16)}"
+        self.address = f"{subnet}.1"
+        for argv in (
+            ["ip", "netns", "add", self.namespace],
+            ["ip", "link", "add", self.host_end, "type", "veth", "peer", "name", self.far_end],
+            ["ip", "link", "set", self.far_end, "netns", self.namespace],
+            ["ip", "addr", "add", f"{self.address}/30", "dev", self.host_end],
+            ["ip", "link", "set", self.host_end, "up"],
+            ["ip", "-n", self.namespace, "addr", "add", f"{subnet}.2/30", "dev", self.far_end],
+            ["ip", "-n", self.namespace, "link", "set", self.far_end, "up"],
+            ["ip", "-n", self.namespace, "link", "set", "lo", "up"],
+        ):
+            subprocess.run(argv, check=True, capture_output=True)
+
+    def cut(self) -> None:
+        subprocess.run(["ip", "link", "set", self.host_end, "down"], check=True)
+
+    def restore(self) -> None:
+        subprocess.run(["ip", "link", "set", self.host_end, "up"], check=True)
+
+    def remove(self) -> None:
+        subprocess.run(["ip", "netns", "delete", self.namespace], check=False)
+        subprocess.run(["ip", "link", "delete", self.host_end], check=False, capture_output=True)
+
+
+@pytest.mark.postgres
+def test_a_worker_whose_link_goes_down_loses_its_build_to_another_host(tmp_path: Path, bundle_tgz: Path) -> None:
+    """Worker A, in its own network namespace, reaches PostgreSQL over a veth link; the link goes down while
+    A's script runs. A's lease expires, worker B on another "host" takes the build and publishes it, A stops
+    its build; once A's link is back, A publishes nothing over B's version and nothing stays running."""
+    if reason := postgres_available():
+        pytest.skip(reason)
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("network namespaces need root and iproute2")
+    name = f"ofedrepo_fault_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    host = RemoteHost()
+    forwarder = ForwardToPostgres(host.address)
+    sources = tmp_path / "kernels"
+    make_kernel_sources(sources, SLOWISH_KERNEL, build_seconds=12)
+    database = f"{POSTGRES_URL.rsplit('/', 1)[0]}/{name}"
+    server = start_stack(tmp_path, sources, bundle_tgz, {"OFEDREPO_DATABASE_URL": database}, lease_seconds=6)
+    far_database = database.replace("127.0.0.1:5432", f"{host.address}:{forwarder.port}")
+    with (tmp_path / "worker-a.log").open("wb") as output:
+        worker_a = subprocess.Popen(
+            ["ip", "netns", "exec", host.namespace, str(VENV_BIN / "ofedrepo"), "worker"],
+            env={**server.environment, "OFEDREPO_DATABASE_URL": far_database},
+            stdout=output,
+            stderr=output,
+        )
+    workers = [worker_a]
+    try:
+        build_id = request(server, kernel=SLOWISH_KERNEL).json()["build"]["id"]
+        wait_for_log(server, build_id, "(2/")
+        host.cut()
+        workers.append(start_worker(server, tmp_path / "worker-b.log"))
+        build = wait_for(server, build_id, ENDED, timeout=150)
+        log = build_log(server, build_id)
+        assert build["state"] == "succeeded" and build["attempts"] == 2, log
+        assert build["version_number"] == 1
+        host.restore()
+        deadline = time.monotonic() + 60  # A notices, once it can reach the database again
+        while "stopping it" not in (tmp_path / "worker-a.log").read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "stopping it" in (tmp_path / "worker-a.log").read_text()
+        time.sleep(8)  # time for a stale publish, had A one left to make
+        repo = httpx.get(f"{server.url}/api/v1/repos/{build['repo_id']}", timeout=10).json()
+        assert [version["number"] for version in repo["versions"]] == [1]
+        published = server.settings.data_dir / "repos" / BundleSpec().name / SLOWISH_KERNEL
+        assert sorted(path.name for path in published.iterdir()) == ["1", "latest"]
+        listed = httpx.get(f"{server.url}/api/v1/builds", timeout=10).json()
+        assert [listed_build["state"] for listed_build in listed] == ["succeeded"]
+    finally:
+        stop_workers(workers)
+        stop_server(server)
+        forwarder.close()
+        host.remove()
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def kill_when(process: subprocess.Popen[bytes], happened: Callable[[], bool], timeout: float = 120) -> None:
+    """SIGKILL ``process`` the moment ``happened()`` (polled every millisecond or so)."""
+    deadline = time.monotonic() + timeout
+    while not happened():
+        assert process.poll() is None, "the process ended before the step it was to be killed at"
+        assert time.monotonic() < deadline, "the step never came"
+        time.sleep(0.001)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+def log_says(log: Path, text: str) -> Callable[[], bool]:
+    return lambda: log.is_file() and text in log.read_text(errors="replace")
+
+
+def assert_one_complete_version(repo_dir: Path) -> None:
+    """Version 1, complete (its repodata lists every package it holds), is all there is, and is `latest`."""
+    assert sorted(path.name for path in repo_dir.iterdir()) == ["1", "latest"]
+    assert os.readlink(repo_dir / "latest") == "1"
+    rpms = repo_dir / "1" / "RPMS"
+    listed = set(re.findall(r'<location href="([^"]+)"', primary_xml(rpms)))
+    assert listed == {path.name for path in rpms.glob("*.rpm")} and listed
+
+
+def primary_xml(rpms: Path) -> str:
+    (primary,) = (rpms / "repodata").glob("*-primary.xml.gz")
+    return gzip.decompress(primary.read_bytes()).decode()
+
+
+@pytest.mark.parametrize("step", ["script running", "staging the version", "published, not recorded"])
+def test_a_service_killed_at_each_step_of_a_build_finishes_it_after_a_restart(
+    tmp_path: Path, bundle_tgz: Path, step: str
+) -> None:
+    """`ofedrepo serve` with its embedded worker, SIGKILLed mid-build, then started again: the build ends
+    (succeeded, by a second attempt), exactly one complete version exists, and `latest` points at it."""
+    sources = tmp_path / "kernels"
+    make_kernel_sources(sources, SLOWISH_KERNEL, build_seconds=3)
+    environment = {
+        "OFEDREPO_KERNEL_SOURCES_ROOT": str(sources),
+        "OFEDREPO_QUEUE_POLL_INTERVAL": "0.2",
+        "OFEDREPO_BUILD_LEASE_SECONDS": "3",
+    }
+    server = start_server(tmp_path / "var", tmp_path / "serve.log", environment, worker=True)
+    try:
+        assert upload(server, "bundles", bundle_tgz).status_code == 201
+        build_id = request(server, kernel=SLOWISH_KERNEL).json()["build"]["id"]
+        build_file = server.settings.data_dir / "builds" / f"{build_id}.log"
+        repo_dir = server.settings.data_dir / "repos" / BundleSpec().name / SLOWISH_KERNEL
+        happened = {
+            "script running": log_says(build_file, "(2/"),
+            "staging the version": log_says(build_file, "Staging packages"),
+            "published, not recorded": lambda: (repo_dir / "1").is_dir(),
+        }[step]
+        kill_when(server.process, happened)
+    finally:
+        stop_server(server)
+    restarted = start_server(tmp_path / "var", tmp_path / "serve-again.log", environment, worker=True)
+    try:
+        build = wait_for(restarted, build_id, ENDED, timeout=120)
+        log = build_log(restarted, build_id)
+        assert (build["state"], build["attempts"], build["version_number"]) == ("succeeded", 2, 1), log
+        if step == "published, not recorded":
+            assert "version 1 was published by an earlier attempt: recording it, nothing to redo" in log
+        assert_one_complete_version(repo_dir)
+        assert "Traceback" not in (tmp_path / "serve-again.log").read_text()
+    finally:
+        stop_server(restarted)
+
+
+@pytest.mark.parametrize("step", ["staging", "renamed, latest not switched"])
+def test_a_publish_killed_at_each_step_leaves_no_partial_version(tmp_path: Path, ext_tgz: Path, step: str) -> None:
+    """`ofedrepo publish` SIGKILLed while it stages, or between the rename of the version and the switch of
+    `latest`: nothing partial is visible, and publishing again completes (or repairs) the version."""
+    environment = service_environment(tmp_path / "var", "http://127.0.0.1:8000", None)
+    data = tmp_path / "var"
+    repo_dir = data / "repos" / BundleSpec().name / TARGET_KERNEL
+    publish = [str(VENV_BIN / "ofedrepo"), "publish", str(ext_tgz)]
+    with (tmp_path / "publish.log").open("wb") as output:
+        process = subprocess.Popen(publish, env=environment, stdout=output, stderr=output)
+    happened = {
+        "staging": lambda: any((data / "staging").glob("publish-*/RPMS/repodata")),
+        "renamed, latest not switched": lambda: (repo_dir / "1").is_dir(),
+    }[step]
+    kill_when(process, happened)
+    assert not (repo_dir / "latest").exists() or os.readlink(repo_dir / "latest") == "1"
+    versions = [path.name for path in repo_dir.iterdir() if path.name != "latest"] if repo_dir.is_dir() else []
+    assert versions == (["1"] if step.startswith("renamed") else [])
+    again = subprocess.run(publish, env=environment, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert_one_complete_version(repo_dir)

@@ -79,12 +79,17 @@ def test_orphaned_bundle_trees_and_stale_scratch_go(
     (stale / "output.log").write_bytes(b"x" * 4096)
     fresh = data.work / "build-8-4567"
     fresh.mkdir()
+    half_unpacked = data.kernel_sources / ".partial-0123"  # a worker killed while unpacking kernel-devel
+    (half_unpacked / "usr" / "src").mkdir(parents=True)
+    cached = data.kernel_sources / "4.18.0-372.9.1.el8.x86_64"
+    cached.mkdir()
     old = time.time() - 10 * DAY
-    for path in (orphan, stale):
+    for path in (orphan, stale, half_unpacked, cached):
         os.utime(path, (old, old))
     report = collect_garbage(settings, sessions, Policy(keep=5), dry_run=False)
-    assert {item.path for item in report.freed} == {orphan, stale} and report.total >= 4096
-    assert not orphan.exists() and not stale.exists() and fresh.exists()
+    assert {item.path for item in report.freed} == {orphan, stale, half_unpacked} and report.total >= 4096
+    assert not orphan.exists() and not stale.exists() and not half_unpacked.exists()
+    assert fresh.exists() and cached.exists()
 
 
 def test_gc_without_a_policy_says_what_it_needs(settings: Settings) -> None:

@@ -1,14 +1,17 @@
 """The real server on a loopback port: yum-grade serving of the tree and the REST API."""
 
 import http.client
+import json
 import os
+import socket
+import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from tests.conftest import TARGET_KERNEL, RunningServer
+from tests.conftest import TARGET_KERNEL, RunningServer, start_server, stop_server
 from tests.support.synthetic_bundle import BundleSpec
 
 TREE = f"/repos/{BundleSpec().name}/{TARGET_KERNEL}"
@@ -285,3 +288,67 @@ def test_weak_etags_match_and_odd_names_are_linked_encoded(
         assert client.get(entry["href"]).status_code == 200
     finally:
         odd.rmdir()
+
+
+@pytest.fixture(scope="module")
+def impatient_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    root = tmp_path_factory.mktemp("impatient")
+    server = start_server(root / "var", root / "serve.log", {"OFEDREPO_HTTP_TIMEOUT": "1.5"})
+    yield server
+    stop_server(server)
+
+
+def connect(server: RunningServer) -> socket.socket:
+    address = urlsplit(server.url)
+    return socket.create_connection((address.hostname, address.port), timeout=10)
+
+
+def closed_after(connection: socket.socket) -> tuple[float, bytes]:
+    """Seconds until the server closes ``connection``, and what it said before."""
+    start = time.monotonic()
+    said = b""
+    while chunk := connection.recv(4096):
+        said += chunk
+    return time.monotonic() - start, said
+
+
+def test_a_client_that_connects_and_says_nothing_is_cut_off(impatient_server: RunningServer) -> None:
+    with connect(impatient_server) as connection:
+        waited, said = closed_after(connection)
+    assert 1.0 <= waited < 5 and said == b""
+
+
+def test_a_request_head_sent_a_byte_at_a_time_is_cut_off(impatient_server: RunningServer) -> None:
+    """Each byte arrives well within the deadline, the whole head does not: the clock is not reset per byte."""
+    start = time.monotonic()
+    with connect(impatient_server) as connection:
+        try:
+            for byte in b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100:
+                connection.sendall(bytes([byte]))
+                time.sleep(0.1)
+        except OSError:
+            pass  # reset: the server closed the connection while we were still sending
+        closed_after(connection)
+    assert time.monotonic() - start < 6
+
+
+def test_a_body_that_stops_arriving_gets_408(impatient_server: RunningServer) -> None:
+    with connect(impatient_server) as connection:
+        head = (
+            b"POST /api/v1/repos HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        )
+        connection.sendall(head + b'{"kernel": ')
+        waited, said = closed_after(connection)
+    status_line, _, rest = said.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 408 Request Timeout" and 1.0 <= waited < 5
+    assert json.loads(rest.split(b"\r\n\r\n", 1)[1])["detail"] == "the request body stopped arriving for 1.5 s"
+
+
+def test_an_idle_keep_alive_connection_is_closed_and_a_prompt_one_is_not(impatient_server: RunningServer) -> None:
+    with connect(impatient_server) as connection:
+        for _ in range(3):  # three requests, each well within the deadline, on one connection
+            connection.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert connection.recv(4096).startswith(b"HTTP/1.1 200")
+            time.sleep(0.5)
+        waited, _ = closed_after(connection)  # then uvicorn's keep-alive timeout (5 s) closes it
+    assert waited < 8

@@ -11,17 +11,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ofedrepo import builds
 from ofedrepo.bundles import BundleStore
 from ofedrepo.config import Settings
-from ofedrepo.models import BuildState
+from ofedrepo.models import BuildState, RepoVersion
 from ofedrepo.publish import Publisher
 from tests.conftest import TARGET_KERNEL, make_settings
 from tests.integration.test_queue import enqueue, state_of
+from tests.support.synthetic_bundle import CURRENT
 from workers import queue
 from workers.pipeline import Pipeline
 from workers.worker import Worker
@@ -51,31 +52,40 @@ def database_gone() -> OperationalError:
 def test_a_build_that_breaks_out_of_its_pipeline_fails_with_the_reason_and_the_slot_goes_on(
     worker_settings: Settings, sessions: sessionmaker[Session]
 ) -> None:
-    broken, healthy = enqueue(sessions, 2)
+    """A bug fails the build with the reason; a database error is not the build's fault: it is retried."""
+    broken, unlucky, healthy = enqueue(sessions, 3)
     worker = Worker(worker_settings, concurrency=1)
+    runs: list[int] = []
 
     def run(build_id: int, should_stop: Callable[[], str | None]) -> BuildState:
+        runs.append(build_id)
         if build_id == broken:
+            raise KeyError("a bug")
+        if build_id == unlucky and runs.count(unlucky) == 1:
             raise database_gone()
         queue.finish(worker.sessions, build_id, worker.id, BuildState.SUCCEEDED)
         return BuildState.SUCCEEDED
 
     worker.pipeline.run = run  # type: ignore[method-assign]
-    run_until(worker, lambda: state_of(sessions, healthy).state == "succeeded")
+    run_until(worker, lambda: {state_of(sessions, build).state for build in (unlucky, healthy)} == {"succeeded"})
     failed = state_of(sessions, broken)
-    assert failed.state == "failed" and "internal error: OperationalError" in (failed.error or "")
-    assert "server closed the connection" in (failed.error or "")
+    assert failed.state == "failed" and failed.error == "internal error: KeyError('a bug')"
+    retried = state_of(sessions, unlucky)
+    assert (retried.state, retried.attempts, runs.count(unlucky)) == ("succeeded", 2, 2)
+    log = Path(worker_settings.data_dir / "builds" / f"{unlucky}.log").read_text()
+    assert "the database failed under this build: back in the queue" in log
     assert state_of(sessions, healthy).state == "succeeded"
 
 
 def test_a_build_whose_end_cannot_be_written_goes_back_to_the_queue(
     worker_settings: Settings, sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The database refuses even the failure: the lease is no longer renewed and another attempt follows."""
+    """The database refuses even to take the build back: the lease is no longer renewed and another attempt
+    follows."""
     (build_id,) = enqueue(sessions)
     worker = Worker(worker_settings, concurrency=1)
     attempts: list[int] = []
-    finish = queue.finish
+    finish, release = queue.finish, queue.release
 
     def unwritable(*arguments: object, **keywords: object) -> bool:
         raise database_gone()
@@ -84,8 +94,10 @@ def test_a_build_whose_end_cannot_be_written_goes_back_to_the_queue(
         attempts.append(claimed)
         if len(attempts) == 1:
             monkeypatch.setattr(queue, "finish", unwritable)
+            monkeypatch.setattr(queue, "release", unwritable)
             raise database_gone()
         monkeypatch.setattr(queue, "finish", finish)
+        monkeypatch.setattr(queue, "release", release)
         finish(worker.sessions, claimed, worker.id, BuildState.SUCCEEDED)
         return BuildState.SUCCEEDED
 
@@ -116,3 +128,27 @@ def test_a_retry_records_the_version_its_killed_attempt_published(
     assert sorted(path.name for path in first.path.parent.iterdir()) == ["1", "latest"]
     log = (worker_settings.data_dir / "builds" / f"{outcome.build_id}.log").read_text()
     assert "version 1 was published by an earlier attempt: recording it, nothing to redo" in log
+
+
+def test_a_worker_that_lost_its_build_never_publishes_for_it(
+    worker_settings: Settings, sessions: sessionmaker[Session], bundle_tgz: Path
+) -> None:
+    """Cut off from the database past its lease, a worker's build was given to another; when the first one
+    reaches the publish (its link back), the fence in the publish's transaction refuses it: no version."""
+    store = BundleStore(worker_settings, sessions)
+    store.add(store.identify(bundle_tgz))
+    with sessions() as session:
+        outcome = builds.request_repo(session, worker_settings, builds.RepoRequest(kernel=CURRENT.ga_kernel))
+    assert outcome.build_id is not None
+    assert queue.claim(sessions, "cut-off", lease_seconds=60) == outcome.build_id
+    assert queue.release(sessions, outcome.build_id, "cut-off")  # what the reaper does once the lease expires
+    assert queue.claim(sessions, "other-host", lease_seconds=60) == outcome.build_id
+    state = Pipeline(worker_settings, sessions, "cut-off").run(outcome.build_id, lambda: None)
+    build = state_of(sessions, outcome.build_id)
+    assert (state, build.state, build.worker_id) == (BuildState.QUEUED, "running", "other-host")
+    with sessions() as session:
+        assert session.scalars(select(RepoVersion)).all() == []
+    published = worker_settings.data_dir / "repos"
+    assert not published.exists() or [path for path in published.rglob("*") if path.name.isdigit()] == []
+    log = (worker_settings.data_dir / "builds" / f"{outcome.build_id}.log").read_text()
+    assert "this worker lost the build's lease" in log

@@ -1,0 +1,110 @@
+"""Deadlines for clients that connect and then stall, which would otherwise hold a connection for ever.
+
+uvicorn times out only an idle keep-alive connection, between two requests. A client that connects and
+sends nothing, or sends a request head a byte at a time, or stops in the middle of a body, is waited for
+without end; a few hundred of them exhaust the process's sockets. Two guards, both ``OFEDREPO_HTTP_TIMEOUT``
+seconds:
+
+- ``DeadlineH11Protocol`` (the protocol ``ofedrepo serve`` runs uvicorn with): the whole request head must
+  arrive within the deadline of its first byte (of the connection, for a new one); then the connection is
+  closed. The clock is not reset by each byte, so a trickle does not keep it open.
+- ``BodyDeadline`` (a middleware): while a body is still arriving, each part must follow the previous one
+  within the deadline; otherwise the answer is 408 and the connection is closed.
+"""
+
+import asyncio
+import functools
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from ofedrepo.config import Settings
+
+
+@functools.cache
+def _head_deadline() -> float:
+    """Read once per process: uvicorn builds the protocol, not us, so it cannot be handed the settings."""
+    return Settings().http_timeout
+
+
+class DeadlineH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, with a deadline for each request head (see the module's docstring)."""
+
+    def __init__(self, *arguments: Any, **keywords: Any) -> None:
+        super().__init__(*arguments, **keywords)
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._watch_head()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._watch_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_watching()
+        super().connection_lost(exc)
+
+    def _waiting_for_head(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def _watch_head(self) -> None:
+        if not self._waiting_for_head():
+            self._stop_watching()  # the head is complete: the body's deadline is BodyDeadline's
+        elif self._head_timer is None and self.timeout_keep_alive_task is None:
+            # Not while uvicorn's keep-alive timer runs: between requests an idle client is its business.
+            self._head_timer = self.loop.call_later(_head_deadline(), self._head_too_slow)
+
+    def _stop_watching(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self._waiting_for_head() and not self.transport.is_closing():
+            self.logger.info("closed a connection whose request head did not arrive within %g s", _head_deadline())
+            self.transport.close()
+
+
+class BodyDeadline:
+    """408 when a request body stops arriving for ``seconds`` (see the module's docstring)."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body_complete = False
+        response_started = False
+
+        async def receive_in_time() -> Message:
+            nonlocal body_complete
+            if body_complete:  # afterwards the app waits for a disconnect, which may rightly take long
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.seconds)
+            except TimeoutError:
+                raise HTTPException(408, f"the request body stopped arriving for {self.seconds:g} s") from None
+            body_complete = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        async def watched_send(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive_in_time, watched_send)
+        except HTTPException as error:
+            if error.status_code != 408 or response_started:
+                raise
+            answer = JSONResponse({"detail": error.detail}, status_code=408, headers={"Connection": "close"})
+            await answer(scope, receive, send)
