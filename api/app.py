@@ -38,12 +38,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AuthenticateFirst, settings=settings)
     app.add_middleware(BodyDeadline, seconds=settings.http_timeout)
     metrics.install(app)
+    app.include_router(tree.router)  # first: yum clients make most requests, and routes are matched in order
     app.include_router(health.router)
     app.include_router(repos.router)
     app.include_router(images.router)
     app.include_router(bundles.router)
     app.include_router(builds.router)
-    app.include_router(tree.router)
     app.include_router(pages.router)
 
     return app

@@ -136,6 +136,19 @@ def resolve_target(session: Session, request: RepoRequest) -> tuple[str, str, st
 
 def request_repo(session: Session, settings: Settings, request: RepoRequest) -> RequestOutcome:
     """Find or enqueue the build that gives ``request`` its repo; commits."""
+    outcome = _answer(session, settings, request, read_only=False)
+    assert outcome is not None
+    return outcome
+
+
+def answer_without_writing(session: Session, settings: Settings, request: RepoRequest) -> RequestOutcome | None:
+    """``request_repo``'s answer when it needs no write (the repo is published or its build is under way), in a
+    read-only session; None when only ``request_repo`` can answer. Most requests are of this kind (an image
+    build asking for a kernel that was built long ago), and on SQLite a write would queue them one by one."""
+    return _answer(session, settings, request, read_only=True)
+
+
+def _answer(session: Session, settings: Settings, request: RepoRequest, read_only: bool) -> RequestOutcome | None:
     kernel, distro, arch, image = resolve_target(session, request)
     candidates = list(session.scalars(select(Bundle)))
     if request.bundle_id is not None:
@@ -155,7 +168,13 @@ def request_repo(session: Session, settings: Settings, request: RepoRequest) -> 
         return RequestOutcome(published.id, None, ready=True)
     fingerprint = builder_fingerprint(settings, distro)
     identity = BundleIdentity(ofed_version=bundle.ofed_version, distro=bundle.distro, arch=bundle.arch)
-    repo = catalog.get_or_create_repo(session, identity, kernel)
+    if read_only:
+        found = catalog.find_repo(session, identity, kernel)
+        if found is None or found.bundle_id is None:
+            return None
+        repo = found
+    else:
+        repo = catalog.get_or_create_repo(session, identity, kernel)
     if repo.bundle_id is None:
         repo.bundle_id = bundle.id
     key = (Build.bundle_id == bundle.id, Build.kernel == kernel, Build.fingerprint == fingerprint)
@@ -170,6 +189,8 @@ def request_repo(session: Session, settings: Settings, request: RepoRequest) -> 
         if done is not None and repo.versions:
             session.commit()
             return RequestOutcome(repo.id, done.id, ready=True)
+    if read_only:
+        return None
     build = Build(
         repo_id=repo.id,
         bundle_id=bundle.id,

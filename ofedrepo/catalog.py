@@ -14,6 +14,11 @@ from ofedrepo.repofile import RepoLocation
 from ofedrepo.storage import LATEST
 
 
+def find_repo(session: Session, identity: BundleIdentity, kernel: str) -> Repo | None:
+    query = select(Repo).where(Repo.bundle_name == identity.name, Repo.kernel == kernel)
+    return session.scalars(query).one_or_none()
+
+
 def get_or_create_repo(session: Session, identity: BundleIdentity, kernel: str) -> Repo:
     """The repo row of (bundle, kernel); safe when two processes create it at once."""
     query = select(Repo).where(Repo.bundle_name == identity.name, Repo.kernel == kernel)

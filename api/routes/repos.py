@@ -33,14 +33,21 @@ VersionQuery = Query(None, ge=1, le=MAX_ID, description="Pin a version number in
         422: {"description": "Invalid kernel, no bundle fits (the candidates are listed), or several do"},
     },
 )
-def request_repo(body: RepoRequestIn, response: Response, session: SessionDep, settings: SettingsDep) -> RepoOut:
+def request_repo(
+    body: RepoRequestIn, response: Response, reader: ReadSessionDep, session: SessionDep, settings: SettingsDep
+) -> RepoOut:
     """Ask for a repo for a kernel or an image: 202 with the repo and its queued or running build, 200 when built.
 
     Identical requests share one build; `force` builds again (a new version once it succeeds).
     """
-    outcome = builds.request_repo(session, settings, builds.RepoRequest(**body.model_dump()))
-    session.expire_all()
-    repo = catalog.get_repo(session, outcome.repo_id)
+    request = builds.RepoRequest(**body.model_dump())
+    outcome = builds.answer_without_writing(reader, settings, request)
+    if outcome is None:  # something to create: only now take the (on SQLite, exclusive) write transaction
+        reader.close()
+        outcome = builds.request_repo(session, settings, request)
+        reader = session
+        reader.expire_all()
+    repo = catalog.get_repo(reader, outcome.repo_id)
     response.status_code = 200 if outcome.ready else 202
     return RepoOut.of(catalog.view(repo, settings.base_url), settings.base_url)
 

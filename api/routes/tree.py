@@ -7,6 +7,7 @@ Nothing outside the tree is reachable: ``..``/``.`` segments (also when percent-
 are refused, and the resolved path (symlinks followed) must stay inside the tree.
 """
 
+import functools
 import os
 import stat
 from datetime import UTC, datetime
@@ -26,7 +27,9 @@ from ofedrepo.storage import LATEST
 
 router = APIRouter(tags=["tree"], route_class=SessionScopedRoute)
 
-CHUNK = 256 * 1024
+CHUNK = 1024 * 1024
+#: Files (or ranges) up to this size are answered from one read; larger ones are streamed in CHUNKs.
+WHOLE = 1024 * 1024
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
 CONTENT_TYPES = {
@@ -55,13 +58,19 @@ def cache_control(segments: list[str]) -> str:
     return IMMUTABLE
 
 
+@functools.cache
+def _real(root: Path) -> Path:
+    """The tree's own location, symlinks resolved; it does not move while the service runs."""
+    return root.resolve()
+
+
 def resolve(root: Path, path: str) -> tuple[Path, list[str]]:
     """The file or directory ``path`` names inside ``root``; 404 for anything that would leave it."""
     segments = [segment for segment in path.split("/") if segment]
     for segment in segments:
         if segment in (".", "..") or segment.startswith(".") or "\x00" in segment or "\\" in segment:
             raise HTTPException(404, "Not Found")
-    real_root = root.resolve()
+    real_root = _real(root)
     try:
         target = (real_root.joinpath(*segments)).resolve(strict=True)
     except (OSError, RuntimeError):
@@ -132,6 +141,10 @@ def serve_file(request: Request, path: Path, segments: list[str]) -> Response:
     media_type = content_type(path.name)
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers, media_type=media_type)
+    if length <= WHOLE:  # read here, in the route's worker thread: no further thread hop per chunk
+        with path.open("rb") as handle:
+            handle.seek(start)
+            return Response(handle.read(length), status_code=status, headers=headers, media_type=media_type)
     return StreamingResponse(_chunks(path, start, length), status_code=status, headers=headers, media_type=media_type)
 
 

@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -25,6 +26,7 @@ import httpx
 import psycopg
 import pytest
 
+from ofedrepo.db import SQLITE_BUSY_TIMEOUT_MS
 from ofedrepo.kernel_sources import KernelSources
 from ofedrepo.storage import DataDir
 from tests.conftest import (
@@ -393,3 +395,34 @@ def test_a_publish_killed_at_each_step_leaves_no_partial_version(tmp_path: Path,
     again = subprocess.run(publish, env=environment, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert_one_complete_version(repo_dir)
+
+
+def test_a_build_survives_the_sqlite_database_being_locked_past_its_busy_timeout(
+    tmp_path: Path, bundle_tgz: Path
+) -> None:
+    """Another process holds SQLite's write lock longer than the service waits for it (30 s) while a build
+    runs: heartbeats fail with "database is locked" and the worker stops trusting its lease; once the lock is
+    gone the build succeeds (its publish's fence renews the lease when no one else took the build, or
+    another attempt runs), and nothing stays `running`."""
+    sources = tmp_path / "kernels"
+    make_kernel_sources(sources, SLOWISH_KERNEL, build_seconds=8)
+    server = start_stack(tmp_path, sources, bundle_tgz, {}, lease_seconds=6)
+    worker = start_worker(server, tmp_path / "worker.log")
+    try:
+        build_id = request(server, kernel=SLOWISH_KERNEL).json()["build"]["id"]
+        wait_for_log(server, build_id, "(2/")
+        holder = sqlite3.connect(server.settings.data_dir / "ofedrepo.db", isolation_level=None)
+        try:
+            holder.execute("BEGIN EXCLUSIVE")
+            time.sleep(SQLITE_BUSY_TIMEOUT_MS / 1000 + 5)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        build = wait_for(server, build_id, ENDED, timeout=120)
+        assert build["state"] == "succeeded", build_log(server, build_id)
+        listed = httpx.get(f"{server.url}/api/v1/builds", timeout=10).json()
+        assert [listed_build["state"] for listed_build in listed] == ["succeeded"]
+        assert "database is locked" in (tmp_path / "worker.log").read_text()
+    finally:
+        stop_workers([worker])
+        stop_server(server)
