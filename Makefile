@@ -24,6 +24,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: setup
 	$(BIN)/ruff check --fix .
@@ -49,7 +50,7 @@ builder-images:
 bench: setup
 	scripts/install-system-packages.sh --bench
 	$(BIN)/python bench/publish.py
-	$(BIN)/python bench/inspect.py
+	$(BIN)/python bench/inspection.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/serve.py
 

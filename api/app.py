@@ -8,10 +8,10 @@ from api.routes import builds, bundles, health, images, pages, repos, tree
 from api.timeouts import BodyDeadline
 from api.uploads import CapJsonBodies
 from ofedrepo import __version__
-from ofedrepo.bundles import BundleStore
+from ofedrepo.bundles.store import BundleStore
 from ofedrepo.config import Settings
 from ofedrepo.db import make_engine, session_factory
-from ofedrepo.images import ImageCatalog
+from ofedrepo.images.catalog import ImageCatalog
 from ofedrepo.storage import DataDir
 
 

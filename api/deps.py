@@ -9,10 +9,10 @@ from fastapi import Depends, Path, Request
 from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 
-from ofedrepo.bundles import BundleStore
+from ofedrepo.bundles.store import BundleStore
 from ofedrepo.config import Settings
 from ofedrepo.db import read_only
-from ofedrepo.images import ImageCatalog
+from ofedrepo.images.catalog import ImageCatalog
 from ofedrepo.storage import DataDir
 
 

@@ -4,7 +4,8 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ofedrepo.metrics import HTTP_REQUESTS, DatabaseCollector, process_registry
+from ofedrepo.builds.collector import DatabaseCollector
+from ofedrepo.metrics import HTTP_REQUESTS, process_registry
 
 #: HTTP methods counted by name; anything else a client makes up is counted as "other", so that no client can
 #: grow the label set (and this process's memory) by sending invented methods.

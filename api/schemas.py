@@ -5,11 +5,11 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from api.deps import MAX_ID
-from ofedrepo.bundles import BundleView
-from ofedrepo.catalog import RepoView
-from ofedrepo.images import ImageView
+from ofedrepo.bundles.store import BundleView
+from ofedrepo.images.catalog import ImageView
 from ofedrepo.models import Build, RepoVersion
-from ofedrepo.repofile import RepoLocation
+from ofedrepo.repos.queries import RepoView
+from ofedrepo.repos.repofile import RepoLocation
 
 
 class Health(BaseModel):

@@ -14,7 +14,7 @@ of docs/benchmarks.md.
 import sys
 from pathlib import Path
 
-# Run as a script, bench/ comes first on the path and bench/inspect.py would shadow the standard library's.
+# Run as a script, bench/ comes first on the path and bench/inspection.py would shadow the standard library's.
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)
 

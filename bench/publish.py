@@ -10,7 +10,7 @@ read it); both write gzip-compressed XML with checksummed file names.
 import sys
 from pathlib import Path
 
-# Run as a script, bench/ comes first on the path and bench/inspect.py would shadow the standard library's.
+# Run as a script, bench/ comes first on the path and bench/inspection.py would shadow the standard library's.
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)
 
@@ -24,8 +24,8 @@ import time  # noqa: E402
 from bench.report import write_section  # noqa: E402
 from ofedrepo.config import Settings  # noqa: E402
 from ofedrepo.db import make_engine, session_factory, upgrade  # noqa: E402
-from ofedrepo.publish import Publisher  # noqa: E402
-from ofedrepo.repodata import write_repodata  # noqa: E402
+from ofedrepo.repos.metadata import write_repodata  # noqa: E402
+from ofedrepo.repos.publish import Publisher  # noqa: E402
 from tests.support.synthetic_bundle import (  # noqa: E402
     STOCK_PACKAGES,
     BundleSpec,

@@ -18,7 +18,7 @@ Goals: API p50 <= 20 ms and p99 <= 100 ms with no errors; small files >= 0.1x ng
 import sys
 from pathlib import Path
 
-# Run as a script, bench/ comes first on the path and bench/inspect.py would shadow the standard library's.
+# Run as a script, bench/ comes first on the path and bench/inspection.py would shadow the standard library's.
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)
 
@@ -36,10 +36,10 @@ from dataclasses import dataclass  # noqa: E402
 import httpx  # noqa: E402
 
 from bench.report import write_section  # noqa: E402
-from ofedrepo.archive import Limits, extract  # noqa: E402
+from ofedrepo.bundles.archive import Limits, extract  # noqa: E402
 from ofedrepo.config import Settings  # noqa: E402
 from ofedrepo.db import make_engine, session_factory, upgrade  # noqa: E402
-from ofedrepo.publish import Publisher, PublishResult  # noqa: E402
+from ofedrepo.repos.publish import Publisher, PublishResult  # noqa: E402
 from tests.support.synthetic_bundle import (  # noqa: E402
     BundleSpec,
     add_kernel_support,

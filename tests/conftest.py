@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from ofedrepo.archive import Limits, extract
+from ofedrepo.bundles.archive import Limits, extract
 from ofedrepo.config import Settings
 from ofedrepo.db import make_engine, session_factory, upgrade
-from ofedrepo.publish import Publisher
+from ofedrepo.repos.publish import Publisher
 from tests.support import disk_images as disk_image_specs
 from tests.support.disk_images import build_images
 from tests.support.synthetic_bundle import (

@@ -1,1 +1,2 @@
-"""Job claiming and the worker loop (issue 4). Builds will call ``ofedrepo.publish.Publisher`` to publish."""
+"""The worker layer: claiming builds from the queue, the worker loop that supervises them, the pipeline a
+build goes through (sources, the vendor script in its sandbox or container, the publish) and the runners."""

@@ -30,17 +30,17 @@ from typing import IO
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ofedrepo import catalog
-from ofedrepo.builds import container_image
-from ofedrepo.bundles import BundleStore
+from ofedrepo.builds.kernel_sources import KernelSources
+from ofedrepo.builds.requests import container_image
+from ofedrepo.bundles.store import BundleStore
+from ofedrepo.bundles.unpack import open_bundle
 from ofedrepo.config import CONFIG_FILE_VARIABLE, Settings
 from ofedrepo.errors import BuildFailed, OfedrepoError, ToolFailed, disk_full, disk_full_message
-from ofedrepo.kernel_sources import KernelSources
 from ofedrepo.models import Build, BuildState
 from ofedrepo.process import clean_environment, run
-from ofedrepo.publish import Fence, Publisher
+from ofedrepo.repos import queries
+from ofedrepo.repos.publish import Fence, Publisher
 from ofedrepo.storage import DataDir
-from ofedrepo.unpack import open_bundle
 from workers import queue
 from workers.preflight import local_runner_problem, read_host_facts
 from workers.runner import (
@@ -206,7 +206,7 @@ class Pipeline:
     def _build(self, job: BuildJob, scratch: Path, build_log: BuildLog, should_stop: Callable[[], str | None]) -> int:
         self.publisher.recover(job.repo_id, job.bundle_name, job.kernel)
         with self.sessions() as session:
-            published = catalog.version_of_build(session, job.id)
+            published = queries.version_of_build(session, job.id)
         if published is not None:
             # An earlier attempt published it, then its worker died before recording the end.
             number = published.number

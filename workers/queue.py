@@ -1,4 +1,5 @@
-"""The worker's side of the build state machine (``ofedrepo.models`` draws it; clients' side: ``ofedrepo.builds``).
+"""The worker's side of the build state machine (``ofedrepo.models`` draws it; clients' side:
+``ofedrepo.builds.requests``).
 
 Every transition is one conditional UPDATE that names the state it expects (and, once claimed, the worker
 that owns the build); a transition that changes no row did not happen. That, not locking, is what keeps two

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from ofedrepo.bundles import SCRIPT
+from ofedrepo.bundles.store import SCRIPT
 from ofedrepo.errors import BuildFailed
 
 KILL_GRACE_SECONDS = 5.0

@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from ofedrepo.config import Settings
 from ofedrepo.db import make_engine, session_factory, upgrade
 from ofedrepo.models import BuildState
-from ofedrepo.retention import Policy, automatic_policy, collect_garbage
+from ofedrepo.repos.retention import Policy, automatic_policy, collect_garbage
 from workers import queue
 from workers.pipeline import Pipeline
 

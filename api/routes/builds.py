@@ -5,7 +5,7 @@ from fastapi import APIRouter, Query, Response
 from api.auth import TOKEN_REQUIRED, TOKEN_RESPONSES
 from api.deps import DataDirDep, IdPath, ReadSessionDep, SessionDep, SessionScopedRoute
 from api.schemas import BuildOut
-from ofedrepo import builds
+from ofedrepo.builds import requests
 
 router = APIRouter(prefix="/api/v1/builds", tags=["builds"], route_class=SessionScopedRoute)
 
@@ -13,12 +13,12 @@ router = APIRouter(prefix="/api/v1/builds", tags=["builds"], route_class=Session
 @router.get("", response_model=list[BuildOut])
 def list_builds(session: ReadSessionDep) -> list[BuildOut]:
     """The most recent builds, newest first."""
-    return [BuildOut.of(build) for build in builds.list_builds(session)]
+    return [BuildOut.of(build) for build in requests.list_builds(session)]
 
 
 @router.get("/{build_id}", response_model=BuildOut, responses={404: {"description": "No such build"}})
 def get_build(build_id: IdPath, session: ReadSessionDep) -> BuildOut:
-    return BuildOut.of(builds.get_build(session, build_id))
+    return BuildOut.of(requests.get_build(session, build_id))
 
 
 @router.get(
@@ -35,8 +35,8 @@ def build_log(
     ),
 ) -> Response:
     """The build log as plain text; it grows while the build runs. `X-Build-State` carries the state."""
-    build = builds.get_build(session, build_id)
-    content = builds.read_log(data.build_log(build_id), offset)
+    build = requests.get_build(session, build_id)
+    content = requests.read_log(data.build_log(build_id), offset)
     headers = {"X-Build-State": build.state, "X-Log-Offset": str(offset + len(content)), "Cache-Control": "no-cache"}
     return Response(content, media_type="text/plain; charset=utf-8", headers=headers)
 
@@ -55,4 +55,4 @@ def build_log(
 )
 def cancel_build(build_id: IdPath, session: SessionDep) -> BuildOut:
     """Cancel: a queued build at once; a running one is killed by its worker within seconds."""
-    return BuildOut.of(builds.cancel_build(session, build_id))
+    return BuildOut.of(requests.cancel_build(session, build_id))

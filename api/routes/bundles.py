@@ -7,7 +7,7 @@ from api.auth import TOKEN_REQUIRED, TOKEN_RESPONSES
 from api.deps import BundleStoreDep, DataDirDep, IdPath, ReadSessionDep, SessionScopedRoute, SettingsDep
 from api.schemas import BundleOut
 from api.uploads import received, upload_request_body
-from ofedrepo import bundles
+from ofedrepo.bundles import store
 
 router = APIRouter(prefix="/api/v1/bundles", tags=["bundles"], route_class=SessionScopedRoute)
 
@@ -27,7 +27,7 @@ router = APIRouter(prefix="/api/v1/bundles", tags=["bundles"], route_class=Sessi
     },
 )
 async def add_bundle(
-    request: Request, response: Response, store: BundleStoreDep, settings: SettingsDep, data: DataDirDep
+    request: Request, response: Response, bundles: BundleStoreDep, settings: SettingsDep, data: DataDirDep
 ) -> BundleOut:
     """Register a bundle; its identity comes from its own `.mlnx`, `distro`, `.arch` and `RPMS/`."""
     async with received(
@@ -36,19 +36,19 @@ async def add_bundle(
         limit=settings.bundle_max_upload_size,
         limit_setting="OFEDREPO_BUNDLE_MAX_UPLOAD_SIZE",
         import_dirs=settings.import_dirs,
-        identify=store.identify,
+        identify=bundles.identify,
         directories=True,
     ) as candidate:
-        bundle, created = await run_in_threadpool(store.add, candidate)
+        bundle, created = await run_in_threadpool(bundles.add, candidate)
     response.status_code = 201 if created else 200
     return BundleOut.of(bundle)
 
 
 @router.get("", response_model=list[BundleOut])
 def list_bundles(session: ReadSessionDep) -> list[BundleOut]:
-    return [BundleOut.of(bundle) for bundle in bundles.list_bundles(session)]
+    return [BundleOut.of(bundle) for bundle in store.list_bundles(session)]
 
 
 @router.get("/{bundle_id}", response_model=BundleOut, responses={404: {"description": "No such bundle"}})
 def get_bundle(bundle_id: IdPath, session: ReadSessionDep) -> BundleOut:
-    return BundleOut.of(bundles.get_bundle(session, bundle_id))
+    return BundleOut.of(store.get_bundle(session, bundle_id))

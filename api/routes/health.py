@@ -3,7 +3,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.deps import ReadSessionDep, SessionScopedRoute, SettingsDep
 from api.schemas import Health
-from ofedrepo.builds import live_workers
+from ofedrepo.builds.requests import live_workers
 from ofedrepo.db import check_connection
 
 router = APIRouter(prefix="/api/v1", tags=["health"], route_class=SessionScopedRoute)

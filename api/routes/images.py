@@ -7,7 +7,7 @@ from api.auth import TOKEN_REQUIRED, TOKEN_RESPONSES
 from api.deps import DataDirDep, IdPath, ImageCatalogDep, ReadSessionDep, SessionScopedRoute, SettingsDep
 from api.schemas import ImageOut
 from api.uploads import received, upload_request_body
-from ofedrepo import images
+from ofedrepo.images import catalog
 from ofedrepo.uploads import hash_candidate
 
 router = APIRouter(prefix="/api/v1/images", tags=["images"], route_class=SessionScopedRoute)
@@ -29,7 +29,7 @@ router = APIRouter(prefix="/api/v1/images", tags=["images"], route_class=Session
     },
 )
 async def add_image(
-    request: Request, response: Response, catalog: ImageCatalogDep, settings: SettingsDep, data: DataDirDep
+    request: Request, response: Response, images: ImageCatalogDep, settings: SettingsDep, data: DataDirDep
 ) -> ImageOut:
     """Inspect an image: a multipart `file` upload (streamed to disk, not kept) or `{"path": ...}` on the server.
 
@@ -43,7 +43,7 @@ async def add_image(
         import_dirs=settings.import_dirs,
         identify=hash_candidate,
     ) as candidate:
-        outcome = (await run_in_threadpool(catalog.inspect, [candidate]))[0]
+        outcome = (await run_in_threadpool(images.inspect, [candidate]))[0]
     if outcome.error:
         raise outcome.error
     assert outcome.image is not None
@@ -54,9 +54,9 @@ async def add_image(
 @router.get("", response_model=list[ImageOut])
 def list_images(session: ReadSessionDep) -> list[ImageOut]:
     """Every inspected image, oldest first."""
-    return [ImageOut.of(image) for image in images.list_images(session)]
+    return [ImageOut.of(image) for image in catalog.list_images(session)]
 
 
 @router.get("/{image_id}", response_model=ImageOut, responses={404: {"description": "No such image"}})
 def get_image(image_id: IdPath, session: ReadSessionDep) -> ImageOut:
-    return ImageOut.of(images.get_image(session, image_id))
+    return ImageOut.of(catalog.get_image(session, image_id))

@@ -15,8 +15,11 @@ from api.deps import DataDirDep, IdPath, ReadSessionDep, SessionScopedRoute, Set
 from api.routes.repos import dib_snippet, repo_file_text
 from api.schemas import BuildOut, BundleOut, ImageOut, RepoOut
 from api.templating import templates
-from ofedrepo import builds, bundles, catalog, images
+from ofedrepo.builds import requests
+from ofedrepo.bundles import store
+from ofedrepo.images import catalog
 from ofedrepo.models import ACTIVE_STATES
+from ofedrepo.repos import queries
 
 router = APIRouter(tags=["pages"], route_class=SessionScopedRoute, include_in_schema=False)
 
@@ -30,14 +33,14 @@ def page(request: Request, name: str, **context: Any) -> HTMLResponse:
 @router.get("/", response_class=HTMLResponse)
 def front_page(request: Request, session: ReadSessionDep, settings: SettingsDep) -> HTMLResponse:
     base = settings.base_url
-    repos = [RepoOut.of(catalog.view(repo, base), base) for repo in catalog.list_repos(session)]
+    repos = [RepoOut.of(queries.view(repo, base), base) for repo in queries.list_repos(session)]
     return page(request, "repos", repos=repos)
 
 
 @router.get("/ui/repos/{repo_id}", response_class=HTMLResponse)
 def repo_page(request: Request, repo_id: IdPath, session: ReadSessionDep, settings: SettingsDep) -> HTMLResponse:
-    repo = catalog.get_repo(session, repo_id)
-    out = RepoOut.of(catalog.view(repo, settings.base_url), settings.base_url)
+    repo = queries.get_repo(session, repo_id)
+    out = RepoOut.of(queries.view(repo, settings.base_url), settings.base_url)
     dib = dib_snippet(repo, settings.base_url, None) if repo.versions else None
     repo_file = repo_file_text(repo, settings.base_url, None) if repo.versions else None
     builds_of_repo = [BuildOut.of(build) for build in reversed(repo.builds)]
@@ -46,30 +49,30 @@ def repo_page(request: Request, repo_id: IdPath, session: ReadSessionDep, settin
 
 @router.get("/ui/builds", response_class=HTMLResponse)
 def builds_page(request: Request, session: ReadSessionDep) -> HTMLResponse:
-    return page(request, "builds", builds=[BuildOut.of(build) for build in builds.list_builds(session)])
+    return page(request, "builds", builds=[BuildOut.of(build) for build in requests.list_builds(session)])
 
 
 @router.get("/ui/builds/{build_id}", response_class=HTMLResponse)
 def build_page(request: Request, build_id: IdPath, session: ReadSessionDep, data: DataDirDep) -> HTMLResponse:
-    build = BuildOut.of(builds.get_build(session, build_id))
-    log = builds.read_log(data.build_log(build_id))
+    build = BuildOut.of(requests.get_build(session, build_id))
+    log = requests.read_log(data.build_log(build_id))
     text = log.decode("utf-8", "replace")
     return page(request, "build", build=build, log=text, offset=len(log), live=build.state in ACTIVE_STATES)
 
 
 @router.get("/ui/images", response_class=HTMLResponse)
 def images_page(request: Request, session: ReadSessionDep) -> HTMLResponse:
-    return page(request, "images", images=[ImageOut.of(image) for image in images.list_images(session)])
+    return page(request, "images", images=[ImageOut.of(image) for image in catalog.list_images(session)])
 
 
 @router.get("/ui/images/{image_id}", response_class=HTMLResponse)
 def image_page(request: Request, image_id: IdPath, session: ReadSessionDep) -> HTMLResponse:
-    return page(request, "image", image=ImageOut.of(images.get_image(session, image_id)))
+    return page(request, "image", image=ImageOut.of(catalog.get_image(session, image_id)))
 
 
 @router.get("/ui/bundles", response_class=HTMLResponse)
 def bundles_page(request: Request, session: ReadSessionDep) -> HTMLResponse:
-    return page(request, "bundles", bundles=[BundleOut.of(bundle) for bundle in bundles.list_bundles(session)])
+    return page(request, "bundles", bundles=[BundleOut.of(bundle) for bundle in store.list_bundles(session)])
 
 
 @router.get("/ui/login", response_class=HTMLResponse)

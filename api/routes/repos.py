@@ -4,10 +4,11 @@ from fastapi.responses import PlainTextResponse
 from api.auth import TOKEN_REQUIRED, TOKEN_RESPONSES
 from api.deps import MAX_ID, IdPath, ReadSessionDep, SessionDep, SessionScopedRoute, SettingsDep
 from api.schemas import DibSnippet, RepoOut, RepoRequestIn
-from ofedrepo import builds, catalog
-from ofedrepo.bundle import parse_bundle_name
+from ofedrepo.builds import requests
+from ofedrepo.bundles.names import parse_bundle_name
 from ofedrepo.models import Repo
-from ofedrepo.repofile import (
+from ofedrepo.repos import queries
+from ofedrepo.repos.repofile import (
     dib_environment,
     dib_package_list,
     render_repo_file,
@@ -40,30 +41,30 @@ def request_repo(
 
     Identical requests share one build; `force` builds again (a new version once it succeeds).
     """
-    request = builds.RepoRequest(**body.model_dump())
-    outcome = builds.answer_without_writing(reader, settings, request)
+    request = requests.RepoRequest(**body.model_dump())
+    outcome = requests.answer_without_writing(reader, settings, request)
     if outcome is None:  # something to create: only now take the (on SQLite, exclusive) write transaction
         reader.close()
-        outcome = builds.request_repo(session, settings, request)
+        outcome = requests.request_repo(session, settings, request)
         reader = session
         reader.expire_all()
-    repo = catalog.get_repo(reader, outcome.repo_id)
+    repo = queries.get_repo(reader, outcome.repo_id)
     response.status_code = 200 if outcome.ready else 202
-    return RepoOut.of(catalog.view(repo, settings.base_url), settings.base_url)
+    return RepoOut.of(queries.view(repo, settings.base_url), settings.base_url)
 
 
 @router.get("", response_model=list[RepoOut])
 def list_repos(session: ReadSessionDep, settings: SettingsDep) -> list[RepoOut]:
     """Every repo, with its versions and the URLs to give yum and DIB."""
     return [
-        RepoOut.of(catalog.view(repo, settings.base_url), settings.base_url) for repo in catalog.list_repos(session)
+        RepoOut.of(queries.view(repo, settings.base_url), settings.base_url) for repo in queries.list_repos(session)
     ]
 
 
 @router.get("/{repo_id}", response_model=RepoOut, responses={404: {"description": "No such repo"}})
 def get_repo(repo_id: IdPath, session: ReadSessionDep, settings: SettingsDep) -> RepoOut:
-    repo = catalog.get_repo(session, repo_id)
-    return RepoOut.of(catalog.view(repo, settings.base_url), settings.base_url)
+    repo = queries.get_repo(session, repo_id)
+    return RepoOut.of(queries.view(repo, settings.base_url), settings.base_url)
 
 
 @router.get(
@@ -75,7 +76,7 @@ def repo_file(
     repo_id: IdPath, session: ReadSessionDep, settings: SettingsDep, version: int | None = VersionQuery
 ) -> str:
     """A `.repo` file for yum/dnf pointing at `latest` (or at a pinned version)."""
-    return repo_file_text(catalog.get_repo(session, repo_id), settings.base_url, version)
+    return repo_file_text(queries.get_repo(session, repo_id), settings.base_url, version)
 
 
 @router.get("/{repo_id}/dib", response_model=DibSnippet, responses={404: {"description": "No such repo or version"}})
@@ -83,18 +84,18 @@ def dib(
     repo_id: IdPath, session: ReadSessionDep, settings: SettingsDep, version: int | None = VersionQuery
 ) -> DibSnippet:
     """The DIB environment for the `mlnx-ofed` element and a TripleO `disk_images` fragment."""
-    return dib_snippet(catalog.get_repo(session, repo_id), settings.base_url, version)
+    return dib_snippet(queries.get_repo(session, repo_id), settings.base_url, version)
 
 
 def repo_file_text(repo: Repo, base_url: str, version: int | None) -> str:
     """The `.repo` file of a version (the latest when None), as the route and the repo page show it."""
-    location, published = catalog.version_location(repo, base_url, version)
+    location, published = queries.version_location(repo, base_url, version)
     return render_repo_file(location, gpgcheck=published.gpgcheck, repo_gpgcheck=published.repo_gpgcheck)
 
 
 def dib_snippet(repo: Repo, base_url: str, version: int | None) -> DibSnippet:
     """The DIB variables of a version (the latest when None), as the route and the repo page show them."""
-    location, published = catalog.version_location(repo, base_url, version)
+    location, published = queries.version_location(repo, base_url, version)
     environment = dib_environment(
         location, parse_bundle_name(repo.bundle_name).identity.dib_version, dib_package_list(published.package_names)
     )

@@ -174,7 +174,7 @@ def listing(directory: Path, url_path: str, root: Path) -> list[dict[str, Any]]:
                     "link": os.readlink(entry.path) if entry.is_symlink() else None,
                 }
             )
-    entries.sort(key=lambda entry: (entry["type"] != "directory", _natural(entry["name"])))
+    entries.sort(key=lambda entry: (entry["type"] != "directory", _natural(str(entry["name"]))))
     return entries
 
 

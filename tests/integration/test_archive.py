@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from ofedrepo.archive import Limits, _Extraction, extract
+from ofedrepo.bundles.archive import Limits, _Extraction, extract
+from ofedrepo.bundles.unpack import open_bundle
 from ofedrepo.errors import InvalidInput, NotABundle, UnsafeArchive
 from ofedrepo.storage import DataDir
-from ofedrepo.unpack import open_bundle
 
 LIMITS = Limits(max_bytes=10_000, max_members=50)
 

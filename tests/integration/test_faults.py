@@ -26,8 +26,8 @@ import httpx
 import psycopg
 import pytest
 
+from ofedrepo.builds.kernel_sources import KernelSources
 from ofedrepo.db import SQLITE_BUSY_TIMEOUT_MS
-from ofedrepo.kernel_sources import KernelSources
 from ofedrepo.storage import DataDir
 from tests.conftest import (
     POSTGRES_URL,

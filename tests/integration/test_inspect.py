@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ofedrepo.errors import InvalidInput
-from ofedrepo.imagefile import probe
+from ofedrepo.images.probe import probe
 from ofedrepo.uploads import sha256_file
 from tests.conftest import VENV_BIN
 from tests.support import disk_images as specs

@@ -4,17 +4,17 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from ofedrepo import catalog
-from ofedrepo.bundle import BundleIdentity
+from ofedrepo.builds.collector import DatabaseCollector
+from ofedrepo.bundles.names import BundleIdentity
 from ofedrepo.db import transaction
-from ofedrepo.metrics import DatabaseCollector
 from ofedrepo.models import Build, utcnow
+from ofedrepo.repos import queries
 
 
 def test_build_durations_are_bucketed_in_sql(sessions: sessionmaker[Session]) -> None:
     now = utcnow()
     with transaction(sessions) as session:
-        repo = catalog.get_or_create_repo(
+        repo = queries.get_or_create_repo(
             session, BundleIdentity("5.8-3.0.7.0", "rhel8.6", "x86_64"), "4.18.0-1.el8.x86_64"
         )
         for index, (state, seconds) in enumerate(

@@ -7,10 +7,10 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ofedrepo import catalog
-from ofedrepo.bundle import BundleIdentity
+from ofedrepo.bundles.names import BundleIdentity
 from ofedrepo.db import alembic_config, transaction, upgrade
 from ofedrepo.models import Build, Bundle, RepoVersion
+from ofedrepo.repos import queries
 
 IDENTITY = BundleIdentity("5.8-3.0.7.0", "rhel8.6", "x86_64")
 KERNEL = "4.18.0-372.26.1.el8_6.x86_64"
@@ -36,14 +36,14 @@ def test_upgrade_is_idempotent(engine: Engine) -> None:
 
 def test_repo_rows_are_unique_per_bundle_and_kernel(sessions: sessionmaker[Session]) -> None:
     with transaction(sessions) as session:
-        first = catalog.get_or_create_repo(session, IDENTITY, KERNEL).id
+        first = queries.get_or_create_repo(session, IDENTITY, KERNEL).id
     with transaction(sessions) as session:
-        assert catalog.get_or_create_repo(session, IDENTITY, KERNEL).id == first
+        assert queries.get_or_create_repo(session, IDENTITY, KERNEL).id == first
 
 
 def test_version_numbers_are_unique_per_repo(sessions: sessionmaker[Session]) -> None:
     with transaction(sessions) as session:
-        repo_id = catalog.get_or_create_repo(session, IDENTITY, KERNEL).id
+        repo_id = queries.get_or_create_repo(session, IDENTITY, KERNEL).id
         session.add(RepoVersion(repo_id=repo_id, number=1, source_digest="a", package_count=1, size_bytes=1))
     with pytest.raises(IntegrityError), transaction(sessions) as session:
         session.add(RepoVersion(repo_id=repo_id, number=1, source_digest="b", package_count=1, size_bytes=1))
@@ -51,16 +51,16 @@ def test_version_numbers_are_unique_per_repo(sessions: sessionmaker[Session]) ->
 
 def test_build_states_are_constrained(sessions: sessionmaker[Session]) -> None:
     with transaction(sessions) as session:
-        repo_id = catalog.get_or_create_repo(session, IDENTITY, KERNEL).id
+        repo_id = queries.get_or_create_repo(session, IDENTITY, KERNEL).id
     with pytest.raises(IntegrityError), transaction(sessions) as session:
         session.add(Build(repo_id=repo_id, kernel=KERNEL, fingerprint="f", state="exploded"))
 
 
 def test_timestamps_come_back_in_utc(sessions: sessionmaker[Session]) -> None:
     with transaction(sessions) as session:
-        repo = catalog.get_or_create_repo(session, IDENTITY, KERNEL)
+        repo = queries.get_or_create_repo(session, IDENTITY, KERNEL)
     with sessions() as session:
-        created = catalog.get_repo(session, repo.id).created_at
+        created = queries.get_repo(session, repo.id).created_at
     assert created.utcoffset() is not None and created.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
 
 
@@ -76,7 +76,7 @@ def test_one_active_build_per_cache_key(sessions: sessionmaker[Session]) -> None
         )
         session.add(bundle)
         session.flush()
-        repo_id = catalog.get_or_create_repo(session, IDENTITY, KERNEL).id
+        repo_id = queries.get_or_create_repo(session, IDENTITY, KERNEL).id
         key = {"repo_id": repo_id, "bundle_id": bundle.id, "kernel": KERNEL}
         session.add(Build(**key, fingerprint="f", state="succeeded"))
         session.add(Build(**key, fingerprint="f", state="queued"))

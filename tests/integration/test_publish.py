@@ -9,14 +9,16 @@ from pathlib import Path
 
 import createrepo_c as cr
 import pytest
+from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
-from ofedrepo import catalog, signing
 from ofedrepo.config import Settings
 from ofedrepo.errors import InvalidInput, NotABundle
-from ofedrepo.publish import Publisher
+from ofedrepo.models import RepoVersion
+from ofedrepo.repos import queries, signing
+from ofedrepo.repos.publish import Publisher
 from ofedrepo.rpmfile import read_header
-from ofedrepo.storage import DataDir
+from ofedrepo.storage import DataDir, switch_symlink
 from tests.conftest import OTHER_KERNEL, TARGET_KERNEL, VENV_BIN, variant
 from tests.support.synthetic_bundle import BundleSpec, make_iso
 
@@ -77,7 +79,7 @@ def test_identical_content_answers_with_the_existing_version(
     assert (again.version, again.created, again.repo_id) == (1, False, first.repo_id)
     assert sorted(path.name for path in repo_dir(settings).iterdir()) == ["1", "latest"]
     with sessions() as session:
-        assert [version.number for version in catalog.get_repo(session, first.repo_id).versions] == [1]
+        assert [version.number for version in queries.get_repo(session, first.repo_id).versions] == [1]
 
 
 def test_rebuilt_bundle_becomes_version_2_and_version_1_stays(
@@ -150,7 +152,7 @@ def test_concurrent_publishes_never_share_or_skip_a_number(
     assert sorted(path.name for path in repo_dir(settings).iterdir()) == ["1", "2", "3", "4", "latest"]
     assert os.readlink(repo_dir(settings) / "latest") == "4"
     with sessions() as session:
-        repo = catalog.list_repos(session)[0]
+        repo = queries.list_repos(session)[0]
         assert [version.number for version in repo.versions] == [1, 2, 3, 4]
         assert len({version.source_digest for version in repo.versions}) == 4
 
@@ -236,3 +238,34 @@ def test_republishing_repairs_a_latest_link_a_crash_never_switched(
     again = publisher.publish(ext_tgz)
     assert (again.version, again.created) == (1, False)
     assert os.readlink(repo_dir(settings) / "latest") == "1"
+
+
+def test_a_version_renamed_but_never_recorded_is_recorded_by_the_next_publish(
+    publisher: Publisher, settings: Settings, ext_tgz: Path, rebuilt_ext_tgz: Path, sessions: sessionmaker[Session]
+) -> None:
+    """Killed between the rename of version 1 and its transaction's commit: the directory exists, the row does
+    not. Publishing the same packages again answers with version 1 (recorded from its ``.version.json``)
+    instead of making a version 2; a different set then becomes version 2."""
+    first = publisher.publish(ext_tgz)
+    with sessions() as session, session.begin():
+        session.execute(delete(RepoVersion))  # as if the commit never happened
+    (repo_dir(settings) / "latest").unlink()
+    again = publisher.publish(ext_tgz)
+    assert (again.version, again.created) == (1, False)
+    assert sorted(path.name for path in repo_dir(settings).iterdir()) == ["1", "latest"]
+    with sessions() as session:
+        versions = queries.get_repo(session, first.repo_id).versions
+        assert [(version.number, version.package_count) for version in versions] == [(1, first.package_count)]
+    assert publisher.publish(rebuilt_ext_tgz, kernel=TARGET_KERNEL).version == 2
+
+
+def test_recovery_points_latest_at_the_newest_version(
+    publisher: Publisher, settings: Settings, ext_tgz: Path, rebuilt_ext_tgz: Path
+) -> None:
+    """Killed after version 2 was recorded but before `latest` moved to it: the next build of the repo
+    (``recover``, which every build runs first) moves it."""
+    publisher.publish(ext_tgz)
+    second = publisher.publish(rebuilt_ext_tgz, kernel=TARGET_KERNEL)
+    switch_symlink(repo_dir(settings) / "latest", "1")
+    publisher.recover(second.repo_id, second.bundle_name, TARGET_KERNEL)
+    assert os.readlink(repo_dir(settings) / "latest") == "2"

@@ -5,10 +5,11 @@ import time
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from ofedrepo import builds, catalog
-from ofedrepo.bundle import BundleIdentity
+from ofedrepo.builds import requests
+from ofedrepo.bundles.names import BundleIdentity
 from ofedrepo.db import transaction
 from ofedrepo.models import Build, BuildState
+from ofedrepo.repos import queries
 from workers import queue
 
 IDENTITY = BundleIdentity("5.8-3.0.7.0", "rhel8.6", "x86_64")
@@ -17,7 +18,7 @@ KERNEL = "4.18.0-372.26.1.el8_6.x86_64"
 
 def enqueue(sessions: sessionmaker[Session], count: int = 1) -> list[int]:
     with transaction(sessions) as session:
-        repo_id = catalog.get_or_create_repo(session, IDENTITY, KERNEL).id
+        repo_id = queries.get_or_create_repo(session, IDENTITY, KERNEL).id
         queued = [Build(repo_id=repo_id, kernel=KERNEL, fingerprint=f"f{index}") for index in range(count)]
         session.add_all(queued)
         session.flush()
@@ -72,7 +73,7 @@ def test_heartbeats_keep_a_lease_and_report_cancels(sessions: sessionmaker[Sessi
         assert queue.heartbeat(sessions, "alive", lease_seconds=0.5, running={build_id}) == queue.Beat(set(), set())
         assert queue.reap(sessions, max_attempts=3, worker_timeout=60) == ([], [])
     with sessions() as session:
-        assert builds.cancel_build(session, build_id).cancel_requested
+        assert requests.cancel_build(session, build_id).cancel_requested
     assert queue.heartbeat(sessions, "alive", lease_seconds=0.5, running={build_id}).cancelled == {build_id}
     assert queue.finish(sessions, build_id, "alive", BuildState.CANCELLED)
     assert state_of(sessions, build_id).state == "cancelled"
@@ -91,7 +92,7 @@ def test_a_stopping_worker_releases_its_build(sessions: sessionmaker[Session]) -
 def test_cancel_of_a_queued_build_is_immediate(sessions: sessionmaker[Session]) -> None:
     (build_id,) = enqueue(sessions)
     with sessions() as session:
-        assert builds.cancel_build(session, build_id).state == "cancelled"
+        assert requests.cancel_build(session, build_id).state == "cancelled"
     assert queue.claim(sessions, "late", lease_seconds=60) is None
 
 
@@ -115,4 +116,4 @@ def test_a_forgotten_worker_registers_again(sessions: sessionmaker[Session]) -> 
     queue.unregister(sessions, "cut-off")  # what a reaper does to a worker that stopped answering
     queue.heartbeat(sessions, "cut-off", lease_seconds=60, running=set())
     with sessions() as session:
-        assert builds.live_workers(session, within_seconds=60) == 1
+        assert requests.live_workers(session, within_seconds=60) == 1

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ofedrepo.verify import SIGNATURE_MAGIC
+from ofedrepo.repos.verify import SIGNATURE_MAGIC
 from tests.conftest import VENV_BIN, RunningServer, start_server, stop_server
 from tests.integration.test_dnf import dnf
 from tests.integration.test_pipeline import ENDED, build_log, module_vermagic, request, upload, wait_for

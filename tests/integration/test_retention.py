@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from ofedrepo.config import Settings
 from ofedrepo.db import transaction
 from ofedrepo.models import RepoVersion, utcnow
-from ofedrepo.publish import Publisher
-from ofedrepo.retention import Policy, collect_garbage
+from ofedrepo.repos.publish import Publisher
+from ofedrepo.repos.retention import Policy, collect_garbage
 from ofedrepo.storage import DataDir
 from tests.conftest import TARGET_KERNEL, VENV_BIN, variant
 from tests.support.synthetic_bundle import BundleSpec

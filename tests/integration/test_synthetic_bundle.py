@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from ofedrepo.archive import Limits, extract
+from ofedrepo.bundles.archive import Limits, extract
 from ofedrepo.rpmfile import read_header
 from tests.support.synthetic_bundle import (
     SCRIPT,

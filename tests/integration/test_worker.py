@@ -15,11 +15,11 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ofedrepo import builds
-from ofedrepo.bundles import BundleStore
+from ofedrepo.builds import requests
+from ofedrepo.bundles.store import BundleStore
 from ofedrepo.config import Settings
 from ofedrepo.models import BuildState, RepoVersion
-from ofedrepo.publish import Publisher
+from ofedrepo.repos.publish import Publisher
 from tests.conftest import TARGET_KERNEL, make_settings
 from tests.integration.test_queue import enqueue, state_of
 from tests.support.synthetic_bundle import CURRENT
@@ -116,7 +116,7 @@ def test_a_retry_records_the_version_its_killed_attempt_published(
     store = BundleStore(worker_settings, sessions)
     store.add(store.identify(bundle_tgz))
     with sessions() as session:
-        outcome = builds.request_repo(session, worker_settings, builds.RepoRequest(kernel=TARGET_KERNEL))
+        outcome = requests.request_repo(session, worker_settings, requests.RepoRequest(kernel=TARGET_KERNEL))
     assert outcome.build_id is not None
     assert queue.claim(sessions, "killed", lease_seconds=60) == outcome.build_id
     first = Publisher(worker_settings, sessions).publish(ext_tgz, build_id=outcome.build_id)  # then SIGKILL
@@ -138,7 +138,7 @@ def test_a_worker_that_lost_its_build_never_publishes_for_it(
     store = BundleStore(worker_settings, sessions)
     store.add(store.identify(bundle_tgz))
     with sessions() as session:
-        outcome = builds.request_repo(session, worker_settings, builds.RepoRequest(kernel=CURRENT.ga_kernel))
+        outcome = requests.request_repo(session, worker_settings, requests.RepoRequest(kernel=CURRENT.ga_kernel))
     assert outcome.build_id is not None
     assert queue.claim(sessions, "cut-off", lease_seconds=60) == outcome.build_id
     assert queue.release(sessions, outcome.build_id, "cut-off")  # what the reaper does once the lease expires

@@ -1,4 +1,4 @@
-from ofedrepo.bootloader import (
+from ofedrepo.images.bootloader import (
     BootConfig,
     bls_kernel,
     choose_default_kernel,

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from ofedrepo import verify
-from ofedrepo.builds import builder_fingerprint, choose_bundle, container_image
+from ofedrepo.builds.kernel_sources import devel_package_names, safe_href
+from ofedrepo.builds.requests import builder_fingerprint, choose_bundle, container_image
 from ofedrepo.config import Settings
 from ofedrepo.errors import BuildFailed, InvalidInput
-from ofedrepo.kernel_sources import devel_package_names, safe_href
 from ofedrepo.models import Bundle
-from ofedrepo.verify import vermagic
+from ofedrepo.repos import verify
+from ofedrepo.repos.verify import vermagic
 from tests.support.vendor.kmod import kernel_module
 from workers.runner import (
     HostLayout,

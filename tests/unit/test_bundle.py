@@ -1,6 +1,6 @@
 import pytest
 
-from ofedrepo.bundle import BundleIdentity, identity_from_markers, parse_bundle_name
+from ofedrepo.bundles.names import BundleIdentity, identity_from_markers, parse_bundle_name
 from ofedrepo.errors import InvalidBundleName, NotABundle
 
 IDENTITY = BundleIdentity("5.8-3.0.7.0", "rhel8.6", "x86_64")

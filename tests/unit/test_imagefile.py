@@ -3,7 +3,7 @@ import os
 import pytest
 
 from ofedrepo.errors import InvalidInput
-from ofedrepo.imagefile import check_qemu_info, qemu_img_check_argv, qemu_img_info_argv, sniff_format
+from ofedrepo.images.probe import check_qemu_info, qemu_img_check_argv, qemu_img_info_argv, sniff_format
 
 GiB = 1024**3
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from ofedrepo.errors import InvalidInput
-from ofedrepo.metapackages import render_spec, rpmbuild_argv
-from ofedrepo.packageset import Rewrite
+from ofedrepo.repos.metapackages import render_spec, rpmbuild_argv
+from ofedrepo.repos.packageset import Rewrite
 from ofedrepo.rpmfile import Dependency, PackageHeader
 
 K = "4.18.0-372.26.1.el8_6.x86_64"

@@ -3,7 +3,7 @@
 import pytest
 
 from ofedrepo.errors import InvalidInput
-from ofedrepo.packageset import choose, compare_evr, infer_kernel, is_metapackage, replacements, satisfies
+from ofedrepo.repos.packageset import choose, compare_evr, infer_kernel, is_metapackage, replacements, satisfies
 from ofedrepo.rpmfile import Dependency, PackageHeader
 
 GA = "4.18.0-372.9.1.el8.x86_64"

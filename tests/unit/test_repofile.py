@@ -1,4 +1,4 @@
-from ofedrepo.repofile import (
+from ofedrepo.repos.repofile import (
     DEFAULT_PKGLIST,
     RepoLocation,
     dib_environment,

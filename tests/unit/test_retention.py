@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ofedrepo.errors import InvalidInput
-from ofedrepo.retention import Policy, VersionFacts, parse_age, plan_versions
+from ofedrepo.repos.retention import Policy, VersionFacts, parse_age, plan_versions
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)

@@ -27,11 +27,6 @@ class SiteKey:
     fingerprint: str
     tool_home: Path
 
-    @property
-    def key_id(self) -> str:
-        """The 64-bit key ID rpm prints (``Key ID …``), lowercase."""
-        return self.fingerprint[-16:].lower()
-
     def environment(self) -> dict[str, str]:
         return process.clean_environment(self.tool_home, {"GNUPGHOME": str(self.gnupg_home)})
 

@@ -1,6 +1,6 @@
 """Inspection benchmark: `ofedrepo inspect` against `virt-inspector --no-applications`, in the same run.
 
-    .venv/bin/python bench/inspect.py [--rounds 2]
+    .venv/bin/python bench/inspection.py [--rounds 2]
 
 Measures, on the test images of tests/support/disk_images.py (built here, or taken from
 OFEDREPO_TEST_IMAGE_CACHE):

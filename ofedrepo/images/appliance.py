@@ -3,7 +3,7 @@
 Images are never mounted on the host: libguestfs runs a small VM that mounts them, and every path below
 is resolved inside that VM, so a symlink in the image (``/lib -> usr/lib``, or ``-> /etc/shadow``) points
 into the image, never at the host. What comes back is names and small texts, capped in size, that
-``ofedrepo.inspection`` interprets. The only host files written are the copy of the image's rpm database,
+``ofedrepo.images.facts`` interprets. The only host files written are the copy of the image's rpm database,
 in a scratch directory of the data dir, which the host's ``rpm`` reads (libguestfs' own application
 listing needs an rpm of the image's vintage and fails on Debian hosts).
 
@@ -22,10 +22,10 @@ from typing import Any
 
 import guestfs
 
-from ofedrepo.bootloader import BootConfig
 from ofedrepo.errors import ApplianceFailed, InvalidInput, ToolFailed
-from ofedrepo.imagefile import ProbedImage
-from ofedrepo.inspection import OS_RELEASE, RELEASE_FILES, GuestFacts
+from ofedrepo.images.bootloader import BootConfig
+from ofedrepo.images.facts import OS_RELEASE, RELEASE_FILES, GuestFacts
+from ofedrepo.images.probe import ProbedImage
 from ofedrepo.process import clean_environment, run
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ofedrepo.archive import Limits, extract, is_regular_inside
-from ofedrepo.bundle import BundleIdentity, identity_from_markers, parse_bundle_name
+from ofedrepo.bundles.archive import Limits, extract, is_regular_inside
+from ofedrepo.bundles.names import BundleIdentity, identity_from_markers, parse_bundle_name
 from ofedrepo.errors import InvalidBundleName, InvalidInput, NotABundle
 from ofedrepo.kernel import is_kernel_release
 from ofedrepo.storage import DataDir

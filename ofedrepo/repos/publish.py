@@ -34,15 +34,17 @@ from typing import Any, Protocol
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ofedrepo import catalog, metapackages, packageset, repodata, signing
-from ofedrepo.archive import Limits
+from ofedrepo.bundles.archive import Limits
+from ofedrepo.bundles.unpack import OpenedBundle, open_bundle
 from ofedrepo.config import Settings
 from ofedrepo.db import transaction
 from ofedrepo.errors import InvalidInput
 from ofedrepo.kernel import parse_kernel_release
 from ofedrepo.metrics import PUBLISH_SECONDS
 from ofedrepo.models import RepoVersion
-from ofedrepo.repofile import MELLANOX_KEY, REPO_FILE_NAME, SITE_KEY, RepoLocation, render_repo_file
+from ofedrepo.repos import metadata, metapackages, packageset, queries, signing
+from ofedrepo.repos.repofile import MELLANOX_KEY, REPO_FILE_NAME, SITE_KEY, RepoLocation, render_repo_file
+from ofedrepo.repos.verify import verify_kernel_packages
 from ofedrepo.rpmfile import PackageHeader, read_header
 from ofedrepo.storage import (
     LATEST,
@@ -54,8 +56,7 @@ from ofedrepo.storage import (
     switch_symlink,
     version_numbers,
 )
-from ofedrepo.unpack import OpenedBundle, open_bundle
-from ofedrepo.verify import verify_kernel_packages
+from ofedrepo.uploads import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +134,6 @@ class _NumberTaken(Exception):
     """The version number was taken between choosing it and claiming it (only across hosts)."""
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def source_digest(bundle_name: str, kernel: str, packages: dict[str, str], rewrites: Sequence[str] = ()) -> str:
     """Identity of a publication's input: bundle, kernel, each package's name and sha256, the regenerations."""
     digest = hashlib.sha256(f"{bundle_name}\n{kernel}\n{SELECTION_REVISION}\n".encode())
@@ -213,9 +209,9 @@ class Publisher:
         repo_dir = self.data.repo_dir(identity.name, kernel)
 
         with transaction(self.sessions) as session:
-            repo = catalog.get_or_create_repo(session, identity, kernel)
+            repo = queries.get_or_create_repo(session, identity, kernel)
             repo_id = repo.id
-            existing = catalog.latest_version(session, repo_id)
+            existing = queries.latest_version(session, repo_id)
         # Outside the transaction: the repo's lock is never taken while holding the database (see above).
         if existing is not None and existing.source_digest == digest:
             return self._unchanged(repo_id, identity.name, kernel, existing, repo_dir)
@@ -233,10 +229,10 @@ class Publisher:
     ) -> tuple[dict[str, PackageHeader], dict[str, str]]:
         def read(relative: str) -> tuple[str, PackageHeader, str]:
             path = bundle.root / relative
-            return relative, read_header(path), _sha256(path)
+            return relative, read_header(path), sha256_file(path)
 
         headers, digests = {}, {}
-        with ThreadPoolExecutor(max_workers=repodata.IO_THREADS) as pool:
+        with ThreadPoolExecutor(max_workers=metadata.IO_THREADS) as pool:
             for relative, header, digest in pool.map(read, bundle.packages):
                 headers[relative], digests[relative] = header, digest
                 advance()
@@ -321,7 +317,7 @@ class Publisher:
 
         published = sorted(path.name for path in rpms.glob("*.rpm"))
         progress.step("Generating repodata", total=len(published))
-        repodata.write_repodata(rpms, published, on_package=progress.advance)
+        metadata.write_repodata(rpms, published, on_package=progress.advance)
         if self.settings.signing_enabled:
             progress.step("Signing repomd.xml")
             signing.sign_detached(rpms / "repodata" / "repomd.xml", key)
@@ -344,14 +340,14 @@ class Publisher:
                     with transaction(self.sessions) as session:
                         if fence:
                             fence(session)
-                        existing = catalog.latest_version(session, repo_id)
+                        existing = queries.latest_version(session, repo_id)
                         if existing is None or existing.source_digest != staged.digest:
                             # Another attempt of the same build (its first worker lost its lease) got here first.
-                            existing = catalog.version_of_build(session, staged.build_id) if staged.build_id else None
+                            existing = queries.version_of_build(session, staged.build_id) if staged.build_id else None
                         if existing is not None:
                             # Published by someone else while we staged: answer with theirs.
                             return self._unchanged(repo_id, bundle_name, kernel, existing, repo_dir, locked=True)
-                        numbers = [catalog.highest_number(session, repo_id), *version_numbers(repo_dir)]
+                        numbers = [queries.highest_number(session, repo_id), *version_numbers(repo_dir)]
                         number = max(numbers) + 1
                         location = RepoLocation(self.settings.base_url, bundle_name, kernel, str(number))
                         repo_gpgcheck = staged.signing_key is not None
@@ -391,16 +387,18 @@ class Publisher:
         raise InvalidInput(f"could not allocate a version number for {bundle_name}/{kernel}; retry")
 
     def recover(self, repo_id: int, bundle_name: str, kernel: str) -> None:
-        """Record the versions a killed publish renamed into place without recording them (see above)."""
+        """Repair what a killed publish left: versions renamed into place but not recorded (see above), and a
+        `latest` that was not switched to the newest version."""
         repo_dir = self.data.repo_dir(bundle_name, kernel)
         if repo_dir.is_dir():
             with exclusive_lock(self.data.repo_lock(bundle_name, kernel)):
                 self._record_unrecorded(repo_id, repo_dir)
 
     def _record_unrecorded(self, repo_id: int, repo_dir: Path) -> None:
-        """Under the repo's lock: insert the rows of version directories the database lacks, switch `latest`."""
+        """Under the repo's lock: insert the rows of version directories the database lacks; `latest` to the
+        newest version."""
         with transaction(self.sessions) as session:
-            known = catalog.recorded_numbers(session, repo_id)
+            known = queries.recorded_numbers(session, repo_id)
             recorded = []
             for number in version_numbers(repo_dir):
                 if number in known:
@@ -413,8 +411,11 @@ class Publisher:
                 recorded.append(number)
         for number in recorded:
             log.warning("recorded %s/%d, which a publish that was killed left unrecorded", repo_dir, number)
-        if recorded and max(recorded) > (latest_number(repo_dir) or 0):
-            switch_symlink(repo_dir / LATEST, str(max(recorded)))
+        # Killed after the commit but before `latest` moved: the newest version is complete, point at it.
+        newest = max(known | set(recorded), default=0)
+        if newest and (repo_dir / str(newest)).is_dir() and (latest_number(repo_dir) or 0) < newest:
+            switch_symlink(repo_dir / LATEST, str(newest))
+            log.warning("%s/latest now points at version %d, as the publish that made it was killed", repo_dir, newest)
 
     @staticmethod
     def _flush_and_rename(session: Session, staging: Path, target: Path) -> None:

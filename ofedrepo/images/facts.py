@@ -10,9 +10,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ofedrepo.bootloader import BootConfig, choose_default_kernel, kernels_from_names, parse_key_values
 from ofedrepo.distro import RHEL_FAMILY, ofed_distro_for_kernel, ofed_distro_for_os
 from ofedrepo.errors import InvalidInput
+from ofedrepo.images.bootloader import BootConfig, choose_default_kernel, kernels_from_names, parse_key_values
 from ofedrepo.kernel import KernelRelease
 
 #: rpm packages whose version-release.arch is the ``uname -r`` of a kernel they install.

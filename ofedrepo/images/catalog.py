@@ -18,16 +18,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ofedrepo.config import Settings
 from ofedrepo.errors import InvalidInput, NotFound
-from ofedrepo.imagefile import ProbedImage, probe
-from ofedrepo.inspection import Inspection, interpret
+from ofedrepo.images.facts import Inspection, interpret
+from ofedrepo.images.probe import ProbedImage, probe
 from ofedrepo.metrics import INSPECTION_SECONDS
 from ofedrepo.models import Image
 from ofedrepo.storage import DataDir
 from ofedrepo.uploads import Candidate
 
 log = logging.getLogger(__name__)
-
-MAX_NAME = 255
 
 
 @dataclass(frozen=True)
@@ -73,7 +71,7 @@ class ImageCatalog:
 
     def inspect(self, candidates: Sequence[Candidate], booting: Callable[[int], None] | None = None) -> list[Outcome]:
         """Outcomes in the order given; unknown images are inspected in one launch (``booting`` is told)."""
-        from ofedrepo.appliance import inspect_images  # libguestfs loads only when an image must be read
+        from ofedrepo.images.appliance import inspect_images  # libguestfs loads only when an image must be read
 
         outcomes: dict[int, Outcome] = {}
         pending: dict[str, list[int]] = {}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ofedrepo import process
 from ofedrepo.errors import InvalidInput, ToolFailed
-from ofedrepo.packageset import Rewrite, kver_tag
+from ofedrepo.repos.packageset import Rewrite, kver_tag
 from ofedrepo.rpmfile import Dependency
 
 #: What a package name or version may hold to be written into a spec: no whitespace, no '%', no quotes.

@@ -9,7 +9,6 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import createrepo_c as cr
@@ -19,14 +18,6 @@ from ofedrepo.errors import InvalidInput
 REPODATA = "repodata"
 #: Threads for reading packages: createrepo_c and librpm do the work in C, so a few more than the cores.
 IO_THREADS = min(8, (os.cpu_count() or 1) + 1)
-
-
-@dataclass(frozen=True)
-class RepodataResult:
-    """What the metadata describes, for the record and the listing."""
-
-    package_count: int
-    revision: str
 
 
 def _read_package(rpms_dir: Path, relative: str) -> "cr.Package":
@@ -40,7 +31,7 @@ def write_repodata(
     rpms_dir: Path,
     packages: list[str],
     on_package: Callable[[], None] | None = None,
-) -> RepodataResult:
+) -> None:
     """Write ``rpms_dir/repodata/`` for ``packages`` (paths relative to ``rpms_dir``).
 
     Reading and checksumming packages is done by createrepo_c's C code on a thread pool; the XML files
@@ -74,4 +65,3 @@ def write_repodata(
         record.rename_file()
         repomd.set_record(record)
     (repodata / "repomd.xml").write_text(repomd.xml_dump())
-    return RepodataResult(package_count=len(ordered), revision=revision)

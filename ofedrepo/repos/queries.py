@@ -7,10 +7,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from ofedrepo.bundle import BundleIdentity, compare_ofed_versions
+from ofedrepo.bundles.names import BundleIdentity, compare_ofed_versions
 from ofedrepo.errors import NotFound
 from ofedrepo.models import Repo, RepoVersion
-from ofedrepo.repofile import RepoLocation
+from ofedrepo.repos.repofile import RepoLocation
 from ofedrepo.storage import LATEST
 
 

@@ -22,13 +22,13 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ofedrepo import catalog
-from ofedrepo.bundle import BundleIdentity, compare_ofed_versions
+from ofedrepo.bundles.names import BundleIdentity, compare_ofed_versions
 from ofedrepo.config import Settings
 from ofedrepo.distro import ofed_distro_for_kernel, parse_ofed_distro
 from ofedrepo.errors import Conflict, InvalidInput, NotFound
 from ofedrepo.kernel import parse_kernel_release
 from ofedrepo.models import ACTIVE_STATES, Build, BuildState, Bundle, Image, Worker, utcnow
+from ofedrepo.repos import queries
 
 #: Changes whenever the way ofedrepo builds changes in a way that should produce new versions.
 BUILDER_REVISION = "2"
@@ -161,7 +161,7 @@ def _answer(session: Session, settings: Settings, request: RepoRequest, read_onl
         published = (
             None
             if request.bundle_id or request.force
-            else catalog.published_for(session, kernel, distro, arch, request.ofed_version)
+            else queries.published_for(session, kernel, distro, arch, request.ofed_version)
         )
         if published is None:
             raise
@@ -169,12 +169,12 @@ def _answer(session: Session, settings: Settings, request: RepoRequest, read_onl
     fingerprint = builder_fingerprint(settings, distro)
     identity = BundleIdentity(ofed_version=bundle.ofed_version, distro=bundle.distro, arch=bundle.arch)
     if read_only:
-        found = catalog.find_repo(session, identity, kernel)
+        found = queries.find_repo(session, identity, kernel)
         if found is None or found.bundle_id is None:
             return None
         repo = found
     else:
-        repo = catalog.get_or_create_repo(session, identity, kernel)
+        repo = queries.get_or_create_repo(session, identity, kernel)
     if repo.bundle_id is None:
         repo.bundle_id = bundle.id
     key = (Build.bundle_id == bundle.id, Build.kernel == kernel, Build.fingerprint == fingerprint)

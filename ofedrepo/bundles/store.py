@@ -24,13 +24,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ofedrepo.archive import Limits
+from ofedrepo.bundles.archive import Limits
+from ofedrepo.bundles.unpack import OpenedBundle, open_bundle
 from ofedrepo.config import Settings
 from ofedrepo.errors import InvalidInput, NotFound
 from ofedrepo.models import Bundle
 from ofedrepo.rpmfile import module_kernels, read_header
 from ofedrepo.storage import DataDir, exclusive_lock
-from ofedrepo.unpack import OpenedBundle, open_bundle
 from ofedrepo.uploads import CHUNK, Candidate, hash_candidate
 
 log = logging.getLogger(__name__)
