@@ -11,24 +11,23 @@ import functools
 import os
 import stat
 from datetime import UTC, datetime
-from email.utils import format_datetime, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import anyio
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import MalformedRangeHeader
 
 from api.deps import DataDirDep, SessionScopedRoute
-from api.ranges import Unsatisfiable, parse_range
 from api.templating import templates
 from ofedrepo.storage import LATEST
 
 router = APIRouter(tags=["tree"], route_class=SessionScopedRoute)
 
 CHUNK = 1024 * 1024
-#: Files (or ranges) up to this size are answered from one read; larger ones are streamed in CHUNKs.
+#: Whole files up to this size are answered from one read; larger ones and ranges are streamed in CHUNKs.
 WHOLE = 1024 * 1024
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
@@ -80,11 +79,25 @@ def resolve(root: Path, path: str) -> tuple[Path, list[str]]:
     return target, segments
 
 
-def _etag(info: os.stat_result) -> str:
-    return f'"{info.st_ino:x}-{info.st_size:x}-{info.st_mtime_ns:x}"'
+class TreeFile(FileResponse):
+    """Starlette's ``FileResponse`` (byte ranges, ``If-Range``, HEAD, the length, ETag and Last-Modified) held
+    to the tree's rules: one byte range is honoured; several, or one Starlette cannot read (``bytes=9-0``,
+    5,000 digits, another unit), get the whole file with 200, as HTTP lets a server ignore ``Range`` (dnf and
+    librepo ask for one range at a time). Large files are read in 1 MiB chunks."""
+
+    chunk_size = CHUNK
+
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        try:
+            ranges = super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader:
+            return []
+        return ranges if len(ranges) == 1 else []
 
 
-def _not_modified(request: Request, etag: str, modified: datetime) -> bool:
+def _not_modified(request: Request, etag: str, last_modified: str) -> bool:
+    """Conditional GET, which ``FileResponse`` leaves to the caller."""
     if_none_match = request.headers.get("if-none-match")
     if if_none_match is not None:
         # If-None-Match compares weakly (RFC 9110 §13.1.2): W/"x" matches "x".
@@ -93,59 +106,26 @@ def _not_modified(request: Request, etag: str, modified: datetime) -> bool:
     if_modified_since = request.headers.get("if-modified-since")
     if if_modified_since:
         try:
-            return modified.replace(microsecond=0) <= parsedate_to_datetime(if_modified_since)
+            return parsedate_to_datetime(last_modified) <= parsedate_to_datetime(if_modified_since)
         except (TypeError, ValueError):
             return False
     return False
 
 
-async def _chunks(path: Path, start: int, length: int) -> Any:
-    async with await anyio.open_file(path, "rb") as handle:
-        await handle.seek(start)
-        remaining = length
-        while remaining > 0:
-            chunk = await handle.read(min(CHUNK, remaining))
-            if not chunk:
-                break
-            remaining -= len(chunk)
-            yield chunk
-
-
 def serve_file(request: Request, path: Path, segments: list[str]) -> Response:
     info = path.stat()
-    size = info.st_size
-    modified = datetime.fromtimestamp(info.st_mtime, UTC)
-    etag = _etag(info)
-    headers = {
-        "Accept-Ranges": "bytes",
-        "Cache-Control": cache_control(segments),
-        "ETag": etag,
-        "Last-Modified": format_datetime(modified, usegmt=True),
-    }
-    if _not_modified(request, etag, modified):
-        return Response(status_code=304, headers=headers)
-    requested = request.headers.get("range")
-    if_range = request.headers.get("if-range")
-    if if_range is not None and if_range.strip() not in (etag, headers["Last-Modified"]):
-        requested = None  # the client's copy is stale: send it the whole file
-    try:
-        byte_range = parse_range(requested, size)
-    except Unsatisfiable:
-        headers["Content-Range"] = f"bytes */{size}"
-        return Response(status_code=416, headers=headers)
-    status, start, length = 200, 0, size
-    if byte_range is not None:
-        status, start, length = 206, byte_range.start, byte_range.length
-        headers["Content-Range"] = byte_range.content_range(size)
-    headers["Content-Length"] = str(length)
-    media_type = content_type(path.name)
-    if request.method == "HEAD":
-        return Response(status_code=status, headers=headers, media_type=media_type)
-    if length <= WHOLE:  # read here, in the route's worker thread: no further thread hop per chunk
+    headers = {"Cache-Control": cache_control(segments)}
+    response = TreeFile(path, headers=headers, media_type=content_type(path.name), stat_result=info)
+    validators = {name: response.headers[name] for name in ("etag", "last-modified", "accept-ranges")}
+    if _not_modified(request, validators["etag"], validators["last-modified"]):
+        return Response(status_code=304, headers={**headers, **validators})
+    if request.method == "GET" and "range" not in request.headers and info.st_size <= WHOLE:
+        # Most requests (repomd.xml, the metadata, most packages) are small: one read here, in the route's worker
+        # thread, instead of a thread hop each to open, read and close the file.
         with path.open("rb") as handle:
-            handle.seek(start)
-            return Response(handle.read(length), status_code=status, headers=headers, media_type=media_type)
-    return StreamingResponse(_chunks(path, start, length), status_code=status, headers=headers, media_type=media_type)
+            body = handle.read(info.st_size)
+        return Response(body, headers={**headers, **validators}, media_type=response.media_type)
+    return response
 
 
 def listing(directory: Path, url_path: str, root: Path) -> list[dict[str, Any]]:

@@ -261,6 +261,64 @@ def test_a_boundary_longer_than_the_parser_takes_is_422(client: httpx.Client) ->
     assert answer.status_code == 422 and "multipart" in answer.json()["detail"]
 
 
+#: Range headers and what the tree answers for a file of more than 100 bytes (``None``: all of it, 200).
+RANGES = [
+    ("bytes=0-9", (0, 10)),
+    ("bytes=10-", (10, None)),
+    ("bytes=-10", (-10, None)),
+    ("bytes=50-" + "9" * 18, (50, None)),  # past any size: to the end
+    ("bytes=0-9,20-29", None),  # several ranges: the whole file (dnf and librepo ask for one)
+    ("items=0-9", None),
+    ("bytes=9-0", None),
+    ("bytes=a-b", None),
+    ("bytes=-", None),
+    ("bytes=0-" + "9" * 5000, None),  # more digits than Python converts: ignored
+]
+
+
+@pytest.mark.parametrize(("header", "expected"), RANGES)
+def test_range_headers(client: httpx.Client, header: str, expected: tuple[int, int | None] | None) -> None:
+    href = an_rpm(client)
+    whole = client.get(href).content
+    answer = client.get(href, headers={"Range": header})
+    if expected is None:
+        assert (answer.status_code, answer.content) == (200, whole)
+        assert "content-range" not in answer.headers
+        return
+    start, end = expected
+    part = whole[start:end]
+    first = start % len(whole)
+    assert (answer.status_code, answer.content) == (206, part)
+    assert answer.headers["content-range"] == f"bytes {first}-{first + len(part) - 1}/{len(whole)}"
+    assert answer.headers["content-length"] == str(len(part))
+
+
+@pytest.mark.parametrize("header", ["bytes={size}-", "bytes={beyond}-{far}", "bytes=-0"])
+def test_unsatisfiable_ranges_get_416(client: httpx.Client, header: str) -> None:
+    href = an_rpm(client)
+    size = len(client.get(href).content)
+    answer = client.get(href, headers={"Range": header.format(size=size, beyond=size + 100, far=size + 200)})
+    assert answer.status_code == 416 and answer.headers["content-range"] == f"bytes */{size}"
+
+
+def test_large_files_stream_whole_and_in_ranges(impatient_server: RunningServer) -> None:
+    """Past 1 MiB (and for every range and HEAD) a file goes through Starlette's FileResponse in 1 MiB chunks."""
+    repos = impatient_server.settings.data_dir / "repos"
+    repos.mkdir(parents=True, exist_ok=True)
+    whole = os.urandom(2 * 1024 * 1024 + 12345)
+    (repos / "large.bin").write_bytes(whole)
+    with httpx.Client(base_url=impatient_server.url, timeout=30) as client:
+        answer = client.get("/repos/large.bin")
+        assert (answer.status_code, answer.headers["content-length"]) == (200, str(len(whole)))
+        assert answer.content == whole
+        across = client.get("/repos/large.bin", headers={"Range": "bytes=1048000-1049999"})
+        assert (across.status_code, across.content) == (206, whole[1048000:1050000])
+        head = client.head("/repos/large.bin")
+        assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", str(len(whole)))
+        etag = answer.headers["etag"]
+        assert client.get("/repos/large.bin", headers={"If-None-Match": f"W/{etag}"}).status_code == 304
+
+
 @pytest.mark.parametrize("value", ["bytes=0-\u00b2", "bytes=0-" + "9" * 5000, "bytes=" + "9" * 5000 + "-"])
 def test_odd_ranges_never_break_the_tree(published_server: RunningServer, value: str) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", int(published_server.url.rsplit(":", 1)[1]), timeout=10)
