@@ -39,6 +39,8 @@ def publish(
 ) -> None:
     """Publish a rebuilt MLNX_OFED bundle as a new version of its yum repository."""
     from ofedrepo.repos.publish import Publisher
+    from ofedrepo.repos.repofile import RepoLocation
+    from ofedrepo.storage import LATEST
 
     settings = settings_of(context)
     publisher = Publisher(settings, migrated_sessions(settings))
@@ -52,7 +54,8 @@ def publish(
         progress = RichProgress(bars)
         result = publisher.publish(path, kernel=kernel, progress=progress)
         progress.finish()
-    location = f"{settings.base_url}/repos/{result.bundle_name}/{result.kernel}/{result.version}"
+    location = RepoLocation(settings.base_url, result.bundle_name, result.kernel, str(result.version)).url
+    latest = RepoLocation(settings.base_url, result.bundle_name, result.kernel, LATEST).url
     if as_json:
         payload = {
             "repo_id": result.repo_id,
@@ -75,7 +78,7 @@ def publish(
     details += [f"{len(result.regenerated)} metadata packages regenerated"] if result.regenerated else []
     sys.stdout.write(
         f"{result.bundle_name} for {result.kernel}: {verb} {result.version} ({', '.join(details)})\n"
-        f"DIB_MLNX_OFED_REPO={settings.base_url}/repos/{result.bundle_name}/{result.kernel}/latest\n"
+        f"DIB_MLNX_OFED_REPO={latest}\n"
     )
 
 

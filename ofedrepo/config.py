@@ -234,6 +234,12 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     @property
+    def scratch_lifetime(self) -> float:
+        """Seconds after which scratch (staging, work, uploads, half-unpacked sources) belongs to no one: no
+        build runs longer than its timeout, and the grace covers a publish or upload still finishing."""
+        return self.build_timeout + self.gc_grace_seconds
+
+    @property
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to SQLite inside the data dir."""
         if self.database_url:

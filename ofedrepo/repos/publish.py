@@ -64,7 +64,6 @@ _NUMBERING_ATTEMPTS = 5
 #: Changes whenever how a package set is chosen or regenerated changes: the same input then makes a new version.
 SELECTION_REVISION = "1"
 #: Scratch space untouched this long belongs to a publish that died (no publish runs for a day).
-STALE_SCRATCH_SECONDS = 24 * 3600
 #: Each version's database row, in its directory (hidden: the tree server serves no dot names).
 RECORD_FILE = ".version.json"
 _RECORDED_FIELDS = (
@@ -151,7 +150,7 @@ class Publisher:
         self.settings = settings
         self.sessions = sessions
         self.data = DataDir(settings.data_dir).ensure()
-        for leftover in self.data.remove_stale_scratch(STALE_SCRATCH_SECONDS):
+        for leftover in self.data.remove_stale_scratch(settings.scratch_lifetime):
             log.info("removed %s, left by a publish that did not finish", leftover)
         self.limits = Limits.of(settings)
 

@@ -148,9 +148,7 @@ def collect_garbage(settings: Settings, sessions: sessionmaker[Session], policy:
         report.freed.append(Freed("unreferenced bundle tree", orphan, tree_size(orphan)))
         if not dry_run:
             _remove_tree(data, orphan)
-    # A build cannot run longer than its timeout: scratch older than that (and the grace) belongs to no one.
-    stale_after = timedelta(seconds=settings.build_timeout) + policy.grace
-    leftovers = [("stale scratch", path) for path in data.stale_scratch(stale_after.total_seconds())]
+    leftovers = [("stale scratch", path) for path in data.stale_scratch(settings.scratch_lifetime)]
     leftovers += [("failed build kept for debugging", path) for path in data.expired_failed_builds(
         settings.build_keep_failed_seconds)]  # fmt: skip
     for what, leftover in leftovers:
