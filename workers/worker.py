@@ -170,11 +170,11 @@ class Worker:
                 for build_id in failed:
                     log.warning("build %d lost its worker too often: failed", build_id)
                     self.pipeline.note(build_id, "FAILED: its workers stopped answering too often")
-            except DBAPIError as error:  # one line, not a traceback every beat while the database is away
-                log.warning("heartbeat: the database cannot be reached (%s); retrying", str(error.orig).strip())
-                self._give_up_expired_leases(time.monotonic() - renewed_at)
-            except Exception:
-                log.exception("heartbeat failed; retrying")
+            except Exception as error:
+                if isinstance(error, DBAPIError):  # one line, not a traceback every beat while it is away
+                    log.warning("heartbeat: the database cannot be reached (%s); retrying", str(error.orig).strip())
+                else:
+                    log.exception("heartbeat failed; retrying")
                 self._give_up_expired_leases(time.monotonic() - renewed_at)
 
     def _give_up_expired_leases(self, unrenewed_for: float) -> None:

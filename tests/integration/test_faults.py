@@ -8,9 +8,7 @@ half-written behind, and the service keeps answering. Lost connections are repla
 
 import contextlib
 import errno
-import gzip
 import os
-import re
 import shutil
 import signal
 import socket
@@ -50,6 +48,7 @@ from tests.integration.test_pipeline import (
     wait_for,
     wait_for_log,
 )
+from tests.integration.test_publish import assert_complete
 from tests.support.synthetic_bundle import BundleSpec, make_kernel_devel_repo, make_kernel_sources
 
 DISK_MB = 24
@@ -324,14 +323,7 @@ def assert_one_complete_version(repo_dir: Path) -> None:
     """Version 1, complete (its repodata lists every package it holds), is all there is, and is `latest`."""
     assert sorted(path.name for path in repo_dir.iterdir()) == ["1", "latest"]
     assert os.readlink(repo_dir / "latest") == "1"
-    rpms = repo_dir / "1" / "RPMS"
-    listed = set(re.findall(r'<location href="([^"]+)"', primary_xml(rpms)))
-    assert listed == {path.name for path in rpms.glob("*.rpm")} and listed
-
-
-def primary_xml(rpms: Path) -> str:
-    (primary,) = (rpms / "repodata").glob("*-primary.xml.gz")
-    return gzip.decompress(primary.read_bytes()).decode()
+    assert_complete(repo_dir / "1")
 
 
 @pytest.mark.parametrize("step", ["script running", "staging the version", "published, not recorded"])
