@@ -25,6 +25,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	shellcheck --shell=bash elements/*/environment.d/* elements/*/*-install.d/*
 
 format: setup
 	$(BIN)/ruff check --fix .

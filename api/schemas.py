@@ -1,7 +1,10 @@
 """JSON shapes of the API (DESIGN.md, "REST API")."""
 
 from datetime import datetime
+from typing import Literal
 
+from fastapi import Query
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
 from api.deps import MAX_ID
@@ -9,7 +12,23 @@ from ofedrepo.bundles.store import BundleView
 from ofedrepo.images.catalog import ImageView
 from ofedrepo.models import Build, RepoVersion
 from ofedrepo.repos.queries import RepoView
-from ofedrepo.repos.repofile import RepoLocation
+from ofedrepo.repos.repofile import RepoLocation, dib_package_list
+
+#: ``?format=env``: the answer as ``NAME=value`` lines, for clients with a shell and curl but no JSON parser
+#: (the DIB element ``ofedrepo-mlnx-ofed`` runs in an image's chroot). Never meant to be sourced: clients read
+#: the lines they know and check each value.
+FormatQuery = Query(
+    "json", alias="format", description="`env`: `OFEDREPO_*=value` lines (text/plain) for shell clients instead of JSON"
+)
+AnswerFormat = Literal["json", "env"]
+#: The ``text/plain`` alternative of an answer, for a route's ``responses``.
+ENV_CONTENT = {"content": {"text/plain": {"example": "OFEDREPO_REPO_ID=1\nOFEDREPO_BUILD_STATE=running\n"}}}
+
+
+def env_response(fields: dict[str, str | int | None], status_code: int = 200) -> PlainTextResponse:
+    """``NAME=value`` lines; a value never spans lines (a newline in an error message becomes a space)."""
+    lines = [f"{name}={'' if value is None else ' '.join(str(value).splitlines())}" for name, value in fields.items()]
+    return PlainTextResponse("\n".join(lines) + "\n", status_code=status_code)
 
 
 class Health(BaseModel):
@@ -41,6 +60,16 @@ class BuildOut(BaseModel):
     @classmethod
     def of(cls, build: Build) -> "BuildOut":
         return cls.model_validate(build, from_attributes=True)
+
+    def env(self) -> dict[str, str | int | None]:
+        return {
+            "OFEDREPO_BUILD_ID": self.id,
+            "OFEDREPO_BUILD_STATE": self.state,
+            "OFEDREPO_REPO_ID": self.repo_id,
+            "OFEDREPO_KERNEL": self.kernel,
+            "OFEDREPO_VERSION": self.version_number,
+            "OFEDREPO_ERROR": self.error,
+        }
 
 
 class VersionOut(BaseModel):
@@ -103,6 +132,18 @@ class RepoOut(BaseModel):
             repofile_url=f"{api_base}/api/v1/repos/{repo.id}/repofile",
             build=BuildOut.of(repo.builds[-1]) if repo.builds else None,
         )
+
+    def env(self) -> dict[str, str | int | None]:
+        latest = self.versions[-1] if self.versions else None
+        return {
+            "OFEDREPO_REPO_ID": self.id,
+            "OFEDREPO_REPO_STATE": self.state,
+            "OFEDREPO_KERNEL": self.kernel,
+            "OFEDREPO_VERSION": self.latest_version,
+            "OFEDREPO_PKGLIST": dib_package_list(latest.packages) if latest else None,
+            "OFEDREPO_BUILD_ID": self.build.id if self.build else None,
+            "OFEDREPO_BUILD_STATE": self.build.state if self.build else None,
+        }
 
 
 class DibSnippet(BaseModel):

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Query, Response
 
 from api.auth import TOKEN_REQUIRED, TOKEN_RESPONSES
 from api.deps import DataDirDep, IdPath, ReadSessionDep, SessionDep, SessionScopedRoute
-from api.schemas import BuildOut
+from api.schemas import ENV_CONTENT, AnswerFormat, BuildOut, FormatQuery, env_response
 from ofedrepo.builds import requests
 
 router = APIRouter(prefix="/api/v1/builds", tags=["builds"], route_class=SessionScopedRoute)
@@ -16,9 +16,12 @@ def list_builds(session: ReadSessionDep) -> list[BuildOut]:
     return [BuildOut.of(build) for build in requests.list_builds(session)]
 
 
-@router.get("/{build_id}", response_model=BuildOut, responses={404: {"description": "No such build"}})
-def get_build(build_id: IdPath, session: ReadSessionDep) -> BuildOut:
-    return BuildOut.of(requests.get_build(session, build_id))
+@router.get("/{build_id}", response_model=BuildOut, responses={200: ENV_CONTENT, 404: {"description": "No such build"}})
+def get_build(
+    build_id: IdPath, session: ReadSessionDep, answer_format: AnswerFormat = FormatQuery
+) -> BuildOut | Response:
+    answer = BuildOut.of(requests.get_build(session, build_id))
+    return env_response(answer.env()) if answer_format == "env" else answer
 
 
 @router.get(

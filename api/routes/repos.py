@@ -3,7 +3,7 @@ from fastapi.responses import PlainTextResponse
 
 from api.auth import TOKEN_REQUIRED, TOKEN_RESPONSES
 from api.deps import MAX_ID, IdPath, ReadSessionDep, SessionDep, SessionScopedRoute, SettingsDep
-from api.schemas import DibSnippet, RepoOut, RepoRequestIn
+from api.schemas import ENV_CONTENT, AnswerFormat, DibSnippet, FormatQuery, RepoOut, RepoRequestIn, env_response
 from ofedrepo.builds import requests
 from ofedrepo.bundles.names import parse_bundle_name
 from ofedrepo.models import Repo
@@ -29,14 +29,20 @@ VersionQuery = Query(None, ge=1, le=MAX_ID, description="Pin a version number in
     responses={
         **TOKEN_RESPONSES,
         413: {"description": "A JSON body larger than 64 KiB"},
-        200: {"model": RepoOut, "description": "Already built: the repo, published"},
+        200: {"model": RepoOut, "description": "Already built: the repo, published", **ENV_CONTENT},
+        202: {"model": RepoOut, "description": "The repo and its queued or running build", **ENV_CONTENT},
         404: {"description": "No such image"},
         422: {"description": "Invalid kernel, no bundle fits (the candidates are listed), or several do"},
     },
 )
 def request_repo(
-    body: RepoRequestIn, response: Response, reader: ReadSessionDep, session: SessionDep, settings: SettingsDep
-) -> RepoOut:
+    body: RepoRequestIn,
+    response: Response,
+    reader: ReadSessionDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    answer_format: AnswerFormat = FormatQuery,
+) -> RepoOut | Response:
     """Ask for a repo for a kernel or an image: 202 with the repo and its queued or running build, 200 when built.
 
     Identical requests share one build; `force` builds again (a new version once it succeeds).
@@ -50,7 +56,8 @@ def request_repo(
         reader.expire_all()
     repo = queries.get_repo(reader, outcome.repo_id)
     response.status_code = 200 if outcome.ready else 202
-    return RepoOut.of(queries.view(repo, settings.base_url), settings.base_url)
+    answer = RepoOut.of(queries.view(repo, settings.base_url), settings.base_url)
+    return env_response(answer.env(), response.status_code) if answer_format == "env" else answer
 
 
 @router.get("", response_model=list[RepoOut])
@@ -61,10 +68,13 @@ def list_repos(session: ReadSessionDep, settings: SettingsDep) -> list[RepoOut]:
     ]
 
 
-@router.get("/{repo_id}", response_model=RepoOut, responses={404: {"description": "No such repo"}})
-def get_repo(repo_id: IdPath, session: ReadSessionDep, settings: SettingsDep) -> RepoOut:
+@router.get("/{repo_id}", response_model=RepoOut, responses={200: ENV_CONTENT, 404: {"description": "No such repo"}})
+def get_repo(
+    repo_id: IdPath, session: ReadSessionDep, settings: SettingsDep, answer_format: AnswerFormat = FormatQuery
+) -> RepoOut | Response:
     repo = queries.get_repo(session, repo_id)
-    return RepoOut.of(queries.view(repo, settings.base_url), settings.base_url)
+    answer = RepoOut.of(queries.view(repo, settings.base_url), settings.base_url)
+    return env_response(answer.env()) if answer_format == "env" else answer
 
 
 @router.get(

@@ -1,0 +1,145 @@
+"""The DIB element ``ofedrepo-mlnx-ofed``, run for real: DIB's own ``dib-run-parts`` runs its phases inside a
+debootstrapped chroot (rpm, dnf, curl) whose rpm database holds two kernel packages, against the running
+server and the synthetic bundle. The element asks for the newest kernel's repo, waits for the build while
+printing its log, installs the package list from the version it got and removes the repo definition.
+"""
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import TARGET_KERNEL, RunningServer, start_server, stop_server
+from tests.integration.test_pipeline import ENDED, module_vermagic, wait_for
+from tests.support.build_chroot import make_build_chroot, run_in_chroot, run_phase, stage_hooks
+from tests.support.synthetic_bundle import make_kernel_sources
+
+ELEMENT = Path(__file__).parents[2] / "elements" / "ofedrepo-mlnx-ofed"
+#: Older in rpm's order than TARGET_KERNEL, newer in `sort -V`'s: the element must not boot the wrong one.
+OLDER_KERNEL = "4.18.0-372.el8.x86_64"
+BROKEN_KERNEL = "4.18.0-372.98.1.el8_6.x86_64"
+COMPILER_ERROR = "drivers/infiniband/core/cma.c:77:3: error: 'RDMA_CM_EVENT_ADDR_ERROR' undeclared"
+TOKEN = "element-test-token"
+REPO_FILE = "etc/yum.repos.d/ofedrepo-mlnx-ofed.repo"
+
+
+@pytest.fixture(scope="module")
+def build_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_build_chroot(tmp_path_factory.mktemp("dib-chroot") / "root", [OLDER_KERNEL, TARGET_KERNEL])
+
+
+@pytest.fixture(scope="module")
+def hooks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return stage_hooks([ELEMENT], tmp_path_factory.mktemp("dib-hooks") / "hooks")
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, bundle_tgz: Path) -> Iterator[RunningServer]:
+    root = tmp_path_factory.mktemp("element-service")
+    sources = root / "kernels"
+    make_kernel_sources(sources, TARGET_KERNEL)
+    make_kernel_sources(sources, BROKEN_KERNEL, compile_error=COMPILER_ERROR)
+    environment = {
+        "OFEDREPO_KERNEL_SOURCES_ROOT": str(sources),
+        "OFEDREPO_API_TOKENS": TOKEN,
+        "OFEDREPO_QUEUE_POLL_INTERVAL": "0.2",
+    }
+    running = start_server(root / "var", root / "serve.log", environment, worker=True)
+    try:
+        with bundle_tgz.open("rb") as stream:
+            uploaded = httpx.post(
+                f"{running.url}/api/v1/bundles",
+                files={"file": (bundle_tgz.name, stream)},
+                headers={"Authorization": f"Bearer {TOKEN}"},
+                timeout=300,
+            )
+        assert uploaded.status_code == 201, uploaded.text
+        yield running
+    finally:
+        stop_server(running)
+
+
+def element_environment(service: RunningServer, **extra: str) -> dict[str, str]:
+    return {
+        "DIB_OFEDREPO_URL": service.url,
+        "DIB_OFEDREPO_TOKEN": TOKEN,
+        "DIB_OFEDREPO_POLL_INTERVAL": "1",
+        "DIB_OFEDREPO_WAIT": "300",
+        **extra,
+    }
+
+
+def installed_modules(root: Path, kernel: str) -> list[Path]:
+    return sorted((root / "lib" / "modules" / kernel).rglob("*.ko"))
+
+
+def test_the_element_builds_for_the_newest_kernel_and_installs_its_modules(
+    build_root: Path, hooks: Path, service: RunningServer
+) -> None:
+    ran = run_phase(build_root, hooks, "post-install", element_environment(service))
+    output = ran.stdout + ran.stderr
+    assert ran.returncode == 0, output
+    assert f"kernel {TARGET_KERNEL} (the newest installed kernel package)" in output
+    build_id = int(re.search(r"waiting for build (\d+)", output).group(1))  # type: ignore[union-attr]
+    assert f"build {build_id}: running" in output and f"build {build_id}: succeeded" in output
+    assert "mlnx_add_kernel_support.sh" in output  # the build log, streamed into DIB's output
+    assert "version 1, gpgcheck=1" in output
+    assert TOKEN not in output
+
+    modules = installed_modules(build_root, TARGET_KERNEL)
+    (mlx5,) = [module for module in modules if module.name == "mlx5_core.ko"]
+    assert module_vermagic(mlx5) == TARGET_KERNEL
+    assert installed_modules(build_root, OLDER_KERNEL) == []  # nothing for the kernel it does not boot
+    assert not (build_root / REPO_FILE).exists()  # DIB_MLNX_OFED_DELETE_REPO defaults to y
+    for package in ("mlnx-ofed-hpc", "mlnx-fw-updater"):  # the stock element's default list
+        assert run_in_chroot(build_root, ["rpm", "-q", package]).returncode == 0, package
+
+
+def test_a_published_kernel_is_answered_at_once_and_the_repo_pinned_to_its_version(
+    build_root: Path, hooks: Path, service: RunningServer
+) -> None:
+    asked = httpx.post(
+        f"{service.url}/api/v1/repos", json={"kernel": TARGET_KERNEL}, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    if asked.status_code == 202:
+        wait_for(service, asked.json()["build"]["id"], ENDED, timeout=300)
+    pkglist = "mlnx-ofed-hypervisor mlnx-fw-updater"  # the seed article's list
+    environment = element_environment(service, DIB_MLNX_OFED_DELETE_REPO="n", DIB_MLNX_OFED_PKGLIST=pkglist)
+    ran = run_phase(build_root, hooks, "post-install", environment)
+    output = ran.stdout + ran.stderr
+    assert ran.returncode == 0, output
+    assert "is published: version 1" in output and "waiting for build" not in output
+    repo_file = (build_root / REPO_FILE).read_text()
+    assert f"/{TARGET_KERNEL}/1/RPMS" in repo_file and "/latest/" not in repo_file
+    assert "gpgcheck=1" in repo_file.splitlines()
+    assert run_in_chroot(build_root, ["rpm", "-q", "mlnx-ofed-hypervisor"]).returncode == 0
+    (build_root / REPO_FILE).unlink()
+
+
+def test_a_failed_build_fails_the_image_build_with_the_compiler_error(
+    build_root: Path, hooks: Path, service: RunningServer
+) -> None:
+    ran = run_phase(build_root, hooks, "post-install", element_environment(service, DIB_OFEDREPO_KERNEL=BROKEN_KERNEL))
+    assert ran.returncode != 0
+    assert COMPILER_ERROR in ran.stdout  # streamed from the build log while it ran
+    assert re.search(r"ERROR: build \d+ failed: .*error: 'RDMA_CM_EVENT_ADDR_ERROR' undeclared", ran.stderr), ran.stderr
+    assert installed_modules(build_root, BROKEN_KERNEL) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        ({"DIB_OFEDREPO_KERNEL": "5.14.0-70.13.1.el9_0.x86_64"}, '(HTTP 422): {"detail":"no MLNX_OFED bundle fits'),
+        ({"DIB_OFEDREPO_TOKEN": "wrong"}, "(HTTP 403)"),
+        ({"DIB_OFEDREPO_KERNEL": "4.18.0'); os.exit(0) --"}, "DIB_OFEDREPO_KERNEL is not a kernel release"),
+        ({"DIB_OFEDREPO_URL": "ftp://example.invalid"}, "must be an http:// or https:// URL"),
+    ],
+)
+def test_a_refusal_fails_the_image_build_saying_why(
+    build_root: Path, hooks: Path, service: RunningServer, extra: dict[str, str], reason: str
+) -> None:
+    ran = run_phase(build_root, hooks, "post-install", element_environment(service, **extra))
+    assert ran.returncode != 0
+    assert reason in ran.stderr, ran.stderr
