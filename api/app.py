@@ -4,7 +4,7 @@ from fastapi import FastAPI
 
 from api import errors, metrics
 from api.auth import AuthenticateFirst
-from api.routes import builds, bundles, health, images, pages, repos, tree
+from api.routes import builds, bundles, feeds, health, images, pages, repos, tree
 from api.timeouts import BodyDeadline
 from api.uploads import CapJsonBodies
 from ofedrepo import __version__
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(images.router)
     app.include_router(bundles.router)
     app.include_router(builds.router)
+    app.include_router(feeds.router)
     app.include_router(pages.router)
 
     return app

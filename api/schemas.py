@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from api.deps import MAX_ID
 from ofedrepo.bundles.store import BundleView
 from ofedrepo.images.catalog import ImageView
-from ofedrepo.models import Build, RepoVersion
+from ofedrepo.models import Build, KernelFeed, RepoVersion
 from ofedrepo.repos.queries import RepoView
 from ofedrepo.repos.repofile import RepoLocation, dib_package_list
 
@@ -56,6 +56,8 @@ class BuildOut(BaseModel):
     version_number: int | None = Field(description="The repo version it published")
     cancel_requested: bool = Field(description="A cancel was asked while it ran; its worker is stopping it")
     worker_id: str | None
+    priority: int = Field(description="Claim order: 10 for people's requests, 0 for what kernel feeds queue")
+    feed_id: int | None = Field(description="The kernel feed that queued it, when no one asked")
 
     @classmethod
     def of(cls, build: Build) -> "BuildOut":
@@ -144,6 +146,21 @@ class RepoOut(BaseModel):
             "OFEDREPO_BUILD_ID": self.build.id if self.build else None,
             "OFEDREPO_BUILD_STATE": self.build.state if self.build else None,
         }
+
+
+class FeedOut(BaseModel):
+    id: int
+    url: str = Field(description="The yum repository's baseurl (`OFEDREPO_KERNEL_FEEDS`)")
+    polled_at: datetime | None = Field(description="The last poll that reached it (unchanged metadata included)")
+    changed_at: datetime | None = Field(description="The last poll that found new metadata")
+    next_poll_at: datetime | None
+    error: str | None = Field(description="Why the last poll failed; null after a good one")
+    kernels: list[str] = Field(description="The kernels the last good poll found, within the per-minor bound")
+    builds_queued: int = Field(description="Builds it has queued, in all")
+
+    @classmethod
+    def of(cls, feed: KernelFeed) -> "FeedOut":
+        return cls.model_validate(feed, from_attributes=True)
 
 
 class DibSnippet(BaseModel):

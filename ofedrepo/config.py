@@ -197,7 +197,31 @@ class Settings(BaseSettings):
         "into `<data_dir>/kernel-sources/`.",
     )
 
-    @field_validator("api_tokens", "import_dirs", "kernel_devel_repos", mode="before")
+    kernel_feeds: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated yum repository baseurls where new kernels appear (a distro's BaseOS, its "
+        "vault). Workers poll them and queue a build, at a lower priority than people's requests, for each new "
+        "`kernel-devel` release and each registered bundle it fits; the package found there is also the "
+        "build's kernel source.",
+    )
+    kernel_feed_interval: float = Field(
+        300, gt=0, description="Seconds between two polls of a kernel feed (one worker polls each feed)."
+    )
+    kernel_feed_keep: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Kernel feeds: build for the newest this many kernels of each minor release (`el8_6`, "
+        "`el8_8`...) a feed holds, not for every kernel in its history.",
+    )
+    kernel_feed_max_metadata: int = Field(
+        512 * 1024**2,
+        gt=0,
+        description="Bytes a feed's primary metadata may take, compressed as downloaded and again "
+        "decompressed; larger metadata is refused.",
+    )
+
+    @field_validator("api_tokens", "import_dirs", "kernel_devel_repos", "kernel_feeds", mode="before")
     @classmethod
     def _tokens_from_text(cls, value: Any) -> Any:
         return _split_list(value)
@@ -238,6 +262,11 @@ class Settings(BaseSettings):
         """Seconds after which scratch (staging, work, uploads, half-unpacked sources) belongs to no one: no
         build runs longer than its timeout, and the grace covers a publish or upload still finishing."""
         return self.build_timeout + self.gc_grace_seconds
+
+    @property
+    def kernel_package_repos(self) -> list[str]:
+        """Where ``kernel-devel`` packages are looked for: the configured repositories, then the kernel feeds."""
+        return list(dict.fromkeys(self.kernel_devel_repos + self.kernel_feeds))
 
     @property
     def resolved_database_url(self) -> str:

@@ -79,6 +79,14 @@ ENDED_STATES = (BuildState.SUCCEEDED.value, BuildState.FAILED.value, BuildState.
 ACTIVE_STATES_SQL = "state IN (" + ", ".join(f"'{state}'" for state in ACTIVE_STATES) + ")"
 
 
+class Priority:
+    """Claim order: a higher priority is claimed first, then the oldest. A person's request always goes
+    before a build a kernel feed queued on its own (and lifts that build when it asks for the same thing)."""
+
+    REQUEST = 10
+    FEED = 0
+
+
 class Bundle(Base):
     """A registered MLNX_OFED bundle, stored unpacked once per sha256."""
 
@@ -198,12 +206,43 @@ class Build(Base):
     """False when the bundle already holds the kernel's modules: its own packages are published, no compile."""
     version_number: Mapped[int | None]
     """The repo version this build published."""
+    priority: Mapped[int] = mapped_column(default=Priority.REQUEST, server_default=text(str(Priority.REQUEST)))
+    """Claim order (``Priority``): requests before what kernel feeds queue."""
+    feed_id: Mapped[int | None] = mapped_column(ForeignKey("kernel_feeds.id", ondelete="SET NULL"))
+    """The kernel feed that queued it, when no one asked."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
     repo: Mapped[Repo] = relationship(back_populates="builds")
     bundle: Mapped[Bundle | None] = relationship()
+
+
+class KernelFeed(Base):
+    """A yum repository (``OFEDREPO_KERNEL_FEEDS``) where new kernels appear, and what its polls found.
+
+    One row per configured URL; ``next_poll_at`` is claimed by one conditional UPDATE, so of several workers
+    exactly one polls a feed per interval.
+    """
+
+    __tablename__ = "kernel_feeds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(String(1024), unique=True)
+    etag: Mapped[str | None] = mapped_column(String(256))
+    last_modified: Mapped[str | None] = mapped_column(String(64))
+    next_poll_at: Mapped[datetime | None]
+    polled_at: Mapped[datetime | None]
+    """The last poll that reached the feed (a 304 included)."""
+    changed_at: Mapped[datetime | None]
+    """The last poll that found new metadata."""
+    error: Mapped[str | None] = mapped_column(Text)
+    """Why the last poll failed; None after a good one."""
+    kernels: Mapped[list[str]] = mapped_column(default=list, server_default=text("'[]'"))
+    """The kernels (with their ``kernel-devel``) the last good poll found, within the per-minor bound."""
+    builds_queued: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    """Builds this feed has queued, in all."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Worker(Base):

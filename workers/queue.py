@@ -5,7 +5,8 @@ Every transition is one conditional UPDATE that names the state it expects (and,
 that owns the build); a transition that changes no row did not happen. That, not locking, is what keeps two
 workers from owning one build:
 
-- claim: ``queued`` and unowned → ``running``, owned, attempts + 1, lease set. On PostgreSQL the candidate is
+- claim: ``queued`` and unowned → ``running``, owned, attempts + 1, lease set; the highest ``priority`` first
+  (people's requests before what kernel feeds queue), then the oldest. On PostgreSQL the candidate is
   picked with ``FOR UPDATE SKIP LOCKED`` so claimers never wait on each other; SQLAlchemy drops that clause
   on SQLite, where the ``BEGIN IMMEDIATE`` transaction serialises claimers and the repeated conditions in
   the UPDATE keep it correct.
@@ -49,13 +50,13 @@ def unregister(sessions: sessionmaker[Session], worker_id: str) -> None:
 
 
 def claim(sessions: sessionmaker[Session], worker_id: str, lease_seconds: float) -> int | None:
-    """Take the oldest queued build; its id, or None when the queue is empty."""
+    """Take the queued build of the highest priority, the oldest first; its id, or None when there is none."""
     now = utcnow()
     queued = aliased(Build)
     candidate = (
         select(queued.id)
         .where(queued.state == QUEUED, queued.worker_id.is_(None))
-        .order_by(queued.id)
+        .order_by(queued.priority.desc(), queued.id)
         .limit(1)
         .with_for_update(skip_locked=True)
         .scalar_subquery()

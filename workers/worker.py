@@ -2,8 +2,9 @@
 
 One thread per slot (``concurrency``) claims and runs builds; one more thread heartbeats: it renews the
 leases of the running builds, tells a slot when a client cancelled its build, and reaps builds whose worker
-died. ``ofedrepo worker`` runs this in the foreground; ``ofedrepo serve`` runs it next to the web server.
-Idle slots look for work every ``queue_poll_interval`` seconds, which bounds the pickup latency.
+died. With kernel feeds configured, one more polls them (``ofedrepo.builds.feeds``) and queues builds for
+the new kernels they bring. ``ofedrepo worker`` runs this in the foreground; ``ofedrepo serve`` runs it next
+to the web server. Idle slots look for work every ``queue_poll_interval`` seconds, which bounds the pickup latency.
 """
 
 import logging
@@ -14,6 +15,7 @@ from types import FrameType
 
 from sqlalchemy.exc import DBAPIError
 
+from ofedrepo.builds.feeds import poll_due_feeds
 from ofedrepo.config import Settings
 from ofedrepo.db import make_engine, session_factory, upgrade
 from ofedrepo.models import BuildState
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 
 #: Heartbeats come at least this often, so that a cancel takes effect within about this long.
 MAX_HEARTBEAT_INTERVAL = 2.0
+#: How often a worker looks whether a kernel feed is due (the feed's own interval decides whether it is).
+MAX_FEED_CHECK_INTERVAL = 10.0
 
 
 class Worker:
@@ -55,6 +59,8 @@ class Worker:
         policy = automatic_policy(self.settings)
         if policy is not None:
             self.threads.append(threading.Thread(target=self._retention, args=(policy,), name="gc", daemon=True))
+        if self.settings.kernel_feeds:
+            self.threads.append(threading.Thread(target=self._kernel_feeds, name="feeds", daemon=True))
         for thread in self.threads:
             thread.start()
         log.info("worker %s started with %d slot(s)", self.id, self.concurrency)
@@ -202,6 +208,18 @@ class Worker:
             except Exception:
                 log.exception("retention failed; trying again later")
             self.stopping.wait(self.settings.gc_interval)
+
+    def _kernel_feeds(self) -> None:
+        """Poll the kernel feeds whose turn it is (another worker may have polled them already)."""
+        check_every = min(self.settings.kernel_feed_interval, MAX_FEED_CHECK_INTERVAL)
+        while not self.stopping.is_set():
+            try:
+                poll_due_feeds(self.sessions, self.settings, self.pipeline.data.work)
+            except DBAPIError as error:
+                log.warning("kernel feeds: the database cannot be reached (%s); retrying", str(error.orig).strip())
+            except Exception:
+                log.exception("kernel feeds: polling failed; trying again later")
+            self.stopping.wait(check_every)
 
 
 def main(settings: Settings, concurrency: int | None = None) -> None:

@@ -13,9 +13,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from api.auth import TOKEN_COOKIE, cross_site, token_is_valid
 from api.deps import DataDirDep, IdPath, ReadSessionDep, SessionScopedRoute, SettingsDep
 from api.routes.repos import dib_snippet, repo_file_text
-from api.schemas import BuildOut, BundleOut, ImageOut, RepoOut
+from api.schemas import BuildOut, BundleOut, FeedOut, ImageOut, RepoOut
 from api.templating import templates
-from ofedrepo.builds import requests
+from ofedrepo.builds import feeds, requests
 from ofedrepo.bundles import store
 from ofedrepo.images import catalog
 from ofedrepo.models import ACTIVE_STATES
@@ -73,6 +73,11 @@ def image_page(request: Request, image_id: IdPath, session: ReadSessionDep) -> H
 @router.get("/ui/bundles", response_class=HTMLResponse)
 def bundles_page(request: Request, session: ReadSessionDep) -> HTMLResponse:
     return page(request, "bundles", bundles=[BundleOut.of(bundle) for bundle in store.list_bundles(session)])
+
+
+@router.get("/ui/feeds", response_class=HTMLResponse)
+def feeds_page(request: Request, session: ReadSessionDep) -> HTMLResponse:
+    return page(request, "feeds", feeds=[FeedOut.of(feed) for feed in feeds.list_feeds(session)])
 
 
 @router.get("/ui/login", response_class=HTMLResponse)

@@ -70,15 +70,15 @@ class KernelSources:
             return cached
         names = devel_package_names(kernel)
         wanted = " or ".join(f"{name}-{kernel}" for name in names)
-        if not self.settings.kernel_devel_repos:
+        if not self.settings.kernel_package_repos:
             raise BuildFailed(
                 f"no kernel sources for {kernel}: {local} does not exist and no repository is configured to fetch "
-                f"{wanted} from (OFEDREPO_KERNEL_DEVEL_REPOS)"
+                f"{wanted} from (OFEDREPO_KERNEL_DEVEL_REPOS, OFEDREPO_KERNEL_FEEDS)"
             )
         with exclusive_lock(self.data.locks / "kernel-sources" / f"{kernel}.lock"):
             if (cached / "Makefile").is_file():
                 return cached
-            for baseurl in self.settings.kernel_devel_repos:
+            for baseurl in self.settings.kernel_package_repos:
                 try:
                     found = self._fetch_from(baseurl, kernel, names)
                 except (OSError, ValueError, cr.CreaterepoCError) as error:
@@ -88,7 +88,7 @@ class KernelSources:
                     return found
         raise BuildFailed(
             f"no kernel sources for {kernel}: {local} does not exist and {wanted} is in none of "
-            f"{', '.join(self.settings.kernel_devel_repos)}"
+            f"{', '.join(self.settings.kernel_package_repos)}"
         )
 
     def _fetch_from(self, baseurl: str, kernel: str, names: list[str]) -> Path | None:
@@ -99,13 +99,13 @@ class KernelSources:
         with tempfile.TemporaryDirectory(prefix="kernel-devel-", dir=self.data.work) as scratch_text:
             scratch = Path(scratch_text)
             repomd_path = scratch / "repomd.xml"
-            _download(base + "repodata/repomd.xml", repomd_path, None)
+            download(base + "repodata/repomd.xml", repomd_path, None)
             repomd = cr.Repomd(str(repomd_path))
             primary = next((record for record in repomd.records if record.type == "primary"), None)
             if primary is None:
                 raise ValueError("repomd.xml lists no primary metadata")
             primary_path = scratch / "primary.xml.gz"
-            _download(base + safe_href(primary.location_href), primary_path, (primary.checksum_type, primary.checksum))
+            download(base + safe_href(primary.location_href), primary_path, (primary.checksum_type, primary.checksum))
             matches: list[cr.Package] = []
 
             def keep(package: cr.Package) -> bool:
@@ -122,7 +122,7 @@ class KernelSources:
             rpm_path = scratch / "kernel-devel.rpm"
             url = base + safe_href(package.location_href)
             self.note(f"kernel sources: downloading {url}")
-            _download(url, rpm_path, (package.checksum_type, package.pkgId))
+            download(url, rpm_path, (package.checksum_type, package.pkgId))
             return self._unpack(rpm_path, kernel)
 
     def _unpack(self, package: Path, kernel: str) -> Path:
@@ -164,15 +164,16 @@ class KernelSources:
         return final / prefix.lstrip("/")
 
 
-def _download(url: str, destination: Path, checksum: tuple[str, str] | None) -> None:
-    """Fetch ``url`` into ``destination``; with ``checksum`` (type, hex), refuse a mismatch."""
+def download(url: str, destination: Path, checksum: tuple[str, str] | None, max_bytes: int = MAX_DOWNLOAD) -> None:
+    """Fetch ``url`` into ``destination``, never past ``max_bytes``; with ``checksum`` (type, hex), refuse a
+    mismatch."""
     digest = hashlib.new(checksum[0]) if checksum else None
     size = 0
     with urllib.request.urlopen(url, timeout=60) as response, destination.open("wb") as writer:
         while chunk := response.read(_CHUNK):
             size += len(chunk)
-            if size > MAX_DOWNLOAD:
-                raise ValueError(f"{url} is larger than {MAX_DOWNLOAD} bytes")
+            if size > max_bytes:
+                raise ValueError(f"{url} is larger than {max_bytes} bytes")
             writer.write(chunk)
             if digest:
                 digest.update(chunk)

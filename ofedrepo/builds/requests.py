@@ -27,7 +27,7 @@ from ofedrepo.config import Settings
 from ofedrepo.distro import ofed_distro_for_kernel, parse_ofed_distro
 from ofedrepo.errors import Conflict, InvalidInput, NotFound
 from ofedrepo.kernel import parse_kernel_release
-from ofedrepo.models import ACTIVE_STATES, Build, BuildState, Bundle, Image, Worker, utcnow
+from ofedrepo.models import ACTIVE_STATES, Build, BuildState, Bundle, Image, Priority, Worker, utcnow
 from ofedrepo.repos import queries
 
 #: Changes whenever the way ofedrepo builds changes in a way that should produce new versions.
@@ -43,6 +43,9 @@ class RepoRequest:
     arch: str | None = None
     bundle_id: int | None = None
     force: bool = False
+    priority: int = Priority.REQUEST
+    feed_id: int | None = None
+    """The kernel feed asking (``ofedrepo.builds.feeds``), when no person is."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class RequestOutcome:
     repo_id: int
     build_id: int | None
     ready: bool
+    queued: bool = False
+    """This request queued a new build (not an answer from one already built or under way)."""
 
 
 def container_image(settings: Settings, distro: str) -> str:
@@ -180,6 +185,15 @@ def _answer(session: Session, settings: Settings, request: RepoRequest, read_onl
     key = (Build.bundle_id == bundle.id, Build.kernel == kernel, Build.fingerprint == fingerprint)
     active = session.scalars(select(Build).where(*key, Build.state.in_(ACTIVE_STATES))).first()
     if active is not None:
+        if active.priority < request.priority:
+            if read_only:
+                return None
+            # A person now waits for what a feed queued: it goes before the feed's other builds.
+            session.execute(
+                update(Build)
+                .where(Build.id == active.id, Build.priority < request.priority)
+                .values(priority=request.priority)
+            )
         session.commit()
         return RequestOutcome(repo.id, active.id, ready=False)
     if not request.force:
@@ -198,6 +212,8 @@ def _answer(session: Session, settings: Settings, request: RepoRequest, read_onl
         fingerprint=fingerprint,
         image_id=image.id if image else None,
         rebuild=kernel not in bundle.supported_kernels,
+        priority=request.priority,
+        feed_id=request.feed_id,
     )
     try:
         with session.begin_nested():
@@ -210,7 +226,7 @@ def _answer(session: Session, settings: Settings, request: RepoRequest, read_onl
         session.commit()
         return RequestOutcome(repo.id, active.id, ready=False)
     session.commit()
-    return RequestOutcome(repo.id, build.id, ready=False)
+    return RequestOutcome(repo.id, build.id, ready=False, queued=True)
 
 
 def get_build(session: Session, build_id: int) -> Build:

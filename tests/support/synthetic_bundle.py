@@ -526,24 +526,36 @@ What add-kernel-support builds against: /usr/src/kernels/{kernel}.
 mkdir -p %{{buildroot}}/usr/src/kernels/{kernel}/include/config
 printf '# kernel {kernel}\\nKERNELRELEASE = {kernel}\\n' > %{{buildroot}}/usr/src/kernels/{kernel}/Makefile
 echo {kernel} > %{{buildroot}}/usr/src/kernels/{kernel}/include/config/kernel.release
-
+{extra}
 %files
 /usr/src/kernels/{kernel}
 """
 
 
-def make_kernel_devel_repo(repo: Path, kernel: str) -> Path:
-    """A yum repository (rpmbuild + createrepo_c) holding ``kernel-devel-<kernel>``, as a distro mirror has it."""
+def add_kernel_devel(repo: Path, kernel: str, build_seconds: int = 0) -> Path:
+    """Add ``kernel-devel-<kernel>`` (rpmbuild) to the yum repository ``repo`` and regenerate its metadata
+    (createrepo_c), as a distro mirror does when it ships a kernel. ``build_seconds`` slows the builds made
+    against it, as ``make_kernel_sources``'s does."""
     version, rest = kernel.split("-", 1)
     release, arch = rest.rsplit(".", 1)
-    work = repo.parent / f"{repo.name}-rpmbuild"
+    work = repo.parent / f"{repo.name}-rpmbuild-{kernel}"
     work.mkdir(parents=True)
+    delay = (
+        f"echo {build_seconds} > %{{buildroot}}/usr/src/kernels/{kernel}/.synthetic-build-delay"
+        if build_seconds
+        else ""
+    )
     spec_file = work / "kernel-devel.spec"
-    spec_file.write_text(KERNEL_DEVEL_SPEC.format(version=version, release=release, kernel=kernel))
+    spec_file.write_text(KERNEL_DEVEL_SPEC.format(version=version, release=release, kernel=kernel, extra=delay))
     subprocess.run(install_pl.rpmbuild_argv(work, "-bb", "--target", arch, str(spec_file)), check=True,
                    capture_output=True)  # fmt: skip
-    (repo / "Packages").mkdir(parents=True)
+    (repo / "Packages").mkdir(parents=True, exist_ok=True)
     for package in (work / "RPMS").rglob("*.rpm"):
         shutil.move(package, repo / "Packages" / package.name)
     subprocess.run(["createrepo_c", "--quiet", str(repo)], check=True, capture_output=True)
     return repo
+
+
+def make_kernel_devel_repo(repo: Path, kernel: str) -> Path:
+    """A yum repository (rpmbuild + createrepo_c) holding ``kernel-devel-<kernel>``, as a distro mirror has it."""
+    return add_kernel_devel(repo, kernel)

@@ -1,0 +1,325 @@
+"""Kernel feeds: yum repositories where new kernels appear, so that builds start before anyone asks.
+
+Workers poll each feed of ``OFEDREPO_KERNEL_FEEDS`` every ``kernel_feed_interval`` seconds; of several
+workers exactly one polls a feed per interval (the poll is claimed by a conditional UPDATE of its
+``next_poll_at``). A poll is a conditional GET of ``repodata/repomd.xml`` (ETag, Last-Modified). When the
+metadata changed, the primary metadata is downloaded (checksum-verified, capped as downloaded and again as
+decompressed: a few KB of gzip can claim gigabytes), parsed with createrepo_c, and its ``kernel-devel``
+releases, each validated by the kernel grammar and bounded to the newest ``kernel_feed_keep`` of each minor
+release, are requested for every registered bundle they fit (distro tag, arch) at ``Priority.FEED``: a
+person's request is always claimed first, and lifts a feed's queued build when it asks for the same one.
+A kernel already built or building costs nothing (the request is answered as any other would be).
+
+Hostile or broken feeds (not metadata, wrong checksums, kernel strings that fail the grammar, metadata past
+the caps, a server that is down) are refused with the reason logged and kept in the feed's ``error``; the
+worker goes on.
+"""
+
+import bz2
+import gzip
+import logging
+import lzma
+import shutil
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Protocol, Self
+
+import createrepo_c as cr
+import zstandard
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ofedrepo.builds import requests
+from ofedrepo.builds.kernel_sources import download, safe_href
+from ofedrepo.config import Settings
+from ofedrepo.db import read_only, transaction
+from ofedrepo.distro import ofed_distro_for_kernel
+from ofedrepo.errors import InvalidKernelRelease, OfedrepoError
+from ofedrepo.kernel import KernelRelease, parse_kernel_release
+from ofedrepo.models import Build, BuildState, Bundle, KernelFeed, Priority, utcnow
+
+log = logging.getLogger(__name__)
+
+#: The packages whose presence in a feed means "a kernel you can build for": they carry its sources.
+DEVEL_PACKAGES = frozenset({"kernel-devel", "kernel-uek-devel", "kernel-rt-devel"})
+MAX_REPOMD_BYTES = 4 * 1024**2
+GIVEN_UP_STATES = (BuildState.FAILED.value, BuildState.CANCELLED.value)
+_CHUNK = 1024 * 1024
+
+
+class _Reader(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, kind: Any, value: Any, traceback: Any, /) -> Any: ...
+
+
+_OPENERS: dict[str, Callable[[Path], _Reader]] = {
+    ".gz": lambda path: gzip.open(path, "rb"),
+    ".xz": lambda path: lzma.open(path, "rb"),
+    ".bz2": lambda path: bz2.open(path, "rb"),
+    ".zst": lambda path: zstandard.open(path, "rb"),
+}
+
+
+class FeedRefused(OfedrepoError):
+    """A feed whose content cannot be used: the message says why."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one read of a feed found: nothing new (``changed`` false), or its kernels."""
+
+    changed: bool
+    etag: str | None = None
+    last_modified: str | None = None
+    kernels: list[str] = field(default_factory=list)
+    """Releases of the ``kernel-devel`` packages it holds, as found (not yet validated)."""
+
+
+@dataclass
+class PollReport:
+    """One poll of one feed, for the log, the metrics and the tests."""
+
+    url: str
+    changed: bool = False
+    kernels: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    """Kernel strings the grammar refused, each with the reason."""
+    queued: list[int] = field(default_factory=list)
+    """Builds queued by this poll."""
+    error: str | None = None
+
+
+def newest_per_minor(releases: Iterable[str], keep: int) -> tuple[list[KernelRelease], list[str]]:
+    """The newest ``keep`` kernels of each (minor release, arch), oldest first, and the refused strings with
+    their reason (not a kernel release, or no RHEL minor release to fit a bundle to). Pure."""
+    groups: dict[tuple[str, str | None], set[KernelRelease]] = defaultdict(set)
+    refused = []
+    for text in releases:
+        try:
+            kernel = parse_kernel_release(text)
+        except InvalidKernelRelease as error:
+            refused.append(f"{text[:200]!r}: {error}")
+            continue
+        distro = ofed_distro_for_kernel(kernel)
+        if distro is None:
+            refused.append(f"{text}: no RHEL minor release can be told from it")
+            continue
+        groups[(distro.tag, kernel.arch)].add(kernel)
+    chosen = [kernel for group in groups.values() for kernel in sorted(group)[-keep:]]
+    return sorted(chosen), refused
+
+
+def read_feed(url: str, etag: str | None, last_modified: str | None, max_bytes: int, scratch: Path) -> Snapshot:
+    """Read a feed's kernels, or learn that its metadata did not change since ``etag``/``last_modified``."""
+    base = url.rstrip("/") + "/"
+    if urllib.parse.urlsplit(base).scheme not in ("http", "https", "file"):
+        raise FeedRefused("only http, https and file feed URLs are supported")
+    headers = {}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
+    repomd_path = scratch / "repomd.xml"
+    try:
+        with urllib.request.urlopen(
+            urllib.request.Request(base + "repodata/repomd.xml", headers=headers), timeout=60
+        ) as response:
+            _copy_capped(response, repomd_path, MAX_REPOMD_BYTES, "repomd.xml")
+            new_etag, new_modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
+    except urllib.error.HTTPError as error:
+        if error.code == 304:
+            return Snapshot(changed=False, etag=etag, last_modified=last_modified)
+        raise FeedRefused(f"repodata/repomd.xml: HTTP {error.code}") from None
+    try:
+        repomd = cr.Repomd(str(repomd_path))
+    except cr.CreaterepoCError as error:
+        raise FeedRefused(f"repodata/repomd.xml is not yum metadata ({str(error).strip()[:300]})") from None
+    primary = next((record for record in repomd.records if record.type == "primary"), None)
+    if primary is None:
+        raise FeedRefused("repodata/repomd.xml lists no primary metadata")
+    if (primary.size or 0) > max_bytes or (primary.size_open or 0) > max_bytes:
+        raise FeedRefused(
+            f"its primary metadata claims more than {max_bytes} bytes (OFEDREPO_KERNEL_FEED_MAX_METADATA)"
+        )
+    href = safe_href(primary.location_href)
+    compressed = scratch / ("primary" + Path(href).suffix)
+    try:
+        download(base + href, compressed, (primary.checksum_type, primary.checksum), max_bytes=max_bytes)
+    except ValueError as error:
+        raise FeedRefused(str(error)) from None
+    plain = scratch / "primary.xml"
+    _decompress(compressed, plain, max_bytes)
+    kernels: list[str] = []
+
+    def keep(package: Any) -> bool:
+        if package.name in DEVEL_PACKAGES:
+            kernels.append(f"{package.version}-{package.release}.{package.arch}")
+        return True
+
+    try:
+        cr.xml_parse_primary(str(plain), pkgcb=keep, do_files=False, warningcb=lambda *_: True)
+    except cr.CreaterepoCError as error:
+        raise FeedRefused(f"its primary metadata is not readable ({str(error).strip()[:300]})") from None
+    return Snapshot(changed=True, etag=new_etag, last_modified=new_modified, kernels=kernels)
+
+
+def _copy_capped(reader: _Reader, destination: Path, max_bytes: int, what: str) -> None:
+    written = 0
+    with destination.open("wb") as writer:
+        while chunk := reader.read(_CHUNK):
+            written += len(chunk)
+            if written > max_bytes:
+                raise FeedRefused(f"{what} is larger than {max_bytes} bytes (OFEDREPO_KERNEL_FEED_MAX_METADATA)")
+            writer.write(chunk)
+
+
+def _decompress(source: Path, destination: Path, max_bytes: int) -> None:
+    opener = _OPENERS.get(source.suffix)
+    if opener is None:
+        shutil.copyfile(source, destination)
+        return
+    try:
+        with opener(source) as reader:
+            _copy_capped(reader, destination, max_bytes, "its primary metadata, decompressed,")
+    except (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError) as error:
+        raise FeedRefused(f"its primary metadata is not a readable {source.suffix} stream ({error})") from None
+
+
+def poll_due_feeds(sessions: sessionmaker[Session], settings: Settings, work: Path) -> list[PollReport]:
+    """Poll every configured feed whose turn it is (and that no other worker claimed); queue what they bring."""
+    reports = []
+    for url in settings.kernel_feeds:
+        feed_id = _claim(sessions, url, settings.kernel_feed_interval)
+        if feed_id is not None:
+            reports.append(poll(sessions, settings, feed_id, url, work))
+    return reports
+
+
+def _claim(sessions: sessionmaker[Session], url: str, interval: float) -> int | None:
+    """The feed's id when this caller is the one to poll it now (its row made on first sight)."""
+    now = utcnow()
+    with transaction(sessions) as session:
+        feed_id = session.scalar(select(KernelFeed.id).where(KernelFeed.url == url))
+        if feed_id is None:
+            try:
+                with session.begin_nested():
+                    feed = KernelFeed(url=url)
+                    session.add(feed)
+                feed_id = feed.id
+            except IntegrityError:  # another worker saw it first
+                feed_id = session.scalar(select(KernelFeed.id).where(KernelFeed.url == url))
+        claimed = session.execute(
+            update(KernelFeed)
+            .where(KernelFeed.id == feed_id, or_(KernelFeed.next_poll_at.is_(None), KernelFeed.next_poll_at <= now))
+            .values(next_poll_at=now + timedelta(seconds=interval))
+            .execution_options(synchronize_session=False)
+        )
+        return feed_id if claimed.rowcount else None  # type: ignore[attr-defined]
+
+
+def poll(sessions: sessionmaker[Session], settings: Settings, feed_id: int, url: str, work: Path) -> PollReport:
+    """Read one feed and queue builds for its kernels; the outcome is recorded in its row, never raised.
+
+    Unchanged metadata (a 304) still has its kernels, those of the last good poll, requested again: a bundle
+    registered since then gets its builds too, and what is built or building costs one read-only look.
+    """
+    report = PollReport(url)
+    with sessions() as session:
+        feed = session.get(KernelFeed, feed_id)
+        etag, modified, known = (feed.etag, feed.last_modified, list(feed.kernels)) if feed else (None, None, [])
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix="kernel-feed-", dir=work) as scratch:
+            snapshot = read_feed(url, etag, modified, settings.kernel_feed_max_metadata, Path(scratch))
+    except (FeedRefused, OSError, ValueError) as error:
+        report.error = str(error) if isinstance(error, FeedRefused) else f"{type(error).__name__}: {error}"
+        log.warning("kernel feed %s refused: %s", url, report.error)
+        _record(sessions, feed_id, report, None)
+        return report
+    report.changed = snapshot.changed
+    chosen, report.refused = newest_per_minor(
+        snapshot.kernels if snapshot.changed else known, settings.kernel_feed_keep
+    )
+    report.kernels = [kernel.text for kernel in chosen]
+    for reason in report.refused:
+        log.warning("kernel feed %s: ignoring %s", url, reason)
+    report.queued = _queue(sessions, settings, feed_id, chosen)
+    if report.changed or report.queued:
+        log.info(
+            "kernel feed %s: %d kernel(s) within the bound, %d build(s) queued", url, len(chosen), len(report.queued)
+        )
+    _record(sessions, feed_id, report, snapshot)
+    return report
+
+
+def _queue(
+    sessions: sessionmaker[Session], settings: Settings, feed_id: int, kernels: list[KernelRelease]
+) -> list[int]:
+    """Request each kernel for each bundle it fits, at the feed's priority; the builds that were new.
+
+    A kernel whose feed build failed or was cancelled is not queued again by the feed (a person may ask)."""
+    with sessions() as session:
+        read_only(session)
+        bundles = [(bundle.id, bundle.distro, bundle.arch) for bundle in session.scalars(select(Bundle))]
+        given_up = {
+            (bundle_id, kernel)
+            for bundle_id, kernel in session.execute(
+                select(Build.bundle_id, Build.kernel).where(
+                    Build.feed_id.is_not(None), Build.state.in_(GIVEN_UP_STATES)
+                )
+            )
+        }
+    queued = []
+    for kernel in kernels:
+        distro = ofed_distro_for_kernel(kernel)
+        for bundle_id, bundle_distro, bundle_arch in bundles:
+            if distro is None or bundle_distro != distro.tag or bundle_arch != kernel.arch:
+                continue
+            if (bundle_id, kernel.text) in given_up:
+                continue
+            request = requests.RepoRequest(
+                kernel=kernel.text, bundle_id=bundle_id, priority=Priority.FEED, feed_id=feed_id
+            )
+            try:
+                with sessions() as session:
+                    if requests.answer_without_writing(read_only(session), settings, request) is not None:
+                        continue  # built, or under way: nothing to write
+                with sessions() as session:
+                    outcome = requests.request_repo(session, settings, request)
+            except OfedrepoError as error:
+                log.warning("kernel feed: %s for bundle %d not queued: %s", kernel, bundle_id, error)
+                continue
+            if outcome.queued and outcome.build_id is not None:
+                queued.append(outcome.build_id)
+    return queued
+
+
+def _record(sessions: sessionmaker[Session], feed_id: int, report: PollReport, snapshot: Snapshot | None) -> None:
+    now = utcnow()
+    values: dict[str, Any] = {"error": report.error}
+    if snapshot is not None:
+        values |= {"polled_at": now, "etag": snapshot.etag, "last_modified": snapshot.last_modified}
+    if report.changed:
+        values |= {"changed_at": now, "kernels": report.kernels}
+    if report.queued:
+        values["builds_queued"] = KernelFeed.builds_queued + len(report.queued)
+    with transaction(sessions) as session:
+        session.execute(
+            update(KernelFeed)
+            .where(KernelFeed.id == feed_id)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def list_feeds(session: Session) -> list[KernelFeed]:
+    return list(session.scalars(select(KernelFeed).order_by(KernelFeed.id)))

@@ -1,0 +1,245 @@
+"""Kernel feeds on SQLite and PostgreSQL: priorities in the queue, hostile feeds, and (through the running
+server and its worker) a loopback mirror into which a new kernel-devel package is dropped."""
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ofedrepo.builds import feeds, requests
+from ofedrepo.config import Settings
+from ofedrepo.db import transaction
+from ofedrepo.models import Build, Bundle, KernelFeed, Priority
+from tests.conftest import RunningServer, start_server, stop_server
+from tests.integration.test_pipeline import ENDED, build_log, request, upload, wait_for
+from tests.support.kernel_feed import primary_xml, serve, write_metadata
+from tests.support.synthetic_bundle import add_kernel_devel, make_kernel_sources
+from workers import queue
+
+FEED_KERNELS = ["4.18.0-372.10.1.el8_6.x86_64", "4.18.0-372.20.1.el8_6.x86_64", "4.18.0-372.30.1.el8_6.x86_64"]
+ASKED_KERNEL = "4.18.0-372.26.1.el8_6.x86_64"  # not in the feed: a person asks for it, with local sources
+
+
+def add_bundle(sessions: sessionmaker[Session]) -> int:
+    with transaction(sessions) as session:
+        bundle = Bundle(
+            name="MLNX_OFED_LINUX-5.8-3.0.7.0-rhel8.6-x86_64", ofed_version="5.8-3.0.7.0", distro="rhel8.6",
+            arch="x86_64", sha256="a" * 64, path="/nonexistent",
+        )  # fmt: skip
+        session.add(bundle)
+        session.flush()
+        return bundle.id
+
+
+def build(sessions: sessionmaker[Session], build_id: int) -> Build:
+    with sessions() as session:
+        found = session.get(Build, build_id)
+        assert found is not None
+        return found
+
+
+def feed_row(sessions: sessionmaker[Session], url: str) -> KernelFeed:
+    with sessions() as session:
+        row = session.scalars(select(KernelFeed).where(KernelFeed.url == url)).one()
+        session.expunge(row)
+        return row
+
+
+def test_a_request_is_claimed_before_what_a_feed_queued_and_lifts_what_it_shares(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    bundle_id = add_bundle(sessions)
+    fed = []
+    for kernel in FEED_KERNELS[:2]:
+        with sessions() as session:
+            asked = requests.RepoRequest(kernel=kernel, bundle_id=bundle_id, priority=Priority.FEED, feed_id=None)
+            fed.append(requests.request_repo(session, settings, asked))
+    assert all(outcome.queued for outcome in fed)
+    with sessions() as session:
+        person = requests.request_repo(session, settings, requests.RepoRequest(kernel=ASKED_KERNEL))
+    assert queue.claim(sessions, "w", lease_seconds=60) == person.build_id  # newer, but a person's
+
+    with sessions() as session:  # a person asks for what the feed queued: shared, and lifted
+        shared = requests.request_repo(session, settings, requests.RepoRequest(kernel=FEED_KERNELS[1]))
+    assert shared.build_id == fed[1].build_id and not shared.queued
+    assert build(sessions, fed[1].build_id).priority == Priority.REQUEST  # type: ignore[arg-type]
+    assert queue.claim(sessions, "w", lease_seconds=60) == fed[1].build_id
+    assert queue.claim(sessions, "w", lease_seconds=60) == fed[0].build_id
+
+
+@pytest.fixture
+def mirror(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    repo = tmp_path / "mirror"
+    repo.mkdir()
+    with serve(repo) as url:
+        yield repo, url
+
+
+def poll_once(sessions: sessionmaker[Session], settings: Settings, url: str) -> feeds.PollReport:
+    configured = settings.model_copy(update={"kernel_feeds": [url], "kernel_feed_max_metadata": 1024 * 1024})
+    (report,) = feeds.poll_due_feeds(sessions, configured, settings.data_dir / "work")
+    with transaction(sessions) as session:  # due again at once, for the next poll of the test
+        session.query(KernelFeed).update({KernelFeed.next_poll_at: None})
+    return report
+
+
+def test_a_feed_is_read_conditionally_and_bounded_per_minor_release(
+    sessions: sessionmaker[Session], settings: Settings, mirror: tuple[Path, str]
+) -> None:
+    repo, url = mirror
+    add_bundle(sessions)
+    kernels = [
+        ("4.18.0", "372.9.1.el8_6", "x86_64"),
+        ("4.18.0", "372.26.1.el8_6", "x86_64"),
+        ("4.18.0", "372.32.1.el8_6", "x86_64"),
+        ("4.18.0", "372.41.1.el8_6", "x86_64"),
+        ("4.18.0", "477.10.1.el8_8", "x86_64"),
+        ("5.14.0", "70.13.1.el9_0", "x86_64"),  # fits no bundle: found, not queued
+    ]
+    write_metadata(repo, primary_xml(kernels))
+    report = poll_once(sessions, settings, url)
+    assert report.error is None and report.changed
+    assert report.kernels == [
+        "4.18.0-372.26.1.el8_6.x86_64", "4.18.0-372.32.1.el8_6.x86_64", "4.18.0-372.41.1.el8_6.x86_64",
+        "4.18.0-477.10.1.el8_8.x86_64", "5.14.0-70.13.1.el9_0.x86_64",
+    ]  # fmt: skip
+    assert len(report.queued) == 3  # the three el8_6 kernels: the one bundle is rhel8.6
+    assert all(build(sessions, build_id).priority == Priority.FEED for build_id in report.queued)
+    row = feed_row(sessions, url)
+    assert row.builds_queued == 3 and row.kernels == report.kernels and row.polled_at and row.changed_at
+
+    again = poll_once(sessions, settings, url)  # nothing changed: a 304, nothing queued
+    assert not again.changed and again.queued == [] and again.error is None
+    assert feed_row(sessions, url).builds_queued == 3
+
+
+@pytest.mark.parametrize(
+    ("hostile", "reason"),
+    [
+        ("not xml", "repodata/repomd.xml is not yum metadata"),
+        ("wrong checksum", "does not match the repository's"),
+        ("claims 5 GB", "claims more than 1048576 bytes"),
+        ("gzip bomb", "decompressed, is larger than 1048576 bytes"),
+        ("broken primary", "its primary metadata is not readable"),
+        ("no repodata", "HTTP 404"),
+    ],
+)
+def test_a_hostile_feed_is_refused_with_its_reason_and_queues_nothing(
+    sessions: sessionmaker[Session], settings: Settings, mirror: tuple[Path, str], hostile: str, reason: str
+) -> None:
+    repo, url = mirror
+    add_bundle(sessions)
+    good = primary_xml([("4.18.0", "372.26.1.el8_6", "x86_64")])
+    if hostile == "not xml":
+        (repo / "repodata").mkdir()
+        (repo / "repodata" / "repomd.xml").write_text("<repomd><data type='primary'>")
+    elif hostile == "wrong checksum":
+        write_metadata(repo, good, checksum="0" * 64)
+    elif hostile == "claims 5 GB":
+        write_metadata(repo, good, declared_size=5 * 1024**3)
+    elif hostile == "gzip bomb":  # 20 MB of XML whitespace, a few KB on the wire
+        write_metadata(repo, good.replace(b"<package", b" " * 20 * 1024**2 + b"<package", 1))
+    elif hostile == "broken primary":
+        write_metadata(repo, good[: len(good) // 2])
+    report = poll_once(sessions, settings, url)
+    assert report.error is not None and reason in report.error, report.error
+    assert report.queued == []
+    assert feed_row(sessions, url).error == report.error
+    with sessions() as session:
+        assert session.scalars(select(Build)).all() == []
+
+
+def test_kernel_strings_that_fail_the_grammar_are_refused_one_by_one(
+    sessions: sessionmaker[Session], settings: Settings, mirror: tuple[Path, str]
+) -> None:
+    repo, url = mirror
+    add_bundle(sessions)
+    hostile = [
+        ("4.18.0", "372.26.1.el8_6", "x86_64"),
+        ("4.18.0", "372.$(reboot).el8_6", "x86_64"),
+        ("4.18.0", "../../../../etc", "x86_64"),
+        ("4.18.0", "372.1.el8_6 x", "x86_64"),
+        ("4.18.0", "3" * 300, "x86_64"),
+    ]
+    write_metadata(repo, primary_xml(hostile))
+    report = poll_once(sessions, settings, url)
+    assert report.error is None and report.kernels == ["4.18.0-372.26.1.el8_6.x86_64"]
+    assert len(report.refused) == 4 and len(report.queued) == 1
+
+
+@pytest.fixture(scope="module")
+def fed_service(tmp_path_factory: pytest.TempPathFactory, bundle_tgz: Path) -> Iterator[tuple[RunningServer, Path]]:
+    """A server whose one-slot worker polls a loopback mirror every second; the mirror starts with one kernel."""
+    root = tmp_path_factory.mktemp("feed-service")
+    mirror = root / "mirror"
+    add_kernel_devel(mirror, FEED_KERNELS[0])
+    sources = root / "kernels"
+    make_kernel_sources(sources, ASKED_KERNEL)
+    with serve(mirror) as feed_url:
+        environment = {
+            "OFEDREPO_KERNEL_FEEDS": feed_url,
+            "OFEDREPO_KERNEL_FEED_INTERVAL": "1",
+            "OFEDREPO_KERNEL_FEED_KEEP": "2",
+            "OFEDREPO_KERNEL_SOURCES_ROOT": str(sources),
+            "OFEDREPO_QUEUE_POLL_INTERVAL": "0.2",
+        }
+        running = start_server(root / "var", root / "serve.log", environment, worker=True)
+        try:
+            yield running, mirror
+        finally:
+            stop_server(running)
+
+
+def builds(server: RunningServer) -> list[dict[str, object]]:
+    return list(httpx.get(f"{server.url}/api/v1/builds", timeout=10).json())
+
+
+def wait_for_feed_builds(server: RunningServer, count: int, timeout: float = 60) -> list[dict[str, object]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        fed = [build for build in builds(server) if build["feed_id"] is not None]
+        if len(fed) >= count:
+            return sorted(fed, key=lambda build: int(build["id"]))  # type: ignore[call-overload]
+        time.sleep(0.2)
+    raise AssertionError(f"the feed queued {len(fed)} build(s), not {count}: {builds(server)}")
+
+
+def test_a_kernel_dropped_into_a_feed_is_built_before_anyone_asks(
+    fed_service: tuple[RunningServer, Path], bundle_tgz: Path
+) -> None:
+    server, mirror = fed_service
+    assert upload(server, "bundles", bundle_tgz).status_code == 201
+    (first,) = wait_for_feed_builds(server, 1)
+    assert first["kernel"] == FEED_KERNELS[0] and first["priority"] == Priority.FEED
+    done = wait_for(server, int(first["id"]), ENDED, timeout=120)  # type: ignore[call-overload]
+    log = build_log(server, int(first["id"]))  # type: ignore[call-overload]
+    assert done["state"] == "succeeded", log
+    assert f"kernel sources: downloading {server.environment['OFEDREPO_KERNEL_FEEDS']}" in log  # from the feed
+
+    time.sleep(1.1)  # the mirror's Last-Modified has one-second resolution
+    add_kernel_devel(mirror, FEED_KERNELS[1], build_seconds=6)  # slow: a person will ask meanwhile
+    add_kernel_devel(mirror, FEED_KERNELS[2])
+    second, third = wait_for_feed_builds(server, 3)[1:]
+    assert (second["kernel"], third["kernel"]) == (FEED_KERNELS[1], FEED_KERNELS[2])
+    wait_for(server, int(second["id"]), {"running"}, timeout=60)  # type: ignore[call-overload]
+    asked = request(server, kernel=ASKED_KERNEL)
+    assert asked.status_code == 202 and asked.json()["build"]["priority"] == Priority.REQUEST
+    person = wait_for(server, asked.json()["build"]["id"], ENDED, timeout=120)
+    last = wait_for(server, int(third["id"]), ENDED, timeout=120)  # type: ignore[call-overload]
+    assert person["state"] == last["state"] == "succeeded"
+    assert person["started_at"] < last["started_at"]  # type: ignore[operator]  # the person went first
+
+    feed = httpx.get(f"{server.url}/api/v1/feeds", timeout=10).json()[0]
+    assert feed["kernels"] == FEED_KERNELS[1:] and feed["builds_queued"] == 3 and feed["error"] is None
+    count = len(builds(server))
+    answered = request(server, kernel=FEED_KERNELS[2])  # a DIB build asking now: answered at once
+    assert answered.status_code == 200 and len(builds(server)) == count
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    assert f'ofedrepo_kernel_feed_builds_queued_total{{feed="{feed["url"]}"}} 3.0' in metrics
+    assert f'ofedrepo_kernel_feed_failing{{feed="{feed["url"]}"}} 0.0' in metrics
+    page = httpx.get(f"{server.url}/ui/feeds", timeout=10).text
+    assert feed["url"] in page and FEED_KERNELS[2] in page

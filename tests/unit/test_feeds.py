@@ -1,0 +1,30 @@
+"""Which kernels of a feed get built: the newest few of each minor release, each one validated."""
+
+from ofedrepo.builds.feeds import newest_per_minor
+
+
+def test_the_newest_of_each_minor_release_in_rpm_order() -> None:
+    chosen, refused = newest_per_minor(
+        [
+            "4.18.0-372.9.1.el8_6.x86_64",
+            "4.18.0-372.26.1.el8_6.x86_64",
+            "4.18.0-372.32.1.el8_6.x86_64",
+            "4.18.0-477.10.1.el8_8.x86_64",
+            "4.18.0-477.10.1.el8_8.aarch64",
+            "4.18.0-372.32.1.el8_6.x86_64",  # listed twice (two repositories' copies)
+        ],
+        keep=2,
+    )
+    assert [kernel.text for kernel in chosen] == [
+        "4.18.0-372.26.1.el8_6.x86_64",
+        "4.18.0-372.32.1.el8_6.x86_64",
+        "4.18.0-477.10.1.el8_8.aarch64",
+        "4.18.0-477.10.1.el8_8.x86_64",
+    ]
+    assert refused == []
+
+
+def test_strings_that_are_no_kernel_release_or_fit_no_minor_release_are_refused_with_a_reason() -> None:
+    chosen, refused = newest_per_minor(["4.18.0-372.$(id).el8_6.x86_64", "6.1.0-13-amd64", "../etc"], keep=3)
+    assert chosen == []
+    assert len(refused) == 3 and "no RHEL minor release" in refused[1]
