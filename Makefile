@@ -54,6 +54,7 @@ bench: setup
 	$(BIN)/python bench/inspection.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/feeds.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -47,7 +47,9 @@ def kernel(index: int) -> str:
     return f"4.18.0-372.{100 + index}.1.el8_6.x86_64"
 
 
-def start_service(data_dir: Path, sources: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_service(
+    data_dir: Path, sources: Path, log: Path, extra: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     environment = {
@@ -56,6 +58,7 @@ def start_service(data_dir: Path, sources: Path, log: Path) -> tuple[subprocess.
         "OFEDREPO_PUBLIC_URL": url,
         "OFEDREPO_KERNEL_SOURCES_ROOT": str(sources),
         "OFEDREPO_BUILD_LOCAL_PREFLIGHT": "false",  # the synthetic bundle's script, on a development host
+        **(extra or {}),
     }
     environment.pop("OFEDREPO_DATABASE_URL", None)
     with log.open("wb") as output:
