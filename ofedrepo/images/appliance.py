@@ -7,13 +7,19 @@ into the image, never at the host. What comes back is names and small texts, cap
 in a scratch directory of the data dir, which the host's ``rpm`` reads (libguestfs' own application
 listing needs an rpm of the image's vintage and fails on Debian hosts).
 
-KVM is tried first; when the launch fails (a broken or crashing KVM), the appliance is relaunched with
-TCG software emulation, the fallback is logged, and the rest of the process goes straight to TCG.
+KVM is tried first; when the launch fails (a broken or crashing KVM) or hangs (a guest spinning at full CPU
+and never answering, killed after ``KVM_LAUNCH_DEADLINE`` seconds), the appliance is relaunched with TCG
+software emulation and the fallback is logged. The verdict is kept for a day in ``~/.cache/ofedrepo/``, so
+that other processes on the host (every ``ofedrepo inspect``) go straight to TCG instead of paying for the
+same failure again, and say why.
 """
 
 import logging
+import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -37,11 +43,89 @@ MAX_RPMDB_BYTES = 1024 * 1024 * 1024
 RPM_DIRECTORIES = ("/var/lib/rpm", "/usr/lib/sysimage/rpm")
 GRUB_DIRECTORIES = ("/boot/grub2", "/boot/grub")
 
+#: A KVM appliance is up in seconds; one still not up after this long is taken for a hung KVM.
+KVM_LAUNCH_DEADLINE = 60.0
+#: How long a host's failed KVM is remembered (a kernel or firmware update may mend it).
+KVM_VERDICT_SECONDS = 24 * 3600
+
 _state = {"kvm_failed": False}
+_kvm_launch = threading.Lock()
 
 
 def uses_tcg(handle: guestfs.GuestFS) -> bool:
     return "force_tcg" in handle.get_backend_settings()
+
+
+def kvm_verdict_file() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "ofedrepo" / "kvm-unusable"
+
+
+def _kvm_known_unusable() -> str | None:
+    """Why KVM failed on this host recently (this process or another), or None."""
+    if _state["kvm_failed"]:
+        return "it failed earlier in this process"
+    verdict = kvm_verdict_file()
+    try:
+        if time.time() - verdict.stat().st_mtime < KVM_VERDICT_SECONDS:
+            return f"{verdict.read_text(errors='replace').strip()[:300]} (recorded in {verdict})"
+    except OSError:
+        pass
+    return None
+
+
+def _remember_kvm_unusable(reason: str) -> None:
+    _state["kvm_failed"] = True
+    verdict = kvm_verdict_file()
+    try:
+        verdict.parent.mkdir(parents=True, exist_ok=True)
+        partial = verdict.with_name(f".{verdict.name}.{os.getpid()}")
+        partial.write_text(f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {reason}\n")
+        partial.replace(verdict)
+    except OSError as error:  # only a cache: this process still remembers
+        log.debug("could not record the KVM verdict in %s: %s", verdict, error)
+
+
+def _qemu_children() -> set[int]:
+    """This process's qemu children (libguestfs' direct backend starts qemu as a child of its caller)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)
+            comm = fields[0].split("(", 1)[1]
+            parent = int(fields[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == os.getpid() and comm.startswith("qemu"):
+            found.add(int(entry.name))
+    return found
+
+
+def _launch_with_deadline(handle: guestfs.GuestFS, deadline: float) -> None:
+    """``handle.launch()``, but a launch that hangs is ended by killing its qemu: launch then fails, as for a
+    KVM that crashes. KVM launches take turns, so the qemu started meanwhile is this launch's own."""
+    with _kvm_launch:
+        before = _qemu_children()
+        failure: list[BaseException] = []
+
+        def launch() -> None:
+            try:
+                handle.launch()
+            except BaseException as error:  # handed to the waiting thread
+                failure.append(error)
+
+        thread = threading.Thread(target=launch, name="appliance-launch", daemon=True)
+        thread.start()
+        thread.join(deadline)
+        if thread.is_alive():
+            for pid in _qemu_children() - before:
+                os.kill(pid, signal.SIGKILL)
+            thread.join(60)
+            raise RuntimeError(f"the appliance was not up after {deadline:.0f} s (qemu killed)")
+        if failure:
+            raise failure[0]
 
 
 def _new_handle(images: Sequence[ProbedImage], force_tcg: bool) -> guestfs.GuestFS:
@@ -58,9 +142,16 @@ def _new_handle(images: Sequence[ProbedImage], force_tcg: bool) -> guestfs.Guest
 def launched(images: Sequence[ProbedImage]) -> Iterator[guestfs.GuestFS]:
     """A running appliance with ``images`` attached read-only as /dev/sda, /dev/sdb..., in order."""
     started = time.monotonic()
-    handle = _new_handle(images, force_tcg=_state["kvm_failed"])
+    unusable = _kvm_known_unusable()
+    handle = _new_handle(images, force_tcg=unusable is not None)
+    if unusable is not None and not _state["kvm_failed"]:
+        log.warning("KVM did not work on this host: %s; using TCG software emulation, which is slower", unusable)
+        _state["kvm_failed"] = True
     try:
-        handle.launch()
+        if uses_tcg(handle):
+            handle.launch()
+        else:
+            _launch_with_deadline(handle, KVM_LAUNCH_DEADLINE)
     except RuntimeError as error:
         already_tcg = uses_tcg(handle)
         handle.close()
@@ -70,7 +161,7 @@ def launched(images: Sequence[ProbedImage]) -> Iterator[guestfs.GuestFS]:
             "libguestfs could not launch with KVM (%s); retrying with TCG software emulation, which is slower",
             _first_line(error),
         )
-        _state["kvm_failed"] = True
+        _remember_kvm_unusable(f"libguestfs could not launch with KVM: {_first_line(error)}")
         handle = _new_handle(images, force_tcg=True)
         try:
             handle.launch()

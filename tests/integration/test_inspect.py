@@ -61,8 +61,9 @@ def test_a_failed_kvm_launch_falls_back_to_tcg_and_says_so(inspected: dict[str, 
     completed = inspected["completed"]
     assert isinstance(completed, subprocess.CompletedProcess)
     forced = "force_tcg" in os.environ.get("LIBGUESTFS_BACKEND_SETTINGS", "")
-    if "(TCG)" in completed.stderr and not forced:
-        assert "could not launch with KVM" in completed.stderr and "retrying with TCG" in completed.stderr
+    if "(TCG)" in completed.stderr and not forced:  # KVM failed (or hung) here, or earlier on this host
+        assert "could not launch with KVM" in completed.stderr
+        assert "retrying with TCG" in completed.stderr or "using TCG software emulation" in completed.stderr
 
 
 def test_rhel8_like_image_with_the_older_kernel_pinned(
