@@ -17,6 +17,7 @@ worker goes on.
 
 import bz2
 import gzip
+import http.client
 import logging
 import lzma
 import shutil
@@ -240,8 +241,8 @@ def poll(sessions: sessionmaker[Session], settings: Settings, feed_id: int, url:
     try:
         with tempfile.TemporaryDirectory(prefix="kernel-feed-", dir=work) as scratch:
             snapshot = read_feed(url, etag, modified, settings.kernel_feed_max_metadata, Path(scratch))
-    except (FeedRefused, OSError, ValueError) as error:
-        report.error = str(error) if isinstance(error, FeedRefused) else f"{type(error).__name__}: {error}"
+    except (OfedrepoError, OSError, ValueError, http.client.HTTPException) as error:
+        report.error = str(error) if isinstance(error, OfedrepoError) else f"{type(error).__name__}: {error}"
         log.warning("kernel feed %s refused: %s", url, report.error)
         _record(sessions, feed_id, report, None)
         return report

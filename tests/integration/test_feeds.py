@@ -126,6 +126,7 @@ def test_a_feed_is_read_conditionally_and_bounded_per_minor_release(
         ("gzip bomb", "decompressed, is larger than 1048576 bytes"),
         ("broken primary", "its primary metadata is not readable"),
         ("no repodata", "HTTP 404"),
+        ("location out of the repository", "refusing the repository location '../../../etc/passwd'"),
     ],
 )
 def test_a_hostile_feed_is_refused_with_its_reason_and_queues_nothing(
@@ -145,6 +146,8 @@ def test_a_hostile_feed_is_refused_with_its_reason_and_queues_nothing(
         write_metadata(repo, good.replace(b"<package", b" " * 20 * 1024**2 + b"<package", 1))
     elif hostile == "broken primary":
         write_metadata(repo, good[: len(good) // 2])
+    elif hostile == "location out of the repository":
+        write_metadata(repo, good, location="../../../etc/passwd")
     report = poll_once(sessions, settings, url)
     assert report.error is not None and reason in report.error, report.error
     assert report.queued == []

@@ -17,7 +17,7 @@ REPOMD = """<?xml version="1.0" encoding="UTF-8"?>
   <data type="primary">
     <checksum type="sha256">{checksum}</checksum>
     <open-checksum type="sha256">{checksum}</open-checksum>
-    <location href="repodata/{name}"/>
+    <location href="{location}"/>
     <timestamp>1700000000</timestamp>
     <size>{size}</size>
     <open-size>{size}</open-size>
@@ -70,14 +70,16 @@ def primary_xml(kernels: list[tuple[str, str, str]]) -> bytes:
     ).encode()
 
 
-def write_metadata(repo: Path, primary: bytes, checksum: str | None = None, declared_size: int | None = None) -> None:
-    """``repodata/`` by hand: ``primary`` gzipped, and a repomd.xml naming it (with a wrong checksum or a
-    false size when given)."""
+def write_metadata(
+    repo: Path, primary: bytes, checksum: str | None = None, declared_size: int | None = None, location: str = ""
+) -> None:
+    """``repodata/`` by hand: ``primary`` gzipped, and a repomd.xml naming it (with a wrong checksum, a false
+    size or another location when given)."""
     compressed = gzip.compress(primary, compresslevel=1)
     digest = hashlib.sha256(compressed).hexdigest()
     name = f"{digest}-primary.xml.gz"
     (repo / "repodata").mkdir(parents=True, exist_ok=True)
     (repo / "repodata" / name).write_bytes(compressed)
     size = declared_size if declared_size is not None else len(compressed)
-    repomd = REPOMD.format(checksum=checksum or digest, name=name, size=size)
+    repomd = REPOMD.format(checksum=checksum or digest, location=location or f"repodata/{name}", size=size)
     (repo / "repodata" / "repomd.xml").write_text(repomd)
