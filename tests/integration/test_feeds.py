@@ -24,11 +24,11 @@ FEED_KERNELS = ["4.18.0-372.10.1.el8_6.x86_64", "4.18.0-372.20.1.el8_6.x86_64", 
 ASKED_KERNEL = "4.18.0-372.26.1.el8_6.x86_64"  # not in the feed: a person asks for it, with local sources
 
 
-def add_bundle(sessions: sessionmaker[Session]) -> int:
+def add_bundle(sessions: sessionmaker[Session], version: str = "5.8-3.0.7.0", distro: str = "rhel8.6") -> int:
     with transaction(sessions) as session:
         bundle = Bundle(
-            name="MLNX_OFED_LINUX-5.8-3.0.7.0-rhel8.6-x86_64", ofed_version="5.8-3.0.7.0", distro="rhel8.6",
-            arch="x86_64", sha256="a" * 64, path="/nonexistent",
+            name=f"MLNX_OFED_LINUX-{version}-{distro}-x86_64", ofed_version=version, distro=distro,
+            arch="x86_64", sha256=f"{version}{distro}".ljust(64, "0"), path="/nonexistent",
         )  # fmt: skip
         session.add(bundle)
         session.flush()
@@ -91,7 +91,8 @@ def test_a_feed_is_read_conditionally_and_bounded_per_minor_release(
     sessions: sessionmaker[Session], settings: Settings, mirror: tuple[Path, str]
 ) -> None:
     repo, url = mirror
-    add_bundle(sessions)
+    for version, distro in (("5.8-3.0.7.0", "rhel8.6"), ("23.10-1.1.9.0", "rhel8.6"), ("5.8-3.0.7.0", "rhel8.8")):
+        add_bundle(sessions, version, distro)
     kernels = [
         ("4.18.0", "372.9.1.el8_6", "x86_64"),
         ("4.18.0", "372.26.1.el8_6", "x86_64"),
@@ -107,14 +108,15 @@ def test_a_feed_is_read_conditionally_and_bounded_per_minor_release(
         "4.18.0-372.26.1.el8_6.x86_64", "4.18.0-372.32.1.el8_6.x86_64", "4.18.0-372.41.1.el8_6.x86_64",
         "4.18.0-477.10.1.el8_8.x86_64", "5.14.0-70.13.1.el9_0.x86_64",
     ]  # fmt: skip
-    assert len(report.queued) == 3  # the three el8_6 kernels: the one bundle is rhel8.6
+    # each el8_6 kernel for each of the two rhel8.6 bundles, the el8_8 one for the rhel8.8 bundle; el9: none fits
+    assert len(report.queued) == 3 * 2 + 1
     assert all(build(sessions, build_id).priority == Priority.FEED for build_id in report.queued)
     row = feed_row(sessions, url)
-    assert row.builds_queued == 3 and row.kernels == report.kernels and row.polled_at and row.changed_at
+    assert row.builds_queued == 7 and row.kernels == report.kernels and row.polled_at and row.changed_at
 
     again = poll_once(sessions, settings, url)  # nothing changed: a 304, nothing queued
     assert not again.changed and again.queued == [] and again.error is None
-    assert feed_row(sessions, url).builds_queued == 3
+    assert feed_row(sessions, url).builds_queued == 7
 
 
 @pytest.mark.parametrize(
