@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 #: mlnx_add_kernel_support.sh's answer when the bundle already holds rebuilt packages for the kernel.
 ALREADY_SUPPORTED = 30
 SCRIPT_NAME = "mlnx_add_kernel_support.sh"
+#: The stop reason of a kernel feed's build that makes way for a person's request.
+PREEMPTED = "preempted"
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,13 @@ class Pipeline:
             build_log.note("cancelled by request; the script's process group was killed")
             queue.finish(self.sessions, job.id, self.worker_id, BuildState.CANCELLED, error="cancelled while running")
             return BuildState.CANCELLED
+        if reason == PREEMPTED:
+            build_log.note(
+                "stopped: a person's request is waiting for a slot, and a kernel feed queued this build; it goes "
+                "back to the queue and starts again afterwards"
+            )
+            queue.release(self.sessions, job.id, self.worker_id, attempt_counts=False)
+            return BuildState.QUEUED
         build_log.note(f"stopped ({reason}); the build goes back to the queue")
         queue.release(self.sessions, job.id, self.worker_id)
         return BuildState.QUEUED

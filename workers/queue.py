@@ -11,7 +11,11 @@ workers from owning one build:
   on SQLite, where the ``BEGIN IMMEDIATE`` transaction serialises claimers and the repeated conditions in
   the UPDATE keep it correct.
 - heartbeat: renews the leases of the builds a worker is running (not of every build it owns: one whose slot
-  died must expire) and reports which of them a client cancelled, and which are no longer its own.
+  died must expire) and reports which of them a client cancelled, which are no longer its own, and which a
+  person's request waiting for a slot preempts (the most recently started builds a kernel feed queued, one
+  per waiting request, chosen the same way by every worker so that no more are stopped than needed).
+- release (a preempted or stopping worker's build): ``running`` and mine → ``queued``; a preempted attempt
+  does not count towards ``build_max_attempts``.
 - reap (any worker, periodically): a ``running`` build whose lease expired lost its worker (killed, host
   gone): back to ``queued`` while attempts remain, else ``failed``.
 - hold (inside a publish's transaction): renew my lease or learn that the build is no longer mine; a worker
@@ -22,14 +26,14 @@ workers from owning one build:
 import os
 import socket
 import uuid
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from ofedrepo.db import transaction
-from ofedrepo.models import Build, BuildState, Worker, utcnow
+from ofedrepo.models import Build, BuildState, Priority, Worker, utcnow
 
 QUEUED, RUNNING = BuildState.QUEUED.value, BuildState.RUNNING.value
 _NO_SYNC = {"synchronize_session": False}
@@ -86,15 +90,24 @@ class Beat:
     cancelled: set[int]
     lost: set[int]
     """Running here, but their lease was not renewed: reaped meanwhile (another worker may own them now)."""
+    preempted: set[int] = field(default_factory=set)
+    """Running here, queued by a kernel feed, and wanted back in the queue: a person's request waits for a slot."""
 
 
-def heartbeat(sessions: sessionmaker[Session], worker_id: str, lease_seconds: float, running: set[int]) -> Beat:
+def heartbeat(
+    sessions: sessionmaker[Session],
+    worker_id: str,
+    lease_seconds: float,
+    running: set[int],
+    preempt_after: float | None = None,
+) -> Beat:
     """Renew the leases of the builds this worker is running, and its own liveness.
 
     Only ``running`` builds are renewed: a build whose slot died is left to expire, so that the reaper gives
     it to another worker instead of this heartbeat keeping it ``running`` for ever. An update that touches
     fewer rows than expected says what is no longer ours; a worker row that is gone (forgotten by a reaper
-    while this worker could not reach the database) is registered again.
+    while this worker could not reach the database) is registered again. With ``preempt_after``, a request
+    queued that long ago with no slot free preempts a feed's build (see the module's docstring).
     """
     now = utcnow()
     with transaction(sessions) as session:
@@ -115,7 +128,27 @@ def heartbeat(sessions: sessionmaker[Session], worker_id: str, lease_seconds: fl
         cancelled = session.scalars(
             select(Build.id).where(Build.worker_id == worker_id, Build.state == RUNNING, Build.cancel_requested)
         )
-        return Beat(cancelled=set(cancelled), lost=running - renewed)
+        preempted = _preempted(session, worker_id, now - timedelta(seconds=preempt_after)) if preempt_after else set()
+        return Beat(cancelled=set(cancelled), lost=running - renewed, preempted=preempted & renewed)
+
+
+def _preempted(session: Session, worker_id: str, waiting_since: datetime) -> set[int]:
+    """My feed builds that requests waiting since ``waiting_since`` take the slots of: the most recently
+    started feed builds anywhere, one per waiting request; the same answer for every worker."""
+    waiting = session.scalar(
+        select(func.count())
+        .select_from(Build)
+        .where(Build.state == QUEUED, Build.priority >= Priority.REQUEST, Build.created_at <= waiting_since)
+    )
+    if not waiting:
+        return set()
+    victims = session.execute(
+        select(Build.id, Build.worker_id)
+        .where(Build.state == RUNNING, Build.priority < Priority.REQUEST)
+        .order_by(Build.started_at.desc(), Build.id.desc())
+        .limit(waiting)
+    )
+    return {build_id for build_id, owner in victims if owner == worker_id}
 
 
 def hold(session: Session, build_id: int, worker_id: str, lease_seconds: float) -> bool:
@@ -179,13 +212,19 @@ def finish(
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def release(sessions: sessionmaker[Session], build_id: int, worker_id: str) -> bool:
-    """``running`` and mine → ``queued``, when this worker stops before the build is done."""
+def release(sessions: sessionmaker[Session], build_id: int, worker_id: str, attempt_counts: bool = True) -> bool:
+    """``running`` and mine → ``queued``, when this worker stops before the build is done (``attempt_counts``
+    false: it was preempted, and this attempt is not held against it)."""
     with transaction(sessions) as session:
         result = session.execute(
             update(Build)
             .where(Build.id == build_id, Build.worker_id == worker_id, Build.state == RUNNING)
-            .values(state=QUEUED, worker_id=None, lease_expires_at=None)
+            .values(
+                state=QUEUED,
+                worker_id=None,
+                lease_expires_at=None,
+                attempts=Build.attempts if attempt_counts else Build.attempts - 1,
+            )
             .execution_options(**_NO_SYNC)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -21,12 +21,14 @@ from ofedrepo.db import make_engine, session_factory, upgrade
 from ofedrepo.models import BuildState
 from ofedrepo.repos.retention import Policy, automatic_policy, collect_garbage
 from workers import queue
-from workers.pipeline import Pipeline
+from workers.pipeline import PREEMPTED, Pipeline
 
 log = logging.getLogger(__name__)
 
 #: Heartbeats come at least this often, so that a cancel takes effect within about this long.
 MAX_HEARTBEAT_INTERVAL = 2.0
+#: A person's request waits at least this long for an idle slot before it preempts a kernel feed's build.
+MIN_PREEMPT_WAIT = 2.0
 #: How often a worker looks whether a kernel feed is due (the feed's own interval decides whether it is).
 MAX_FEED_CHECK_INTERVAL = 10.0
 
@@ -43,8 +45,14 @@ class Worker:
         self.running: set[int] = set()
         self.cancelled: set[int] = set()
         self.lost: set[int] = set()
+        self.preempted: set[int] = set()
         self.lock = threading.Lock()
         self.threads: list[threading.Thread] = []
+
+    @property
+    def preempt_after(self) -> float:
+        """A request still queued this long found no idle slot (idle slots look every ``queue_poll_interval``)."""
+        return max(MIN_PREEMPT_WAIT, 4 * self.settings.queue_poll_interval)
 
     @property
     def heartbeat_interval(self) -> float:
@@ -93,6 +101,8 @@ class Worker:
                 return "lease lost"
             if build_id in self.cancelled:
                 return "cancelled"
+            if build_id in self.preempted:
+                return PREEMPTED
         return "worker stopping" if self.stopping.is_set() else None
 
     def _slot(self) -> None:
@@ -116,6 +126,7 @@ class Worker:
                     self.running.discard(build_id)
                     self.cancelled.discard(build_id)
                     self.lost.discard(build_id)
+                    self.preempted.discard(build_id)
 
     def _supervised(self, build_id: int) -> None:
         """Run one build so that, whatever goes wrong, it ends with a reason or goes back to the queue.
@@ -156,11 +167,16 @@ class Worker:
             try:
                 with self.lock:
                     running = set(self.running)
-                beat = queue.heartbeat(self.sessions, self.id, self.settings.build_lease_seconds, running)
+                beat = queue.heartbeat(
+                    self.sessions, self.id, self.settings.build_lease_seconds, running, self.preempt_after
+                )
                 renewed_at = time.monotonic()
                 with self.lock:
                     self.cancelled |= beat.cancelled
                     self.lost |= beat.lost
+                    self.preempted |= beat.preempted
+                for build_id in beat.preempted:
+                    log.info("build %d, queued by a kernel feed, makes way for a person's request", build_id)
                 for build_id in beat.lost:
                     log.warning(
                         "build %d is no longer this worker's (its lease was not renewed): stopping it", build_id

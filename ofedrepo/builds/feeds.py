@@ -7,7 +7,8 @@ metadata changed, the primary metadata is downloaded (checksum-verified, capped 
 decompressed: a few KB of gzip can claim gigabytes), parsed with createrepo_c, and its ``kernel-devel``
 releases, each validated by the kernel grammar and bounded to the newest ``kernel_feed_keep`` of each minor
 release, are requested for every registered bundle they fit (distro tag, arch) at ``Priority.FEED``: a
-person's request is always claimed first, and lifts a feed's queued build when it asks for the same one.
+person's request is always claimed first, lifts a feed's queued build when it asks for the same one, and
+preempts a running one when no slot is free (``workers.queue``).
 A kernel already built or building costs nothing (the request is answered as any other would be).
 
 Hostile or broken feeds (not metadata, wrong checksums, kernel strings that fail the grammar, metadata past

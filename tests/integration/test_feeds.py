@@ -234,9 +234,14 @@ def test_a_kernel_dropped_into_a_feed_is_built_before_anyone_asks(
     asked = request(server, kernel=ASKED_KERNEL)
     assert asked.status_code == 202 and asked.json()["build"]["priority"] == Priority.REQUEST
     person = wait_for(server, asked.json()["build"]["id"], ENDED, timeout=120)
+    slow = wait_for(server, int(second["id"]), ENDED, timeout=120)  # type: ignore[call-overload]
     last = wait_for(server, int(third["id"]), ENDED, timeout=120)  # type: ignore[call-overload]
-    assert person["state"] == last["state"] == "succeeded"
-    assert person["started_at"] < last["started_at"]  # type: ignore[operator]  # the person went first
+    assert person["state"] == slow["state"] == last["state"] == "succeeded"
+    # The one slot was busy with the slow feed build: it made way (and ran again afterwards, its preempted
+    # attempt not counted), so the person waited seconds, not for the whole build, and went before the rest.
+    assert "a person's request is waiting for a slot" in build_log(server, int(second["id"]))  # type: ignore[call-overload]
+    assert person["finished_at"] < slow["finished_at"] and slow["attempts"] == 1  # type: ignore[operator]
+    assert person["started_at"] < last["started_at"]  # type: ignore[operator]
 
     feed = httpx.get(f"{server.url}/api/v1/feeds", timeout=10).json()[0]
     assert feed["kernels"] == FEED_KERNELS[1:] and feed["builds_queued"] == 3 and feed["error"] is None

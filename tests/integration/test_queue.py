@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ofedrepo.builds import requests
 from ofedrepo.bundles.names import BundleIdentity
 from ofedrepo.db import transaction
-from ofedrepo.models import Build, BuildState
+from ofedrepo.models import Build, BuildState, Priority
 from ofedrepo.repos import queries
 from workers import queue
 
@@ -117,3 +117,33 @@ def test_a_forgotten_worker_registers_again(sessions: sessionmaker[Session]) -> 
     queue.heartbeat(sessions, "cut-off", lease_seconds=60, running=set())
     with sessions() as session:
         assert requests.live_workers(session, within_seconds=60) == 1
+
+
+def test_a_waiting_request_preempts_the_most_recently_started_feed_build_only(
+    sessions: sessionmaker[Session],
+) -> None:
+    older, newer, request = enqueue(sessions, 3)
+    with transaction(sessions) as session:
+        for build_id in (older, newer):
+            session.get(Build, build_id).priority = Priority.FEED  # type: ignore[union-attr]
+    assert queue.claim(sessions, "a", lease_seconds=60) == request  # a person's request goes first...
+    queue.release(sessions, request, "a")
+    with transaction(sessions) as session:
+        session.get(Build, request).priority = Priority.FEED  # type: ignore[union-attr]
+    assert queue.claim(sessions, "a", lease_seconds=60) == older
+    time.sleep(0.01)
+    assert queue.claim(sessions, "b", lease_seconds=60) == newer
+    assert queue.claim(sessions, "b", lease_seconds=60) == request
+    queue.release(sessions, request, "b")
+    with transaction(sessions) as session:  # ...and when no slot is free, it takes one from a feed build
+        session.get(Build, request).priority = Priority.REQUEST  # type: ignore[union-attr]
+    beats = {
+        worker: queue.heartbeat(sessions, worker, lease_seconds=60, running={build}, preempt_after=0.001)
+        for worker, build in (("a", older), ("b", newer))
+    }
+    assert beats["a"].preempted == set() and beats["b"].preempted == {newer}  # one, the same for every worker
+    assert queue.heartbeat(sessions, "b", lease_seconds=60, running={newer}).preempted == set()  # not asked
+    attempts = state_of(sessions, newer).attempts
+    assert queue.release(sessions, newer, "b", attempt_counts=False)
+    assert state_of(sessions, newer).attempts == attempts - 1  # a preempted attempt is not held against it
+    assert queue.claim(sessions, "b", lease_seconds=60) == request
