@@ -62,7 +62,6 @@ def main() -> None:
                         time.sleep(0.2)
                     to_published = []
                     for index in range(1, arguments.rounds + 1):
-                        time.sleep(1.1)  # the mirror's Last-Modified has one-second resolution
                         add_kernel_devel(mirror, kernel(index))
                         appeared = time.perf_counter()
                         while not published(client, url, kernel(index)):

@@ -231,6 +231,8 @@ class KernelFeed(Base):
     url: Mapped[str] = mapped_column(String(1024), unique=True)
     etag: Mapped[str | None] = mapped_column(String(256))
     last_modified: Mapped[str | None] = mapped_column(String(64))
+    primary_checksum: Mapped[str | None] = mapped_column(String(128))
+    """The checksum repomd.xml gave the primary metadata last time: the same one again is no change."""
     next_poll_at: Mapped[datetime | None]
     polled_at: Mapped[datetime | None]
     """The last poll that reached the feed (a 304 included)."""

@@ -23,6 +23,7 @@ def upgrade() -> None:
         sa.Column("url", sa.String(length=1024), nullable=False),
         sa.Column("etag", sa.String(length=256), nullable=True),
         sa.Column("last_modified", sa.String(length=64), nullable=True),
+        sa.Column("primary_checksum", sa.String(length=128), nullable=True),
         sa.Column("next_poll_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("polled_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("changed_at", sa.DateTime(timezone=True), nullable=True),

@@ -2,14 +2,16 @@
 
 Workers poll each feed of ``OFEDREPO_KERNEL_FEEDS`` every ``kernel_feed_interval`` seconds; of several
 workers exactly one polls a feed per interval (the poll is claimed by a conditional UPDATE of its
-``next_poll_at``). A poll is a conditional GET of ``repodata/repomd.xml`` (ETag, Last-Modified). When the
-metadata changed, the primary metadata is downloaded (checksum-verified, capped as downloaded and again as
-decompressed: a few KB of gzip can claim gigabytes), parsed with createrepo_c, and its ``kernel-devel``
-releases, each validated by the kernel grammar and bounded to the newest ``kernel_feed_keep`` of each minor
-release, are requested for every registered bundle they fit (distro tag, arch) at ``Priority.FEED``: a
-person's request is always claimed first, lifts a feed's queued build when it asks for the same one, and
-preempts a running one when no slot is free (``workers.queue``).
-A kernel already built or building costs nothing (the request is answered as any other would be).
+``next_poll_at``). A poll is a conditional GET of ``repodata/repomd.xml`` (its ETag; its Last-Modified only
+when that is at least two seconds older than the answer's Date, since a file changed within the second it
+was served may change again unseen), and a repomd.xml naming the same primary metadata (checksum) is no
+change either. When the metadata changed, the primary metadata is downloaded (checksum-verified, capped as
+downloaded and again as decompressed: a few KB of gzip can claim gigabytes), parsed with createrepo_c, and
+its ``kernel-devel`` releases, each validated by the kernel grammar and bounded to the newest
+``kernel_feed_keep`` of each minor release, are requested for every registered bundle they fit (distro tag,
+arch) at ``Priority.FEED``: a person's request is always claimed first, lifts a feed's queued build when it
+asks for the same one, and preempts a running one when no slot is free (``workers.queue``). A kernel already
+built or building costs nothing (the request is answered as any other would be).
 
 Hostile or broken feeds (not metadata, wrong checksums, kernel strings that fail the grammar, metadata past
 the caps, a server that is down) are refused with the reason logged and kept in the feed's ``error``; the
@@ -17,6 +19,7 @@ worker goes on.
 """
 
 import bz2
+import email.utils
 import gzip
 import http.client
 import logging
@@ -29,7 +32,7 @@ import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, Self
 
@@ -82,6 +85,7 @@ class Snapshot:
     changed: bool
     etag: str | None = None
     last_modified: str | None = None
+    primary_checksum: str | None = None
     kernels: list[str] = field(default_factory=list)
     """Releases of the ``kernel-devel`` packages it holds, as found (not yet validated)."""
 
@@ -120,26 +124,52 @@ def newest_per_minor(releases: Iterable[str], keep: int) -> tuple[list[KernelRel
     return sorted(chosen), refused
 
 
-def read_feed(url: str, etag: str | None, last_modified: str | None, max_bytes: int, scratch: Path) -> Snapshot:
-    """Read a feed's kernels, or learn that its metadata did not change since ``etag``/``last_modified``."""
+@dataclass(frozen=True)
+class Validators:
+    """What tells that a feed's metadata did not change since the last good poll."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+    primary_checksum: str | None = None
+
+
+def strong_last_modified(last_modified: str | None, date: str | None) -> str | None:
+    """``last_modified`` when it can tell changes apart: a file changed in the second it was served may change
+    again within that second unseen (RFC 9110 8.8.2.2: such a date is weak), so it is not kept. Pure."""
+    if not last_modified:
+        return None
+    try:
+        modified = email.utils.parsedate_to_datetime(last_modified)
+        served = email.utils.parsedate_to_datetime(date) if date else datetime.now(UTC)
+    except (TypeError, ValueError):
+        return None
+    if modified.tzinfo is None or served.tzinfo is None:
+        return None
+    return last_modified if (served - modified).total_seconds() >= 2 else None
+
+
+def read_feed(url: str, known: Validators, max_bytes: int, scratch: Path) -> Snapshot:
+    """Read a feed's kernels, or learn that its metadata did not change since ``known``: a 304 to a conditional
+    GET of repomd.xml, or a repomd.xml naming the same primary metadata."""
     base = url.rstrip("/") + "/"
     if urllib.parse.urlsplit(base).scheme not in ("http", "https", "file"):
         raise FeedRefused("only http, https and file feed URLs are supported")
     headers = {}
-    if etag:
-        headers["If-None-Match"] = etag
-    if last_modified:
-        headers["If-Modified-Since"] = last_modified
+    if known.etag:
+        headers["If-None-Match"] = known.etag
+    if known.last_modified:
+        headers["If-Modified-Since"] = known.last_modified
     repomd_path = scratch / "repomd.xml"
     try:
         with urllib.request.urlopen(
             urllib.request.Request(base + "repodata/repomd.xml", headers=headers), timeout=60
         ) as response:
             _copy_capped(response, repomd_path, MAX_REPOMD_BYTES, "repomd.xml")
-            new_etag, new_modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
+            new_etag = response.headers.get("ETag")
+            new_modified = strong_last_modified(response.headers.get("Last-Modified"), response.headers.get("Date"))
     except urllib.error.HTTPError as error:
         if error.code == 304:
-            return Snapshot(changed=False, etag=etag, last_modified=last_modified)
+            return Snapshot(False, known.etag, known.last_modified, known.primary_checksum)
         raise FeedRefused(f"repodata/repomd.xml: HTTP {error.code}") from None
     try:
         repomd = cr.Repomd(str(repomd_path))
@@ -148,6 +178,8 @@ def read_feed(url: str, etag: str | None, last_modified: str | None, max_bytes: 
     primary = next((record for record in repomd.records if record.type == "primary"), None)
     if primary is None:
         raise FeedRefused("repodata/repomd.xml lists no primary metadata")
+    if known.primary_checksum and primary.checksum == known.primary_checksum:
+        return Snapshot(False, new_etag, new_modified, known.primary_checksum)
     if (primary.size or 0) > max_bytes or (primary.size_open or 0) > max_bytes:
         raise FeedRefused(
             f"its primary metadata claims more than {max_bytes} bytes (OFEDREPO_KERNEL_FEED_MAX_METADATA)"
@@ -171,7 +203,7 @@ def read_feed(url: str, etag: str | None, last_modified: str | None, max_bytes: 
         cr.xml_parse_primary(str(plain), pkgcb=keep, do_files=False, warningcb=lambda *_: True)
     except cr.CreaterepoCError as error:
         raise FeedRefused(f"its primary metadata is not readable ({str(error).strip()[:300]})") from None
-    return Snapshot(changed=True, etag=new_etag, last_modified=new_modified, kernels=kernels)
+    return Snapshot(True, new_etag, new_modified, primary.checksum, kernels)
 
 
 def _copy_capped(reader: _Reader, destination: Path, max_bytes: int, what: str) -> None:
@@ -237,11 +269,12 @@ def poll(sessions: sessionmaker[Session], settings: Settings, feed_id: int, url:
     report = PollReport(url)
     with sessions() as session:
         feed = session.get(KernelFeed, feed_id)
-        etag, modified, known = (feed.etag, feed.last_modified, list(feed.kernels)) if feed else (None, None, [])
+        validators = Validators(feed.etag, feed.last_modified, feed.primary_checksum) if feed else Validators()
+        known = list(feed.kernels) if feed else []
     work.mkdir(parents=True, exist_ok=True)
     try:
         with tempfile.TemporaryDirectory(prefix="kernel-feed-", dir=work) as scratch:
-            snapshot = read_feed(url, etag, modified, settings.kernel_feed_max_metadata, Path(scratch))
+            snapshot = read_feed(url, validators, settings.kernel_feed_max_metadata, Path(scratch))
     except (OfedrepoError, OSError, ValueError, http.client.HTTPException) as error:
         report.error = str(error) if isinstance(error, OfedrepoError) else f"{type(error).__name__}: {error}"
         log.warning("kernel feed %s refused: %s", url, report.error)
@@ -309,7 +342,12 @@ def _record(sessions: sessionmaker[Session], feed_id: int, report: PollReport, s
     now = utcnow()
     values: dict[str, Any] = {"error": report.error}
     if snapshot is not None:
-        values |= {"polled_at": now, "etag": snapshot.etag, "last_modified": snapshot.last_modified}
+        values |= {
+            "polled_at": now,
+            "etag": snapshot.etag,
+            "last_modified": snapshot.last_modified,
+            "primary_checksum": snapshot.primary_checksum,
+        }
     if report.changed:
         values |= {"changed_at": now, "kernels": report.kernels}
     if report.queued:

@@ -16,7 +16,7 @@ from ofedrepo.db import transaction
 from ofedrepo.models import Build, Bundle, KernelFeed, Priority
 from tests.conftest import RunningServer, start_server, stop_server
 from tests.integration.test_pipeline import ENDED, build_log, request, upload, wait_for
-from tests.support.kernel_feed import primary_xml, serve, write_metadata
+from tests.support.kernel_feed import age, primary_xml, serve, write_metadata
 from tests.support.synthetic_bundle import add_kernel_devel, make_kernel_sources
 from workers import queue
 
@@ -72,10 +72,15 @@ def test_a_request_is_claimed_before_what_a_feed_queued_and_lifts_what_it_shares
 
 
 @pytest.fixture
-def mirror(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+def answers() -> list[tuple[str, int]]:
+    return []
+
+
+@pytest.fixture
+def mirror(tmp_path: Path, answers: list[tuple[str, int]]) -> Iterator[tuple[Path, str]]:
     repo = tmp_path / "mirror"
     repo.mkdir()
-    with serve(repo) as url:
+    with serve(repo, answers) as url:
         yield repo, url
 
 
@@ -88,7 +93,7 @@ def poll_once(sessions: sessionmaker[Session], settings: Settings, url: str) -> 
 
 
 def test_a_feed_is_read_conditionally_and_bounded_per_minor_release(
-    sessions: sessionmaker[Session], settings: Settings, mirror: tuple[Path, str]
+    sessions: sessionmaker[Session], settings: Settings, mirror: tuple[Path, str], answers: list[tuple[str, int]]
 ) -> None:
     repo, url = mirror
     for version, distro in (("5.8-3.0.7.0", "rhel8.6"), ("23.10-1.1.9.0", "rhel8.6"), ("5.8-3.0.7.0", "rhel8.8")):
@@ -102,6 +107,7 @@ def test_a_feed_is_read_conditionally_and_bounded_per_minor_release(
         ("5.14.0", "70.13.1.el9_0", "x86_64"),  # fits no bundle: found, not queued
     ]
     write_metadata(repo, primary_xml(kernels))
+    age(repo)  # a mirror updated an hour ago: its Last-Modified is a validator
     report = poll_once(sessions, settings, url)
     assert report.error is None and report.changed
     assert report.kernels == [
@@ -116,7 +122,24 @@ def test_a_feed_is_read_conditionally_and_bounded_per_minor_release(
 
     again = poll_once(sessions, settings, url)  # nothing changed: a 304, nothing queued
     assert not again.changed and again.queued == [] and again.error is None
+    assert answers[-1] == ("/repodata/repomd.xml", 304)
     assert feed_row(sessions, url).builds_queued == 7
+
+
+def test_a_change_within_the_second_it_was_read_is_not_missed(
+    sessions: sessionmaker[Session], settings: Settings, mirror: tuple[Path, str], answers: list[tuple[str, int]]
+) -> None:
+    """A mirror rewritten twice within one second has the same Last-Modified both times: such a date is no
+    validator, and the primary's checksum tells the two apart."""
+    repo, url = mirror
+    add_bundle(sessions)
+    write_metadata(repo, primary_xml([("4.18.0", "372.26.1.el8_6", "x86_64")]))
+    assert poll_once(sessions, settings, url).kernels == ["4.18.0-372.26.1.el8_6.x86_64"]
+    unchanged = poll_once(sessions, settings, url)
+    assert not unchanged.changed and answers[-1] == ("/repodata/repomd.xml", 200)  # asked unconditionally
+    write_metadata(repo, primary_xml([("4.18.0", "372.26.1.el8_6", "x86_64"), ("4.18.0", "372.32.1.el8_6", "x86_64")]))
+    changed = poll_once(sessions, settings, url)
+    assert changed.changed and changed.kernels[-1] == "4.18.0-372.32.1.el8_6.x86_64" and len(changed.queued) == 1
 
 
 @pytest.mark.parametrize(
@@ -225,7 +248,6 @@ def test_a_kernel_dropped_into_a_feed_is_built_before_anyone_asks(
     assert done["state"] == "succeeded", log
     assert f"kernel sources: downloading {server.environment['OFEDREPO_KERNEL_FEEDS']}" in log  # from the feed
 
-    time.sleep(1.1)  # the mirror's Last-Modified has one-second resolution
     add_kernel_devel(mirror, FEED_KERNELS[1], build_seconds=6)  # slow: a person will ask meanwhile
     add_kernel_devel(mirror, FEED_KERNELS[2])
     second, third = wait_for_feed_builds(server, 3)[1:]

@@ -4,7 +4,9 @@
 
 import gzip
 import hashlib
+import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -38,15 +40,24 @@ PRIMARY_PACKAGE = """<package type="rpm">
 """
 
 
-class _Quiet(SimpleHTTPRequestHandler):
+class _Recorded(SimpleHTTPRequestHandler):
+    """Logs nothing; remembers each answer as ``(path, status)`` in ``answers``."""
+
+    answers: list[tuple[str, int]]
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        self.answers.append((self.path, int(code)))
+
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's signature
         pass
 
 
 @contextmanager
-def serve(directory: Path) -> Iterator[str]:
-    """``directory`` over HTTP on a free loopback port, while the block runs; yields its URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(directory)))
+def serve(directory: Path, answers: list[tuple[str, int]] | None = None) -> Iterator[str]:
+    """``directory`` over HTTP on a free loopback port, while the block runs; yields its URL. Each answer is
+    appended to ``answers`` as ``(path, status)``."""
+    handler = type("Handler", (_Recorded,), {"answers": answers if answers is not None else []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(directory)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -54,6 +65,13 @@ def serve(directory: Path) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def age(repo: Path, seconds: float = 3600) -> None:
+    """Date the repository's files ``seconds`` back, as a mirror last updated that long ago."""
+    past = time.time() - seconds
+    for path in repo.rglob("*"):
+        os.utime(path, (past, past))
 
 
 def primary_xml(kernels: list[tuple[str, str, str]]) -> bytes:

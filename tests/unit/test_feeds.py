@@ -1,6 +1,6 @@
 """Which kernels of a feed get built: the newest few of each minor release, each one validated."""
 
-from ofedrepo.builds.feeds import newest_per_minor
+from ofedrepo.builds.feeds import newest_per_minor, strong_last_modified
 
 
 def test_the_newest_of_each_minor_release_in_rpm_order() -> None:
@@ -28,3 +28,11 @@ def test_strings_that_are_no_kernel_release_or_fit_no_minor_release_are_refused_
     chosen, refused = newest_per_minor(["4.18.0-372.$(id).el8_6.x86_64", "6.1.0-13-amd64", "../etc"], keep=3)
     assert chosen == []
     assert len(refused) == 3 and "no RHEL minor release" in refused[1]
+
+
+def test_a_last_modified_within_two_seconds_of_the_answer_is_no_validator() -> None:
+    served = "Tue, 01 Dec 2026 21:40:10 GMT"
+    assert strong_last_modified("Tue, 01 Dec 2026 21:40:00 GMT", served) == "Tue, 01 Dec 2026 21:40:00 GMT"
+    assert strong_last_modified("Tue, 01 Dec 2026 21:40:09 GMT", served) is None
+    assert strong_last_modified("yesterday", served) is None
+    assert strong_last_modified(None, served) is None
