@@ -20,6 +20,7 @@ ELEMENT = Path(__file__).parents[2] / "elements" / "ofedrepo-mlnx-ofed"
 #: Older in rpm's order than TARGET_KERNEL, newer in `sort -V`'s: the element must not boot the wrong one.
 OLDER_KERNEL = "4.18.0-372.el8.x86_64"
 BROKEN_KERNEL = "4.18.0-372.98.1.el8_6.x86_64"
+SLOW_KERNEL = "4.18.0-372.97.1.el8_6.x86_64"
 COMPILER_ERROR = "drivers/infiniband/core/cma.c:77:3: error: 'RDMA_CM_EVENT_ADDR_ERROR' undeclared"
 TOKEN = "element-test-token"
 REPO_FILE = "etc/yum.repos.d/ofedrepo-mlnx-ofed.repo"
@@ -41,6 +42,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, bundle_tgz: Path) -> Itera
     sources = root / "kernels"
     make_kernel_sources(sources, TARGET_KERNEL)
     make_kernel_sources(sources, BROKEN_KERNEL, compile_error=COMPILER_ERROR)
+    make_kernel_sources(sources, SLOW_KERNEL, build_seconds=8)
     environment = {
         "OFEDREPO_KERNEL_SOURCES_ROOT": str(sources),
         "OFEDREPO_API_TOKENS": TOKEN,
@@ -126,6 +128,17 @@ def test_a_failed_build_fails_the_image_build_with_the_compiler_error(
     assert COMPILER_ERROR in ran.stdout  # streamed from the build log while it ran
     assert re.search(r"ERROR: build \d+ failed: .*error: 'RDMA_CM_EVENT_ADDR_ERROR' undeclared", ran.stderr), ran.stderr
     assert installed_modules(build_root, BROKEN_KERNEL) == []
+
+
+def test_a_build_longer_than_the_wait_fails_the_image_build_and_goes_on_on_the_server(
+    build_root: Path, hooks: Path, service: RunningServer
+) -> None:
+    extra = {"DIB_OFEDREPO_KERNEL": SLOW_KERNEL, "DIB_OFEDREPO_WAIT": "2"}
+    ran = run_phase(build_root, hooks, "post-install", element_environment(service, **extra))
+    assert ran.returncode != 0
+    found = re.search(r"ERROR: build (\d+) is still (?:queued|running) after 2 s \(DIB_OFEDREPO_WAIT\)", ran.stderr)
+    assert found, ran.stderr
+    assert wait_for(service, int(found.group(1)), ENDED, timeout=120)["state"] == "succeeded"
 
 
 @pytest.mark.parametrize(
