@@ -18,32 +18,22 @@ the caps, a server that is down) are refused with the reason logged and kept in 
 worker goes on.
 """
 
-import bz2
 import email.utils
-import gzip
 import http.client
 import logging
-import lzma
-import shutil
 import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import Any
 
-import createrepo_c as cr
-import zstandard
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ofedrepo.builds import requests
-from ofedrepo.builds.kernel_sources import download, safe_href
+from ofedrepo.builds import mirrors, requests
 from ofedrepo.config import Settings
 from ofedrepo.db import read_only, transaction
 from ofedrepo.distro import ofed_distro_for_kernel
@@ -55,27 +45,7 @@ log = logging.getLogger(__name__)
 
 #: The packages whose presence in a feed means "a kernel you can build for": they carry its sources.
 DEVEL_PACKAGES = frozenset({"kernel-devel", "kernel-uek-devel", "kernel-rt-devel"})
-MAX_REPOMD_BYTES = 4 * 1024**2
 GIVEN_UP_STATES = (BuildState.FAILED.value, BuildState.CANCELLED.value)
-_CHUNK = 1024 * 1024
-
-
-class _Reader(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
-    def __enter__(self) -> Self: ...
-    def __exit__(self, kind: Any, value: Any, traceback: Any, /) -> Any: ...
-
-
-_OPENERS: dict[str, Callable[[Path], _Reader]] = {
-    ".gz": lambda path: gzip.open(path, "rb"),
-    ".xz": lambda path: lzma.open(path, "rb"),
-    ".bz2": lambda path: bz2.open(path, "rb"),
-    ".zst": lambda path: zstandard.open(path, "rb"),
-}
-
-
-class FeedRefused(OfedrepoError):
-    """A feed whose content cannot be used: the message says why."""
 
 
 @dataclass(frozen=True)
@@ -151,81 +121,23 @@ def strong_last_modified(last_modified: str | None, date: str | None) -> str | N
 def read_feed(url: str, known: Validators, max_bytes: int, scratch: Path) -> Snapshot:
     """Read a feed's kernels, or learn that its metadata did not change since ``known``: a 304 to a conditional
     GET of repomd.xml, or a repomd.xml naming the same primary metadata."""
-    base = url.rstrip("/") + "/"
-    if urllib.parse.urlsplit(base).scheme not in ("http", "https", "file"):
-        raise FeedRefused("only http, https and file feed URLs are supported")
+    base = mirrors.base_url(url)
     headers = {}
     if known.etag:
         headers["If-None-Match"] = known.etag
     if known.last_modified:
         headers["If-Modified-Since"] = known.last_modified
-    repomd_path = scratch / "repomd.xml"
-    try:
-        with urllib.request.urlopen(
-            urllib.request.Request(base + "repodata/repomd.xml", headers=headers), timeout=60
-        ) as response:
-            _copy_capped(response, repomd_path, MAX_REPOMD_BYTES, "repomd.xml")
-            new_etag = response.headers.get("ETag")
-            new_modified = strong_last_modified(response.headers.get("Last-Modified"), response.headers.get("Date"))
-    except urllib.error.HTTPError as error:
-        if error.code == 304:
-            return Snapshot(False, known.etag, known.last_modified, known.primary_checksum)
-        raise FeedRefused(f"repodata/repomd.xml: HTTP {error.code}") from None
-    try:
-        repomd = cr.Repomd(str(repomd_path))
-    except cr.CreaterepoCError as error:
-        raise FeedRefused(f"repodata/repomd.xml is not yum metadata ({str(error).strip()[:300]})") from None
-    primary = next((record for record in repomd.records if record.type == "primary"), None)
-    if primary is None:
-        raise FeedRefused("repodata/repomd.xml lists no primary metadata")
-    if known.primary_checksum and primary.checksum == known.primary_checksum:
-        return Snapshot(False, new_etag, new_modified, known.primary_checksum)
-    if (primary.size or 0) > max_bytes or (primary.size_open or 0) > max_bytes:
-        raise FeedRefused(
-            f"its primary metadata claims more than {max_bytes} bytes (OFEDREPO_KERNEL_FEED_MAX_METADATA)"
-        )
-    href = safe_href(primary.location_href)
-    compressed = scratch / ("primary" + Path(href).suffix)
-    try:
-        download(base + href, compressed, (primary.checksum_type, primary.checksum), max_bytes=max_bytes)
-    except ValueError as error:
-        raise FeedRefused(str(error)) from None
-    plain = scratch / "primary.xml"
-    _decompress(compressed, plain, max_bytes)
-    kernels: list[str] = []
-
-    def keep(package: Any) -> bool:
-        if package.name in DEVEL_PACKAGES:
-            kernels.append(f"{package.version}-{package.release}.{package.arch}")
-        return True
-
-    try:
-        cr.xml_parse_primary(str(plain), pkgcb=keep, do_files=False, warningcb=lambda *_: True)
-    except cr.CreaterepoCError as error:
-        raise FeedRefused(f"its primary metadata is not readable ({str(error).strip()[:300]})") from None
-    return Snapshot(True, new_etag, new_modified, primary.checksum, kernels)
-
-
-def _copy_capped(reader: _Reader, destination: Path, max_bytes: int, what: str) -> None:
-    written = 0
-    with destination.open("wb") as writer:
-        while chunk := reader.read(_CHUNK):
-            written += len(chunk)
-            if written > max_bytes:
-                raise FeedRefused(f"{what} is larger than {max_bytes} bytes (OFEDREPO_KERNEL_FEED_MAX_METADATA)")
-            writer.write(chunk)
-
-
-def _decompress(source: Path, destination: Path, max_bytes: int) -> None:
-    opener = _OPENERS.get(source.suffix)
-    if opener is None:
-        shutil.copyfile(source, destination)
-        return
-    try:
-        with opener(source) as reader:
-            _copy_capped(reader, destination, max_bytes, "its primary metadata, decompressed,")
-    except (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError) as error:
-        raise FeedRefused(f"its primary metadata is not a readable {source.suffix} stream ({error})") from None
+    repomd = mirrors.read_repomd(base, scratch, headers)
+    if repomd is None:
+        return Snapshot(False, known.etag, known.last_modified, known.primary_checksum)
+    etag = repomd.headers.get("ETag")
+    modified = strong_last_modified(repomd.headers.get("Last-Modified"), repomd.headers.get("Date"))
+    checksum = repomd.primary.checksum
+    if known.primary_checksum and checksum == known.primary_checksum:
+        return Snapshot(False, etag, modified, checksum)
+    packages = mirrors.read_packages(base, repomd.primary, scratch, max_bytes, DEVEL_PACKAGES)
+    kernels = [mirrors.kernel_release(package) for package in packages]
+    return Snapshot(True, etag, modified, checksum, kernels)
 
 
 def poll_due_feeds(sessions: sessionmaker[Session], settings: Settings, work: Path) -> list[PollReport]:

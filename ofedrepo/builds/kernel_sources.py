@@ -2,25 +2,21 @@
 
 Looked for in order: ``<kernel_sources_root>/<K>`` (where ``kernel-devel`` installs them), the cache of
 earlier downloads (``<data_dir>/kernel-sources/<K>``), then each configured repository's metadata
-(``repodata/repomd.xml`` → primary, parsed with createrepo_c). A package found is downloaded, its checksum
+(``repodata/repomd.xml`` → primary, read by ``ofedrepo.builds.mirrors``). A package found is downloaded, its checksum
 checked against the metadata, and only its ``/usr/src/kernels/<K>/`` tree is unpacked (with librpm, entry
 by entry, refusing names that climb out and links that point out).
 """
 
-import hashlib
 import logging
 import os
 import shutil
 import stat
 import tempfile
-import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-import createrepo_c as cr
-
+from ofedrepo.builds import mirrors
 from ofedrepo.config import Settings
 from ofedrepo.errors import BuildFailed
 from ofedrepo.kernel import parse_kernel_release
@@ -28,9 +24,6 @@ from ofedrepo.rpmfile import open_payload
 from ofedrepo.storage import PARTIAL_PREFIX, DataDir, exclusive_lock
 
 log = logging.getLogger(__name__)
-
-MAX_DOWNLOAD = 2 * 1024**3
-_CHUNK = 1024 * 1024
 
 
 def devel_package_names(kernel: str) -> list[str]:
@@ -42,14 +35,6 @@ def devel_package_names(kernel: str) -> list[str]:
     if ".rt" in release:
         names.insert(0, "kernel-rt-devel")
     return names
-
-
-def safe_href(href: str) -> str:
-    """A repository-relative location from metadata; anything absolute or climbing out is refused."""
-    path = PurePosixPath(href)
-    if not href or path.is_absolute() or ".." in path.parts or "://" in href or "\\" in href:
-        raise BuildFailed(f"refusing the repository location {href[:200]!r}")
-    return path.as_posix()
 
 
 class KernelSources:
@@ -81,7 +66,7 @@ class KernelSources:
             for baseurl in self.settings.kernel_package_repos:
                 try:
                     found = self._fetch_from(baseurl, kernel, names)
-                except (OSError, ValueError, cr.CreaterepoCError) as error:
+                except (OSError, ValueError, mirrors.MirrorRefused) as error:
                     self.note(f"kernel sources: {baseurl}: {error}")
                     continue
                 if found:
@@ -92,37 +77,24 @@ class KernelSources:
         )
 
     def _fetch_from(self, baseurl: str, kernel: str, names: list[str]) -> Path | None:
-        base = baseurl.rstrip("/") + "/"
-        if urllib.parse.urlsplit(base).scheme not in ("http", "https", "file"):
-            raise ValueError("only http, https and file repository URLs are supported")
+        base = mirrors.base_url(baseurl)
         self.data.work.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="kernel-devel-", dir=self.data.work) as scratch_text:
             scratch = Path(scratch_text)
-            repomd_path = scratch / "repomd.xml"
-            download(base + "repodata/repomd.xml", repomd_path, None)
-            repomd = cr.Repomd(str(repomd_path))
-            primary = next((record for record in repomd.records if record.type == "primary"), None)
-            if primary is None:
-                raise ValueError("repomd.xml lists no primary metadata")
-            primary_path = scratch / "primary.xml.gz"
-            download(base + safe_href(primary.location_href), primary_path, (primary.checksum_type, primary.checksum))
-            matches: list[cr.Package] = []
-
-            def keep(package: cr.Package) -> bool:
-                release = f"{package.version}-{package.release}.{package.arch}"
-                if package.name in names and release == kernel:
-                    matches.append(package)
-                return True
-
-            cr.xml_parse_primary(str(primary_path), pkgcb=keep, do_files=False)
+            repomd = mirrors.read_repomd(base, scratch)
+            assert repomd is not None  # only a conditional GET is answered 304
+            packages = mirrors.read_packages(base, repomd.primary, scratch, mirrors.MAX_DOWNLOAD, names)
+            matches = [
+                package for package in packages if f"{package.version}-{package.release}.{package.arch}" == kernel
+            ]
             if not matches:
                 self.note(f"kernel sources: {' or '.join(names)} for {kernel} is not in {baseurl}")
                 return None
             package = min(matches, key=lambda match: names.index(match.name))
             rpm_path = scratch / "kernel-devel.rpm"
-            url = base + safe_href(package.location_href)
+            url = base + mirrors.safe_href(package.location_href)
             self.note(f"kernel sources: downloading {url}")
-            download(url, rpm_path, (package.checksum_type, package.pkgId))
+            mirrors.download(url, rpm_path, (package.checksum_type, package.pkgId))
             return self._unpack(rpm_path, kernel)
 
     def _unpack(self, package: Path, kernel: str) -> Path:
@@ -162,20 +134,3 @@ class KernelSources:
         os.rename(partial, final)
         self.note(f"kernel sources: unpacked {count} files of {prefix} into {final}")
         return final / prefix.lstrip("/")
-
-
-def download(url: str, destination: Path, checksum: tuple[str, str] | None, max_bytes: int = MAX_DOWNLOAD) -> None:
-    """Fetch ``url`` into ``destination``, never past ``max_bytes``; with ``checksum`` (type, hex), refuse a
-    mismatch."""
-    digest = hashlib.new(checksum[0]) if checksum else None
-    size = 0
-    with urllib.request.urlopen(url, timeout=60) as response, destination.open("wb") as writer:
-        while chunk := response.read(_CHUNK):
-            size += len(chunk)
-            if size > max_bytes:
-                raise ValueError(f"{url} is larger than {max_bytes} bytes")
-            writer.write(chunk)
-            if digest:
-                digest.update(chunk)
-    if checksum and digest and digest.hexdigest() != checksum[1]:
-        raise ValueError(f"{url}: {checksum[0]} {digest.hexdigest()} does not match the repository's {checksum[1]}")

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from ofedrepo.builds.kernel_sources import devel_package_names, safe_href
+from ofedrepo.builds.kernel_sources import devel_package_names
+from ofedrepo.builds.mirrors import safe_href
 from ofedrepo.builds.requests import builder_fingerprint, choose_bundle, container_image
 from ofedrepo.config import Settings
 from ofedrepo.errors import BuildFailed, InvalidInput
