@@ -189,7 +189,11 @@ class ImageOut(BaseModel):
 
 class BundleOut(BaseModel):
     id: int
-    name: str = Field(description="`MLNX_OFED_LINUX-<version>-<distro>-<arch>`")
+    name: str = Field(
+        description="`MLNX_OFED_LINUX-<version>-<distro>-<arch>`, or `DOCA_HOST-<doca>-<ofed>-<distro>-<arch>`"
+    )
+    kind: str = Field(description="`mlnx_ofed` (MLNX_OFED bundle) or `doca` (DOCA-OFED repository)")
+    doca_version: str | None = Field(description="The DOCA release of a DOCA-OFED repository")
     ofed_version: str
     distro: str
     arch: str
@@ -220,5 +224,8 @@ class RepoRequestIn(BaseModel):
     arch: str | None = Field(None, description="Default: from the kernel release")
     bundle_id: int | None = Field(
         None, ge=1, le=MAX_ID, description="Use this bundle (when several have the same name and version)"
+    )
+    kind: Literal["mlnx_ofed", "doca"] | None = Field(
+        None, description="Only bundles of this kind: `mlnx_ofed` or `doca` (default: the newest driver of either)"
     )
     force: bool = Field(False, description="Build again even if a build for this cache key succeeded")

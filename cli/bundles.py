@@ -17,10 +17,16 @@ if TYPE_CHECKING:
 @reports_errors
 def bundle_add(
     context: typer.Context,
-    path: Annotated[Path, typer.Argument(help="An MLNX_OFED bundle: `.tgz`, `.iso` or an unpacked directory.")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="An MLNX_OFED bundle (`.tgz`, `.iso` or an unpacked directory), or a DOCA-OFED repository "
+            "(`doca-host-<ver>-<build>_<distro>.<arch>.rpm`, or an unpacked copy of NVIDIA's online tree)."
+        ),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the bundle as JSON.")] = False,
 ) -> None:
-    """Register an MLNX_OFED bundle (stored unpacked and read-only, once per sha256)."""
+    """Register an MLNX_OFED bundle or a DOCA-OFED repository (stored unpacked and read-only, once per sha256)."""
     from ofedrepo.bundles.store import BundleStore
 
     settings = settings_of(context)
@@ -45,5 +51,6 @@ def bundle_add(
         )
         return
     verb = "registered" if created else "already registered"
-    details = f"OFED {bundle.ofed_version}, {bundle.distro}, {bundle.arch}, sha256 {bundle.sha256[:12]}"
+    kind = f"DOCA {bundle.doca_version}, " if bundle.kind == "doca" else ""
+    details = f"{kind}OFED {bundle.ofed_version}, {bundle.distro}, {bundle.arch}, sha256 {bundle.sha256[:12]}"
     sys.stdout.write(f"{bundle.name}: {verb} as bundle {bundle.id} ({details})\n")

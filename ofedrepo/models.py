@@ -88,12 +88,17 @@ class Priority:
 
 
 class Bundle(Base):
-    """A registered MLNX_OFED bundle, stored unpacked once per sha256."""
+    """A registered MLNX_OFED bundle or DOCA-OFED repository (``kind``), stored unpacked once per sha256."""
 
     __tablename__ = "bundles"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16), default="mlnx_ofed", server_default=text("'mlnx_ofed'"))
+    """``mlnx_ofed`` (rebuilt with mlnx_add_kernel_support.sh) or ``doca`` (with doca-kernel-support)."""
+    doca_version: Mapped[str | None] = mapped_column(String(32))
+    tool_sha256: Mapped[str | None] = mapped_column(String(64))
+    """The checksum of the rebuild tool when it is a package of the bundle (DOCA's doca-kernel-support)."""
     ofed_version: Mapped[str] = mapped_column(String(64))
     distro: Mapped[str] = mapped_column(String(32))
     arch: Mapped[str] = mapped_column(String(16))

@@ -16,6 +16,7 @@ visible whole or not at all, so a worker killed at any point leaves no partial v
 
 import logging
 import os
+import re
 import shlex
 import shutil
 import threading
@@ -23,7 +24,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
@@ -32,6 +33,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ofedrepo.builds.kernel_sources import KernelSources
 from ofedrepo.builds.requests import container_image
+from ofedrepo.bundles.archive import is_regular_inside
+from ofedrepo.bundles.doca import TOOLS_PREFIX, WRAPPER, DocaBundle, read_doca_tree, unpack_tools, unwrap_kernel_repo
+from ofedrepo.bundles.names import DOCA
 from ofedrepo.bundles.store import BundleStore
 from ofedrepo.bundles.unpack import open_bundle
 from ofedrepo.config import CONFIG_FILE_VARIABLE, Settings
@@ -39,15 +43,18 @@ from ofedrepo.errors import BuildFailed, OfedrepoError, ToolFailed, disk_full, d
 from ofedrepo.models import Build, BuildState
 from ofedrepo.process import clean_environment, run
 from ofedrepo.repos import queries
-from ofedrepo.repos.publish import Fence, Publisher
+from ofedrepo.repos.publish import Fence, Publisher, PublishResult
 from ofedrepo.storage import DataDir
 from workers import queue
 from workers.preflight import local_runner_problem, read_host_facts
 from workers.runner import (
     LogFollower,
+    RunOutcome,
+    Write,
     add_kernel_support_argv,
     container_argv,
     container_kill_argv,
+    doca_kernel_support_argv,
     first_error,
     host_layout,
     run_streaming,
@@ -59,6 +66,7 @@ log = logging.getLogger(__name__)
 #: mlnx_add_kernel_support.sh's answer when the bundle already holds rebuilt packages for the kernel.
 ALREADY_SUPPORTED = 30
 SCRIPT_NAME = "mlnx_add_kernel_support.sh"
+StopCheck = Callable[[], str | None]
 #: The stop reason of a kernel feed's build that makes way for a person's request.
 PREEMPTED = "preempted"
 
@@ -75,6 +83,7 @@ class BuildJob:
     distro: str
     attempts: int
     rebuild: bool
+    kind: str
 
 
 class BuildLog:
@@ -139,6 +148,7 @@ class Pipeline:
                 distro=build.bundle.distro,
                 attempts=build.attempts,
                 rebuild=build.rebuild,
+                kind=build.bundle.kind,
             )
 
     def run(self, build_id: int, should_stop: Callable[[], str | None]) -> BuildState:
@@ -229,11 +239,15 @@ class Pipeline:
             return self._publish_own_packages(job, build_log)
         self._preflight(job, build_log)
         sources = KernelSources(self.settings, self.data, build_log.note).find(job.kernel)
-        output = scratch / "output"
         home = scratch / "home"
-        output.mkdir(parents=True)
-        home.mkdir()
-        returncode = self._run_script(job, sources, scratch, output, home, build_log, should_stop)
+        home.mkdir(parents=True)
+        if job.kind == DOCA:
+            return self._build_doca(job, sources, scratch, home, build_log, should_stop)
+        output = scratch / "output"
+        output.mkdir()
+        command = add_kernel_support_argv(job.bundle_root, job.kernel, sources, output, job.distro)
+        tool = Tool(SCRIPT_NAME, command, [job.bundle_root, sources], output, ok=(0, ALREADY_SUPPORTED))
+        returncode = self._run_tool(job, tool, scratch, home, build_log, should_stop).returncode
         if returncode == ALREADY_SUPPORTED:
             build_log.note(
                 f"the script says {job.bundle_name} already supports {job.kernel}: publishing its own packages"
@@ -257,11 +271,7 @@ class Pipeline:
             result = self.publisher.publish_opened(
                 rebuilt, job.kernel, job.id, build_log, self._signing_modules, self._still_mine(job)
             )
-        build_log.note(
-            f"published {result.bundle_name}/{result.kernel} version {result.version}"
-            + ("" if result.created else " (identical to the latest version)")
-        )
-        return result.version
+        return self._published(result, build_log)
 
     def _still_mine(self, job: BuildJob) -> Fence:
         """The publish's fence: a worker whose lease expired (cut off from the database, say) never publishes."""
@@ -274,10 +284,20 @@ class Pipeline:
 
     def _publish_own_packages(self, job: BuildJob, build_log: BuildLog) -> int:
         libraries = self.settings.bundle_libraries
+        if job.kind == DOCA:
+            doca = self._open_doca(job, build_log)
+            result = self.publisher.publish_opened(
+                doca.opened, job.kernel, job.id, build_log, fence=self._still_mine(job)
+            )
+            return self._published(result, build_log, " from the bundle's own packages")
         with open_bundle(job.bundle_root, self.data, self.publisher.limits, libraries, [job.bundle_name]) as bundle:
             result = self.publisher.publish_opened(bundle, job.kernel, job.id, build_log, fence=self._still_mine(job))
+        return self._published(result, build_log, " from the bundle's own packages")
+
+    @staticmethod
+    def _published(result: PublishResult, build_log: BuildLog, how: str = "") -> int:
         build_log.note(
-            f"published {result.bundle_name}/{result.kernel} version {result.version} from the bundle's own packages"
+            f"published {result.bundle_name}/{result.kernel} version {result.version}{how}"
             + ("" if result.created else " (identical to the latest version)")
         )
         return result.version
@@ -306,20 +326,16 @@ class Pipeline:
             "MODULE_SIGN_PUB_KEY": str(self.settings.module_sign_pub_key.absolute()),
         }
 
-    def _run_script(
-        self,
-        job: BuildJob,
-        sources: Path,
-        scratch: Path,
-        output: Path,
-        home: Path,
-        build_log: BuildLog,
-        should_stop: Callable[[], str | None],
-    ) -> int:
-        """Run the script; its exit status when it ended well (0) or said the kernel is supported (30)."""
-        command = add_kernel_support_argv(job.bundle_root, job.kernel, sources, output, job.distro)
+    def _run_tool(
+        self, job: BuildJob, tool: "Tool", scratch: Path, home: Path, build_log: BuildLog, should_stop: StopCheck
+    ) -> RunOutcome:
+        """Run the vendor's tool in the sandbox or a builder container, its output and the log files it writes
+        under ``tool.logs`` streamed into the build log; the outcome when it ended with one of ``tool.ok``."""
+        command = tool.command
         signing = self._signing_environment()
-        inputs = [job.bundle_root, sources, *(Path(path) for path in signing.values())]
+        inputs = [*tool.inputs, *(Path(path) for path in signing.values())]
+        if signing:
+            signing.update(tool.signing_switch)
         environment = clean_environment(home, signing)
         on_kill = None
         if self.settings.build_runner == "local":
@@ -327,13 +343,15 @@ class Pipeline:
                 raise BuildFailed("the local runner sandboxes the script with bubblewrap: install it (bwrap)")
             config = os.environ.get(CONFIG_FILE_VARIABLE)
             layout = host_layout([Path(config).resolve()] if config else [])
-            command = sandbox_argv(command, layout, inputs, [scratch], scratch)
-            environment["TMPDIR"] = "/tmp"  # the sandbox's own, empty /tmp
+            command = sandbox_argv(command, layout, inputs, [scratch], scratch, tool.placed, tool.tmp)
+            environment["TMPDIR"] = "/tmp"  # the sandbox's own /tmp
         else:
             engine = self.settings.build_runner
             name = f"ofedrepo-build-{job.id}-{uuid.uuid4().hex[:8]}"
             image = container_image(self.settings, job.distro)
-            command = container_argv(engine, image, name, command, inputs, scratch, home, signing)
+            command = container_argv(
+                engine, image, name, command, inputs, scratch, home, signing, tool.placed, tool.tmp
+            )
 
             def on_kill() -> None:
                 try:
@@ -344,27 +362,124 @@ class Pipeline:
         if signing:
             build_log.note("module signing: MODULE_SIGN_PRIV_KEY and MODULE_SIGN_PUB_KEY are passed to the script")
         build_log.note("$ " + shlex.join(command))
-        with LogFollower(output, build_log.write) as follower:
+        with LogFollower(tool.logs, build_log.write) as follower:
             outcome = run_streaming(
                 command,
                 env=environment,
                 cwd=scratch,
-                write=build_log.write,
+                write=build_log.write if tool.watch is None else tool.watching(build_log.write),
                 timeout=self.settings.build_timeout,
                 should_stop=should_stop,
                 on_kill=on_kill,
             )
         if outcome.stopped == "timed out":
-            raise ScriptFailed(f"{SCRIPT_NAME} did not finish within {self.settings.build_timeout} s")
+            raise ScriptFailed(f"{tool.name} did not finish within {self.settings.build_timeout} s")
         if outcome.stopped:
             raise Stopped(outcome.stopped)
-        if outcome.returncode not in (0, ALREADY_SUPPORTED):
+        if outcome.returncode not in tool.ok:
             cause = first_error(follower.error_lines)
             raise ScriptFailed(
-                f"{SCRIPT_NAME} exited with status {outcome.returncode}"
+                f"{tool.name} exited with status {outcome.returncode}"
                 + (f": {cause}" if cause else " (its output and logs are in the build log)")
             )
-        return outcome.returncode
+        return outcome
+
+    def _open_doca(self, job: BuildJob, build_log: BuildLog) -> DocaBundle:
+        doca = read_doca_tree(job.bundle_root, owned=False)
+        for key, reason in sorted(doca.left_out.items()):
+            build_log.note(f"not published: {Path(key).name}: {reason}")
+        return doca
+
+    def _build_doca(
+        self, job: BuildJob, sources: Path, scratch: Path, home: Path, build_log: BuildLog, should_stop: StopCheck
+    ) -> int:
+        """DOCA-OFED: ``doca-kernel-support`` from the bundle's own doca-extra and doca-ofed-source, unpacked (not
+        installed) and mounted where they would install; its wrapper package's repository is unwrapped and
+        published with the bundle's userspace packages."""
+        doca = self._open_doca(job, build_log)
+        limits = self.publisher.limits
+        tools = unpack_tools([job.bundle_root / doca.extra, job.bundle_root / doca.source], scratch / "tools", limits)
+        build_log.note(f"doca-kernel-support {doca.tool_sha256[:12]} from {Path(doca.extra).name}")
+        tmp = scratch / "tmp"
+        tmp.mkdir()
+        command = doca_kernel_support_argv(sources, doca.ofed_source)
+        tool = Tool(
+            "doca-kernel-support",
+            command,
+            [job.bundle_root, sources],
+            tmp,
+            placed=[(tools, TOOLS_PREFIX)],
+            tmp=tmp,
+            signing_switch={"WITH_MOD_SIGN": "1"},
+            watch=BUILDING_UNDER,
+        )
+        self._run_tool(job, tool, scratch, home, build_log, should_stop)
+        top = doca_top_dir(tool.seen, tmp)
+        wrappers = [path for path in sorted(top.glob(f"{WRAPPER}-*.rpm")) if is_regular_inside(path, top)]
+        if len(wrappers) != 1:
+            found = ", ".join(path.name for path in sorted(top.iterdir())) or "nothing"
+            raise BuildFailed(f"expected one {WRAPPER}-*.rpm from doca-kernel-support in {top.name}, found {found}")
+        build_log.note(f"doca-kernel-support produced {wrappers[0].name}")
+        rebuilt = unwrap_kernel_repo(wrappers[0], job.kernel, scratch / "rebuilt", limits)
+        combined = scratch / "combined"
+        combined.mkdir()
+        (combined / "bundle").symlink_to(job.bundle_root)
+        os.rename(scratch / "rebuilt", combined / "rebuilt")
+        opened = replace(
+            doca.opened,
+            root=combined,
+            packages=[f"bundle/{key}" for key in doca.opened.packages] + [f"rebuilt/{path.name}" for path in rebuilt],
+        )
+        stop = should_stop()
+        if stop:
+            raise Stopped(stop)
+        result = self.publisher.publish_opened(
+            opened, job.kernel, job.id, build_log, self._signing_modules, self._still_mine(job)
+        )
+        return self._published(result, build_log)
+
+
+#: doca-kernel-support's only word on where it builds (its work directory is a mktemp under /tmp).
+BUILDING_UNDER = re.compile(rb"Building under (/tmp/DOCA\.[A-Za-z0-9]{1,64})\s*$")
+
+
+def doca_top_dir(seen: list[str], tmp: Path) -> Path:
+    """Where doca-kernel-support built, from its ``Building under /tmp/DOCA.XXXXXXXXXX`` line, as it is outside
+    the sandbox (``tmp`` is its /tmp); refused unless it is a real directory there."""
+    if not seen:
+        raise BuildFailed("doca-kernel-support did not say where it built (no 'Building under /tmp/DOCA.*' line)")
+    top = tmp / seen[-1].removeprefix("/tmp/")
+    if top.is_symlink() or not top.is_dir() or top.parent != tmp:
+        raise BuildFailed(f"doca-kernel-support said it built under {seen[-1]}, which is not a directory it made")
+    return top
+
+
+@dataclass
+class Tool:
+    """One run of a vendor tool: its command, the inputs it reads, where its log files grow, how it may end."""
+
+    name: str
+    command: list[str]
+    inputs: list[Path]
+    logs: Path
+    ok: tuple[int, ...] = (0,)
+    placed: list[tuple[Path, str]] = field(default_factory=list)
+    tmp: Path | None = None
+    signing_switch: dict[str, str] = field(default_factory=dict)
+    """Variables besides the two key paths that turn module signing on."""
+    watch: re.Pattern[bytes] | None = None
+    """A line of its output worth remembering (``seen``): what says where its results are."""
+    seen: list[str] = field(default_factory=list)
+
+    def watching(self, write: Write) -> Write:
+        def both(source: str, data: bytes) -> None:
+            if not source and self.watch is not None:
+                match = self.watch.search(data)
+                if match:
+                    self.seen.append(match.group(1).decode())
+            write(source, data)
+
+        return both
 
 
 class Stopped(Exception):

@@ -1,4 +1,5 @@
-"""Running the vendor's add-kernel-support script: on the worker host or in a container.
+"""Running the vendor's rebuild tool (MLNX_OFED's add-kernel-support script, DOCA's doca-kernel-support): on
+the worker host or in a container.
 
 The command lines are built by pure functions (unit-tested); ``run_streaming`` is the one small runner.
 The script runs in its own process group so that a cancel or a timeout kills it with everything it
@@ -23,11 +24,12 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from ofedrepo.bundles.doca import TOOL as DOCA_TOOL
 from ofedrepo.bundles.store import SCRIPT
 from ofedrepo.errors import BuildFailed
 
@@ -67,6 +69,23 @@ def add_kernel_support_argv(bundle: Path, kernel: str, sources: Path, tmpdir: Pa
     ]  # fmt: skip
 
 
+def doca_kernel_support_argv(sources: Path, ofed_sources: str) -> list[str]:
+    """DOCA's per-kernel rebuild: ``doca-kernel-support -s <kernel sources> -t <driver sources>``.
+
+    ``-s``, never ``-k``: ``-k`` looks for ``/lib/modules/<K>/build``, which EL9's kernel-devel does not make,
+    so it fails in every builder. ``-t`` names the driver sources of the bundle's own doca-ofed-source: without
+    it the tool takes whatever ``MLNX_OFED_*.tgz`` its resources directory holds. Its packages come out wrapped
+    in one ``doca-kernel-repo`` package, which ofedrepo unwraps (``--dirty`` would keep them loose, but
+    without the ``doca-kernel-<K>`` metapackage that the wrapper's repository holds).
+    """
+    return ["bash", DOCA_TOOL, "-s", str(sources), "-t", ofed_sources]
+
+
+def _mountable(path: Path | str) -> None:
+    if ":" in str(path) or "," in str(path):
+        raise BuildFailed(f"cannot mount {path} into a container: ':' and ',' are not allowed in its path")
+
+
 def container_argv(
     engine: str,
     image: str,
@@ -76,15 +95,25 @@ def container_argv(
     writable: Path,
     home: Path,
     environment: dict[str, str] | None = None,
+    placed: Sequence[tuple[Path, str]] = (),
+    tmp: Path | None = None,
 ) -> list[str]:
     """``podman``/``docker run`` of ``command`` with the same paths inside: inputs read-only, no network.
 
-    SELinux labels are left alone (``label=disable``) rather than relabelling the bundle store on every build.
+    ``placed`` are more read-only inputs, each mounted at a path of its own (DOCA's tools at
+    ``/opt/mellanox/doca``); ``tmp``, when given, is the container's ``/tmp``, kept after the run (DOCA's tool
+    builds under ``/tmp/DOCA.*``). SELinux labels are left alone (``label=disable``) rather than relabelling
+    the bundle store on every build.
     """
-    for path in (*read_only, writable):
-        if ":" in str(path) or "," in str(path):
-            raise BuildFailed(f"cannot mount {path} into a container: ':' and ',' are not allowed in its path")
+    for path in [*read_only, writable, *(source for source, _ in placed)]:
+        _mountable(path)
+    for _, target in placed:
+        _mountable(target)
     mounts = [argument for path in read_only for argument in ("-v", f"{path}:{path}:ro")]
+    mounts += [argument for source, target in placed for argument in ("-v", f"{source}:{target}:ro")]
+    if tmp is not None:
+        _mountable(tmp)
+        mounts += ["-v", f"{tmp}:/tmp:rw"]
     variables = [argument for item in sorted((environment or {}).items()) for argument in ("-e", "=".join(item))]
     return [
         engine, "run", "--rm", "--name", name, "--network=none", "--security-opt", "label=disable", *mounts,
@@ -110,12 +139,21 @@ class HostLayout:
 
 
 def sandbox_argv(
-    command: list[str], layout: HostLayout, read_only: list[Path], writable: list[Path], cwd: Path
+    command: list[str],
+    layout: HostLayout,
+    read_only: list[Path],
+    writable: list[Path],
+    cwd: Path,
+    placed: Sequence[tuple[Path, str]] = (),
+    tmp: Path | None = None,
 ) -> list[str]:
     """``bwrap`` running ``command`` with only what a build needs: the toolchain (``/usr``, ``/etc``, the rpm
     database), the bundle and the kernel sources read-only, its scratch directory writable, fresh ``/tmp``,
     ``/dev`` and ``/proc`` (its own processes only), no network. The data directory (the site key, the tree,
-    other builds), other processes' environments (tokens) and the host's secrets stay out of sight."""
+    other builds), other processes' environments (tokens) and the host's secrets stay out of sight.
+
+    ``placed`` and ``tmp`` as for ``container_argv``: read-only inputs at paths of their own, and a directory
+    of the build's scratch as ``/tmp`` instead of a fresh one."""
     argv = [
         "bwrap", "--die-with-parent", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
         "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc", "--ro-bind-try", "/var/lib/rpm", "/var/lib/rpm",
@@ -126,8 +164,10 @@ def sandbox_argv(
         argv += ["--ro-bind", f"/{name}", f"/{name}"]
     for secret in layout.masked:
         argv += ["--ro-bind", "/dev/null", secret]
-    argv += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--dir", "/run"]
+    argv += ["--dev", "/dev", "--proc", "/proc", *(["--bind", str(tmp), "/tmp"] if tmp else ["--tmpfs", "/tmp"])]
+    argv += ["--tmpfs", "/var/tmp", "--dir", "/run"]
     argv += [argument for path in read_only for argument in ("--ro-bind", str(path), str(path))]
+    argv += [argument for source, target in placed for argument in ("--ro-bind", str(source), target)]
     argv += [argument for path in writable for argument in ("--bind", str(path), str(path))]
     return [*argv, "--chdir", str(cwd), "--", *command]
 

@@ -216,7 +216,7 @@ def _queue(
     A kernel whose feed build failed or was cancelled is not queued again by the feed (a person may ask)."""
     with sessions() as session:
         read_only(session)
-        bundles = [(bundle.id, bundle.distro, bundle.arch) for bundle in session.scalars(select(Bundle))]
+        bundles = list(session.scalars(select(Bundle)))
         given_up = {
             (bundle_id, kernel)
             for bundle_id, kernel in session.execute(
@@ -228,13 +228,13 @@ def _queue(
     queued = []
     for kernel in kernels:
         distro = ofed_distro_for_kernel(kernel)
-        for bundle_id, bundle_distro, bundle_arch in bundles:
-            if distro is None or bundle_distro != distro.tag or bundle_arch != kernel.arch:
+        for bundle in bundles:
+            if distro is None or not requests.fits_distro(bundle, distro.tag) or bundle.arch != kernel.arch:
                 continue
-            if (bundle_id, kernel.text) in given_up:
+            if (bundle.id, kernel.text) in given_up:
                 continue
             request = requests.RepoRequest(
-                kernel=kernel.text, bundle_id=bundle_id, priority=Priority.FEED, feed_id=feed_id
+                kernel=kernel.text, bundle_id=bundle.id, priority=Priority.FEED, feed_id=feed_id
             )
             try:
                 with sessions() as session:
@@ -243,7 +243,7 @@ def _queue(
                 with sessions() as session:
                     outcome = requests.request_repo(session, settings, request)
             except OfedrepoError as error:
-                log.warning("kernel feed: %s for bundle %d not queued: %s", kernel, bundle_id, error)
+                log.warning("kernel feed: %s for bundle %d not queued: %s", kernel, bundle.id, error)
                 continue
             if outcome.queued and outcome.build_id is not None:
                 queued.append(outcome.build_id)

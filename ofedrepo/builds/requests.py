@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ofedrepo.bundles.names import BundleIdentity, compare_ofed_versions
+from ofedrepo.bundles.names import DOCA, BundleIdentity, compare_ofed_versions
 from ofedrepo.config import Settings
 from ofedrepo.distro import ofed_distro_for_kernel, parse_ofed_distro
 from ofedrepo.errors import Conflict, InvalidInput, NotFound
@@ -42,6 +42,8 @@ class RepoRequest:
     distro: str | None = None
     arch: str | None = None
     bundle_id: int | None = None
+    kind: str | None = None
+    """``mlnx_ofed`` or ``doca`` to choose among bundles of both kinds; None: the newest driver of either."""
     force: bool = False
     priority: int = Priority.REQUEST
     feed_id: int | None = None
@@ -75,10 +77,13 @@ def container_image(settings: Settings, distro: str) -> str:
     )
 
 
-def builder_fingerprint(settings: Settings, distro: str) -> str:
+def builder_fingerprint(settings: Settings, distro: str, tool_sha256: str | None = None) -> str:
     """What, besides the bundle and the kernel, decides the build's output: runner, image, library set,
-    the module signing certificate, our revision."""
+    the module signing certificate, our revision, and the rebuild tool's own checksum where the tool is a
+    package of its own (DOCA's doca-kernel-support, versioned apart from the driver it builds)."""
     parts = {"revision": BUILDER_REVISION, "runner": settings.build_runner, "libraries": settings.bundle_libraries}
+    if tool_sha256:
+        parts["tool"] = tool_sha256
     if settings.build_runner != "local":
         parts["image"] = container_image(settings, distro)
     if settings.module_sign_pub_key is not None:
@@ -86,15 +91,28 @@ def builder_fingerprint(settings: Settings, distro: str) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def choose_bundle(bundles: list[Bundle], distro: str, arch: str, ofed_version: str | None) -> Bundle:
-    """The newest bundle for (distro, arch), or the named version; 422 listing candidates when none or a tie."""
-    fitting = [bundle for bundle in bundles if bundle.distro == distro and bundle.arch == arch]
+def fits_distro(bundle: Bundle, distro: str) -> bool:
+    """A bundle of the tag (``rhel8.6``), or a DOCA repository of its major (from DOCA 3.2 NVIDIA publishes one
+    repository per major release, ``rhel9``, for every minor)."""
+    return bundle.distro == distro or (bundle.kind == DOCA and bundle.distro == distro.split(".", 1)[0])
+
+
+def choose_bundle(
+    bundles: list[Bundle], distro: str, arch: str, ofed_version: str | None, kind: str | None = None
+) -> Bundle:
+    """The newest bundle for (distro, arch), or the named version; 422 listing candidates when none or a tie.
+
+    MLNX_OFED bundles and DOCA repositories compete on their OFED driver version (DOCA's is newer than
+    MLNX_OFED's last, 24.10) unless ``kind`` names one."""
+    fitting = [bundle for bundle in bundles if fits_distro(bundle, distro) and bundle.arch == arch]
     if ofed_version:
         fitting = [bundle for bundle in fitting if bundle.ofed_version == ofed_version]
+    if kind:
+        fitting = [bundle for bundle in fitting if bundle.kind == kind]
     if not fitting:
         available = ", ".join(sorted(f"{bundle.name} (id {bundle.id})" for bundle in bundles)) or "none registered"
-        wanted = f"{distro} {arch}" + (f" OFED {ofed_version}" if ofed_version else "")
-        raise InvalidInput(f"no MLNX_OFED bundle fits {wanted}; bundles: {available}")
+        wanted = f"{distro} {arch}" + (f" OFED {ofed_version}" if ofed_version else "") + (f" {kind}" if kind else "")
+        raise InvalidInput(f"no MLNX_OFED bundle or DOCA-OFED repository fits {wanted}; bundles: {available}")
 
     def newer_first(left: Bundle, right: Bundle) -> int:
         return compare_ofed_versions(right.ofed_version, left.ofed_version)
@@ -107,6 +125,10 @@ def choose_bundle(bundles: list[Bundle], distro: str, arch: str, ofed_version: s
             f'several bundles are {newest[0].name} and none can be preferred: {listed}; pass "bundle_id"'
         )
     return newest[0]
+
+
+def identity_of(bundle: Bundle) -> BundleIdentity:
+    return BundleIdentity(bundle.ofed_version, bundle.distro, bundle.arch, bundle.kind, bundle.doca_version)
 
 
 def resolve_target(session: Session, request: RepoRequest) -> tuple[str, str, str, Image | None]:
@@ -161,7 +183,7 @@ def _answer(session: Session, settings: Settings, request: RepoRequest, read_onl
         if not candidates:
             raise NotFound(f"no bundle with id {request.bundle_id}")
     try:
-        bundle = choose_bundle(candidates, distro, arch, request.ofed_version)
+        bundle = choose_bundle(candidates, distro, arch, request.ofed_version, request.kind)
     except InvalidInput:
         published = (
             None
@@ -171,8 +193,8 @@ def _answer(session: Session, settings: Settings, request: RepoRequest, read_onl
         if published is None:
             raise
         return RequestOutcome(published.id, None, ready=True)
-    fingerprint = builder_fingerprint(settings, distro)
-    identity = BundleIdentity(ofed_version=bundle.ofed_version, distro=bundle.distro, arch=bundle.arch)
+    fingerprint = builder_fingerprint(settings, bundle.distro, bundle.tool_sha256)
+    identity = identity_of(bundle)
     if read_only:
         found = queries.find_repo(session, identity, kernel)
         if found is None or found.bundle_id is None:

@@ -45,7 +45,7 @@ class Limits:
 
 
 @dataclass
-class _Extraction:
+class Extraction:
     """Writes validated members below ``root`` and defers links until every regular file exists."""
 
     root: Path
@@ -177,7 +177,7 @@ def extract(
     if accept:
         accept(names)
     destination.mkdir(parents=True)
-    extraction = _Extraction(root=destination, limits=limits)
+    extraction = Extraction(root=destination, limits=limits)
     try:
         if _is_iso(archive):
             _extract_iso(archive, extraction)
@@ -224,13 +224,13 @@ def _opened_tar(archive: Path) -> Iterator[tarfile.TarFile]:
         raise InvalidInput(f"{archive.name}: not a readable tar or ISO archive ({error})") from None
 
 
-def _extract_tar(archive: Path, extraction: _Extraction) -> None:
+def _extract_tar(archive: Path, extraction: Extraction) -> None:
     with _opened_tar(archive) as tar:
         for member in tar:
             _tar_member(tar, member, extraction)
 
 
-def _tar_member(tar: tarfile.TarFile, member: tarfile.TarInfo, extraction: _Extraction) -> None:
+def _tar_member(tar: tarfile.TarFile, member: tarfile.TarInfo, extraction: Extraction) -> None:
     if member.isdir():
         extraction.directory(member.name)
     elif member.isreg():
@@ -271,7 +271,7 @@ def _opened_iso(archive: Path) -> Iterator[pycdlib.PyCdlib]:
         iso.close()
 
 
-def _extract_iso(archive: Path, extraction: _Extraction) -> None:
+def _extract_iso(archive: Path, extraction: Extraction) -> None:
     with _opened_iso(archive) as iso:
         for path, kind, size in _iso_entries(iso):
             if kind == "dir":

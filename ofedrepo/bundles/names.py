@@ -7,6 +7,11 @@ bundle it rebuilds. The published tree always uses the name without ``-ext``. A 
 name is only checked against them. One exception: given ``--distro`` (which it needs on any host whose
 rpm cannot tell the distro), the script overwrites its output's ``distro`` with ``skip-distro-check``, so
 an ``-ext`` bundle's distro lives only in its name (the directory's, or the archive's).
+
+DOCA-OFED (DOCA-Host) bundles are NVIDIA's yum repositories of one DOCA release for one distro; they have no
+marker files, so their identity comes from their packages (``ofedrepo.bundles.doca``) and ofedrepo names them
+``DOCA_HOST-<doca version>-<ofed version>-<distro>-<arch>``, e.g. ``DOCA_HOST-3.2.0-25.10-1.2.8.0-rhel9-x86_64``
+(from DOCA 3.2 the distro is a major release: one repository serves every minor).
 """
 
 import re
@@ -20,6 +25,11 @@ from ofedrepo.errors import InvalidBundleName, NotABundle
 from ofedrepo.kernel import RPM_ARCHES
 
 PREFIX = "MLNX_OFED_LINUX"
+DOCA_PREFIX = "DOCA_HOST"
+#: The two kinds of bundle: NVIDIA's MLNX_OFED bundles and its successor's (DOCA-OFED) repositories.
+MLNX_OFED = "mlnx_ofed"
+DOCA = "doca"
+KINDS = (MLNX_OFED, DOCA)
 SKIP_DISTRO_CHECK = "skip-distro-check"
 ARCHIVE_SUFFIXES = (".tgz", ".tar.gz", ".iso")
 
@@ -28,19 +38,28 @@ _NAME = re.compile(
     rf"{PREFIX}-(?P<version>{_VERSION})-(?P<distro>[a-z]+[0-9][0-9a-z.]*)-(?P<arch>[a-z0-9_]+)(?P<ext>-ext)?"
 )
 _VERSION_ONLY = re.compile(_VERSION)
+_DOCA_VERSION = r"[0-9]+\.[0-9]+\.[0-9]+"
+_DOCA_NAME = re.compile(
+    rf"{DOCA_PREFIX}-(?P<doca>{_DOCA_VERSION})-(?P<version>{_VERSION})-(?P<distro>[a-z]+[0-9][0-9a-z.]*)-(?P<arch>[a-z0-9_]+)"
+)
+DOCA_VERSION = re.compile(_DOCA_VERSION)
 
 
 @dataclass(frozen=True)
 class BundleIdentity:
-    """What a bundle is: OFED version, distro tag and architecture."""
+    """What a bundle is: OFED version, distro tag and architecture; for DOCA bundles also the DOCA version."""
 
     ofed_version: str
     distro: str
     arch: str
+    kind: str = MLNX_OFED
+    doca_version: str | None = None
 
     @property
     def name(self) -> str:
         """The canonical name, without ``-ext``: the directory name in the published tree."""
+        if self.kind == DOCA:
+            return f"{DOCA_PREFIX}-{self.doca_version}-{self.ofed_version}-{self.distro}-{self.arch}"
         return f"{PREFIX}-{self.ofed_version}-{self.distro}-{self.arch}"
 
     @property
@@ -67,8 +86,14 @@ def strip_archive_suffix(filename: str) -> str:
 
 
 def parse_bundle_name(name: str) -> BundleName:
-    """Parse a bundle name, with or without ``-ext`` and an archive suffix."""
+    """Parse a bundle name, with or without ``-ext`` and an archive suffix; or a DOCA bundle's name."""
     stem = strip_archive_suffix(name)
+    doca = _DOCA_NAME.fullmatch(stem) if len(stem) <= 200 else None
+    if doca and doca.group("arch") in RPM_ARCHES:
+        identity = BundleIdentity(
+            doca.group("version"), doca.group("distro"), doca.group("arch"), kind=DOCA, doca_version=doca.group("doca")
+        )
+        return BundleName(identity=identity, ext=False)
     match = _NAME.fullmatch(stem) if len(stem) <= 200 else None
     if not match or match.group("arch") not in RPM_ARCHES:
         raise InvalidBundleName(

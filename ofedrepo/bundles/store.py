@@ -1,6 +1,8 @@
-"""The bundle store: MLNX_OFED bundles registered once per sha256, kept unpacked and read-only.
+"""The bundle store: MLNX_OFED bundles and DOCA-OFED repositories registered once per sha256, kept unpacked and
+read-only.
 
-    <data_dir>/bundles/<sha256>/<bundle-name>/      the bundle's root (.mlnx, RPMS/, the vendor script)
+    <data_dir>/bundles/<sha256>/<bundle-name>/      the bundle's root (.mlnx, RPMS/, the vendor script; for
+                                                    DOCA the repository: Packages/, RPM-GPG-KEY-doca)
 
 A tgz or ISO is identified by the sha256 of the archive; an unpacked directory by a digest of its tree
 (relative paths, link targets and file contents). What the bundle is comes from its own marker files, not
@@ -15,7 +17,8 @@ import logging
 import os
 import shutil
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ofedrepo.bundles.archive import Limits
+from ofedrepo.bundles.doca import is_doca_input, open_doca
 from ofedrepo.bundles.unpack import OpenedBundle, open_bundle
 from ofedrepo.config import Settings
 from ofedrepo.errors import InvalidInput, NotFound
@@ -42,6 +46,8 @@ SCRIPT = "mlnx_add_kernel_support.sh"
 class BundleView:
     id: int
     name: str
+    kind: str
+    doca_version: str | None
     ofed_version: str
     distro: str
     arch: str
@@ -119,13 +125,7 @@ class BundleStore:
                 shutil.rmtree(target)
             if progress:
                 progress(f"Unpacking {candidate.name}")
-            libraries = self.settings.bundle_libraries
-            with open_bundle(candidate.path, self.data, self.limits, libraries, [candidate.name]) as opened:
-                if not (opened.root / SCRIPT).is_file():
-                    raise InvalidInput(f"{candidate.name}: not an MLNX_OFED bundle: {SCRIPT} is missing")
-                if progress:
-                    progress(f"Reading the packages of {opened.identity.name}")
-                supported = held_kernels(opened)
+            with self._opened(candidate, progress) as (opened, supported, tool_sha256):
                 target.mkdir(parents=True)
                 stored = target / opened.identity.name
                 if opened.owned:
@@ -143,6 +143,9 @@ class BundleStore:
                     sha256=candidate.sha256,
                     path=stored.relative_to(self.data.root).as_posix(),
                     supported_kernels=supported,
+                    kind=identity.kind,
+                    doca_version=identity.doca_version,
+                    tool_sha256=tool_sha256,
                 )
                 session.add(row)
                 try:
@@ -154,6 +157,26 @@ class BundleStore:
                     return existing, False
                 log.info("stored bundle %s (%s) as %s", identity.name, candidate.sha256[:12], stored)
                 return BundleView.of(row), True
+
+    @contextmanager
+    def _opened(
+        self, candidate: Candidate, progress: Callable[[str], None] | None
+    ) -> Iterator[tuple[OpenedBundle, list[str], str | None]]:
+        """The candidate opened as what it is: (its package set, the kernels it holds modules for, the checksum of
+        its build tool when that is not part of the bundle's tree: DOCA's doca-kernel-support)."""
+        if is_doca_input(candidate.path):
+            if progress:
+                progress(f"Reading the DOCA-OFED repository {candidate.name}")
+            with open_doca(candidate.path, self.data, self.limits) as doca:
+                yield doca.opened, doca.opened.supported_kernels, doca.tool_sha256
+            return
+        libraries = self.settings.bundle_libraries
+        with open_bundle(candidate.path, self.data, self.limits, libraries, [candidate.name]) as opened:
+            if not (opened.root / SCRIPT).is_file():
+                raise InvalidInput(f"{candidate.name}: not an MLNX_OFED bundle: {SCRIPT} is missing")
+            if progress:
+                progress(f"Reading the packages of {opened.identity.name}")
+            yield opened, held_kernels(opened), None
 
     def find(self, sha256: str) -> BundleView | None:
         with self.sessions() as session:

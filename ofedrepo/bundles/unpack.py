@@ -101,7 +101,7 @@ def _offered(root: Path, libraries: Libraries) -> tuple[list[Path], str | None]:
     return [path for path in sorted(rpms.rglob("*.rpm")) if path.relative_to(rpms).parts[0] != "repodata"], None
 
 
-def _real_packages(root: Path, entries: list[Path]) -> list[str]:
+def real_packages(root: Path, entries: list[Path]) -> list[str]:
     """Each entry's real file, relative to ``root``, once; a name given to two different files is refused."""
     real_root = root.resolve()
     found: dict[str, str] = {}
@@ -136,7 +136,7 @@ def read_bundle(root: Path, owned: bool, libraries: Libraries, names: Sequence[s
     if named is not None and named != identity:
         raise NotABundle(f"{root.name} is named like another bundle than its marker files say ({identity.name})")
     entries, library_set = _offered(root, libraries)
-    packages = _real_packages(root, entries)
+    packages = real_packages(root, entries)
     if not packages:
         raise NotABundle(f"not an MLNX_OFED bundle: {root.name}/RPMS holds no packages")
     return OpenedBundle(

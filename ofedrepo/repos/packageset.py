@@ -8,12 +8,15 @@ packages that 5.x copies of the script deleted, so ``yum install mlnx-ofed-<grou
 
 1. a package built for another kernel is left out: it installs modules under ``/lib/modules/<other>/``
    or a build tree under ``/usr/src/ofa_kernel/<arch>/<other>/``, or its release says ``.kver.<other>``;
+   so is a DKMS package (``*-dkms``, DOCA-OFED's only kernel packages from DOCA 3.2): it would compile its
+   modules on the node at install time, where the version holds them built for the kernel already;
 2. the same package (name, EVR, arch) reached twice is kept once;
 3. a metadata package (noarch, nothing but documentation) with a requirement that no kept package
    satisfies is rewritten: a requirement on a kernel package (``kmod-*``, ``*-kmp-*``, or one that only
    left-out packages provide) becomes an exact ``=`` on the packages built for this kernel that install the
    same modules, or failing that have the non-KMP name (``kmod-<x>`` → ``<x>-modules``, ``<x>``, ``<x>``
-   without ``-mlnx``); one with no counterpart is dropped, and the note says so;
+   without ``-mlnx``; ``<x>-dkms`` → ``kmod-<x>``, ``kmod-<x>-mlnx``, ``<x>-modules``); one with no
+   counterpart is dropped, and the note says so;
 4. any other package that requires what only left-out packages provide is left out too, until nothing
    more changes.
 
@@ -37,6 +40,7 @@ _OFA_KERNEL_TREES = PurePosixPath("/usr/src/ofa_kernel")
 _KVER = ".kver."
 _KMP_FLAVOR = re.compile(r"-kmp-[a-z0-9_]+$")
 _DOCS = "/usr/share/doc/"
+_DKMS = "-dkms"
 
 
 @dataclass(frozen=True)
@@ -170,7 +174,16 @@ def _provided(requirement: Dependency, headers: Iterable[PackageHeader]) -> list
 
 
 def _names_kernel_package(name: str) -> bool:
-    return name.startswith("kmod-") or _KMP_FLAVOR.search(name) is not None
+    return name.startswith("kmod-") or name.endswith(_DKMS) or _KMP_FLAVOR.search(name) is not None
+
+
+def _counterpart_names(name: str) -> tuple[str, ...]:
+    """The names a kernel package built for this kernel may have, for a kernel package ``name`` left out."""
+    if name.endswith(_DKMS):
+        base = name.removesuffix(_DKMS)
+        return (f"kmod-{base}", f"kmod-{base}-mlnx", f"{base}-modules")
+    base = _KMP_FLAVOR.sub("", name.removeprefix("kmod-"))
+    return (f"{base}-modules", base, base.removesuffix("-mlnx"))
 
 
 def _newest_per_name(headers: list[PackageHeader]) -> list[PackageHeader]:
@@ -190,8 +203,7 @@ def replacements(
         found = [header for header in built if module_names(header) & wanted]
         if found:
             return _newest_per_name(found)
-    base = _KMP_FLAVOR.sub("", requirement.name.removeprefix("kmod-"))
-    for name in (f"{base}-modules", base, base.removesuffix("-mlnx")):
+    for name in _counterpart_names(requirement.name):
         found = [header for header in built if header.name == name]
         if found:
             return _newest_per_name(found)
@@ -230,7 +242,11 @@ def choose(headers: dict[str, PackageHeader], kernel: str) -> Selection:
     seen: dict[tuple[str, str, str], str] = {}
     for key in sorted(headers):
         header = headers[key]
-        reason = other_kernel_reason(header, kernel)
+        reason = (
+            f"a DKMS package: it would compile its modules on the node, and this version holds them built for {kernel}"
+            if header.name.endswith(_DKMS)
+            else other_kernel_reason(header, kernel)
+        )
         identity = (header.name, header.evr, header.arch)
         if reason:
             left[key] = reason

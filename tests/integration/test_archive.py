@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ofedrepo.bundles.archive import Limits, _Extraction, extract
+from ofedrepo.bundles.archive import Extraction, Limits, extract
 from ofedrepo.bundles.unpack import open_bundle
 from ofedrepo.errors import InvalidInput, NotABundle, UnsafeArchive
 from ofedrepo.storage import DataDir
@@ -123,7 +123,7 @@ def never_written(monkeypatch: pytest.MonkeyPatch) -> None:
     def write(*arguments: object) -> None:
         raise AssertionError("a member was written before the archive was refused")
 
-    monkeypatch.setattr(_Extraction, "regular", write)
+    monkeypatch.setattr(Extraction, "regular", write)
 
 
 def test_a_bomb_is_refused_before_a_byte_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -42,7 +42,7 @@ def test_a_wrong_token_gets_403(server: RunningServer) -> None:
 @pytest.mark.parametrize("token", TOKENS)
 def test_each_configured_token_is_accepted(server: RunningServer, token: str) -> None:
     accepted = post_repo(server, headers={"Authorization": f"Bearer {token}"})
-    assert accepted.status_code == 422 and "no MLNX_OFED bundle fits" in accepted.json()["detail"]
+    assert accepted.status_code == 422 and "or DOCA-OFED repository fits" in accepted.json()["detail"]
 
 
 def test_the_login_cookie_is_accepted(server: RunningServer) -> None:

@@ -69,4 +69,4 @@ def test_bad_input_gets_one_clear_line(tmp_path: Path) -> None:
     neither = ofedrepo(environment, "request")
     assert neither.returncode != 0 and "exactly one of --kernel and --image" in neither.stderr
     nothing_fits = ofedrepo(environment, "request", "--kernel", KERNEL)
-    assert nothing_fits.returncode != 0 and "no MLNX_OFED bundle fits" in nothing_fits.stderr
+    assert nothing_fits.returncode != 0 and "or DOCA-OFED repository fits" in nothing_fits.stderr

@@ -189,9 +189,9 @@ def test_a_kernel_published_from_an_ext_bundle_is_answered_without_a_registered_
         None,
     )
     forced = client.post("/api/v1/repos", json={"kernel": TARGET_KERNEL, "force": True})
-    assert forced.status_code == 422 and "no MLNX_OFED bundle fits" in forced.json()["detail"]  # nothing to build with
+    assert forced.status_code == 422 and "or DOCA-OFED repository fits" in forced.json()["detail"]
     other = client.post("/api/v1/repos", json={"kernel": "4.18.0-372.32.1.el8_6.x86_64"})
-    assert other.status_code == 422 and "no MLNX_OFED bundle fits" in other.json()["detail"]
+    assert other.status_code == 422 and "or DOCA-OFED repository fits" in other.json()["detail"]
 
 
 def test_repofile_and_dib(client: httpx.Client, published_server: RunningServer) -> None:

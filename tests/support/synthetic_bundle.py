@@ -158,7 +158,7 @@ KMP_PACKAGES = """
 %if "%{{KMP}}" == "1"
 %package -n kmod-{kmp_name}
 Summary: {name} kernel modules for %{{KVERSION}} (KMP)
-Release: {release}%{{?_dist}}
+Release: {release}%{{?_kmp_build_num}}%{{?_dist}}
 {requires_main}
 %description -n kmod-{kmp_name}
 {name} kernel modules, KMP format.

@@ -1,0 +1,256 @@
+"""DOCA-OFED end to end through the running server: a DOCA 3.1 repository (GA kmods, uploaded as NVIDIA's
+local-repo package) and a DOCA 3.2 one (DKMS only, imported as an unpacked online tree); a request for a kernel
+neither was built for; doca-kernel-support (the model) in the sandbox; then the real dnf installs the DIB
+snippet's package list with ``gpgcheck=1`` and gets the modules built for that kernel, no DKMS package and no
+module for another kernel. A compile failure shows its component log in the build log; the model's own
+behaviours (-k on EL9, offline dependency installs, option grammar, --dirty) are checked by running it."""
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ofedrepo.bundles.archive import Limits
+from ofedrepo.bundles.doca import TOOLS_PREFIX, open_doca, unpack_tools
+from ofedrepo.process import clean_environment
+from ofedrepo.storage import DataDir
+from tests.conftest import RunningServer, start_server, stop_server
+from tests.integration.test_dnf import dnf
+from tests.integration.test_pipeline import ENDED, build_log, module_vermagic, request, upload, wait_for
+from tests.integration.test_real_bundles import installed_kernels, repo_definition
+from tests.support import synthetic_bundle
+from tests.support.synthetic_bundle import make_kernel_sources
+from tests.support.synthetic_doca import (
+    DOCA_31,
+    DOCA_32,
+    DocaSpec,
+    build_dependencies_registered,
+    make_doca_tree,
+    make_local_repo_package,
+)
+from workers.runner import host_layout, sandbox_argv
+
+Key = synthetic_bundle.TestKey
+Trees = dict[str, tuple[DocaSpec, Path]]
+KERNEL = "5.14.0-570.42.2.el9_6.x86_64"  # an errata kernel of RHEL 9.6: neither repository has modules for it
+BROKEN_KERNEL = "5.14.0-570.49.1.el9_6.x86_64"
+Key = synthetic_bundle.TestKey
+Trees = dict[str, tuple[DocaSpec, Path]]
+COMPILER_ERROR = "drivers/infiniband/core/umem.c:211:17: error: 'struct ib_umem' has no member named 'owning_mm'"
+
+
+def kernel_metapackage(kernel: str) -> str:
+    return "doca-kernel-" + kernel.replace("-", ".").replace("_", ".")
+
+
+@pytest.fixture(scope="module")
+def doca_trees(tmp_path_factory: pytest.TempPathFactory, test_key: Key) -> Trees:
+    root = tmp_path_factory.mktemp("doca")
+    return {
+        spec.doca_version: (spec, make_doca_tree(spec, test_key, root / spec.doca_version))
+        for spec in (DOCA_31, DOCA_32)
+    }
+
+
+@pytest.fixture(scope="module")
+def local_repo_31(
+    tmp_path_factory: pytest.TempPathFactory,
+    test_key: Key,
+    doca_trees: Trees,
+) -> Path:
+    spec, tree = doca_trees[DOCA_31.doca_version]
+    return make_local_repo_package(spec, tree, test_key, tmp_path_factory.mktemp("doca-host"))
+
+
+@pytest.fixture(scope="module")
+def prepared_builder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    with build_dependencies_registered(tmp_path_factory.mktemp("doca-dependencies")):
+        yield
+
+
+@pytest.fixture(scope="module")
+def service(
+    tmp_path_factory: pytest.TempPathFactory,
+    doca_trees: Trees,
+    local_repo_31: Path,
+    prepared_builder: None,
+) -> Iterator[RunningServer]:
+    root = tmp_path_factory.mktemp("doca-service")
+    kernels = root / "kernels"
+    make_kernel_sources(kernels, KERNEL)
+    make_kernel_sources(kernels, BROKEN_KERNEL, compile_error=COMPILER_ERROR)
+    keys = root / "module-signing"
+    keys.mkdir()
+    (keys / "signing_key.pem").write_bytes(os.urandom(64))
+    (keys / "signing_key.x509").write_bytes(os.urandom(64))
+    environment = {
+        "OFEDREPO_KERNEL_SOURCES_ROOT": str(kernels),
+        "OFEDREPO_WORKER_CONCURRENCY": "2",
+        "OFEDREPO_QUEUE_POLL_INTERVAL": "0.2",
+        "OFEDREPO_IMPORT_DIRS": str(doca_trees[DOCA_32.doca_version][1].parents[1]),
+        "OFEDREPO_MODULE_SIGN_PRIV_KEY": str(keys / "signing_key.pem"),
+        "OFEDREPO_MODULE_SIGN_PUB_KEY": str(keys / "signing_key.x509"),
+    }
+    running = start_server(root / "var", root / "serve.log", environment, worker=True)
+    try:
+        yield running
+    finally:
+        stop_server(running)
+
+
+def registered(service: RunningServer, doca_trees: Trees, local_repo_31: Path) -> dict:
+    uploaded = upload(service, "bundles", local_repo_31)
+    assert uploaded.status_code in (200, 201), uploaded.text
+    tree = doca_trees[DOCA_32.doca_version][1]
+    imported = httpx.post(f"{service.url}/api/v1/bundles", json={"path": str(tree)}, timeout=120)
+    assert imported.status_code in (200, 201), imported.text
+    return {DOCA_31.doca_version: uploaded.json(), DOCA_32.doca_version: imported.json()}
+
+
+def test_doca_repositories_register_with_their_identity(
+    service: RunningServer, doca_trees: Trees, local_repo_31: Path, tmp_path: Path
+) -> None:
+    bundles = registered(service, doca_trees, local_repo_31)
+    for spec in (DOCA_31, DOCA_32):
+        bundle = bundles[spec.doca_version]
+        assert bundle["kind"] == "doca" and bundle["name"] == spec.name
+        assert (bundle["doca_version"], bundle["ofed_version"]) == (spec.doca_version, spec.ofed_version)
+        assert (bundle["distro"], bundle["arch"]) == (spec.tag, "x86_64")
+    assert bundles[DOCA_31.doca_version]["supported_kernels"] == [DOCA_31.ga_kernel]
+    assert bundles[DOCA_32.doca_version]["supported_kernels"] == []  # DKMS only: nothing prebuilt
+    page = httpx.get(f"{service.url}/ui/bundles", timeout=10).text
+    assert "DOCA 3.2.0" in page and DOCA_32.name in page
+
+    # Without doca-extra (or doca-ofed-source) there is nothing to rebuild with: refused, saying what is missing.
+    tree = doca_trees[DOCA_32.doca_version][1]
+    partial = tree.parents[1] / f"partial-{tmp_path.name}" / "x86_64"
+    shutil.copytree(tree, partial)
+    for package in partial.glob("doca-extra-*.rpm"):
+        package.unlink()
+    refused = httpx.post(f"{service.url}/api/v1/bundles", json={"path": str(partial)}, timeout=120)
+    assert refused.status_code == 422 and "without doca-extra" in refused.json()["detail"], refused.text
+
+
+@pytest.mark.parametrize("spec", [DOCA_31, DOCA_32], ids=["doca-3.1-kmods", "doca-3.2-dkms"])
+def test_a_doca_repo_for_a_kernel_installs_its_modules_without_dkms(
+    tmp_path: Path,
+    service: RunningServer,
+    doca_trees: Trees,
+    local_repo_31: Path,
+    spec: DocaSpec,
+) -> None:
+    bundle = registered(service, doca_trees, local_repo_31)[spec.doca_version]
+    asked = request(service, kernel=KERNEL, bundle_id=bundle["id"])
+    assert asked.status_code == 202, asked.text
+    assert asked.json()["bundle"] == spec.name and asked.json()["build"]["rebuild"] is True
+    build = wait_for(service, asked.json()["build"]["id"], ENDED, timeout=300)
+    log = build_log(service, build["id"])
+    assert build["state"] == "succeeded", log
+    assert re.search(r"Building under /tmp/DOCA\.\w+", log) and "Missing package mlnx-nfsrdma, skipping" in log
+    assert "module signing: MODULE_SIGN_PRIV_KEY and MODULE_SIGN_PUB_KEY are passed" in log and "all signed" in log
+    assert "not published: doca-extra-" in log
+
+    repo = httpx.get(f"{service.url}/api/v1/repos/{build['repo_id']}", timeout=10).json()
+    version = repo["versions"][-1]
+    packages = set(version["packages"])
+    assert not {name for name in packages if name.endswith("-dkms")}
+    assert not packages & {"doca-extra", "doca-ofed-source", "doca-kernel-repo", "doca-host"}
+    snippet = httpx.get(f"{service.url}/api/v1/repos/{repo['id']}/dib", timeout=10).json()
+    pkglist = snippet["environment"]["DIB_MLNX_OFED_PKGLIST"]
+    assert pkglist == f"doca-ofed-userspace {kernel_metapackage(KERNEL)} mlnx-fw-updater"
+    definition = repo_definition(version["url"])
+    listed = dnf(tmp_path / "files", definition, "repoquery", "-q", "-l", "*").stdout.split()
+    assert {path.split("/")[3] for path in listed if path.startswith("/lib/modules/")} == {KERNEL}
+
+    for packages_to_install in (pkglist.split(), ["doca-ofed"]):  # the plain doca-ofed pulls no DKMS either
+        root = tmp_path / packages_to_install[0]
+        dnf(root, definition, "install", *packages_to_install)
+        assert installed_kernels(root) == {KERNEL}
+        (module,) = (root / "installroot" / "lib" / "modules" / KERNEL).rglob("mlx5_core.ko")
+        assert module_vermagic(module) == KERNEL
+        listing = dnf(root, definition, "list", "--installed").stdout
+        installed = {line.split()[0].rsplit(".", 1)[0] for line in listing.splitlines()[1:] if line.strip()}
+        assert "kmod-mlnx-ofa_kernel" in installed and not {name for name in installed if "dkms" in name}, listing
+
+
+def test_a_compile_failure_shows_its_component_log(
+    service: RunningServer, doca_trees: Trees, local_repo_31: Path
+) -> None:
+    bundle = registered(service, doca_trees, local_repo_31)[DOCA_32.doca_version]
+    asked = request(service, kernel=BROKEN_KERNEL, bundle_id=bundle["id"])
+    assert asked.status_code == 202, asked.text
+    build = wait_for(service, asked.json()["build"]["id"], ENDED, timeout=300)
+    log = build_log(service, build["id"])
+    assert build["state"] == "failed" and COMPILER_ERROR in build["error"], build
+    assert re.search(r"==> DOCA\.\w+/logs/mlnx-ofa_kernel\.log <==", log) and COMPILER_ERROR in log
+
+
+def test_the_ga_kernel_of_a_31_repository_needs_no_rebuild(
+    service: RunningServer, doca_trees: Trees, local_repo_31: Path
+) -> None:
+    bundle = registered(service, doca_trees, local_repo_31)[DOCA_31.doca_version]
+    asked = request(service, kernel=DOCA_31.ga_kernel, bundle_id=bundle["id"])
+    assert asked.status_code == 202 and asked.json()["build"]["rebuild"] is False, asked.text
+    build = wait_for(service, asked.json()["build"]["id"], ENDED, timeout=120)
+    assert build["state"] == "succeeded", build_log(service, build["id"])
+    repo = httpx.get(f"{service.url}/api/v1/repos/{build['repo_id']}/dib", timeout=10).json()
+    assert repo["environment"]["DIB_MLNX_OFED_PKGLIST"] == "doca-ofed mlnx-fw-updater"
+
+
+# The model's own behaviours, run as the sandboxed worker runs it.
+
+
+@pytest.fixture(scope="module")
+def tools(tmp_path_factory: pytest.TempPathFactory, doca_trees: Trees) -> Path:
+    root = tmp_path_factory.mktemp("doca-tools")
+    limits = Limits(10**10, 10_000)
+    with open_doca(doca_trees[DOCA_32.doca_version][1], DataDir(root / "var").ensure(), limits) as doca:
+        return unpack_tools([doca.opened.root / doca.extra, doca.opened.root / doca.source], root / "tools", limits)
+
+
+def run_tool(
+    tools: Path, tmp: Path, sources: Path, *arguments: str, database: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """The tool in the local runner's sandbox (its tools at /opt/mellanox/doca, ``tmp`` as /tmp, no network);
+    ``database`` False hides the registered build dependencies (an empty /var/lib/rpm)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    command = ["bash", f"{TOOLS_PREFIX}/tools/doca-kernel-support", *arguments]
+    argv = sandbox_argv(command, host_layout([]), [sources], [tmp], tmp, [(tools, TOOLS_PREFIX)], tmp)
+    if not database:
+        argv[argv.index("--chdir") : argv.index("--chdir")] = ["--tmpfs", "/var/lib/rpm"]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300, env=clean_environment(tmp))
+
+
+def test_the_tool_model_behaves_as_nvidias(tools: Path, tmp_path: Path, prepared_builder: None) -> None:
+    sources = make_kernel_sources(tmp_path / "kernels", KERNEL)
+    # -k resolves through /lib/modules/<K>/build, which EL9's kernel-devel does not make.
+    by_name = run_tool(tools, tmp_path / "k", sources, "-k", KERNEL)
+    assert by_name.returncode == 1 and "Could not determine kernel version from source directory" in by_name.stdout
+    # --kernel-source is declared without an argument: its directory is a stray argument.
+    long_form = run_tool(tools, tmp_path / "long", sources, "--kernel-source", str(sources))
+    assert long_form.returncode == 1 and "Usage: doca-kernel-support" in long_form.stdout
+    # Missing build dependencies are installed with dnf, which fails with no network.
+    offline = run_tool(tools, tmp_path / "offline", sources, "-s", str(sources), database=False)
+    assert offline.returncode == 1 and "Installing missing build dependencies: createrepo" in offline.stdout
+    assert "failed to install build dependencies" in offline.stdout
+    # --dirty keeps the loose packages under packages/<K>/<component>/ beside the wrapper.
+    dirty = run_tool(tools, tmp_path / "dirty", sources, "--dirty", "-s", str(sources))
+    assert dirty.returncode == 0, dirty.stdout + dirty.stderr
+    (top,) = (tmp_path / "dirty").glob("DOCA.*")
+    assert f"Building under /tmp/{top.name}" in dirty.stdout
+    assert sorted(path.name for path in (top / "packages" / KERNEL).iterdir())[:2] == ["iser", "isert"]
+    (wrapper,) = top.glob("doca-kernel-repo-*.rpm")
+    assert wrapper.name == f"doca-kernel-repo-25.10.1.2.8.0-1.kver.{kernel_metapackage(KERNEL)[12:]}.x86_64.rpm"
+    kmods = [path.name for path in (top / "packages" / KERNEL).rglob("kmod-iser-*.rpm")]
+    assert kmods == [f"kmod-iser-25.10-OFED.25.10.1.2.8.0.1.1.{dist_of_this_host()}.x86_64.rpm"]  # .1: above stock
+
+
+def dist_of_this_host() -> str:
+    """The KMP dist tag the tool makes from /etc/os-release (``rhel9u6`` on RHEL 9.6)."""
+    values = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line)
+    return values["ID"].strip('"') + values.get("VERSION_ID", "").strip('"').replace(".", "u")

@@ -1,0 +1,305 @@
+"""Synthetic DOCA-OFED (DOCA-Host) repositories with NVIDIA's layout, built with real rpmbuild (tests only).
+
+Two generations are modelled (``DocaSpec.dkms``), as NVIDIA publishes them::
+
+    doca/<ver>/<distro>/<arch>/             the online tree (<distro> a minor, rhel9.6, up to 3.1; rhel9 from 3.2)
+        *.rpm  repodata/  RPM-GPG-KEY-doca
+    doca-host-<ver>-<build>_<ofed>_<distro>.<arch>.rpm
+                                            the local-repo package: /usr/share/doca-host-<ver>/repo/ (Packages/,
+                                            repodata/, RPM-GPG-KEY-doca) and /etc/yum.repos.d/doca.repo
+
+Packages, all signed with the throwaway vendor key: the userspace stack; up to DOCA 3.1 KMP ``kmod-*`` built
+for the GA kernel of the RHEL minor (release ``OFED.<v>.rhel9u6``), from 3.2 only ``*-dkms`` packages; the
+DOCA metapackages (``doca-ofed``, ``doca-roce``, ``doca-networking``, ``doca-all`` and their ``-userspace``
+variants), versioned ``<doca>-<build>_<ofed>_<distro>``; ``doca-extra`` with the model of
+``doca-kernel-support`` (``tests/support/vendor/doca_kernel_support.py``); ``doca-ofed-source`` with
+``MLNX_OFED_SRC-<ofed>.tgz`` (the kernel source packages the tool rebuilds) and ``get_mlnx_ofed_version``.
+"""
+
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.synthetic_bundle import (
+    COMMON_USERSPACE,
+    COMPONENTS,
+    VENDOR,
+    TestKey,
+    build_userspace,
+    kernel_spec,
+    make_kernel_sources,
+    run,
+    sign,
+)
+from tests.support.vendor import install_pl, mlnxofedinstall
+
+TOOLS = "/opt/mellanox/doca/tools"
+#: What doca-ofed-userspace installs: the userspace stack, no kernel package.
+USERSPACE = [*mlnxofedinstall.LIBRARIES["upstream"], "mlnx-tools", "mstflint", "perftest", "ucx", "mlnx-fw-updater"]
+
+
+@dataclass(frozen=True)
+class DocaSpec:
+    doca_version: str = "3.1.0"
+    build: str = "105000"
+    ofed_version: str = "25.07-0.9.7.0"
+    distro: str = "rhel96"
+    """As DOCA writes it in package releases (``rhel96``; a major alone, ``rhel9``, from 3.2)."""
+    arch: str = "x86_64"
+    ga_kernel: str = "5.14.0-570.12.1.el9_6.x86_64"
+    dkms: bool = False
+    """DOCA 3.2 and later: no prebuilt kernel modules, only DKMS packages."""
+
+    @property
+    def ofed_short(self) -> str:
+        return self.ofed_version.split("-")[0]
+
+    @property
+    def release(self) -> str:
+        return f"{self.build}_{self.ofed_short}_{self.distro}"
+
+    @property
+    def tag(self) -> str:
+        """The distro as ofedrepo (and the online tree's directory) writes it: ``rhel9.6``, ``rhel9``."""
+        return self.distro[:5] + ("." + self.distro[5:] if len(self.distro) > 5 else "")
+
+    @property
+    def name(self) -> str:
+        """The name ofedrepo gives the bundle."""
+        return f"DOCA_HOST-{self.doca_version}-{self.ofed_version}-{self.tag}-{self.arch}"
+
+    @property
+    def local_repo_file(self) -> str:
+        return f"doca-host-{self.doca_version}-{self.release}.{self.arch}.rpm"
+
+
+DOCA_31 = DocaSpec()
+DOCA_32 = DocaSpec("3.2.0", "125000", "25.10-1.2.8.0", "rhel9", ga_kernel="5.14.0-611.5.1.el9_7.x86_64", dkms=True)
+
+
+def payload_package(
+    work: Path, name: str, version: str, release: str, arch: str, stage: Path, requires: list[str] | None = None
+) -> Path:
+    """A package whose payload is ``stage``'s tree, as it would install (rpmbuild, one spec)."""
+    top = work / f"payload-{name}"
+    (top / "SPECS").mkdir(parents=True)
+    spec = top / "SPECS" / f"{name}.spec"
+    roots = sorted(f"/{path.relative_to(stage)}" for path in stage.iterdir())
+    spec.write_text(
+        f"Name: {name}\nVersion: {version}\nRelease: {release}\nSummary: synthetic {name}\nLicense: Proprietary\n"
+        f"Vendor: NVIDIA\nAutoReqProv: no\n"
+        + "".join(f"Requires: {requirement}\n" for requirement in requires or [])
+        + f"\n%description\nSynthetic {name} for ofedrepo tests.\n\n%install\ncp -a {stage}/. %{{buildroot}}/\n\n"
+        + "%files\n"
+        + "".join(f"{root}\n" for root in roots)
+    )
+    run(install_pl.rpmbuild_argv(top, "-bb", "--target", arch, str(spec)), work / "build.log")
+    (built,) = (top / "RPMS").rglob("*.rpm")
+    return built
+
+
+def _metapackages(spec: DocaSpec, kernel_packages: list[str], work: Path, out: Path) -> None:
+    """The DOCA profiles: noarch packages of requirements only."""
+    groups = {
+        "doca-ofed-userspace": USERSPACE + ["mlnx-ofa_kernel"],
+        "doca-ofed": ["doca-ofed-userspace", *kernel_packages],
+        "doca-roce-userspace": mlnxofedinstall.LIBRARIES["upstream"],
+        "doca-roce": ["doca-roce-userspace", kernel_packages[0]],
+        "doca-networking-userspace": ["doca-ofed-userspace", "mlnx-iproute2", "mlnx-ethtool"],
+        "doca-networking": ["doca-networking-userspace", *kernel_packages],
+        "doca-all-userspace": ["doca-networking-userspace", "doca-roce-userspace"],
+        "doca-all": ["doca-networking", "doca-roce"],
+    }
+    top = work / "metapackages"
+    (top / "SPECS").mkdir(parents=True)
+    lines = [
+        "Name: doca-ofed", f"Version: {spec.doca_version}", f"Release: {spec.release}", "Summary: DOCA-OFED profile",
+        "License: Proprietary", "BuildArch: noarch", *(f"Requires: {name}" for name in groups["doca-ofed"]),
+        "", "%description", "doca-ofed profile.", "", "%files",
+    ]  # fmt: skip
+    for group, requires in groups.items():
+        if group == "doca-ofed":
+            continue
+        lines += ["", f"%package -n {group}", f"Summary: DOCA profile {group}"]
+        lines += [f"Requires: {name}" for name in requires]
+        lines += [f"%description -n {group}", f"{group} profile.", f"%files -n {group}"]
+    spec_file = top / "SPECS" / "doca.spec"
+    spec_file.write_text("\n".join(lines) + "\n")
+    run(install_pl.rpmbuild_argv(top, "-bb", str(spec_file)), work / "build.log")
+    for package in (top / "RPMS").rglob("*.rpm"):
+        shutil.move(package, out / package.name)
+
+
+def _dkms_packages(spec: DocaSpec, work: Path, out: Path) -> list[str]:
+    """``<component>-dkms`` (noarch, the sources for DKMS to build at install time), as DOCA 3.2 ships them."""
+    top = work / "dkms"
+    (top / "SPECS").mkdir(parents=True)
+    names = [f"{component.name}-dkms" for component in COMPONENTS]
+    lines = [
+        f"Name: {names[0]}", f"Version: {spec.ofed_short}", f"Release: OFED.{spec.ofed_version.replace('-', '.')}.1",
+        "Summary: DKMS sources", "License: GPLv2", "BuildArch: noarch", "Requires: dkms, gcc, make, kernel-devel",
+        "", "%description", "DKMS sources.",
+    ]  # fmt: skip
+    install = ["%install"]
+    for index, name in enumerate(names):
+        if index:
+            lines += ["", f"%package -n {name}", "Summary: DKMS sources", "Requires: dkms, gcc, make, kernel-devel"]
+            lines += [f"%description -n {name}", "DKMS sources."]
+        lines += [f"%files{'' if index == 0 else ' -n ' + name}", f"/usr/src/{name}-{spec.ofed_short}"]
+        install += [
+            f"mkdir -p %{{buildroot}}/usr/src/{name}-{spec.ofed_short}",
+            f"echo 'PACKAGE_NAME={name}' > %{{buildroot}}/usr/src/{name}-{spec.ofed_short}/dkms.conf",
+        ]
+    spec_file = top / "SPECS" / "dkms.spec"
+    spec_file.write_text("\n".join([*lines, "", "%prep", "%build", *install, ""]))
+    run(install_pl.rpmbuild_argv(top, "-bb", str(spec_file)), work / "build.log")
+    for package in (top / "RPMS").rglob("*.rpm"):
+        shutil.move(package, out / package.name)
+    return names
+
+
+def _tools(spec: DocaSpec, work: Path, out: Path) -> None:
+    """doca-ofed-source (the driver sources, get_mlnx_ofed_version) and doca-extra (doca-kernel-support)."""
+    source_name = f"MLNX_OFED_SRC-{spec.ofed_version}"
+    tree = work / "src" / source_name
+    (tree / "SRPMS").mkdir(parents=True)
+    srpm_top = work / "srpm"
+    (srpm_top / "SOURCES").mkdir(parents=True)
+    shutil.copy(VENDOR / "kmod.py", srpm_top / "SOURCES" / "kmod.py")
+    for component in COMPONENTS:
+        spec_file = srpm_top / f"{component.name}.spec"
+        spec_file.write_text(kernel_spec(component, spec.ofed_version))
+        run(install_pl.rpmbuild_argv(srpm_top, "-bs", "--define", "KMP 1", str(spec_file)), work / "build.log")
+    for srpm in (srpm_top / "SRPMS").glob("*.src.rpm"):
+        shutil.move(srpm, tree / "SRPMS" / srpm.name)
+    source_stage = work / "stage-source" / TOOLS.lstrip("/")
+    (source_stage / "resources").mkdir(parents=True)
+    with tarfile.open(source_stage / "resources" / f"{source_name}.tgz", "w:gz", compresslevel=1) as tar:
+        tar.add(tree, arcname=source_name)
+    (source_stage / "get_mlnx_ofed_version").write_text(f'#!/bin/sh\necho "{spec.ofed_version}"\n')
+    (source_stage / "get_mlnx_ofed_version").chmod(0o755)
+    (source_stage / "doca-info").write_text(f"#!/bin/sh\necho 'DOCA {spec.doca_version}'\n")
+    (source_stage / "doca-info").chmod(0o755)
+    tools_version = spec.ofed_short.replace(".", "") + ".0." + spec.ofed_version.split("-")[1].split(".")[0]
+    built = payload_package(work, "doca-ofed-source", tools_version, "1", "noarch", work / "stage-source")
+    shutil.move(built, out / built.name)
+    extra_stage = work / "stage-extra"
+    tool_dir = extra_stage / TOOLS.lstrip("/")
+    (tool_dir / "resources").mkdir(parents=True)
+    text = (VENDOR / "doca_kernel_support.py").read_text()
+    assert 'DOCA_VERSION = "0.0.0"' in text
+    (tool_dir / "doca-kernel-support").write_text(
+        text.replace('DOCA_VERSION = "0.0.0"', f'DOCA_VERSION = "{spec.doca_version}"')
+    )
+    (tool_dir / "doca-kernel-support").chmod(0o755)
+    (tool_dir / "resources" / "find-provides.ksyms").write_text("#!/bin/sh\n# kernel symbol provides\ncat >/dev/null\n")
+    (tool_dir / "resources" / "find-provides.ksyms").chmod(0o755)
+    (extra_stage / "usr" / "share" / "doc" / "doca-extra").mkdir(parents=True)
+    (extra_stage / "usr" / "share" / "doc" / "doca-extra" / "doca-kernel-support.adoc").write_text(
+        "= doca-kernel-support\n"
+    )
+    requires = ["pciutils", f"doca-ofed-source >= {tools_version}"]
+    built = payload_package(work, "doca-extra", tools_version, "1", "noarch", extra_stage, requires)
+    shutil.move(built, out / built.name)
+
+
+def make_doca_tree(spec: DocaSpec, key: TestKey, parent: Path, without: tuple[str, ...] = ()) -> Path:
+    """NVIDIA's online tree ``parent/doca/<ver>/<distro>/<arch>/`` for ``spec``; ``without`` leaves packages out
+    (by name), as a partial mirror would."""
+    root = parent / "doca" / spec.doca_version / spec.tag / spec.arch
+    root.mkdir(parents=True)
+    work = parent / f".work-doca-{spec.doca_version}"
+    work.mkdir()
+    _tools(spec, work, root)
+    kernels = work / "kernels"
+    ga_sources = make_kernel_sources(kernels, spec.ga_kernel)
+    dist = "." + spec.tag.replace(".", "u") if "." in spec.tag else "." + spec.tag
+    for srpm in sorted((work / "src" / f"MLNX_OFED_SRC-{spec.ofed_version}" / "SRPMS").glob("*.src.rpm")):
+        if not install_pl.rebuild(srpm, spec.ga_kernel, ga_sources, spec.arch, root, work / "build.log", True, dist):
+            raise RuntimeError(f"KMP build of {srpm.name} failed:\n{(work / 'build.log').read_text()[-4000:]}")
+    for leftover in root.glob(".OFED_topdir-*"):
+        shutil.rmtree(leftover)
+    if spec.dkms:
+        for package in [*root.glob("kmod-*.rpm"), *root.glob("*-devel-*.rpm")]:
+            package.unlink()
+        kernel_packages = _dkms_packages(spec, work, root)
+    else:
+        kernel_packages = [f"kmod-{component.kmp_name}" for component in COMPONENTS]
+    release = "1." + spec.ofed_version.split("-")[1].replace(".", "")
+    build_userspace([*COMMON_USERSPACE, *mlnxofedinstall.LIBRARIES["upstream"]], spec.ofed_short, release, spec.arch,
+                    root, work)  # fmt: skip
+    _metapackages(spec, kernel_packages, work, root)
+    for name in without:
+        for package in root.glob(f"{name}-[0-9]*.rpm"):
+            package.unlink()
+    sign(sorted(root.glob("*.rpm")), key)
+    (root / "RPM-GPG-KEY-doca").write_text(key.public_armored)
+    subprocess.run(["createrepo_c", "--quiet", str(root)], check=True, capture_output=True)
+    shutil.rmtree(work)
+    return root
+
+
+def make_local_repo_package(spec: DocaSpec, tree: Path, key: TestKey, parent: Path) -> Path:
+    """``doca-host-<ver>-<build>_<ofed>_<distro>.<arch>.rpm`` holding ``tree`` as its repository."""
+    work = parent / f".work-doca-host-{spec.doca_version}"
+    stage = work / "stage"
+    repo = stage / "usr" / "share" / f"doca-host-{spec.doca_version}" / "repo"
+    (repo / "Packages").mkdir(parents=True)
+    for package in tree.glob("*.rpm"):
+        shutil.copy(package, repo / "Packages" / package.name)
+    shutil.copy(tree / "RPM-GPG-KEY-doca", repo / "RPM-GPG-KEY-doca")
+    subprocess.run(["createrepo_c", "--quiet", str(repo)], check=True, capture_output=True)
+    (stage / "etc" / "yum.repos.d").mkdir(parents=True)
+    (stage / "etc" / "yum.repos.d" / "doca.repo").write_text(
+        f"[doca]\nname=DOCA Online Repo\nbaseurl=file:///usr/share/doca-host-{spec.doca_version}/repo\nenabled=1\n"
+        f"gpgcheck=1\ngpgkey=file:///usr/share/doca-host-{spec.doca_version}/repo/RPM-GPG-KEY-doca\n"
+    )
+    built = payload_package(work, "doca-host", spec.doca_version, spec.release, spec.arch, stage)
+    sign([built], key)
+    target = parent / spec.local_repo_file
+    shutil.move(built, target)
+    shutil.rmtree(work)
+    return target
+
+
+#: What doca-kernel-support probes for with `rpm -q --whatprovides` before it builds.
+BUILD_DEPENDENCIES = [
+    "createrepo", "rpm-build", "kernel-rpm-macros", "kernel-abi-stablelists", "make", "gcc", "elfutils-libelf-devel",
+]  # fmt: skip
+RPM_DATABASE = Path("/var/lib/rpm")
+DEPENDENCIES_PACKAGE = "ofedrepo-test-doca-build-dependencies"
+
+
+@contextmanager
+def build_dependencies_registered(work: Path) -> Iterator[None]:
+    """This host as a prepared builder: one package providing every build dependency doca-kernel-support
+    probes for, registered (``--justdb``: nothing is installed) in the rpm database at /var/lib/rpm, and
+    unregistered afterwards. The real tools are on the host already (rpmbuild, gcc, make, createrepo_c)."""
+    top = work / "dependencies"
+    (top / "SPECS").mkdir(parents=True)
+    spec = top / "SPECS" / "dependencies.spec"
+    spec.write_text(
+        f"Name: {DEPENDENCIES_PACKAGE}\nVersion: 1\nRelease: 1\nSummary: build dependencies\nLicense: MIT\n"
+        "BuildArch: noarch\n"
+        + "".join(f"Provides: {name}\n" for name in BUILD_DEPENDENCIES)
+        + "\n%description\nofedrepo's tests: doca-kernel-support's build dependencies are present.\n\n%files\n"
+    )
+    run(install_pl.rpmbuild_argv(top, "-bb", str(spec)), work / "build.log")
+    (package,) = (top / "RPMS").rglob("*.rpm")
+    created = not RPM_DATABASE.exists()
+    rpm = ["rpm", "--dbpath", str(RPM_DATABASE)]
+    if created:
+        RPM_DATABASE.mkdir(parents=True)
+        subprocess.run([*rpm, "--initdb"], check=True)
+    subprocess.run([*rpm, "-e", DEPENDENCIES_PACKAGE], capture_output=True, check=False)  # a killed session's
+    subprocess.run([*rpm, "-i", "--justdb", "--nodeps", "--nosignature", str(package)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run([*rpm, "-e", DEPENDENCIES_PACKAGE], capture_output=True, check=False)
+        if created:
+            shutil.rmtree(RPM_DATABASE, ignore_errors=True)
