@@ -439,8 +439,9 @@ class Pipeline:
         return self._published(result, build_log)
 
 
-#: doca-kernel-support's only word on where it builds (its work directory is a mktemp under /tmp).
-BUILDING_UNDER = re.compile(rb"Building under (/tmp/DOCA\.[A-Za-z0-9]{1,64})\s*$")
+#: doca-kernel-support's only word on where it builds (its work directory is a mktemp under /tmp: letters and
+#: digits from mktemp(1), with underscores from other mkdtemp implementations).
+BUILDING_UNDER = re.compile(rb"Building under (/tmp/DOCA\.[A-Za-z0-9_]{1,64})\s*$")
 
 
 def doca_top_dir(seen: list[str], tmp: Path) -> Path:

@@ -86,3 +86,12 @@ def test_a_doca_repository_of_a_major_fits_its_minors() -> None:
 def test_doca_kernel_support_is_given_the_sources_directory_never_k() -> None:
     argv = doca_kernel_support_argv(Path("/usr/src/kernels") / K, f"{SOURCES_DIR}/MLNX_OFED_SRC-25.10-1.2.8.0.tgz")
     assert argv == ["bash", TOOL, "-s", f"/usr/src/kernels/{K}", "-t", f"{SOURCES_DIR}/MLNX_OFED_SRC-25.10-1.2.8.0.tgz"]
+
+
+@pytest.mark.parametrize("name", ["DOCA.Ab3dE5gH9k", "DOCA.8schi_6y"])
+def test_the_work_directory_is_read_from_the_tools_output(name: str) -> None:
+    from workers.pipeline import BUILDING_UNDER
+
+    match = BUILDING_UNDER.search(f"Building under /tmp/{name}\n".encode())
+    assert match is not None and match.group(1) == f"/tmp/{name}".encode()
+    assert BUILDING_UNDER.search(b"Building under /tmp/DOCA.x/../../etc\n") is None
