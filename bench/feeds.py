@@ -52,7 +52,10 @@ def main() -> None:
         mirror = add_kernel_devel(work / "mirror", kernel(0))
         (work / "kernels").mkdir()
         with serve(mirror) as feed_url:
-            feed = {"OFEDREPO_KERNEL_FEEDS": feed_url, "OFEDREPO_KERNEL_FEED_INTERVAL": str(arguments.interval)}
+            feed = {
+                "OFEDREPO_KERNEL_FEEDS": f"{feed_url} gpgcheck=0",
+                "OFEDREPO_KERNEL_FEED_INTERVAL": str(arguments.interval),
+            }
             process, url = start_service(work / "var", work / "kernels", work / "serve.log", feed)
             try:
                 with httpx.Client() as client:

@@ -6,10 +6,11 @@ down; nothing else reads the environment. Values come from ``OFEDREPO_*`` enviro
 """
 
 import os
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, Field, field_validator, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -35,6 +36,65 @@ def _split_list(value: Any) -> Any:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+def host_ports(text: str) -> frozenset[tuple[str, int | None]]:
+    """``host`` and ``host:port`` entries, comma-separated (``OFEDREPO_MIRROR_REDIRECT_HOSTS``), as (host,
+    port) pairs; a port of None means the scheme's default port. ``ValueError`` for an entry that is neither."""
+    hosts = set()
+    for entry in (item.strip() for item in text.split(",")):
+        if not entry:
+            continue
+        parts = urllib.parse.urlsplit("//" + entry)
+        try:
+            port = parts.port
+        except ValueError:  # a port that is no number
+            raise ValueError(f"{entry[:200]!r} is not a host or host:port") from None
+        if not parts.hostname or parts.path or parts.query or parts.fragment or parts.username:
+            raise ValueError(f"{entry[:200]!r} is not a host or host:port")
+        hosts.add((parts.hostname, port))
+    return frozenset(hosts)
+
+
+class MirrorSource(BaseModel):
+    """A distro yum repository ofedrepo downloads packages from, and how their signatures are checked: against
+    ``gpgkeys`` (armoured public key files, as dnf's ``gpgkey``), or not at all where the operator said
+    ``gpgcheck=0`` for this repository."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    gpgkeys: tuple[Path, ...] = ()
+    gpgcheck: bool = True
+
+    @classmethod
+    def parse(cls, text: str) -> "MirrorSource":
+        """``<baseurl> [gpgkey=<file>]... [gpgcheck=0|1]``: a setting's entry, as a ``.repo`` file would say it."""
+        url, *options = text.split()
+        keys, check = [], True
+        for option in options:
+            name, _, value = option.partition("=")
+            if name == "gpgkey" and value:
+                keys.append(Path(value.removeprefix("file://")))
+            elif name == "gpgcheck" and value in ("0", "1"):
+                check = value == "1"
+            else:
+                raise ValueError(f"{url[:200]}: {option[:100]!r} is not gpgkey=<file> or gpgcheck=0|1")
+        return cls(url=url, gpgkeys=tuple(keys), gpgcheck=check)
+
+    @model_validator(mode="after")
+    def _keys_unless_unchecked(self) -> "MirrorSource":
+        if self.gpgcheck and not self.gpgkeys:
+            raise ValueError(
+                f"{self.url[:200]}: name the distro's key (`{self.url[:60]} gpgkey=/etc/pki/rpm-gpg/<key>`), or say "
+                "`gpgcheck=0` to take its packages unsigned"
+            )
+        if any(not key.is_absolute() for key in self.gpgkeys):
+            raise ValueError(f"{self.url[:200]}: a gpgkey is a file's absolute path")
+        return self
+
+    def __str__(self) -> str:
+        return self.url
 
 
 class Settings(BaseSettings):
@@ -68,8 +128,10 @@ class Settings(BaseSettings):
     )
     api_tokens: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
+        validate_default=False,  # unset is "no authentication"; only a value that was given is checked
         description="Comma-separated bearer tokens. When set, every mutating API call needs "
-        "`Authorization: Bearer <token>`. Empty: no authentication.",
+        '`Authorization: Bearer <token>`. Unset: no authentication. Set but blank (`""`, `,`, an empty '
+        "list, a blank token) stops the service: it never turns authentication off.",
     )
     signing_enabled: bool = Field(
         True,
@@ -141,6 +203,48 @@ class Settings(BaseSettings):
         description="How long a failed build's scratch directory (the script's work and log directories) is kept "
         "under `<data_dir>/work/` for debugging; retention removes it after that. 0 removes it at once.",
     )
+    build_keep_failed_max_bytes: int = Field(
+        10 * GiB,
+        ge=0,
+        description="Total size the kept scratch of failed builds may take: a failed build's scratch larger than "
+        "this is not kept, and the oldest kept ones go first to make room for a new one.",
+    )
+    build_sandbox_uid: int = Field(
+        2_000_000_000,
+        ge=1,
+        le=4_294_967_293,
+        description="The host uid and gid a root-run worker runs the vendor's script as: root inside its user "
+        "namespace (its own root check passes), this unprivileged id outside, with no capabilities. Bundles are "
+        "handed to it before a build (the script copies them as root). Podman maps 65536 ids from it. Pick an id "
+        "no account uses; a worker that is not root runs the script as itself.",
+    )
+    build_max_processes: int = Field(
+        1024, ge=16, description="Processes (threads) one run of the vendor's script may have at once."
+    )
+    build_max_memory: int = Field(
+        8 * GiB,
+        ge=256 * 1024**2,
+        description="Bytes of memory one run of the vendor's script may use: for the whole run where the worker "
+        "can make a cgroup (root), and as each process's address space in any case.",
+    )
+    build_max_scratch_bytes: int = Field(
+        30 * GiB,
+        ge=64 * 1024**2,
+        description="Bytes one build's scratch directory (the script's copy of the bundle, its build trees and "
+        "output) may hold; past it the script is stopped and the build fails. Also the largest file it may write.",
+    )
+    build_log_max_bytes: int = Field(
+        100 * 1024**2,
+        ge=64 * 1024,
+        description="Bytes of the tool's output and logs one build log takes; past it the log says it was cut, "
+        "and only ofedrepo's own lines follow (a failed build's scratch keeps the script's logs).",
+    )
+    build_log_keep_seconds: float = Field(
+        90 * 86400,
+        gt=0,
+        description="Logs of builds that ended longer ago than this are removed by retention (the workers' "
+        "hourly run and `ofedrepo gc`); the build's record stays.",
+    )
     module_sign_priv_key: Path | None = Field(
         None,
         description="Secure Boot: the private key the runner passes to the script as `MODULE_SIGN_PRIV_KEY`, so "
@@ -190,19 +294,21 @@ class Settings(BaseSettings):
         Path("/usr/src/kernels"),
         description="Where kernel sources live, one directory per kernel release (`<root>/<K>/Makefile`).",
     )
-    kernel_devel_repos: Annotated[list[str], NoDecode] = Field(
+    kernel_devel_repos: Annotated[list[MirrorSource], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated yum repository baseurls searched for `kernel-devel-<K>` when "
-        "`<kernel_sources_root>/<K>` is missing; the package is downloaded, checksum-verified and unpacked "
-        "into `<data_dir>/kernel-sources/`.",
+        description="Comma-separated yum repositories searched for `kernel-devel-<K>` when "
+        "`<kernel_sources_root>/<K>` is missing, each `<baseurl> gpgkey=<file>` (as dnf's `gpgkey`: the distro's "
+        "key, e.g. `/etc/pki/rpm-gpg/RPM-GPG-KEY-Rocky-9`; several `gpgkey=` allowed) or `<baseurl> gpgcheck=0` "
+        "(no signature check for that repository). The package is downloaded, checksum-verified against the "
+        "metadata, its signature verified against the key, and unpacked into `<data_dir>/kernel-sources/`.",
     )
 
-    kernel_feeds: Annotated[list[str], NoDecode] = Field(
+    kernel_feeds: Annotated[list[MirrorSource], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated yum repository baseurls where new kernels appear (a distro's BaseOS, its "
-        "vault). Workers poll them and queue a build, at a lower priority than people's requests, for each new "
-        "`kernel-devel` release and each registered bundle it fits; the package found there is also the "
-        "build's kernel source.",
+        description="Comma-separated yum repositories where new kernels appear (a distro's BaseOS, its "
+        "vault), each with its `gpgkey=<file>` or `gpgcheck=0` as in `OFEDREPO_KERNEL_DEVEL_REPOS`. Workers poll "
+        "them and queue a build, at a lower priority than people's requests, for each new `kernel-devel` release "
+        "and each registered bundle it fits; the package found there is also the build's kernel source.",
     )
     kernel_feed_interval: float = Field(
         300, gt=0, description="Seconds between two polls of a kernel feed (one worker polls each feed)."
@@ -220,11 +326,56 @@ class Settings(BaseSettings):
         description="Bytes a feed's primary metadata may take, compressed as downloaded and again "
         "decompressed; larger metadata is refused.",
     )
+    kernel_feed_poll_timeout: float = Field(
+        180,
+        gt=0,
+        description="Seconds one poll of a kernel feed may take in all (repomd.xml, the primary metadata, "
+        "parsing it), however slowly the mirror answers; past it the poll is refused as too slow and the next "
+        "feed is polled.",
+    )
+    mirror_redirect_hosts: str = Field(
+        "",
+        description="Comma-separated hosts (`host`, or `host:port`; `host` alone means the default port) that a "
+        "kernel feed's mirror may redirect to over http or https (never from https to http). Without them a "
+        "redirect is followed only to the mirror's own scheme, host and port, in every read of a distro mirror.",
+    )
 
-    @field_validator("api_tokens", "import_dirs", "kernel_devel_repos", "kernel_feeds", mode="before")
+    @field_validator("import_dirs", mode="before")
     @classmethod
     def _tokens_from_text(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("kernel_devel_repos", "kernel_feeds", mode="before")
+    @classmethod
+    def _mirrors_from_text(cls, value: Any) -> Any:
+        items = _split_list(value)
+        if not isinstance(items, list):
+            return items
+        return [MirrorSource.parse(item) if isinstance(item, str) else item for item in items]
+
+    @field_validator("mirror_redirect_hosts")
+    @classmethod
+    def _redirect_hosts_readable(cls, value: str) -> str:
+        host_ports(value)
+        return value
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _api_tokens_given(cls, value: Any) -> Any:
+        """Tokens, refusing a value that names none or holds a blank one. A variable set to ``""`` or ``,`` is a
+        mistake (a template that expanded to nothing), and reading it as "no tokens" would silently switch
+        authentication off; only an unset variable means that (its default never reaches this validator)."""
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list):
+            return value  # not a list of strings: pydantic's own type error says so
+        tokens = [item.strip() if isinstance(item, str) else item for item in items]
+        if not any(tokens):
+            raise ValueError(
+                "set but names no token; give comma-separated tokens, or unset it to run without authentication"
+            )
+        if "" in tokens:
+            raise ValueError("holds a blank token (an empty item between commas); remove it")
+        return tokens
 
     @field_validator("build_container_images", mode="before")
     @classmethod
@@ -264,9 +415,18 @@ class Settings(BaseSettings):
         return self.build_timeout + self.gc_grace_seconds
 
     @property
-    def kernel_package_repos(self) -> list[str]:
-        """Where ``kernel-devel`` packages are looked for: the configured repositories, then the kernel feeds."""
-        return list(dict.fromkeys(self.kernel_devel_repos + self.kernel_feeds))
+    def redirect_hosts(self) -> frozenset[tuple[str, int | None]]:
+        """``mirror_redirect_hosts`` as (host, port) pairs (see ``host_ports``)."""
+        return host_ports(self.mirror_redirect_hosts)
+
+    @property
+    def kernel_package_repos(self) -> list["MirrorSource"]:
+        """Where ``kernel-devel`` packages are looked for: the configured repositories, then the kernel feeds
+        (a URL named twice is searched once, with its first entry's keys)."""
+        by_url: dict[str, MirrorSource] = {}
+        for source in self.kernel_devel_repos + self.kernel_feeds:
+            by_url.setdefault(source.url, source)
+        return list(by_url.values())
 
     @property
     def resolved_database_url(self) -> str:

@@ -85,14 +85,55 @@ def _signer(header: "rpm.hdr") -> str | None:
     return None
 
 
+class Payload:
+    """librpm's reader of a package's cpio payload (``for entry in payload``, ``payload.read(size)``), whose
+    failures on a damaged or hostile payload (a bad cpio magic, a member the header does not list, a broken
+    compressed stream) are ``InvalidInput`` naming the package, never librpm's own exceptions."""
+
+    def __init__(self, path: Path, archive: Any) -> None:
+        self.path = path
+        self._archive = archive
+
+    def _refused(self, error: Exception) -> InvalidInput:
+        reason = str(error)[:200] or type(error).__name__
+        return InvalidInput(f"{self.path.name}: its payload cannot be read ({reason})")
+
+    def __iter__(self) -> Iterator[Any]:
+        entries = iter(self._archive)
+        while True:
+            try:
+                entry = next(entries)
+            except StopIteration:
+                return
+            except (rpm.error, OSError, ValueError, TypeError) as error:
+                raise self._refused(error) from None
+            yield entry
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data: bytes = self._archive.read(size)
+        except (rpm.error, OSError, ValueError, TypeError) as error:
+            raise self._refused(error) from None
+        return data
+
+
 @contextmanager
-def open_payload(path: Path) -> Iterator[tuple["rpm.hdr", Any]]:
-    """A package's header and librpm's iterator over its cpio payload (``entry.name``, ``archive.read()``)."""
+def open_payload(path: Path) -> Iterator[tuple["rpm.hdr", Payload]]:
+    """A package's header and a reader of its cpio payload; ``InvalidInput`` when either cannot be read."""
     transaction = rpm.TransactionSet("/", _READ_ONLY_FLAGS)
-    descriptor = rpm.fd.open(str(path))
     try:
-        header = transaction.hdrFromFdno(descriptor)  # leaves the stream at the payload
-        yield header, rpm.files(header).archive(rpm.fd(descriptor, "r", flags=header["payloadcompressor"]))
+        descriptor = rpm.fd.open(str(path))
+    except (rpm.error, OSError) as error:
+        raise InvalidInput(f"{path.name}: cannot be opened ({error})") from None
+    try:
+        try:
+            header = transaction.hdrFromFdno(descriptor)  # leaves the stream at the payload
+            # rpm's own default when a package does not say how its payload is compressed
+            compressor = header["payloadcompressor"] or "gzip"
+            archive = rpm.files(header).archive(rpm.fd(descriptor, "r", flags=compressor))
+        except (rpm.error, OSError, ValueError, TypeError) as error:
+            raise InvalidInput(f"{path.name}: not a readable RPM package ({str(error)[:200]})") from None
+        yield header, Payload(path, archive)
     finally:
         descriptor.close()
 

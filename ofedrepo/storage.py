@@ -21,6 +21,7 @@ single ``rename(2)``.
 import fcntl
 import os
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -119,9 +120,29 @@ class DataDir:
     def expired_failed_builds(self, kept_seconds: float) -> Iterator[Path]:
         """Failed builds' scratch set aside longer ago than ``kept_seconds``."""
         deadline = time.time() - kept_seconds
-        for entry in list(self.work.iterdir()) if self.work.is_dir() else []:
-            if entry.name.startswith(FAILED_BUILD_PREFIX) and entry.lstat().st_mtime < deadline:
+        for entry in self.failed_builds():
+            if entry.lstat().st_mtime < deadline:
                 yield entry
+
+    def failed_builds(self) -> list[Path]:
+        """Failed builds' scratch set aside, oldest first."""
+        entries = list(self.work.iterdir()) if self.work.is_dir() else []
+        kept = [entry for entry in entries if entry.name.startswith(FAILED_BUILD_PREFIX)]
+        return sorted(kept, key=lambda entry: entry.lstat().st_mtime)
+
+    def room_for_failed_build(self, size: int, budget: int) -> bool:
+        """Make room for a failed build's scratch of ``size`` bytes within ``budget`` for all of them, the
+        oldest going first; False (nothing removed) when it alone is larger than the budget."""
+        if size > budget:
+            return False
+        kept = [(entry, disk_usage(entry)) for entry in self.failed_builds()]
+        total = size + sum(taken for _, taken in kept)
+        for entry, taken in kept:
+            if total <= budget:
+                break
+            shutil.rmtree(entry, ignore_errors=True)
+            total -= taken
+        return True
 
     def remove_stale_scratch(self, older_than_seconds: float) -> list[Path]:
         """Remove what killed processes left in ``staging/``, ``work/`` and ``uploads/``.
@@ -146,6 +167,30 @@ class DataDir:
         for entry in list(sources.iterdir()) if sources.is_dir() else []:
             if entry.name.startswith(PARTIAL_PREFIX) and entry.lstat().st_mtime < deadline:
                 yield entry
+
+
+def disk_usage(root: Path) -> int:
+    """Bytes of disk a file or the tree below a directory takes (allocated blocks), links never followed; what
+    vanishes or cannot be read meanwhile is passed over (a build may be writing it)."""
+    try:
+        status = os.lstat(root)
+    except OSError:
+        return 0
+    total = status.st_blocks * 512
+    pending = [str(root)] if stat.S_ISDIR(status.st_mode) else []
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as entries:
+                for entry in entries:
+                    try:
+                        total += entry.stat(follow_symlinks=False).st_blocks * 512
+                    except OSError:
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+        except OSError:
+            continue
+    return total
 
 
 def human_size(size: int | None) -> str:

@@ -33,7 +33,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ofedrepo.builds.kernel_sources import KernelSources
 from ofedrepo.builds.requests import container_image
-from ofedrepo.bundles.archive import is_regular_inside
 from ofedrepo.bundles.doca import TOOLS_PREFIX, WRAPPER, DocaBundle, read_doca_tree, unpack_tools, unwrap_kernel_repo
 from ofedrepo.bundles.names import DOCA
 from ofedrepo.bundles.store import BundleStore
@@ -44,7 +43,8 @@ from ofedrepo.models import Build, BuildState
 from ofedrepo.process import clean_environment, run
 from ofedrepo.repos import queries
 from ofedrepo.repos.publish import Fence, Publisher, PublishResult
-from ofedrepo.storage import DataDir
+from ofedrepo.storage import DataDir, disk_usage
+from ofedrepo.untrusted import ScratchDir, shown
 from workers import queue
 from workers.preflight import local_runner_problem, read_host_facts
 from workers.runner import (
@@ -59,6 +59,16 @@ from workers.runner import (
     host_layout,
     run_streaming,
     sandbox_argv,
+)
+from workers.sandbox import (
+    SCRATCH_FULL,
+    STAGE,
+    Confinement,
+    RunCgroup,
+    ScratchMeter,
+    confined_argv,
+    hand_over,
+    staged_sources,
 )
 
 log = logging.getLogger(__name__)
@@ -87,24 +97,46 @@ class BuildJob:
 
 
 class BuildLog:
-    """The build's log file: timestamped notes from ofedrepo, the script's output, its log files' growth."""
+    """The build's log file: timestamped notes from ofedrepo, the script's output, its log files' growth.
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    What the tool writes stops at ``limit`` bytes of log (``OFEDREPO_BUILD_LOG_MAX_BYTES``), with one line that
+    says so; ofedrepo's own notes, a few lines per build, are always written, so the end of a build is in its
+    log whatever its tool printed."""
+
+    def __init__(self, stream: IO[bytes], limit: int | None = None) -> None:
         self.stream = stream
         self.lock = threading.Lock()
         self.source = ""
+        self.limit = limit
+        self.cut = False
 
     def note(self, text: str) -> None:
         with self.lock:
-            self.stream.write(f"[ofedrepo {time.strftime('%H:%M:%S')}] {text}\n".encode())
+            line = f"[ofedrepo {time.strftime('%H:%M:%S')}] {text}\n"
+            self.stream.write(line.encode("utf-8", "backslashreplace"))
             self.stream.flush()
             self.source = ""
+
+    def full(self) -> bool:
+        """Whether the tool's output may no longer be added."""
+        return self.cut
 
     def write(self, source: str, data: bytes) -> None:
         """Output of the script (``source`` "") or of one of its log files, headed like ``tail -f`` does."""
         with self.lock:
+            if self.cut:
+                return
+            if self.limit is not None and self.stream.tell() + len(data) > self.limit:
+                self.cut = True
+                self.stream.write(
+                    f"\n[ofedrepo {time.strftime('%H:%M:%S')}] the build log reached its cap of {self.limit} bytes "
+                    "(OFEDREPO_BUILD_LOG_MAX_BYTES): the rest of the tool's output is cut\n".encode()
+                )
+                self.stream.flush()
+                self.source = ""
+                return
             if source != self.source:
-                self.stream.write(f"==> {source or SCRIPT_NAME + ' output'} <==\n".encode())
+                self.stream.write(f"==> {source or SCRIPT_NAME + ' output'} <==\n".encode("utf-8", "backslashreplace"))
                 self.source = source
             self.stream.write(data)
             self.stream.flush()
@@ -156,7 +188,7 @@ class Pipeline:
         job = self.job(build_id)
         scratch = self.data.new_scratch(self.data.work, f"build-{job.id}")
         with self.data.build_log(job.id).open("ab") as stream:
-            build_log = BuildLog(stream)
+            build_log = BuildLog(stream, self.settings.build_log_max_bytes)
             build_log.note(
                 f"build {job.id}: {job.bundle_name} for {job.kernel}, attempt {job.attempts} of "
                 f"{self.settings.build_max_attempts}, worker {self.worker_id}"
@@ -168,9 +200,7 @@ class Pipeline:
             except OfedrepoError as error:
                 keep = isinstance(error, ScriptFailed) and self.settings.build_keep_failed_seconds > 0
                 if keep and scratch.exists():
-                    kept = self.data.keep_failed_build(scratch, job.id)
-                    hours = self.settings.build_keep_failed_seconds / 3600
-                    build_log.note(f"the script's work and log directories are kept in {kept} for {hours:g} h")
+                    self._keep_failed(job, scratch, build_log)
                 build_log.note(f"FAILED: {error}")
                 queue.finish(self.sessions, job.id, self.worker_id, BuildState.FAILED, error=str(error))
                 return BuildState.FAILED
@@ -198,6 +228,19 @@ class Pipeline:
                 return BuildState.RUNNING
             build_log.note(f"succeeded: version {version}")
             return BuildState.SUCCEEDED
+
+    def _keep_failed(self, job: BuildJob, scratch: Path, build_log: BuildLog) -> None:
+        """Set the failed script's scratch aside for a while, within the total budget for kept scratch."""
+        size = disk_usage(scratch)
+        if not self.data.room_for_failed_build(size, self.settings.build_keep_failed_max_bytes):
+            build_log.note(
+                f"the script's scratch ({size} bytes) is not kept: larger than OFEDREPO_BUILD_KEEP_FAILED_MAX_BYTES "
+                f"({self.settings.build_keep_failed_max_bytes})"
+            )
+            return
+        kept = self.data.keep_failed_build(scratch, job.id)
+        hours = self.settings.build_keep_failed_seconds / 3600
+        build_log.note(f"the script's work and log directories are kept in {kept} for {hours:g} h")
 
     def _stopped(self, job: BuildJob, build_log: BuildLog, reason: str) -> BuildState:
         if reason == "lease lost":
@@ -254,14 +297,16 @@ class Pipeline:
             )
             queue.mark_no_rebuild(self.sessions, job.id, self.worker_id)
             return self._publish_own_packages(job, build_log)
-        produced = sorted(output.glob("*-ext.tgz"))
-        if len(produced) != 1:
-            found = ", ".join(path.name for path in output.iterdir()) or "nothing"
-            raise BuildFailed(f"expected one MLNX_OFED_LINUX-...-ext.tgz from the script, found {found}")
-        build_log.note(f"script produced {produced[0].name}")
-        names = [job.bundle_name]
+        with ScratchDir(output) as made:
+            names = made.names()
+            produced = [name for name in names if name.endswith("-ext.tgz")]
+            if len(produced) != 1:
+                found = ", ".join(shown(name) for name in names[:20]) or "nothing"
+                raise BuildFailed(f"expected one MLNX_OFED_LINUX-...-ext.tgz from the script, found {found}")
+            build_log.note(f"script produced {shown(produced[0])}")
+            tgz = made.collect(produced[0], scratch / COLLECTED, self.publisher.limits.max_bytes)
         with open_bundle(
-            produced[0], self.data, self.publisher.limits, self.settings.bundle_libraries, names
+            tgz, self.data, self.publisher.limits, self.settings.bundle_libraries, [job.bundle_name]
         ) as rebuilt:
             if rebuilt.identity.name != job.bundle_name:
                 raise BuildFailed(f"the script produced {rebuilt.identity.name}, not a rebuild of {job.bundle_name}")
@@ -318,39 +363,69 @@ class Pipeline:
         if problem:
             raise BuildFailed(f"cannot build on this host: {problem}")
 
-    def _signing_environment(self) -> dict[str, str]:
-        if self.settings.module_sign_priv_key is None or self.settings.module_sign_pub_key is None:
+    def _signing_environment(self, scratch: Path) -> dict[str, str]:
+        """``MODULE_SIGN_*`` naming copies of the keys in the scratch (removed after the run): the script runs as
+        an id of its own, which the operator's key files need not be readable by."""
+        priv, pub = self.settings.module_sign_priv_key, self.settings.module_sign_pub_key
+        if priv is None or pub is None:
             return {}
-        return {
-            "MODULE_SIGN_PRIV_KEY": str(self.settings.module_sign_priv_key.absolute()),
-            "MODULE_SIGN_PUB_KEY": str(self.settings.module_sign_pub_key.absolute()),
-        }
+        keys = scratch / "module-signing"
+        keys.mkdir(mode=0o700)
+        environment = {}
+        for variable, path in (("MODULE_SIGN_PRIV_KEY", priv), ("MODULE_SIGN_PUB_KEY", pub)):
+            copy = keys / path.name
+            shutil.copyfile(path, copy)
+            copy.chmod(0o400)
+            environment[variable] = str(copy)
+        return environment
+
+    def _owner(self, confinement: Confinement) -> int:
+        """Who the tool's root is on the host: what it copies as root must belong to that id. Docker maps no
+        ids per container, so there the tool's root is the host's."""
+        return 0 if self.settings.build_runner == "docker" else confinement.owner
 
     def _run_tool(
         self, job: BuildJob, tool: "Tool", scratch: Path, home: Path, build_log: BuildLog, should_stop: StopCheck
     ) -> RunOutcome:
-        """Run the vendor's tool in the sandbox or a builder container, its output and the log files it writes
-        under ``tool.logs`` streamed into the build log; the outcome when it ended with one of ``tool.ok``."""
+        """Run the vendor's tool in the sandbox or a builder container, confined (``workers.sandbox``), its output
+        and the log files it writes under ``tool.logs`` streamed into the build log; the outcome when it ended
+        with one of ``tool.ok``."""
+        confinement = Confinement.of(self.settings)
         command = tool.command
-        signing = self._signing_environment()
-        inputs = [*tool.inputs, *(Path(path) for path in signing.values())]
+        signing = self._signing_environment(scratch)
         if signing:
             signing.update(tool.signing_switch)
         environment = clean_environment(home, signing)
+        owner = self._owner(confinement)
+        try:
+            hand_over(job.bundle_root.parent, owner)
+            hand_over(scratch, owner)
+        except PermissionError as error:
+            raise BuildFailed(
+                f"cannot hand {error.filename} to uid {owner}, which the tool runs as: the bundle store and the "
+                "work directory must belong to the worker's user, or the worker must run as root"
+            ) from None
         on_kill = None
+        cgroup = None
         if self.settings.build_runner == "local":
             if shutil.which("bwrap") is None:
                 raise BuildFailed("the local runner sandboxes the script with bubblewrap: install it (bwrap)")
             config = os.environ.get(CONFIG_FILE_VARIABLE)
             layout = host_layout([Path(config).resolve()] if config else [])
-            command = sandbox_argv(command, layout, inputs, [scratch], scratch, tool.placed, tool.tmp)
+            mounted = [*tool.inputs, scratch, *(source for source, _ in tool.placed), *([tool.tmp] if tool.tmp else [])]
+            staged = staged_sources(mounted) if confinement.uid is not None else {}
+            if staged:
+                STAGE.mkdir(mode=0o755, exist_ok=True)
+            command = sandbox_argv(command, layout, tool.inputs, [scratch], scratch, tool.placed, tool.tmp, staged)
+            cgroup = RunCgroup.create(f"build-{job.id}", confinement)
+            command = confined_argv(command, confinement, cgroup, staged)
             environment["TMPDIR"] = "/tmp"  # the sandbox's own /tmp
         else:
             engine = self.settings.build_runner
             name = f"ofedrepo-build-{job.id}-{uuid.uuid4().hex[:8]}"
             image = container_image(self.settings, job.distro)
             command = container_argv(
-                engine, image, name, command, inputs, scratch, home, signing, tool.placed, tool.tmp
+                engine, image, name, command, tool.inputs, scratch, home, confinement, signing, tool.placed, tool.tmp
             )
 
             def on_kill() -> None:
@@ -359,21 +434,39 @@ class Pipeline:
                 except ToolFailed as error:
                     build_log.note(f"could not remove container {name}: {error}")
 
+        build_log.note(
+            f"confined: root in a namespace of its own, uid {owner} outside, no capabilities; at most "
+            f"{confinement.max_processes} processes, {confinement.max_memory} bytes of memory"
+            + (f" (cgroup {cgroup.describe()})" if cgroup else " (per process: no cgroup here)")
+            + f", {confinement.max_scratch} bytes of scratch, {self.settings.build_timeout} s"
+        )
         if signing:
             build_log.note("module signing: MODULE_SIGN_PRIV_KEY and MODULE_SIGN_PUB_KEY are passed to the script")
         build_log.note("$ " + shlex.join(command))
-        with LogFollower(tool.logs, build_log.write) as follower:
-            outcome = run_streaming(
-                command,
-                env=environment,
-                cwd=scratch,
-                write=build_log.write if tool.watch is None else tool.watching(build_log.write),
-                timeout=self.settings.build_timeout,
-                should_stop=should_stop,
-                on_kill=on_kill,
-            )
+        meter = ScratchMeter(scratch, confinement.max_scratch)
+        try:
+            with LogFollower(tool.logs, build_log.write, build_log.full) as follower:
+                outcome = run_streaming(
+                    command,
+                    env=environment,
+                    cwd=scratch,
+                    write=build_log.write if tool.watch is None else tool.watching(build_log.write),
+                    timeout=self.settings.build_timeout,
+                    should_stop=lambda: should_stop() or meter.over(),
+                    on_kill=on_kill,
+                )
+        finally:
+            if cgroup is not None:
+                cgroup.kill()
+                cgroup.remove()
+            shutil.rmtree(scratch / "module-signing", ignore_errors=True)
         if outcome.stopped == "timed out":
             raise ScriptFailed(f"{tool.name} did not finish within {self.settings.build_timeout} s")
+        if outcome.stopped == SCRATCH_FULL:
+            raise ScriptFailed(
+                f"{tool.name} was stopped: its scratch directory grew past {confinement.max_scratch} bytes "
+                "(OFEDREPO_BUILD_MAX_SCRATCH_BYTES)"
+            )
         if outcome.stopped:
             raise Stopped(outcome.stopped)
         if outcome.returncode not in tool.ok:
@@ -414,13 +507,16 @@ class Pipeline:
             watch=BUILDING_UNDER,
         )
         self._run_tool(job, tool, scratch, home, build_log, should_stop)
-        top = doca_top_dir(tool.seen, tmp)
-        wrappers = [path for path in sorted(top.glob(f"{WRAPPER}-*.rpm")) if is_regular_inside(path, top)]
-        if len(wrappers) != 1:
-            found = ", ".join(path.name for path in sorted(top.iterdir())) or "nothing"
-            raise BuildFailed(f"expected one {WRAPPER}-*.rpm from doca-kernel-support in {top.name}, found {found}")
-        build_log.note(f"doca-kernel-support produced {wrappers[0].name}")
-        rebuilt = unwrap_kernel_repo(wrappers[0], job.kernel, scratch / "rebuilt", limits)
+        top = doca_top_dir(tool.seen)
+        with ScratchDir(tmp) as made:
+            names = made.names(top)
+            wrappers = [name for name in names if name.startswith(f"{WRAPPER}-") and name.endswith(".rpm")]
+            if len(wrappers) != 1:
+                found = ", ".join(shown(name) for name in names[:20]) or "nothing"
+                raise BuildFailed(f"expected one {WRAPPER}-*.rpm from doca-kernel-support in {top}, found {found}")
+            build_log.note(f"doca-kernel-support produced {shown(wrappers[0])}")
+            wrapper = made.collect(f"{top}/{wrappers[0]}", scratch / COLLECTED, limits.max_bytes)
+        rebuilt = unwrap_kernel_repo(wrapper, job.kernel, scratch / "rebuilt", limits)
         combined = scratch / "combined"
         combined.mkdir()
         (combined / "bundle").symlink_to(job.bundle_root)
@@ -444,15 +540,16 @@ class Pipeline:
 BUILDING_UNDER = re.compile(rb"Building under (/tmp/DOCA\.[A-Za-z0-9_]{1,64})\s*$")
 
 
-def doca_top_dir(seen: list[str], tmp: Path) -> Path:
-    """Where doca-kernel-support built, from its ``Building under /tmp/DOCA.XXXXXXXXXX`` line, as it is outside
-    the sandbox (``tmp`` is its /tmp); refused unless it is a real directory there."""
+def doca_top_dir(seen: list[str]) -> str:
+    """Where doca-kernel-support built, from its ``Building under /tmp/DOCA.XXXXXXXXXX`` line: the name of a
+    directory of its ``/tmp`` (opened through ``ScratchDir``, which refuses anything but a real directory)."""
     if not seen:
         raise BuildFailed("doca-kernel-support did not say where it built (no 'Building under /tmp/DOCA.*' line)")
-    top = tmp / seen[-1].removeprefix("/tmp/")
-    if top.is_symlink() or not top.is_dir() or top.parent != tmp:
-        raise BuildFailed(f"doca-kernel-support said it built under {seen[-1]}, which is not a directory it made")
-    return top
+    return seen[-1].removeprefix("/tmp/")
+
+
+#: Where a build links the files it takes from the tool's output, once the tool has ended (``ScratchDir.collect``).
+COLLECTED = "collected"
 
 
 @dataclass

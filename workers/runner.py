@@ -24,7 +24,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -32,11 +32,15 @@ from typing import IO
 from ofedrepo.bundles.doca import TOOL as DOCA_TOOL
 from ofedrepo.bundles.store import SCRIPT
 from ofedrepo.errors import BuildFailed
+from ofedrepo.untrusted import ScratchDir, UntrustedFile, shown
+from workers.sandbox import Confinement
 
 KILL_GRACE_SECONDS = 5.0
 FOLLOW_INTERVAL = 0.5
-#: What the script's own logs may add to one build log; the rest stays in a failed build's kept scratch.
-FOLLOW_LIMIT = 64 * 1024 * 1024
+#: What one poll reads of one log file: a log that grows fast is followed in turns with the others.
+FOLLOW_CHUNK = 4 * 1024 * 1024
+#: Log files followed at most: a script that makes thousands of them gets the first ones followed.
+MAX_FOLLOWED = 256
 #: The script's colour escapes (``\033[1;31m``...), which make no sense in a log file or a web page.
 _ANSI = re.compile(rb"\x1b\[[0-9;]*[A-Za-z]")
 #: The script's work copy of the bundle (``mlnx_iso.<pid>/``): the bundle's own files, not build logs.
@@ -86,6 +90,11 @@ def _mountable(path: Path | str) -> None:
         raise BuildFailed(f"cannot mount {path} into a container: ':' and ',' are not allowed in its path")
 
 
+#: How many uids (and gids) of the host a root-run podman maps into a container, from the sandbox uid: the
+#: builder image's files belong to several users, and every one of them must map.
+CONTAINER_ID_RANGE = 65536
+
+
 def container_argv(
     engine: str,
     image: str,
@@ -94,13 +103,17 @@ def container_argv(
     read_only: list[Path],
     writable: Path,
     home: Path,
+    confinement: Confinement,
     environment: dict[str, str] | None = None,
     placed: Sequence[tuple[Path, str]] = (),
     tmp: Path | None = None,
 ) -> list[str]:
-    """``podman``/``docker run`` of ``command`` with the same paths inside: inputs read-only, no network.
+    """``podman``/``docker run`` of ``command`` with the same paths inside: inputs read-only, no network, no
+    capability, ``no-new-privileges``, the image's root read-only, the confinement's process and memory limits.
 
-    ``placed`` are more read-only inputs, each mounted at a path of its own (DOCA's tools at
+    A root-run podman maps the container's root to the sandbox uid (``--uidmap``): root inside, unprivileged
+    outside, as in the local runner's sandbox (a rootless engine does that mapping itself; docker cannot, per
+    container). ``placed`` are more read-only inputs, each mounted at a path of its own (DOCA's tools at
     ``/opt/mellanox/doca``); ``tmp``, when given, is the container's ``/tmp``, kept after the run (DOCA's tool
     builds under ``/tmp/DOCA.*``). SELinux labels are left alone (``label=disable``) rather than relabelling
     the bundle store on every build.
@@ -115,8 +128,15 @@ def container_argv(
         _mountable(tmp)
         mounts += ["-v", f"{tmp}:/tmp:rw"]
     variables = [argument for item in sorted((environment or {}).items()) for argument in ("-e", "=".join(item))]
+    identities = []
+    if engine == "podman" and confinement.uid is not None:
+        mapping = f"0:{confinement.uid}:{CONTAINER_ID_RANGE}"
+        identities = ["--uidmap", mapping, "--gidmap", mapping]
     return [
-        engine, "run", "--rm", "--name", name, "--network=none", "--security-opt", "label=disable", *mounts,
+        engine, "run", "--rm", "--name", name, "--network=none", "--security-opt", "label=disable",
+        "--cap-drop=ALL", "--security-opt", "no-new-privileges", "--read-only", *identities,
+        f"--pids-limit={confinement.max_processes}", f"--memory={confinement.max_memory}",
+        "--ulimit", f"fsize={confinement.max_scratch}", "--ulimit", "core=0", *mounts,
         "-v", f"{writable}:{writable}:rw", "-w", str(writable),
         "-e", f"HOME={home}", "-e", "LANG=C.UTF-8", *variables, image, *command,
     ]  # fmt: skip
@@ -146,16 +166,30 @@ def sandbox_argv(
     cwd: Path,
     placed: Sequence[tuple[Path, str]] = (),
     tmp: Path | None = None,
+    staged: Mapping[Path, str] | None = None,
 ) -> list[str]:
     """``bwrap`` running ``command`` with only what a build needs: the toolchain (``/usr``, ``/etc``, the rpm
     database), the bundle and the kernel sources read-only, its scratch directory writable, fresh ``/tmp``,
     ``/dev`` and ``/proc`` (its own processes only), no network. The data directory (the site key, the tree,
     other builds), other processes' environments (tokens) and the host's secrets stay out of sight.
 
+    Its root is the root of a user namespace of its own (uid 0 inside, the unprivileged uid ``bwrap`` is started
+    as outside: ``sandbox.confined_argv``), with every capability dropped, no further user namespace (so none in
+    which it would gain some back) and a cgroup namespace of its own.
+
     ``placed`` and ``tmp`` as for ``container_argv``: read-only inputs at paths of their own, and a directory
-    of the build's scratch as ``/tmp`` instead of a fresh one."""
+    of the build's scratch as ``/tmp`` instead of a fresh one. ``staged`` says where ``bwrap`` finds a source
+    that it could not reach by its own path (``sandbox.staged_sources``); it is mounted at its own path all
+    the same."""
+    found = staged or {}
+
+    def bind(kind: str, source: Path, target: str) -> list[str]:
+        return [f"--{kind}", found.get(source, str(source)), target]
+
     argv = [
-        "bwrap", "--die-with-parent", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+        "bwrap", "--die-with-parent", "--unshare-user", "--uid", "0", "--gid", "0", "--disable-userns",
+        "--cap-drop", "ALL", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+        "--unshare-cgroup-try",
         "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc", "--ro-bind-try", "/var/lib/rpm", "/var/lib/rpm",
     ]  # fmt: skip
     for name, target in sorted(layout.top_links.items()):
@@ -164,11 +198,11 @@ def sandbox_argv(
         argv += ["--ro-bind", f"/{name}", f"/{name}"]
     for secret in layout.masked:
         argv += ["--ro-bind", "/dev/null", secret]
-    argv += ["--dev", "/dev", "--proc", "/proc", *(["--bind", str(tmp), "/tmp"] if tmp else ["--tmpfs", "/tmp"])]
+    argv += ["--dev", "/dev", "--proc", "/proc", *(bind("bind", tmp, "/tmp") if tmp else ["--tmpfs", "/tmp"])]
     argv += ["--tmpfs", "/var/tmp", "--dir", "/run"]
-    argv += [argument for path in read_only for argument in ("--ro-bind", str(path), str(path))]
-    argv += [argument for source, target in placed for argument in ("--ro-bind", str(source), target)]
-    argv += [argument for path in writable for argument in ("--bind", str(path), str(path))]
+    argv += [argument for path in read_only for argument in bind("ro-bind", path, str(path))]
+    argv += [argument for source, target in placed for argument in bind("ro-bind", source, target)]
+    argv += [argument for path in writable for argument in bind("bind", path, str(path))]
     return [*argv, "--chdir", str(cwd), "--", *command]
 
 
@@ -199,13 +233,16 @@ def first_error(lines: list[str]) -> str | None:
 
 
 class LogFollower:
-    """Copies the script's log files under ``tmpdir`` into the build log while they grow."""
+    """Copies the script's log files under ``tmpdir`` into the build log while they grow.
 
-    def __init__(self, tmpdir: Path, write: Write) -> None:
-        self.tmpdir = tmpdir
+    The script is running and hostile: every file is opened through ``ScratchDir`` (no link followed, a
+    regular file of the scratch's own), and what it adds stops at the build log's cap (``full``)."""
+
+    def __init__(self, tmpdir: Path, write: Write, full: Callable[[], bool]) -> None:
+        self.scratch = ScratchDir(tmpdir)
         self.write = write
-        self.offsets: dict[Path, int] = {}
-        self.copied = 0
+        self.full = full
+        self.offsets: dict[str, int] = {}
         self.error_lines: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="log-follower", daemon=True)
@@ -218,40 +255,41 @@ class LogFollower:
         self._stop.set()
         self._thread.join(timeout=10)
         self.poll()  # what was written between the last poll and the script's end
+        self.scratch.close()
 
     def _run(self) -> None:
         while not self._stop.wait(FOLLOW_INTERVAL):
             self.poll()
 
-    def _logs(self) -> Iterator[Path]:
-        for path in sorted(self.tmpdir.rglob("*.log")):
-            relative = path.relative_to(self.tmpdir)
-            if not any(_WORK_COPY.fullmatch(part) for part in relative.parts[:-1]) and path.is_file():
-                yield path
+    def _logs(self) -> Iterator[str]:
+        for relative in self.scratch.walk(enter=lambda name: not _WORK_COPY.fullmatch(name)):
+            if relative.endswith(".log") and len(self.offsets) < MAX_FOLLOWED or relative in self.offsets:
+                yield relative
 
     def poll(self) -> None:
-        try:
-            logs = list(self._logs())
-        except OSError:  # the script removed a directory while we walked it
-            return
-        for path in logs:
+        for relative in self._logs():
+            if self.full():
+                return
             try:
-                with path.open("rb") as reader:
-                    reader.seek(self.offsets.get(path, 0))
-                    chunk = reader.read(max(0, FOLLOW_LIMIT - self.copied))
-                    self.offsets[path] = reader.tell()
-            except OSError:
+                with self.scratch.open(relative) as reader:
+                    reader.seek(self.offsets.get(relative, 0))
+                    chunk = reader.read(FOLLOW_CHUNK)
+                    self.offsets[relative] = reader.tell()
+            except (OSError, UntrustedFile):
                 continue
             if chunk:
-                self.copied += len(chunk)
                 text = chunk.decode("utf-8", "replace")
                 if len(self.error_lines) < 50:
                     self.error_lines += [line for line in text.splitlines() if _COMPILER_ERROR.search(line)]
-                self.write(path.relative_to(self.tmpdir).as_posix(), chunk if chunk.endswith(b"\n") else chunk + b"\n")
+                self.write(shown(relative), chunk if chunk.endswith(b"\n") else chunk + b"\n")
+
+
+#: The longest line of the script's output taken whole; a longer one arrives in pieces of this size.
+MAX_LINE = 64 * 1024
 
 
 def _pump(stream: IO[bytes], write: Write) -> None:
-    for line in iter(stream.readline, b""):
+    for line in iter(lambda: stream.readline(MAX_LINE), b""):
         write("", _ANSI.sub(b"", line))
 
 

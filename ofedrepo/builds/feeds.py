@@ -13,14 +13,20 @@ arch) at ``Priority.FEED``: a person's request is always claimed first, lifts a 
 asks for the same one, and preempts a running one when no slot is free (``workers.queue``). A kernel already
 built or building costs nothing (the request is answered as any other would be).
 
-Hostile or broken feeds (not metadata, wrong checksums, kernel strings that fail the grammar, metadata past
-the caps, a server that is down) are refused with the reason logged and kept in the feed's ``error``; the
-worker goes on.
+Feeds are isolated from each other. A poll (repomd.xml, primary metadata, parsing) ends by
+``kernel_feed_poll_timeout`` however slowly the mirror answers; redirects stay on the feed's own scheme, host
+and port (or ``mirror_redirect_hosts``); whatever a hostile or broken feed makes its reading raise (not
+metadata, wrong checksums, metadata past the caps, a mirror that is down, slow or malformed) is refused
+with a stable reason kept in the feed's ``error`` (``mirrors`` lists them; the details are in the log), and
+the next feed of the round is polled all the same. Only a database that cannot be reached stops the round.
+What a feed sends is stored only when its column holds it whole: an ETag or Last-Modified longer than its
+column is not kept as a validator (the feed is then read unconditionally), and kernel strings pass the
+grammar (at most 128 characters) first. Kernel strings that fail the grammar are skipped one by one.
 """
 
 import email.utils
-import http.client
 import logging
+import re
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterable
@@ -29,8 +35,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import String, or_, select, update
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from ofedrepo.builds import mirrors, requests
@@ -46,6 +53,25 @@ log = logging.getLogger(__name__)
 #: The packages whose presence in a feed means "a kernel you can build for": they carry its sources.
 DEVEL_PACKAGES = frozenset({"kernel-devel", "kernel-uek-devel", "kernel-rt-devel"})
 GIVEN_UP_STATES = (BuildState.FAILED.value, BuildState.CANCELLED.value)
+
+#: A feed's error when its reading failed in a way ``mirrors`` has no kind for (a bug, the local disk).
+UNREADABLE = "the feed could not be read (the worker's log says why)"
+#: A feed's error when the database refused a value that came from it.
+DATABASE_REFUSED = "the database refused what the feed sent (the worker's log says why)"
+#: Longest error text kept: the kinds are short, this only bounds what a future one could add.
+MAX_ERROR = 1000
+#: A validator is sent back in a request header: printable ASCII only (no folded lines, no control bytes).
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]+")
+
+
+def _length(column: str) -> int:
+    kind = KernelFeed.__table__.c[column].type
+    assert isinstance(kind, String) and kind.length is not None
+    return kind.length
+
+
+#: What the feed's row can hold (``models.KernelFeed``): a value from a feed is never stored past it.
+MAX_ETAG, MAX_LAST_MODIFIED, MAX_CHECKSUM = _length("etag"), _length("last_modified"), _length("primary_checksum")
 
 
 @dataclass(frozen=True)
@@ -103,6 +129,14 @@ class Validators:
     primary_checksum: str | None = None
 
 
+def kept(value: str | None, max_length: int) -> str | None:
+    """``value`` when a column of ``max_length`` holds it whole and a request header can carry it back, else
+    None: a cut validator would never match again, so a value too long for its column is not kept. Pure."""
+    if value is None or len(value) > max_length or not _HEADER_VALUE.fullmatch(value):
+        return None
+    return value
+
+
 def strong_last_modified(last_modified: str | None, date: str | None) -> str | None:
     """``last_modified`` when it can tell changes apart: a file changed in the second it was served may change
     again within that second unseen (RFC 9110 8.8.2.2: such a date is weak), so it is not kept. Pure."""
@@ -118,36 +152,74 @@ def strong_last_modified(last_modified: str | None, date: str | None) -> str | N
     return last_modified if (served - modified).total_seconds() >= 2 else None
 
 
-def read_feed(url: str, known: Validators, max_bytes: int, scratch: Path) -> Snapshot:
+def read_feed(
+    url: str, known: Validators, max_bytes: int, scratch: Path, reach: mirrors.Reach | None = None
+) -> Snapshot:
     """Read a feed's kernels, or learn that its metadata did not change since ``known``: a 304 to a conditional
-    GET of repomd.xml, or a repomd.xml naming the same primary metadata."""
+    GET of repomd.xml, or a repomd.xml naming the same primary metadata. Every value in the snapshot fits its
+    column; ``reach`` bounds the whole read (its deadline) and where redirects may lead."""
+    reach = reach or mirrors.Reach()
     base = mirrors.base_url(url)
     headers = {}
     if known.etag:
         headers["If-None-Match"] = known.etag
     if known.last_modified:
         headers["If-Modified-Since"] = known.last_modified
-    repomd = mirrors.read_repomd(base, scratch, headers)
+    repomd = mirrors.read_repomd(base, scratch, headers, reach)
     if repomd is None:
         return Snapshot(False, known.etag, known.last_modified, known.primary_checksum)
-    etag = repomd.headers.get("ETag")
-    modified = strong_last_modified(repomd.headers.get("Last-Modified"), repomd.headers.get("Date"))
-    checksum = repomd.primary.checksum
+    etag = kept(repomd.headers.get("ETag"), MAX_ETAG)
+    modified = kept(
+        strong_last_modified(repomd.headers.get("Last-Modified"), repomd.headers.get("Date")), MAX_LAST_MODIFIED
+    )
+    checksum = kept(repomd.primary.checksum, MAX_CHECKSUM)  # mirrors checked it is a digest: 128 at most
     if known.primary_checksum and checksum == known.primary_checksum:
         return Snapshot(False, etag, modified, checksum)
-    packages = mirrors.read_packages(base, repomd.primary, scratch, max_bytes, DEVEL_PACKAGES)
+    packages = mirrors.read_packages(base, repomd.primary, scratch, max_bytes, DEVEL_PACKAGES, reach)
     kernels = [mirrors.kernel_release(package) for package in packages]
     return Snapshot(True, etag, modified, checksum, kernels)
 
 
 def poll_due_feeds(sessions: sessionmaker[Session], settings: Settings, work: Path) -> list[PollReport]:
-    """Poll every configured feed whose turn it is (and that no other worker claimed); queue what they bring."""
+    """Poll every configured feed whose turn it is (and that no other worker claimed); queue what they bring.
+
+    A feed that fails, however, fails alone: its error is recorded and the next feed is polled. Only a
+    database that cannot be reached (which no other feed could use either) ends the round early."""
     reports = []
-    for url in settings.kernel_feeds:
-        feed_id = _claim(sessions, url, settings.kernel_feed_interval)
-        if feed_id is not None:
-            reports.append(poll(sessions, settings, feed_id, url, work))
+    for source in settings.kernel_feeds:
+        url = source.url
+        feed_id = None
+        try:
+            feed_id = _claim(sessions, url, settings.kernel_feed_interval)
+            if feed_id is not None:
+                reports.append(poll(sessions, settings, feed_id, url, work))
+        except Exception as error:
+            if unreachable_database(error):
+                raise
+            reports.append(_failed(sessions, feed_id, url, error))
     return reports
+
+
+def unreachable_database(error: BaseException) -> bool:
+    """Whether ``error`` says the database is down or lost, rather than that it refused one value (a
+    ``DataError``: a string too long for its column, say, which only that feed sent)."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, OperationalError | InterfaceError | DisconnectionError | PoolTimeout)
+
+
+def _failed(sessions: sessionmaker[Session], feed_id: int | None, url: str, error: Exception) -> PollReport:
+    """What is left to do when a poll raised past ``poll``'s own handling: log it, and keep a stable reason."""
+    report = PollReport(url, error=DATABASE_REFUSED if isinstance(error, DBAPIError) else UNREADABLE)
+    log.error("kernel feed %s: polling failed", url, exc_info=error)
+    if feed_id is not None:
+        try:
+            _record(sessions, feed_id, report, None)
+        except Exception as again:
+            if unreachable_database(again):
+                raise
+            log.error("kernel feed %s: its error could not be recorded", url, exc_info=again)
+    return report
 
 
 def _claim(sessions: sessionmaker[Session], url: str, interval: float) -> int | None:
@@ -173,7 +245,8 @@ def _claim(sessions: sessionmaker[Session], url: str, interval: float) -> int | 
 
 
 def poll(sessions: sessionmaker[Session], settings: Settings, feed_id: int, url: str, work: Path) -> PollReport:
-    """Read one feed and queue builds for its kernels; the outcome is recorded in its row, never raised.
+    """Read one feed and queue builds for its kernels; the outcome is recorded in its row. Whatever its reading
+    raises is recorded as its error; only the database's own errors reach the caller (``poll_due_feeds``).
 
     Unchanged metadata (a 304) still has its kernels, those of the last good poll, requested again: a bundle
     registered since then gets its builds too, and what is built or building costs one read-only look.
@@ -183,13 +256,14 @@ def poll(sessions: sessionmaker[Session], settings: Settings, feed_id: int, url:
         feed = session.get(KernelFeed, feed_id)
         validators = Validators(feed.etag, feed.last_modified, feed.primary_checksum) if feed else Validators()
         known = list(feed.kernels) if feed else []
-    work.mkdir(parents=True, exist_ok=True)
+    deadline = mirrors.Deadline(settings.kernel_feed_poll_timeout)  # the whole read, parsing included
     try:
+        reach = mirrors.Reach(deadline, settings.redirect_hosts)
+        work.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="kernel-feed-", dir=work) as scratch:
-            snapshot = read_feed(url, validators, settings.kernel_feed_max_metadata, Path(scratch))
-    except (OfedrepoError, OSError, ValueError, http.client.HTTPException) as error:
-        report.error = str(error) if isinstance(error, OfedrepoError) else f"{type(error).__name__}: {error}"
-        log.warning("kernel feed %s refused: %s", url, report.error)
+            snapshot = read_feed(url, validators, settings.kernel_feed_max_metadata, Path(scratch), reach)
+    except Exception as error:  # whatever a hostile feed makes its reading raise, it fails alone
+        report.error = _refusal(url, error)
         _record(sessions, feed_id, report, None)
         return report
     report.changed = snapshot.changed
@@ -206,6 +280,15 @@ def poll(sessions: sessionmaker[Session], settings: Settings, feed_id: int, url:
         )
     _record(sessions, feed_id, report, snapshot)
     return report
+
+
+def _refusal(url: str, error: Exception) -> str:
+    """The stable reason a feed's reading failed, logged with its details."""
+    if isinstance(error, mirrors.MirrorRefused):
+        log.warning("kernel feed %s refused: %s (%r)", url, error.kind, error.detail)
+        return error.kind
+    log.error("kernel feed %s: reading it failed", url, exc_info=error)  # a bug or the local disk: the trace says
+    return UNREADABLE
 
 
 def _queue(
@@ -252,7 +335,7 @@ def _queue(
 
 def _record(sessions: sessionmaker[Session], feed_id: int, report: PollReport, snapshot: Snapshot | None) -> None:
     now = utcnow()
-    values: dict[str, Any] = {"error": report.error}
+    values: dict[str, Any] = {"error": report.error[:MAX_ERROR] if report.error else None}
     if snapshot is not None:
         values |= {
             "polled_at": now,

@@ -3,24 +3,24 @@
 Looked for in order: ``<kernel_sources_root>/<K>`` (where ``kernel-devel`` installs them), the cache of
 earlier downloads (``<data_dir>/kernel-sources/<K>``), then each configured repository's metadata
 (``repodata/repomd.xml`` → primary, read by ``ofedrepo.builds.mirrors``). A package found is downloaded, its checksum
-checked against the metadata, and only its ``/usr/src/kernels/<K>/`` tree is unpacked (with librpm, entry
-by entry, refusing names that climb out and links that point out).
+checked against the metadata, and only its ``/usr/src/kernels/<K>/`` tree is unpacked, by the one safe
+extractor (``ofedrepo.bundles.archive.extract_payload``: streamed, bounded, links judged by where they resolve).
 """
 
 import logging
 import os
 import shutil
-import stat
 import tempfile
 import uuid
 from collections.abc import Callable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from ofedrepo.builds import mirrors
-from ofedrepo.config import Settings
-from ofedrepo.errors import BuildFailed
+from ofedrepo.bundles.archive import Limits, extract_payload
+from ofedrepo.config import MirrorSource, Settings
+from ofedrepo.errors import BuildFailed, InvalidInput
 from ofedrepo.kernel import parse_kernel_release
-from ofedrepo.rpmfile import open_payload
+from ofedrepo.rpmsignature import verify_signature
 from ofedrepo.storage import PARTIAL_PREFIX, DataDir, exclusive_lock
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class KernelSources:
         self.settings = settings
         self.data = data
         self.note = note
+        self.limits = Limits.of(settings)
 
     def find(self, kernel: str) -> Path:
         """The directory to pass as ``-s``; ``BuildFailed`` saying where it looked when there is none."""
@@ -60,71 +61,71 @@ class KernelSources:
                 f"no kernel sources for {kernel}: {local} does not exist and no repository is configured to fetch "
                 f"{wanted} from (OFEDREPO_KERNEL_DEVEL_REPOS, OFEDREPO_KERNEL_FEEDS)"
             )
+        refusals = []
         with exclusive_lock(self.data.locks / "kernel-sources" / f"{kernel}.lock"):
             if (cached / "Makefile").is_file():
                 return cached
-            for baseurl in self.settings.kernel_package_repos:
+            for source in self.settings.kernel_package_repos:
                 try:
-                    found = self._fetch_from(baseurl, kernel, names)
-                except (OSError, ValueError, mirrors.MirrorRefused) as error:
-                    self.note(f"kernel sources: {baseurl}: {error}")
+                    found = self._fetch_from(source, kernel, names)
+                except (OSError, ValueError, mirrors.MirrorRefused, InvalidInput) as error:
+                    detail = getattr(error, "detail", "")
+                    log.info("kernel sources for %s from %s refused: %s %s", kernel, source.url, error, detail)
+                    self.note(f"kernel sources: {source.url}: {error}")
+                    refusals.append(f"{source.url}: {error}")
                     continue
                 if found:
                     return found
+        urls = ", ".join(source.url for source in self.settings.kernel_package_repos)
         raise BuildFailed(
-            f"no kernel sources for {kernel}: {local} does not exist and {wanted} is in none of "
-            f"{', '.join(self.settings.kernel_package_repos)}"
+            f"no kernel sources for {kernel}: {local} does not exist and {wanted} is in none of {urls}"
+            + (f" (refused: {'; '.join(refusals)})" if refusals else "")
         )
 
-    def _fetch_from(self, baseurl: str, kernel: str, names: list[str]) -> Path | None:
-        base = mirrors.base_url(baseurl)
+    def _fetch_from(self, source: MirrorSource, kernel: str, names: list[str]) -> Path | None:
+        base = mirrors.base_url(source.url)
+        reach = mirrors.Reach(mirrors.Deadline(self.settings.build_timeout), self.settings.redirect_hosts)
         self.data.work.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="kernel-devel-", dir=self.data.work) as scratch_text:
             scratch = Path(scratch_text)
-            repomd = mirrors.read_repomd(base, scratch)
+            repomd = mirrors.read_repomd(base, scratch, reach=reach)
             assert repomd is not None  # only a conditional GET is answered 304
-            packages = mirrors.read_packages(base, repomd.primary, scratch, mirrors.MAX_DOWNLOAD, names)
-            matches = [
-                package for package in packages if f"{package.version}-{package.release}.{package.arch}" == kernel
-            ]
+            packages = mirrors.read_packages(base, repomd.primary, scratch, mirrors.MAX_DOWNLOAD, names, reach)
+            matches = [package for package in packages if mirrors.kernel_release(package) == kernel]
             if not matches:
-                self.note(f"kernel sources: {' or '.join(names)} for {kernel} is not in {baseurl}")
+                self.note(f"kernel sources: {' or '.join(names)} for {kernel} is not in {source.url}")
                 return None
             package = min(matches, key=lambda match: names.index(match.name))
             rpm_path = scratch / "kernel-devel.rpm"
             url = base + mirrors.safe_href(package.location_href)
             self.note(f"kernel sources: downloading {url}")
-            mirrors.download(url, rpm_path, (package.checksum_type, package.pkgId))
+            mirrors.download(url, rpm_path, (package.checksum_type, package.pkgId), reach=reach)
+            self._check_signature(rpm_path, source)
             return self._unpack(rpm_path, kernel)
 
+    def _check_signature(self, package: Path, source: MirrorSource) -> None:
+        """The distro's signature, as dnf checks it with the repository's ``gpgkey``; unless the operator said
+        ``gpgcheck=0`` for this repository."""
+        if not source.gpgcheck:
+            self.note(f"kernel sources: signature not checked ({source.url} is configured with gpgcheck=0)")
+            return
+        signer = verify_signature(package, list(source.gpgkeys), self.data.work)
+        self.note(f"kernel sources: signature of key {signer} verified")
+
     def _unpack(self, package: Path, kernel: str) -> Path:
-        """Unpack the package's ``/usr/src/kernels/<K>/`` into the cache, atomically."""
+        """Unpack the package's ``/usr/src/kernels/<K>/`` into the cache, atomically, through the one safe
+        extractor (its links into the installed system, ``build`` and the like, are dropped)."""
         partial = self.data.kernel_sources / f"{PARTIAL_PREFIX}{uuid.uuid4().hex}"
         prefix = f"/usr/src/kernels/{kernel}"
-        count = 0
+
+        def select(name: str) -> str | None:
+            return name.lstrip("/") if name == prefix or name.startswith(prefix + "/") else None
+
         try:
-            with open_payload(package) as (_, archive):
-                for entry in archive:
-                    name = entry.name
-                    if name != prefix and not name.startswith(prefix + "/"):
-                        continue
-                    relative = PurePosixPath(name.lstrip("/"))
-                    if ".." in relative.parts:
-                        raise BuildFailed(f"{package.name}: refusing the member {name[:200]!r}")
-                    target = partial / relative
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    if stat.S_ISDIR(entry.mode):
-                        target.mkdir(exist_ok=True)
-                    elif stat.S_ISLNK(entry.mode):
-                        pointed = os.path.normpath(PurePosixPath(name).parent / entry.linkto)
-                        # Links out of the tree (build -> /lib/modules/...) are not needed to build against it.
-                        if not entry.linkto.startswith("/") and (pointed + "/").startswith(prefix + "/"):
-                            target.symlink_to(entry.linkto)
-                    elif stat.S_ISREG(entry.mode):
-                        with target.open("xb") as writer:
-                            writer.write(archive.read())
-                        target.chmod(0o755 if entry.mode & 0o111 else 0o644)
-                        count += 1
+            try:
+                count = extract_payload(package, partial, self.limits, select, links="inside")
+            except InvalidInput as error:
+                raise BuildFailed(f"kernel sources: {error}") from None
             if count == 0:
                 raise BuildFailed(f"{package.name} holds nothing under {prefix}")
         except BaseException:

@@ -1,10 +1,14 @@
-"""Safe extraction of bundle archives (tar, optionally compressed, and ISO 9660).
+"""The one safe extractor: every archive the service opens (bundles as tar or ISO 9660, and the cpio payloads of
+RPM packages: DOCA's local-repo package, its tools and wrapper, distro kernel-devel packages).
 
-Archives come from users and are hostile until proven otherwise. Every member name is checked before
-anything is written: no absolute paths, no ``..``, no NUL, no device files or FIFOs. Symbolic and hard
-links are created last, and only when their target stays inside the destination, so no file is ever
-written through a link. Limits on the number of members and the unpacked size stop archive bombs. Modes
-lose setuid/setgid/sticky bits and everything the bundle writes is owned by the service.
+Archives come from users, vendors and mirrors and are hostile until proven otherwise. Every member name is
+checked before anything is written: no absolute paths, no ``..``, no NUL, no device files or FIFOs. Files are
+streamed to disk in chunks (never a whole member in memory), counted as written against limits on the number
+of members, the unpacked size and the ratio to the archive's own size (archive bombs). Symbolic and hard links
+are created last, after every file, so no file is ever written through a link; then each link is judged by
+where it resolves, through the other links, never by its text: one that leaves the destination is refused or,
+where the archive's links outside are expected and unneeded (kernel-devel), removed. Modes lose
+setuid/setgid/sticky bits and everything written is owned by the service.
 """
 
 import gzip
@@ -19,7 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import pycdlib
 from pycdlib.dr import DirectoryRecord
@@ -28,8 +32,15 @@ if TYPE_CHECKING:
     from ofedrepo.config import Settings
 
 from ofedrepo.errors import InvalidInput, UnsafeArchive
+from ofedrepo.rpmfile import open_payload
 
 _CHUNK = 1024 * 1024
+
+
+class Readable(Protocol):
+    """A member's bytes: a tar member, an ISO file, an RPM payload's current entry."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -44,12 +55,18 @@ class Limits:
         return cls(max_bytes=settings.archive_max_bytes, max_members=settings.archive_max_members)
 
 
+#: What an extraction does with a link that resolves outside its destination: ``refuse`` the archive, or
+#: ``drop`` the link (a kernel-devel tree's links into the installed system are not needed to build against it).
+LinksOutside = Literal["refuse", "drop"]
+
+
 @dataclass
 class Extraction:
     """Writes validated members below ``root`` and defers links until every regular file exists."""
 
     root: Path
     limits: Limits
+    links_outside: LinksOutside = "refuse"
     members: int = 0
     written: int = 0
     symlinks: list[tuple[str, str]] = field(default_factory=list)
@@ -66,7 +83,7 @@ class Extraction:
         if relative:
             (self.root / relative).mkdir(parents=True, exist_ok=True)
 
-    def regular(self, name: str, size: int, mode: int, stream: IO[bytes]) -> None:
+    def regular(self, name: str, size: int, mode: int, stream: "Readable") -> None:
         relative = self.count(name)
         if not relative:
             raise UnsafeArchive("archive member with an empty name")
@@ -91,7 +108,8 @@ class Extraction:
 
     def symlink(self, name: str, target: str) -> None:
         relative = self.count(name)
-        _check_link_target(relative, target)
+        if not target or "\x00" in target:
+            raise UnsafeArchive(f"link {relative!r} has no usable target")
         self.symlinks.append((relative, target))
 
     def hardlink(self, name: str, target: str) -> None:
@@ -121,14 +139,27 @@ class Extraction:
                 link.symlink_to(target)
             except FileExistsError:
                 raise UnsafeArchive(f"archive member {relative!r} appears twice") from None
-        # Targets were checked as text; followed through each other, the links must still stay inside.
+        self._links_resolve_inside()
+
+    def _links_resolve_inside(self) -> None:
+        """Each link, followed through the others as the kernel would, must end inside the destination; a link
+        dropped may strand others that went through it, so dropping goes on until none is left outside."""
         real_root = os.path.realpath(self.root)
-        for relative, target in self.symlinks:
-            real = os.path.realpath(self.root / relative)
-            if real != real_root and not real.startswith(real_root + os.sep):
-                raise UnsafeArchive(
-                    f"link {relative!r} points outside the archive ({target[:120]!r}, through other links)"
-                )
+        remaining = list(self.symlinks)
+        while remaining:
+            outside = []
+            for relative, target in remaining:
+                real = os.path.realpath(self.root / relative)
+                if real != real_root and not real.startswith(real_root + os.sep):
+                    outside.append((relative, target))
+            if not outside:
+                return
+            if self.links_outside == "refuse":
+                relative, target = outside[0]
+                raise UnsafeArchive(f"link {relative!r} points outside the archive ({target[:120]!r})")
+            for relative, _ in outside:
+                (self.root / relative).unlink()
+            remaining = [link for link in remaining if link not in outside]
 
 
 def safe_member_name(name: str) -> str:
@@ -142,15 +173,6 @@ def safe_member_name(name: str) -> str:
     if ".." in parts:
         raise UnsafeArchive(f"archive member {shown!r} climbs out with '..'")
     return "/".join(parts)
-
-
-def _check_link_target(relative: str, target: str) -> None:
-    """A link must be relative and resolve inside the archive, textually: links are never followed here."""
-    if not target or target.startswith("/") or "\x00" in target:
-        raise UnsafeArchive(f"link {relative!r} points outside the archive ({target[:120]!r})")
-    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(relative), target))
-    if resolved == ".." or resolved.startswith("../"):
-        raise UnsafeArchive(f"link {relative!r} points outside the archive ({target[:120]!r})")
 
 
 #: Bundles are mostly RPMs, compressed already: their archives unpack to about their own size. An archive
@@ -187,6 +209,44 @@ def extract(
     except BaseException:
         shutil.rmtree(destination, ignore_errors=True)
         raise
+
+
+def extract_payload(
+    package: Path,
+    destination: Path,
+    limits: Limits,
+    select: Callable[[str], str | None],
+    links: Literal["refuse", "skip", "inside"] = "refuse",
+) -> int:
+    """Write the members of ``package``'s cpio payload that ``select`` maps to a relative path into
+    ``destination`` (made if missing; no file is written twice), checked as archive members are (names, sizes,
+    counts, 50x expansion), streamed; return how many files were written. Links: ``refuse`` any, ``skip`` them
+    (nothing selected needs one), or keep those that resolve ``inside`` the destination (kernel-devel)."""
+    budget = max(EXPANSION_FLOOR, MAX_EXPANSION * package.stat().st_size)
+    limits = Limits(min(limits.max_bytes, budget), limits.max_members)
+    extraction = Extraction(destination, limits, links_outside="drop")
+    destination.mkdir(parents=True, exist_ok=True)
+    written = 0
+    try:
+        with open_payload(package) as (_, payload):
+            for entry in payload:
+                relative = select(entry.name)
+                if relative is None:
+                    continue
+                if stat.S_ISDIR(entry.mode):
+                    extraction.directory(relative)
+                elif stat.S_ISREG(entry.mode):
+                    extraction.regular(relative, entry.size, entry.mode, payload)
+                    written += 1
+                elif stat.S_ISLNK(entry.mode) and links == "inside":
+                    extraction.symlink(relative, entry.linkto)
+                elif not (stat.S_ISLNK(entry.mode) and links == "skip"):
+                    raise UnsafeArchive(f"{package.name}: {entry.name[:120]!r} is not a regular file or directory")
+        extraction.finish()
+    except BaseException:
+        shutil.rmtree(destination, ignore_errors=True)
+        raise
+    return written
 
 
 def survey(archive: Path, limits: Limits) -> list[str]:

@@ -28,11 +28,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ofedrepo.bundles.archive import EXPANSION_FLOOR, MAX_EXPANSION, Extraction, Limits, is_regular_inside
+from ofedrepo.bundles.archive import Limits, extract_payload, is_regular_inside
 from ofedrepo.bundles.names import DOCA, DOCA_VERSION, BundleIdentity
 from ofedrepo.bundles.unpack import OpenedBundle, real_packages
 from ofedrepo.distro import parse_ofed_distro
-from ofedrepo.errors import InvalidInput, NotABundle, UnsafeArchive
+from ofedrepo.errors import InvalidInput, NotABundle
 from ofedrepo.kernel import RPM_ARCHES
 from ofedrepo.rpmfile import PackageHeader, module_kernels, open_payload, read_header
 from ofedrepo.storage import DataDir
@@ -97,36 +97,6 @@ def _package_files(root: Path) -> Iterator[Path]:
             yield path
 
 
-def extract_payload(
-    package: Path, destination: Path, limits: Limits, select: Callable[[str], str | None], links: bool = False
-) -> int:
-    """Write the members of ``package``'s payload that ``select`` maps to a relative path into ``destination``
-    (made if missing; no file is written twice), checked as archive members are (names, sizes, counts, 50x
-    expansion); return how many files were written. Links are refused unless ``links``, then skipped:
-    nothing selected needs one."""
-    budget = max(EXPANSION_FLOOR, MAX_EXPANSION * package.stat().st_size)
-    extraction = Extraction(destination, Limits(min(limits.max_bytes, budget), limits.max_members))
-    destination.mkdir(parents=True, exist_ok=True)
-    written = 0
-    try:
-        with open_payload(package) as (_, archive):
-            for entry in archive:
-                relative = select(entry.name)
-                if relative is None:
-                    continue
-                if stat.S_ISDIR(entry.mode):
-                    extraction.directory(relative)
-                elif stat.S_ISREG(entry.mode):
-                    extraction.regular(relative, entry.size, entry.mode, archive)
-                    written += 1
-                elif not (links and stat.S_ISLNK(entry.mode)):
-                    raise UnsafeArchive(f"{package.name}: {entry.name[:120]!r} is not a regular file or directory")
-    except BaseException:
-        shutil.rmtree(destination, ignore_errors=True)
-        raise
-    return written
-
-
 def unpack_local_repo(package: Path, header: PackageHeader, destination: Path, limits: Limits) -> None:
     """Write the repository in ``doca-host-*.rpm``'s payload (``/usr/share/doca-host-<ver>/repo/``) into
     ``destination``; the ``.repo`` file it would install is skipped."""
@@ -145,7 +115,7 @@ def unpack_tools(packages: list[Path], destination: Path, limits: Limits) -> Pat
     prefix = TOOLS_PREFIX + "/"
     for package in packages:
         extract_payload(
-            package, destination, limits, lambda name: name[len(prefix) :] if name.startswith(prefix) else None, True
+            package, destination, limits, lambda name: name[len(prefix) :] if name.startswith(prefix) else None, "skip"
         )
     return destination
 
@@ -160,7 +130,7 @@ def unwrap_kernel_repo(wrapper: Path, kernel: str, destination: Path, limits: Li
         match = pattern.fullmatch(name)
         return match.group("name") if match else None
 
-    extract_payload(wrapper, destination, limits, select, links=True)
+    extract_payload(wrapper, destination, limits, select, links="skip")
     packages = sorted(destination.glob("*.rpm"))
     if not packages:
         raise NotABundle(f"{wrapper.name} holds no package under /usr/share/{LOCAL_REPO_PACKAGE}-*/Modules/{kernel}/")

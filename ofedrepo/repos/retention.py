@@ -25,7 +25,7 @@ from ofedrepo.config import Settings
 from ofedrepo.db import transaction
 from ofedrepo.errors import InvalidInput
 from ofedrepo.models import Bundle, Repo, RepoVersion, utcnow
-from ofedrepo.storage import DataDir, exclusive_lock, fsync_directory, latest_number
+from ofedrepo.storage import DataDir, disk_usage, exclusive_lock, fsync_directory, latest_number
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +115,6 @@ class Report:
         return sum(item.size for item in self.freed)
 
 
-def tree_size(path: Path) -> int:
-    if path.is_symlink() or path.is_file():
-        return path.lstat().st_size
-    total = 0
-    for directory, _, files in os.walk(path):
-        total += sum(os.lstat(os.path.join(directory, name)).st_size for name in files)
-    return total
-
-
 def collect_garbage(settings: Settings, sessions: sessionmaker[Session], policy: Policy, dry_run: bool) -> Report:
     """Apply ``policy`` to every repo, then drop orphaned bundle trees and stale scratch; say what went."""
     data = DataDir(settings.data_dir)
@@ -141,18 +132,18 @@ def collect_garbage(settings: Settings, sessions: sessionmaker[Session], policy:
                 ]
             for number in plan_versions(versions, latest_number(repo_dir), policy, now):
                 report.freed.append(Freed(f"{bundle_name} {kernel} version {number}", repo_dir / str(number),
-                                          tree_size(repo_dir / str(number))))  # fmt: skip
+                                          disk_usage(repo_dir / str(number))))  # fmt: skip
                 if not dry_run:
                     _remove_version(sessions, data, repo_id, repo_dir, number)
     for orphan in _orphaned_bundle_trees(data, sessions, now - policy.grace):
-        report.freed.append(Freed("unreferenced bundle tree", orphan, tree_size(orphan)))
+        report.freed.append(Freed("unreferenced bundle tree", orphan, disk_usage(orphan)))
         if not dry_run:
             _remove_tree(data, orphan)
     leftovers = [("stale scratch", path) for path in data.stale_scratch(settings.scratch_lifetime)]
     leftovers += [("failed build kept for debugging", path) for path in data.expired_failed_builds(
         settings.build_keep_failed_seconds)]  # fmt: skip
     for what, leftover in leftovers:
-        report.freed.append(Freed(what, leftover, tree_size(leftover)))
+        report.freed.append(Freed(what, leftover, disk_usage(leftover)))
         if not dry_run:
             _remove_tree(data, leftover)
     return report

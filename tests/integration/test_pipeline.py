@@ -29,6 +29,7 @@ from tests.conftest import (
 )
 from tests.integration.test_dnf import dnf
 from tests.support import disk_images as images
+from tests.support import synthetic_bundle as vendor
 from tests.support.synthetic_bundle import BundleSpec, make_kernel_devel_repo, make_kernel_sources
 
 #: Kernels of the bundle's distro (rhel8.6), each set up for one story.
@@ -53,9 +54,18 @@ def sources_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def devel_repo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A yum repository holding kernel-devel-DEVEL_REPO_KERNEL, served over loopback like a distro mirror."""
-    repo = make_kernel_devel_repo(tmp_path_factory.mktemp("mirror") / "BaseOS", DEVEL_REPO_KERNEL)
+def distro_key(tmp_path_factory: pytest.TempPathFactory, test_key: vendor.TestKey) -> Path:
+    """The distro's public key as an operator has it (``/etc/pki/rpm-gpg/...``): the tests' signing key."""
+    key_file = tmp_path_factory.mktemp("rpm-gpg") / "RPM-GPG-KEY-distro"
+    key_file.write_text(test_key.public_armored)
+    return key_file
+
+
+@pytest.fixture(scope="module")
+def devel_repo_url(tmp_path_factory: pytest.TempPathFactory, test_key: vendor.TestKey) -> Iterator[str]:
+    """A yum repository holding kernel-devel-DEVEL_REPO_KERNEL, signed by the distro's key, served over loopback
+    like a distro mirror."""
+    repo = make_kernel_devel_repo(tmp_path_factory.mktemp("mirror") / "BaseOS", DEVEL_REPO_KERNEL, test_key)
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(repo), str(port)],
@@ -77,13 +87,17 @@ def devel_repo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def service(
-    tmp_path_factory: pytest.TempPathFactory, sources_root: Path, devel_repo_url: str, bundle_tgz: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    sources_root: Path,
+    devel_repo_url: str,
+    distro_key: Path,
+    bundle_tgz: Path,
 ) -> Iterator[RunningServer]:
     """`ofedrepo serve` with its embedded worker (two slots) and the bundle uploaded."""
     root = tmp_path_factory.mktemp("pipeline")
     environment = {
         "OFEDREPO_KERNEL_SOURCES_ROOT": str(sources_root),
-        "OFEDREPO_KERNEL_DEVEL_REPOS": devel_repo_url,
+        "OFEDREPO_KERNEL_DEVEL_REPOS": f"{devel_repo_url} gpgkey={distro_key}",
         "OFEDREPO_WORKER_CONCURRENCY": "2",
         "OFEDREPO_QUEUE_POLL_INTERVAL": "0.2",
     }

@@ -41,9 +41,15 @@ PRIMARY_PACKAGE = """<package type="rpm">
 
 
 class _Recorded(SimpleHTTPRequestHandler):
-    """Logs nothing; remembers each answer as ``(path, status)`` in ``answers``."""
+    """Logs nothing; remembers each answer as ``(path, status)`` in ``answers``; adds ``headers`` to each."""
 
     answers: list[tuple[str, int]]
+    headers_added: dict[str, str]
+
+    def end_headers(self) -> None:
+        for name, value in self.headers_added.items():
+            self.send_header(name, value)
+        super().end_headers()
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         self.answers.append((self.path, int(code)))
@@ -53,10 +59,16 @@ class _Recorded(SimpleHTTPRequestHandler):
 
 
 @contextmanager
-def serve(directory: Path, answers: list[tuple[str, int]] | None = None) -> Iterator[str]:
+def serve(
+    directory: Path, answers: list[tuple[str, int]] | None = None, headers: dict[str, str] | None = None
+) -> Iterator[str]:
     """``directory`` over HTTP on a free loopback port, while the block runs; yields its URL. Each answer is
-    appended to ``answers`` as ``(path, status)``."""
-    handler = type("Handler", (_Recorded,), {"answers": answers if answers is not None else []})
+    appended to ``answers`` as ``(path, status)`` and carries ``headers`` (a hostile mirror's, say)."""
+    handler = type(
+        "Handler",
+        (_Recorded,),
+        {"answers": answers if answers is not None else [], "headers_added": headers or {}},
+    )
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(directory)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -89,11 +101,16 @@ def primary_xml(kernels: list[tuple[str, str, str]]) -> bytes:
 
 
 def write_metadata(
-    repo: Path, primary: bytes, checksum: str | None = None, declared_size: int | None = None, location: str = ""
+    repo: Path,
+    primary: bytes,
+    checksum: str | None = None,
+    declared_size: int | None = None,
+    location: str = "",
+    compressed: bytes | None = None,
 ) -> None:
-    """``repodata/`` by hand: ``primary`` gzipped, and a repomd.xml naming it (with a wrong checksum, a false
-    size or another location when given)."""
-    compressed = gzip.compress(primary, compresslevel=1)
+    """``repodata/`` by hand: ``primary`` gzipped (or the bytes ``compressed``, a corrupt stream say), and a
+    repomd.xml naming it (with a wrong checksum, a false size or another location when given)."""
+    compressed = compressed if compressed is not None else gzip.compress(primary, compresslevel=1)
     digest = hashlib.sha256(compressed).hexdigest()
     name = f"{digest}-primary.xml.gz"
     (repo / "repodata").mkdir(parents=True, exist_ok=True)

@@ -532,10 +532,10 @@ echo {kernel} > %{{buildroot}}/usr/src/kernels/{kernel}/include/config/kernel.re
 """
 
 
-def add_kernel_devel(repo: Path, kernel: str, build_seconds: int = 0) -> Path:
-    """Add ``kernel-devel-<kernel>`` (rpmbuild) to the yum repository ``repo`` and regenerate its metadata
-    (createrepo_c), as a distro mirror does when it ships a kernel. ``build_seconds`` slows the builds made
-    against it, as ``make_kernel_sources``'s does."""
+def add_kernel_devel(repo: Path, kernel: str, build_seconds: int = 0, key: TestKey | None = None) -> Path:
+    """Add ``kernel-devel-<kernel>`` (rpmbuild, signed with ``key`` as the distro signs it) to the yum repository
+    ``repo`` and regenerate its metadata (createrepo_c), as a distro mirror does when it ships a kernel.
+    ``build_seconds`` slows the builds made against it, as ``make_kernel_sources``'s does."""
     version, rest = kernel.split("-", 1)
     release, arch = rest.rsplit(".", 1)
     work = repo.parent / f"{repo.name}-rpmbuild-{kernel}"
@@ -551,11 +551,13 @@ def add_kernel_devel(repo: Path, kernel: str, build_seconds: int = 0) -> Path:
                    capture_output=True)  # fmt: skip
     (repo / "Packages").mkdir(parents=True, exist_ok=True)
     for package in (work / "RPMS").rglob("*.rpm"):
+        if key is not None:
+            sign([package], key)
         shutil.move(package, repo / "Packages" / package.name)
     subprocess.run(["createrepo_c", "--quiet", str(repo)], check=True, capture_output=True)
     return repo
 
 
-def make_kernel_devel_repo(repo: Path, kernel: str) -> Path:
+def make_kernel_devel_repo(repo: Path, kernel: str, key: TestKey | None = None) -> Path:
     """A yum repository (rpmbuild + createrepo_c) holding ``kernel-devel-<kernel>``, as a distro mirror has it."""
-    return add_kernel_devel(repo, kernel)
+    return add_kernel_devel(repo, kernel, key=key)

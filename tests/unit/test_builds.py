@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from ofedrepo.builds.kernel_sources import devel_package_names
-from ofedrepo.builds.mirrors import safe_href
+from ofedrepo.builds.mirrors import LOCATION_REFUSED, MirrorRefused, safe_href
 from ofedrepo.builds.requests import builder_fingerprint, choose_bundle, container_image
 from ofedrepo.config import Settings
 from ofedrepo.errors import BuildFailed, InvalidInput
@@ -15,6 +15,7 @@ from ofedrepo.repos import verify
 from ofedrepo.repos.verify import vermagic
 from tests.support.vendor.kmod import kernel_module
 from workers.runner import (
+    CONTAINER_ID_RANGE,
     HostLayout,
     add_kernel_support_argv,
     container_argv,
@@ -22,8 +23,10 @@ from workers.runner import (
     first_error,
     sandbox_argv,
 )
+from workers.sandbox import STAGE, Confinement, RunCgroup, confined_argv, staged_sources
 
 KERNEL = "4.18.0-372.26.1.el8_6.x86_64"
+CONFINED = Confinement(uid=2_000_000_000, max_processes=512, max_memory=4 * 1024**3, max_scratch=10 * 1024**3)
 
 
 def bundle(bundle_id: int, version: str, distro: str = "rhel8.6", arch: str = "x86_64") -> Bundle:
@@ -96,8 +99,9 @@ def test_the_vendor_command_line() -> None:
 def test_the_container_command_line_mounts_inputs_read_only_and_has_no_network() -> None:
     command = ["bash", "/b/MLNX/mlnx_add_kernel_support.sh", "-k", KERNEL]
     argv = container_argv(
-        "podman", "rocky:8", "ofedrepo-build-7", command, [Path("/b/MLNX"), Path("/src/K")], Path("/w"), Path("/w/h")
-    )
+        "podman", "rocky:8", "ofedrepo-build-7", command, [Path("/b/MLNX"), Path("/src/K")], Path("/w"), Path("/w/h"),
+        CONFINED,
+    )  # fmt: skip
     assert argv[:5] == ["podman", "run", "--rm", "--name", "ofedrepo-build-7"]
     assert "--network=none" in argv
     assert ["-v", "/b/MLNX:/b/MLNX:ro"] == argv[
@@ -111,7 +115,7 @@ def test_the_container_command_line_mounts_inputs_read_only_and_has_no_network()
 @pytest.mark.parametrize("path", ["/data/we:ird", "/data/a,b"])
 def test_paths_that_would_break_a_mount_option_are_refused(path: str) -> None:
     with pytest.raises(BuildFailed, match="cannot mount"):
-        container_argv("docker", "img", "n", ["true"], [Path(path)], Path("/w"), Path("/w/h"))
+        container_argv("docker", "img", "n", ["true"], [Path(path)], Path("/w"), Path("/w/h"), CONFINED)
 
 
 def test_vermagic_is_read_from_the_modinfo_section() -> None:
@@ -128,7 +132,7 @@ def test_devel_packages_per_kernel_flavour() -> None:
 
 @pytest.mark.parametrize("href", ["/etc/passwd", "../x.rpm", "Packages/../../x.rpm", "http://evil/x.rpm", "", "a\\b"])
 def test_repository_locations_cannot_escape(href: str) -> None:
-    with pytest.raises(BuildFailed, match="refusing"):
+    with pytest.raises(MirrorRefused, match=LOCATION_REFUSED):
         safe_href(href)
 
 
@@ -139,10 +143,41 @@ def test_plain_repository_locations_pass() -> None:
 def test_the_container_gets_the_module_signing_keys_read_only_by_environment() -> None:
     keys = {"MODULE_SIGN_PRIV_KEY": "/keys/signing_key.pem", "MODULE_SIGN_PUB_KEY": "/keys/signing_key.x509"}
     argv = container_argv(
-        "podman", "img", "n", ["true"], [Path("/b"), Path("/keys/signing_key.pem")], Path("/w"), Path("/w/h"), keys
-    )
+        "podman", "img", "n", ["true"], [Path("/b"), Path("/keys/signing_key.pem")], Path("/w"), Path("/w/h"),
+        CONFINED, keys,
+    )  # fmt: skip
     assert "/keys/signing_key.pem:/keys/signing_key.pem:ro" in argv
     assert "MODULE_SIGN_PRIV_KEY=/keys/signing_key.pem" in argv and argv.index("img") > argv.index("-e")
+
+
+def test_the_container_has_no_capability_and_its_limits() -> None:
+    argv = container_argv("podman", "img", "n", ["true"], [Path("/b")], Path("/w"), Path("/w/h"), CONFINED)
+    before_image = argv[: argv.index("img")]
+    assert {"--cap-drop=ALL", "--read-only", "--pids-limit=512", f"--memory={4 * 1024**3}"} <= set(before_image)
+    assert ["--security-opt", "no-new-privileges"] == before_image[before_image.index("no-new-privileges") - 1 :][:2]
+    mapping = f"0:2000000000:{CONTAINER_ID_RANGE}"
+    assert ["--uidmap", mapping, "--gidmap", mapping] == before_image[before_image.index("--uidmap") :][:4]
+    docker = container_argv("docker", "img", "n", ["true"], [Path("/b")], Path("/w"), Path("/w/h"), CONFINED)
+    assert "--uidmap" not in docker and "--cap-drop=ALL" in docker  # docker maps no ids per container
+    rootless = Confinement(uid=None, max_processes=512, max_memory=4 * 1024**3, max_scratch=10 * 1024**3)
+    assert "--uidmap" not in container_argv("podman", "img", "n", ["true"], [], Path("/w"), Path("/w/h"), rootless)
+
+
+def test_the_confinement_chain_joins_its_cgroup_stages_sources_then_drops_to_the_sandbox_uid() -> None:
+    cgroup = RunCgroup([Path("/cg/pids/ofedrepo/b"), Path("/cg/memory/ofedrepo/b")], counts_processes=True)
+    staged = staged_sources([Path("/data/bundles/s/B"), Path("/data/work/w"), Path("/data/bundles/s/B")])
+    assert staged == {Path("/data/bundles/s/B"): f"{STAGE}/0", Path("/data/work/w"): f"{STAGE}/1"}
+    argv = confined_argv(["bwrap", "x"], CONFINED, cgroup, staged)
+    assert argv[:5] == ["unshare", "--mount", "--propagation", "private", "--"]
+    tail = argv[argv.index("prlimit") :]
+    assert tail[:5] == ["prlimit", f"--as={4 * 1024**3}", f"--fsize={10 * 1024**3}", "--core=0", "--"]
+    assert "--nproc" not in " ".join(tail)  # the cgroup counts processes
+    setpriv = tail[tail.index("setpriv") :]
+    assert setpriv[:5] == ["setpriv", "--reuid=2000000000", "--regid=2000000000", "--clear-groups", "--no-new-privs"]
+    assert argv[-2:] == ["bwrap", "x"]
+    assert argv.index("/cg/pids/ofedrepo/b/cgroup.procs") < argv.index("/data/bundles/s/B") < argv.index("prlimit")
+    without = confined_argv(["bwrap"], CONFINED, None, {})
+    assert without[0] == "prlimit" and any(argument.startswith("--nproc=") for argument in without)
 
 
 def test_the_first_compiler_error_is_what_a_failure_reports() -> None:
@@ -171,12 +206,16 @@ def test_a_compressed_module_that_would_unpack_past_the_cap_is_refused(monkeypat
 def test_the_local_sandbox_shows_the_toolchain_the_inputs_and_the_scratch_only() -> None:
     layout = HostLayout(top_links={"bin": "usr/bin", "lib": "usr/lib"}, top_dirs=["opt"], masked=["/etc/shadow"])
     argv = sandbox_argv(["bash", "/b/x.sh"], layout, [Path("/data/bundles/s/B"), Path("/usr/src/kernels/K")],
-                        [Path("/data/work/build-1")], Path("/data/work/build-1"))  # fmt: skip
+                        [Path("/data/work/build-1")], Path("/data/work/build-1"),
+                        staged={Path("/data/work/build-1"): f"{STAGE}/3"})  # fmt: skip
     assert argv[0] == "bwrap" and argv[-3:] == ["--", "bash", "/b/x.sh"]
-    assert {"--unshare-net", "--unshare-pid", "--die-with-parent"} <= set(argv)
+    assert {"--unshare-net", "--unshare-pid", "--die-with-parent", "--disable-userns", "--unshare-cgroup-try"} <= set(
+        argv
+    )
     pairs = list(zip(argv, argv[1:], argv[2:], strict=False))
+    assert ("--unshare-user", "--uid", "0") in pairs and ("--cap-drop", "ALL", "--unshare-pid") in pairs
+    assert ("--bind", f"{STAGE}/3", "/data/work/build-1") in pairs  # found where it was staged, mounted at its path
     assert ("--ro-bind", "/data/bundles/s/B", "/data/bundles/s/B") in pairs
-    assert ("--bind", "/data/work/build-1", "/data/work/build-1") in pairs
     assert ("--ro-bind", "/dev/null", "/etc/shadow") in pairs and ("--symlink", "usr/bin", "/bin") in pairs
     assert ("--proc", "/proc", "--tmpfs") in pairs  # its own /proc: no other process's environment
     assert not any(argument == "/data" or argument == "/" for argument in argv)  # never the whole data dir or host

@@ -1,6 +1,7 @@
-"""Which kernels of a feed get built: the newest few of each minor release, each one validated."""
+"""Which kernels of a feed get built: the newest few of each minor release, each one validated; and which of
+its validators are kept."""
 
-from ofedrepo.builds.feeds import newest_per_minor, strong_last_modified
+from ofedrepo.builds.feeds import MAX_ETAG, kept, newest_per_minor, strong_last_modified
 
 
 def test_the_newest_of_each_minor_release_in_rpm_order() -> None:
@@ -36,3 +37,14 @@ def test_a_last_modified_within_two_seconds_of_the_answer_is_no_validator() -> N
     assert strong_last_modified("Tue, 01 Dec 2026 21:40:09 GMT", served) is None
     assert strong_last_modified("yesterday", served) is None
     assert strong_last_modified(None, served) is None
+
+
+def test_a_validator_is_kept_only_whole_and_as_a_header_can_carry_it() -> None:
+    """The row's ETag column holds 256 characters: a longer ETag cut short would never match again, so it is
+    not kept at all (and the feed is read unconditionally)."""
+    assert MAX_ETAG == 256
+    assert kept('"' + "e" * 254 + '"', MAX_ETAG) == '"' + "e" * 254 + '"'
+    assert kept('"' + "e" * 300 + '"', MAX_ETAG) is None
+    assert kept('"abc"\r\n X-Injected: 1', MAX_ETAG) is None
+    assert kept('"caf\u00e9"', MAX_ETAG) is None
+    assert kept(None, MAX_ETAG) is None

@@ -1,0 +1,148 @@
+"""Reading what an untrusted tool left in its scratch directory: regular files inside it, checked on the descriptor.
+
+The vendor's script writes its output, its logs and its work directories where we read them afterwards (and,
+for its logs, while it runs). It can plant a symbolic link to ``/proc/self/environ`` or the site's signing key
+under a name we read, a hard link, a FIFO that blocks the reader, a file of terabytes. So nothing is opened by a
+path as such: every directory on the way is opened relative to the one before (``dir_fd``) without following
+links, the file itself with ``O_NOFOLLOW | O_NONBLOCK``, and what was opened is checked with ``fstat`` before a
+byte is read: a regular file, one link only, on the scratch's own filesystem, within a size bound.
+
+``collect`` gives code that wants a path (archive readers, librpm) the very inode that passed the checks: it is
+linked by its descriptor into a directory of the worker's own, made after the tool ended.
+"""
+
+import errno
+import os
+import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from ofedrepo.errors import BuildFailed
+
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+class UntrustedFile(BuildFailed):
+    """A file the tool made that is not one we read: a link, a special file, one outside, or too big."""
+
+
+def shown(name: str) -> str:
+    """A name the tool chose, fit for a log line: undecodable bytes and control characters escaped."""
+    text = os.fsencode(name).decode("utf-8", "backslashreplace")
+    return "".join(character if character.isprintable() else repr(character)[1:-1] for character in text)[:200]
+
+
+class ScratchDir:
+    """An open scratch directory; every path below is relative to it and resolved one component at a time."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.descriptor = os.open(root, _DIRECTORY_FLAGS)
+        self.device = os.fstat(self.descriptor).st_dev
+
+    def close(self) -> None:
+        os.close(self.descriptor)
+
+    def __enter__(self) -> "ScratchDir":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @contextmanager
+    def directory(self, relative: str) -> Iterator[int]:
+        """A descriptor of the directory ``relative`` (``""`` for the root), reached without following a link."""
+        parts = _parts(relative)
+        current = os.dup(self.descriptor)
+        try:
+            for part in parts:
+                try:
+                    following = os.open(part, _DIRECTORY_FLAGS, dir_fd=current)
+                except OSError as error:
+                    message = f"{shown(relative)}: not a directory of the scratch ({error.strerror})"
+                    raise UntrustedFile(message) from None
+                os.close(current)
+                current = following
+            yield current
+        finally:
+            os.close(current)
+
+    def names(self, relative: str = "") -> list[str]:
+        """Entries of a directory, sorted (any kind: the caller opens what it wants through ``open``)."""
+        with self.directory(relative) as descriptor:
+            return sorted(os.listdir(descriptor))
+
+    def open(self, relative: str, max_bytes: int | None = None) -> BinaryIO:
+        """The regular file ``relative``, open for reading, once it proved to be one of the scratch's own."""
+        *parents, name = _parts(relative)
+        with self.directory("/".join(parents)) as parent:
+            try:
+                descriptor = os.open(name, _FILE_FLAGS, dir_fd=parent)
+            except OSError as error:
+                if error.errno == errno.ELOOP:
+                    message = f"{shown(relative)} is a symbolic link, not a file of the scratch's own"
+                    raise UntrustedFile(message) from None
+                message = f"{shown(relative)}: cannot be opened as a regular file ({error.strerror})"
+                raise UntrustedFile(message) from None
+        try:
+            self._check(relative, os.fstat(descriptor), max_bytes)
+            os.set_blocking(descriptor, True)
+        except BaseException:
+            os.close(descriptor)
+            raise
+        return os.fdopen(descriptor, "rb")
+
+    def _check(self, relative: str, status: os.stat_result, max_bytes: int | None) -> None:
+        if not stat.S_ISREG(status.st_mode):
+            raise UntrustedFile(f"{shown(relative)} is not a regular file")
+        if status.st_nlink != 1:
+            raise UntrustedFile(f"{shown(relative)} has {status.st_nlink} links: it may be another file's")
+        if status.st_dev != self.device:
+            raise UntrustedFile(f"{shown(relative)} is not on the scratch directory's filesystem")
+        if max_bytes is not None and status.st_size > max_bytes:
+            raise UntrustedFile(f"{shown(relative)} is larger than {max_bytes} bytes")
+
+    def walk(self, relative: str = "", enter: Callable[[str], bool] = lambda _: True) -> Iterator[str]:
+        """Every regular-looking file below ``relative`` (paths relative to the root), directories entered by
+        descriptor and never through a link, and only those whose name ``enter`` accepts. Whatever vanishes or
+        changes meanwhile is passed over: the tool may be running."""
+        pending = [relative]
+        while pending:
+            current = pending.pop()
+            try:
+                with self.directory(current) as descriptor, os.scandir(descriptor) as entries:
+                    found = [(entry.name, entry.is_dir(follow_symlinks=False), entry.is_file(follow_symlinks=False))
+                             for entry in entries]  # fmt: skip
+            except (OSError, UntrustedFile):
+                continue
+            for name, is_directory, is_file in sorted(found):
+                path = f"{current}/{name}" if current else name
+                if is_directory and enter(name):
+                    pending.append(path)
+                elif is_file:
+                    yield path
+
+    def collect(self, relative: str, into: Path, max_bytes: int | None = None) -> Path:
+        """Link the checked file ``relative`` into ``into`` (a directory of ours on the same filesystem) by its
+        descriptor, and return that path: what readers then open is the inode that passed the checks."""
+        into.mkdir(mode=0o700, exist_ok=True)
+        target = into / _parts(relative)[-1]
+        with self.open(relative, max_bytes) as opened:
+            # linkat(AT_SYMLINK_FOLLOW) through /proc links the inode the descriptor holds; os.link calls plain
+            # link(2), which would link the magic link itself, unless given a directory descriptor.
+            proc = os.open("/proc", _DIRECTORY_FLAGS)
+            try:
+                os.link(f"self/fd/{opened.fileno()}", target, src_dir_fd=proc, follow_symlinks=True)
+            finally:
+                os.close(proc)
+        return target
+
+
+def _parts(relative: str) -> list[str]:
+    parts = [part for part in PurePosixPath(relative).parts if part not in ("", ".")]
+    if any(part in ("..", "/") for part in parts):
+        raise UntrustedFile(f"{shown(relative)}: not a path inside the scratch directory")
+    return parts
