@@ -1,10 +1,11 @@
 """Bearer tokens for every call that changes state; reads, the yum tree and the read pages stay open.
 
-Tokens come from ``OFEDREPO_API_TOKENS``; when it is empty nothing is checked (a lab or a loopback-only
-service). The web pages' actions send the token a login form stored in a ``SameSite=Strict`` cookie; a
-call made with that cookie is also refused when the browser says it comes from another site
-(``Sec-Fetch-Site``, or an ``Origin`` that is not this host), and so is a cross-site login. Tokens are
-compared in constant time and never logged.
+Tokens come from ``OFEDREPO_API_TOKENS``; when it is unset nothing is checked (a lab or a loopback-only
+service). A variable set but blank never gets here: ``Settings`` refuses it, so a template that expanded to
+nothing stops the service instead of silently turning authentication off. The web pages' actions send the
+token a login form stored in a ``SameSite=Strict`` cookie; a call made with that cookie is also refused when
+the browser says it comes from another site (``Sec-Fetch-Site``, or an ``Origin`` that is not this host), and
+so is a cross-site login. Tokens are compared in constant time and never logged.
 
 ``AuthenticateFirst`` checks every mutating ``/api/`` call before anything reads its body: a client without
 a token cannot make the service read (and hold) a large body only to be told 401 afterwards.
@@ -69,7 +70,7 @@ def require_token(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:
-    """401 without a token, 403 with a wrong one; nothing when no tokens are configured."""
+    """401 without a token, 403 with a wrong one; nothing when ``OFEDREPO_API_TOKENS`` is unset."""
     problem = credential_problem(request, settings.api_tokens)
     if problem:
         raise problem

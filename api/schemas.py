@@ -14,20 +14,31 @@ from ofedrepo.models import Build, KernelFeed, RepoVersion
 from ofedrepo.repos.queries import RepoView
 from ofedrepo.repos.repofile import RepoLocation, dib_package_list
 
-#: ``?format=env``: the answer as ``NAME=value`` lines, for clients with a shell and curl but no JSON parser
-#: (the DIB element ``ofedrepo-mlnx-ofed`` runs in an image's chroot). Never meant to be sourced: clients read
-#: the lines they know and check each value.
+#: ``?format=env``: the answer as ``NAME='value'`` lines, for clients with a shell and curl but no JSON parser
+#: (the DIB element ``ofedrepo-mlnx-ofed`` runs in an image's chroot). Values carry text from outside (a build's
+#: error quotes the compiler, which quotes the bundle's sources), so each is single-quoted: a POSIX shell that
+#: sources the answer gets every value back exactly and runs nothing. The element parses it without sourcing.
 FormatQuery = Query(
-    "json", alias="format", description="`env`: `OFEDREPO_*=value` lines (text/plain) for shell clients instead of JSON"
+    "json",
+    alias="format",
+    description="`env`: `OFEDREPO_*='value'` lines (text/plain), single-quoted so that a POSIX shell can source "
+    "them, for shell clients instead of JSON",
 )
 AnswerFormat = Literal["json", "env"]
 #: The ``text/plain`` alternative of an answer, for a route's ``responses``.
-ENV_CONTENT = {"content": {"text/plain": {"example": "OFEDREPO_REPO_ID=1\nOFEDREPO_BUILD_STATE=running\n"}}}
+ENV_CONTENT = {"content": {"text/plain": {"example": "OFEDREPO_REPO_ID='1'\nOFEDREPO_BUILD_STATE='running'\n"}}}
+
+
+def shell_quoted(value: str) -> str:
+    """``value`` as one single-quoted POSIX shell word. Inside single quotes nothing is special but the quote
+    itself, written ``'\\''`` (close, an escaped quote, reopen); always quoted, even when empty or plain, so that
+    a reader needs one rule. NUL is dropped: no shell variable can hold it."""
+    return "'" + value.replace("\x00", "").replace("'", "'\\''") + "'"
 
 
 def env_response(fields: dict[str, str | int | None], status_code: int = 200) -> PlainTextResponse:
-    """``NAME=value`` lines; a value never spans lines (a newline in an error message becomes a space)."""
-    lines = [f"{name}={'' if value is None else ' '.join(str(value).splitlines())}" for name, value in fields.items()]
+    """``NAME='value'`` lines (None is empty); a value keeps its newlines, inside its quotes."""
+    lines = [f"{name}={shell_quoted('' if value is None else str(value))}" for name, value in fields.items()]
     return PlainTextResponse("\n".join(lines) + "\n", status_code=status_code)
 
 

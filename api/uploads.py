@@ -9,6 +9,7 @@ the event loop. JSON bodies, small by nature, are capped as they arrive (``CapJs
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.schemas import PathImport
 from ofedrepo.errors import InvalidInput, TooLarge, UnsupportedMediaType
 from ofedrepo.storage import DataDir
-from ofedrepo.uploads import Candidate, UploadSink, importable_path
+from ofedrepo.uploads import Candidate, UploadSink, discard, import_path, take_file
 
 FLUSH_BYTES = 1024 * 1024
 MAX_JSON_BYTES = 64 * 1024
@@ -194,18 +195,23 @@ async def received(
     limit: int,
     limit_setting: str,
     import_dirs: list[Path],
-    identify: Callable[[Path], Candidate],
+    take_in: Callable[[int, str], Candidate] | None = None,
     directories: bool = False,
 ) -> AsyncIterator[Candidate]:
-    """The file a request brings, hashed: an upload (removed on exit) or an imported path (left alone)."""
+    """The file a request brings, hashed: an upload, or an imported path opened once and copied in while hashed
+    (``take_in``, a file by default; the original is left alone). Either copy is removed on exit."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "application/json":
         try:
             body = PathImport.model_validate_json(await read_small_body(request))
         except ValidationError:
             raise InvalidInput('expected a JSON object {"path": "/absolute/path/on/the/server"}') from None
-        path = importable_path(body.path, import_dirs, directories=directories)
-        yield await run_in_threadpool(identify, path)
+        taking = take_in or partial(take_file, data=data)
+        candidate = await run_in_threadpool(import_path, body.path, import_dirs, taking, directories)
+        try:
+            yield candidate
+        finally:
+            await run_in_threadpool(discard, candidate)
     elif media_type == "multipart/form-data":
         sink = UploadSink(data, limit, limit_setting)
         try:

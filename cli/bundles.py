@@ -28,6 +28,7 @@ def bundle_add(
 ) -> None:
     """Register an MLNX_OFED bundle or a DOCA-OFED repository (stored unpacked and read-only, once per sha256)."""
     from ofedrepo.bundles.store import BundleStore
+    from ofedrepo.uploads import discard
 
     settings = settings_of(context)
     store = BundleStore(settings, migrated_sessions(settings))
@@ -41,9 +42,12 @@ def bundle_add(
     with hashing_progress() as bars:
         hashing = bars.add_task(f"Hashing {path.name}", total=total)
         candidate = store.identify(path, lambda size: bars.advance(hashing, size))
-        bars.update(hashing, visible=False)
-        step = bars.add_task("Checking", total=None)
-        bundle, created = store.add(candidate, progress=lambda text: bars.update(step, description=text))
+        try:
+            bars.update(hashing, visible=False)
+            step = bars.add_task("Checking", total=None)
+            bundle, created = store.add(candidate, progress=lambda text: bars.update(step, description=text))
+        finally:
+            discard(candidate)
     if as_json:
         sys.stdout.write(
             json.dumps({**bundle.__dict__, "created_at": bundle.created_at.isoformat(), "created": created}, indent=2)

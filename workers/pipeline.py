@@ -427,10 +427,13 @@ class Pipeline:
             command = container_argv(
                 engine, image, name, command, tool.inputs, scratch, home, confinement, signing, tool.placed, tool.tmp
             )
+            # The engine is the operator's: it needs the worker's environment (rootless podman's XDG_RUNTIME_DIR,
+            # CONTAINERS_CONF, DOCKER_HOST), less ofedrepo's own settings; the tool inside gets only what -e gives.
+            environment = engine_environment()
 
             def on_kill() -> None:
                 try:
-                    run(container_kill_argv(engine, name), env=clean_environment(home), timeout=60)
+                    run(container_kill_argv(engine, name), env=engine_environment(), timeout=60)
                 except ToolFailed as error:
                     build_log.note(f"could not remove container {name}: {error}")
 
@@ -533,6 +536,11 @@ class Pipeline:
             opened, job.kernel, job.id, build_log, self._signing_modules, self._still_mine(job)
         )
         return self._published(result, build_log)
+
+
+def engine_environment() -> dict[str, str]:
+    """The worker's environment without ofedrepo's settings (API tokens, the database's URL and password)."""
+    return {name: value for name, value in os.environ.items() if not name.startswith("OFEDREPO_")}
 
 
 #: doca-kernel-support's only word on where it builds (its work directory is a mktemp under /tmp: letters and

@@ -134,16 +134,18 @@ def container_argv(
         identities = ["--uidmap", mapping, "--gidmap", mapping]
     return [
         engine, "run", "--rm", "--name", name, "--network=none", "--security-opt", "label=disable",
-        "--cap-drop=ALL", "--security-opt", "no-new-privileges", "--read-only", *identities,
+        "--cap-drop=ALL", "--security-opt", "no-new-privileges", "--read-only", "--cgroupns=private", *identities,
         f"--pids-limit={confinement.max_processes}", f"--memory={confinement.max_memory}",
-        "--ulimit", f"fsize={confinement.max_scratch}", "--ulimit", "core=0", *mounts,
+        f"--memory-swap={confinement.max_memory}", *mounts,
         "-v", f"{writable}:{writable}:rw", "-w", str(writable),
         "-e", f"HOME={home}", "-e", "LANG=C.UTF-8", *variables, image, *command,
     ]  # fmt: skip
 
 
 def container_kill_argv(engine: str, name: str) -> list[str]:
-    return [engine, "rm", "--force", name]
+    """Remove the container at once: its processes get SIGKILL (podman's ``rm --force`` would first wait the
+    container's stop timeout, ten seconds in which a disk filler goes on writing)."""
+    return [engine, "rm", "--force", *(["--time", "0"] if engine == "podman" else []), name]
 
 
 @dataclass(frozen=True)
@@ -332,9 +334,9 @@ def run_streaming(
     while process.poll() is None:
         stopped = should_stop() or ("timed out" if time.monotonic() > deadline else None)
         if stopped:
-            _kill_group(process)
-            if on_kill:
+            if on_kill:  # first: a container lives on in its engine after the client is killed
                 on_kill()
+            _kill_group(process)
             break
         try:
             process.wait(timeout=0.2)

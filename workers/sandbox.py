@@ -44,7 +44,7 @@ CGROUP_PARENT = "ofedrepo"
 SCRATCH_FULL = "scratch full"
 #: How much longer than its last walk the scratch meter waits before walking again (bounds its cost).
 _METER_COST_FACTOR = 20
-_METER_MIN_INTERVAL = 1.0
+_METER_MIN_INTERVAL = 0.2
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,12 @@ def _tasks_of(uid: int) -> int:
     return count
 
 
+def _no_swap(limit_file: Path, value: str) -> None:
+    """Memory and swap together no more than memory alone, where the kernel accounts swap (else it is off)."""
+    if limit_file.exists():
+        limit_file.write_text(value)
+
+
 @dataclass
 class RunCgroup:
     """One run's cgroup: in v2 one directory, in v1 one per hierarchy (``pids``, ``memory``)."""
@@ -170,6 +176,7 @@ class RunCgroup:
         try:
             (directory / "pids.max").write_text(str(confinement.max_processes))
             (directory / "memory.max").write_text(str(confinement.max_memory))
+            _no_swap(directory / "memory.swap.max", "0")
         except OSError:
             cgroup.remove()
             raise
@@ -187,6 +194,7 @@ class RunCgroup:
                 directory.mkdir(parents=True)
                 cgroup.directories.append(directory)
                 (directory / limit_file).write_text(str(limit))
+            _no_swap(cgroup.directories[-1] / "memory.memsw.limit_in_bytes", str(confinement.max_memory))
         except OSError:
             cgroup.remove()
             raise

@@ -64,9 +64,8 @@ class Worker:
         self.threads += [
             threading.Thread(target=self._slot, name=f"slot-{index}", daemon=True) for index in range(self.concurrency)
         ]
-        policy = automatic_policy(self.settings)
-        if policy is not None:
-            self.threads.append(threading.Thread(target=self._retention, args=(policy,), name="gc", daemon=True))
+        policy = automatic_policy(self.settings)  # None: housekeeping only (scratch, kept failures, old logs)
+        self.threads.append(threading.Thread(target=self._retention, args=(policy,), name="gc", daemon=True))
         if self.settings.kernel_feeds:
             self.threads.append(threading.Thread(target=self._kernel_feeds, name="feeds", daemon=True))
         for thread in self.threads:
@@ -214,8 +213,9 @@ class Worker:
                 unrenewed_for,
             )
 
-    def _retention(self, policy: Policy) -> None:
-        """The configured retention policy, every ``gc_interval`` seconds (several workers may run it at once)."""
+    def _retention(self, policy: Policy | None) -> None:
+        """The configured retention policy (or none: housekeeping alone), every ``gc_interval`` seconds (several
+        workers may run it at once)."""
         while not self.stopping.is_set():
             try:
                 report = collect_garbage(self.settings, self.sessions, policy, dry_run=False)

@@ -1,11 +1,16 @@
 """Builds: state, the log as it grows, cancel."""
 
+from pathlib import Path
+
 from fastapi import APIRouter, Query, Response
 
 from api.auth import TOKEN_REQUIRED, TOKEN_RESPONSES
 from api.deps import DataDirDep, IdPath, ReadSessionDep, SessionDep, SessionScopedRoute
 from api.schemas import ENV_CONTENT, AnswerFormat, BuildOut, FormatQuery, env_response
 from ofedrepo.builds import requests
+
+#: The largest offset asked for: every JSON client (the log page's JavaScript too) holds integers up to it exactly.
+MAX_LOG_OFFSET = 2**53 - 1
 
 router = APIRouter(prefix="/api/v1/builds", tags=["builds"], route_class=SessionScopedRoute)
 
@@ -34,14 +39,33 @@ def build_log(
     session: ReadSessionDep,
     data: DataDirDep,
     offset: int = Query(
-        0, ge=0, le=2**62, description="Start here (bytes): follow a running build by asking from the end"
+        0,
+        ge=0,
+        le=MAX_LOG_OFFSET,
+        description="Start here (bytes): follow a running build by asking from the previous answer's "
+        "`X-Log-Offset`. An offset past the end answers as the end does: an empty body and the log's size",
     ),
 ) -> Response:
-    """The build log as plain text; it grows while the build runs. `X-Build-State` carries the state."""
+    """The build log as plain text; it grows while the build runs. `X-Build-State` carries the state,
+    `X-Log-Offset` where to ask from next.
+
+    An offset past the end is answered from the end rather than refused: a client following the log (the DIB
+    element) then carries on from the log's real size instead of failing or asking the same thing forever.
+    """
     build = requests.get_build(session, build_id)
-    content = requests.read_log(data.build_log(build_id), offset)
-    headers = {"X-Build-State": build.state, "X-Log-Offset": str(offset + len(content)), "Cache-Control": "no-cache"}
+    log_file = data.build_log(build_id)
+    start = min(offset, _log_size(log_file))  # measured first: bytes written meanwhile are read, not skipped
+    content = requests.read_log(log_file, start)
+    headers = {"X-Build-State": build.state, "X-Log-Offset": str(start + len(content)), "Cache-Control": "no-cache"}
     return Response(content, media_type="text/plain; charset=utf-8", headers=headers)
+
+
+def _log_size(log_file: Path) -> int:
+    """The log's size now; 0 before its build starts writing it."""
+    try:
+        return log_file.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 @router.post(

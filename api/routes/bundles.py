@@ -36,7 +36,7 @@ async def add_bundle(
         limit=settings.bundle_max_upload_size,
         limit_setting="OFEDREPO_BUNDLE_MAX_UPLOAD_SIZE",
         import_dirs=settings.import_dirs,
-        identify=bundles.identify,
+        take_in=bundles.take_in,
         directories=True,
     ) as candidate:
         bundle, created = await run_in_threadpool(bundles.add, candidate)

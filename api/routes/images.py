@@ -8,7 +8,6 @@ from api.deps import DataDirDep, IdPath, ImageCatalogDep, ReadSessionDep, Sessio
 from api.schemas import ImageOut
 from api.uploads import received, upload_request_body
 from ofedrepo.images import catalog
-from ofedrepo.uploads import hash_candidate
 
 router = APIRouter(prefix="/api/v1/images", tags=["images"], route_class=SessionScopedRoute)
 
@@ -41,7 +40,6 @@ async def add_image(
         limit=settings.image_max_upload_size,
         limit_setting="OFEDREPO_IMAGE_MAX_UPLOAD_SIZE",
         import_dirs=settings.import_dirs,
-        identify=hash_candidate,
     ) as candidate:
         outcome = (await run_in_threadpool(images.inspect, [candidate]))[0]
     if outcome.error:

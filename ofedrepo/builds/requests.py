@@ -13,6 +13,7 @@ lease expiry) live in ``workers/queue.py``. Each is a conditional UPDATE on the 
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cmp_to_key
@@ -288,9 +289,12 @@ def cancel_build(session: Session, build_id: int) -> Build:
 
 
 def read_log(log_file: Path, offset: int = 0, limit: int = 4 * 1024 * 1024) -> bytes:
-    """The build log from ``offset`` (for clients following it as it grows); empty before it starts."""
+    """The build log from ``offset`` (for clients following it as it grows); empty before it starts, and from
+    an offset at or past its end (the end is compared first: seeking far past it fails with EINVAL)."""
     try:
         with log_file.open("rb") as reader:
+            if offset >= os.fstat(reader.fileno()).st_size:
+                return b""
             reader.seek(offset)
             return reader.read(limit)
     except FileNotFoundError:

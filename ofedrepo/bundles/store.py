@@ -12,6 +12,7 @@ Directories stay writable by the owner: the vendor script copies the bundle (mod
 temporary directory and deletes packages from the copy, which read-only directories would forbid.
 """
 
+import errno
 import hashlib
 import logging
 import os
@@ -35,7 +36,7 @@ from ofedrepo.errors import InvalidInput, NotFound
 from ofedrepo.models import Bundle
 from ofedrepo.rpmfile import module_kernels, read_header
 from ofedrepo.storage import DataDir, exclusive_lock
-from ofedrepo.uploads import CHUNK, Candidate, hash_candidate
+from ofedrepo.uploads import Candidate, copy_from, open_named, take_file
 
 log = logging.getLogger(__name__)
 
@@ -60,23 +61,93 @@ class BundleView:
         return cls(**{name: getattr(bundle, name) for name in cls.__dataclass_fields__})
 
 
-def tree_digest(root: Path, advance: Callable[[int], None] | None = None) -> str:
-    """A sha256 standing for a directory tree: every entry's relative path, kind, link target and content."""
+#: Deeper directory trees are refused: a bundle is a few levels deep, and the walk holds one descriptor per level.
+MAX_TREE_DEPTH = 64
+#: Opening an entry of a walked tree: never through a link, never blocking on a FIFO.
+_ENTRY = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+def tree_digest(root: Path | int, advance: Callable[[int], None] | None = None, copy_to: Path | None = None) -> str:
+    """A sha256 standing for a directory tree: every entry's relative path, kind, link target and content.
+
+    The tree (a path, or a descriptor of an opened directory) is walked by descriptors: each directory and file
+    is opened inside its parent's descriptor without following links, links are read, never followed, and a
+    file is hashed from the descriptor it was opened by. With ``copy_to`` (a new directory) what was walked is
+    copied there as it is hashed, links as links and files with their permission bits, so the copy holds
+    exactly what the digest stands for, however the tree changed meanwhile. Entries are taken in the order
+    of their relative paths' components, as ``sorted(root.rglob("*"))`` gave them: a tree keeps its digest.
+    Anything but files, directories and links (a FIFO, a device) is refused.
+    """
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        relative = os.fsencode(path.relative_to(root).as_posix())  # names need not be UTF-8
-        if path.is_symlink():
-            digest.update(b"L\0" + relative + b"\0" + os.fsencode(os.readlink(path)) + b"\0")
-        elif path.is_file():
-            digest.update(b"F\0" + relative + b"\0")
-            with path.open("rb") as reader:
-                while chunk := reader.read(CHUNK):
-                    digest.update(chunk)
-                    if advance:
-                        advance(len(chunk))
-        elif path.is_dir():
-            digest.update(b"D\0" + relative + b"\0")
+    # A root given as a path is the caller's own choice (links in it followed); below it, nothing is followed.
+    descriptor = root if isinstance(root, int) else os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if copy_to is not None:
+            copy_to.mkdir()
+        _walk(descriptor, "", digest, advance, copy_to, 0)
+    finally:
+        if not isinstance(root, int):
+            os.close(descriptor)
     return digest.hexdigest()
+
+
+def _walk(
+    directory: int,
+    relative: str,
+    digest: "hashlib._Hash",
+    advance: Callable[[int], None] | None,
+    copy_to: Path | None,
+    depth: int,
+) -> None:
+    if depth >= MAX_TREE_DEPTH:
+        raise InvalidInput(f"{relative!r}: the tree is more than {MAX_TREE_DEPTH} directories deep")
+    for name in sorted(os.listdir(directory)):
+        path = f"{relative}/{name}" if relative else name
+        encoded = os.fsencode(path)  # names need not be UTF-8
+        target = copy_to / name if copy_to is not None else None
+        try:
+            kind = stat.S_IFMT(os.stat(name, dir_fd=directory, follow_symlinks=False).st_mode)
+        except OSError:
+            raise InvalidInput(f"{path!r} changed while it was read") from None
+        if kind == stat.S_IFLNK:
+            try:
+                link = os.readlink(name, dir_fd=directory)
+            except OSError:
+                raise InvalidInput(f"{path!r} changed while it was read") from None
+            digest.update(b"L\0" + encoded + b"\0" + os.fsencode(link) + b"\0")
+            if target is not None:
+                os.symlink(link, target)
+        elif kind in (stat.S_IFREG, stat.S_IFDIR):
+            entry = _open_entry(directory, name, path, kind)
+            try:
+                if kind == stat.S_IFDIR:
+                    digest.update(b"D\0" + encoded + b"\0")
+                    if target is not None:
+                        target.mkdir()
+                    _walk(entry, path, digest, advance, target, depth + 1)
+                else:
+                    digest.update(b"F\0" + encoded + b"\0")
+                    copy_from(entry, target, digest.update, advance)
+                    if target is not None:
+                        info = os.fstat(entry)
+                        os.chmod(target, stat.S_IMODE(info.st_mode) & 0o777)  # the vendor's script stays executable
+                        os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
+            finally:
+                os.close(entry)
+        else:
+            raise InvalidInput(f"{path!r} is neither a file, a directory nor a link")
+
+
+def _open_entry(directory: int, name: str, path: str, kind: int) -> int:
+    """``name`` in ``directory``, opened without following a link; refused unless it is still of ``kind``."""
+    try:
+        entry = os.open(name, _ENTRY | (os.O_DIRECTORY if kind == stat.S_IFDIR else 0), dir_fd=directory)
+    except OSError as error:
+        raise InvalidInput(f"{path!r} changed while it was read ({error.strerror})") from None
+    if stat.S_IFMT(os.fstat(entry).st_mode) != kind:
+        os.close(entry)
+        raise InvalidInput(f"{path!r} changed while it was read")
+    return entry
 
 
 def held_kernels(bundle: OpenedBundle) -> list[str]:
@@ -104,12 +175,37 @@ class BundleStore:
         self.limits = Limits.of(settings)
 
     def identify(self, source: Path, advance: Callable[[int], None] | None = None) -> Candidate:
-        """Hash ``source``: the archive's bytes, or the tree of a directory."""
-        if source.is_dir():
-            return Candidate(path=source, name=source.name, sha256=tree_digest(source, advance))
-        if not source.is_file():
-            raise InvalidInput(f"{source}: neither a bundle archive (tgz, iso) nor a bundle directory")
-        return hash_candidate(source, advance)
+        """The bundle at ``source`` (a path the operator named), opened once and taken in (``take_in``); the
+        caller ``discard``s the candidate once it is added."""
+        descriptor = open_named(source)
+        try:
+            return self.take_in(descriptor, Path(os.path.abspath(source)).name, advance)
+        finally:
+            os.close(descriptor)
+
+    def take_in(self, source: int, name: str, advance: Callable[[int], None] | None = None) -> Candidate:
+        """Hash what the descriptor ``source`` reads, the archive's bytes or the tree of a directory, while
+        copying it into ``<data>/uploads``: the bundle unpacked and stored is the one hashed, whatever happens to
+        the original meanwhile."""
+        mode = os.fstat(source).st_mode
+        if stat.S_ISREG(mode):
+            return take_file(source, name, self.data, advance)
+        if not stat.S_ISDIR(mode):
+            raise InvalidInput(f"{name}: neither a bundle archive (tgz, iso) nor a bundle directory")
+        scratch = self.data.new_scratch(self.data.uploads, "import")
+        scratch.mkdir(parents=True)
+        copy = scratch / (name or "bundle")
+        try:
+            sha256 = tree_digest(source, advance, copy_to=copy)
+        except OSError as error:
+            shutil.rmtree(scratch, ignore_errors=True)
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise  # the service's own disk is full: answered as such (507), not as bad input
+            raise InvalidInput(f"{name}: cannot read it ({error.strerror})") from None
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        return Candidate(path=copy, name=copy.name, sha256=sha256, scratch=scratch)
 
     def add(self, candidate: Candidate, progress: Callable[[str], None] | None = None) -> tuple[BundleView, bool]:
         """Register the bundle (unless its sha256 is known); True when this call stored it."""

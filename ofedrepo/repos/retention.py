@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ofedrepo.config import Settings
 from ofedrepo.db import transaction
 from ofedrepo.errors import InvalidInput
-from ofedrepo.models import Bundle, Repo, RepoVersion, utcnow
+from ofedrepo.models import Build, Bundle, Repo, RepoVersion, utcnow
 from ofedrepo.storage import DataDir, disk_usage, exclusive_lock, fsync_directory, latest_number
 
 log = logging.getLogger(__name__)
@@ -115,11 +115,34 @@ class Report:
         return sum(item.size for item in self.freed)
 
 
-def collect_garbage(settings: Settings, sessions: sessionmaker[Session], policy: Policy, dry_run: bool) -> Report:
-    """Apply ``policy`` to every repo, then drop orphaned bundle trees and stale scratch; say what went."""
+def collect_garbage(
+    settings: Settings, sessions: sessionmaker[Session], policy: Policy | None, dry_run: bool
+) -> Report:
+    """Apply ``policy`` (if any) to every repo, then drop orphaned bundle trees, stale scratch and old build logs;
+    say what went."""
     data = DataDir(settings.data_dir)
     report = Report()
     now = utcnow()
+    if policy is not None:
+        _apply_policy(data, sessions, policy, now, report, dry_run)
+    for orphan in _orphaned_bundle_trees(data, sessions, now - timedelta(seconds=settings.gc_grace_seconds)):
+        report.freed.append(Freed("unreferenced bundle tree", orphan, disk_usage(orphan)))
+        if not dry_run:
+            _remove_tree(data, orphan)
+    leftovers = [("stale scratch", path) for path in data.stale_scratch(settings.scratch_lifetime)]
+    leftovers += [("failed build kept for debugging", path) for path in data.expired_failed_builds(
+        settings.build_keep_failed_seconds)]  # fmt: skip
+    leftovers += [("build log", path) for path in _expired_build_logs(data, sessions, settings.build_log_keep_seconds)]
+    for what, leftover in leftovers:
+        report.freed.append(Freed(what, leftover, disk_usage(leftover)))
+        if not dry_run:
+            _remove_tree(data, leftover)
+    return report
+
+
+def _apply_policy(
+    data: DataDir, sessions: sessionmaker[Session], policy: Policy, now: datetime, report: Report, dry_run: bool
+) -> None:
     with sessions() as session:
         repos = [(repo.id, repo.bundle_name, repo.kernel) for repo in session.scalars(select(Repo))]
     for repo_id, bundle_name, kernel in repos:
@@ -135,18 +158,6 @@ def collect_garbage(settings: Settings, sessions: sessionmaker[Session], policy:
                                           disk_usage(repo_dir / str(number))))  # fmt: skip
                 if not dry_run:
                     _remove_version(sessions, data, repo_id, repo_dir, number)
-    for orphan in _orphaned_bundle_trees(data, sessions, now - policy.grace):
-        report.freed.append(Freed("unreferenced bundle tree", orphan, disk_usage(orphan)))
-        if not dry_run:
-            _remove_tree(data, orphan)
-    leftovers = [("stale scratch", path) for path in data.stale_scratch(settings.scratch_lifetime)]
-    leftovers += [("failed build kept for debugging", path) for path in data.expired_failed_builds(
-        settings.build_keep_failed_seconds)]  # fmt: skip
-    for what, leftover in leftovers:
-        report.freed.append(Freed(what, leftover, disk_usage(leftover)))
-        if not dry_run:
-            _remove_tree(data, leftover)
-    return report
 
 
 def _remove_version(sessions: sessionmaker[Session], data: DataDir, repo_id: int, repo_dir: Path, number: int) -> None:
@@ -170,6 +181,28 @@ def _remove_tree(data: DataDir, path: Path) -> None:
     except FileNotFoundError:  # another worker's gc took it first
         return
     shutil.rmtree(hidden, ignore_errors=True)
+
+
+def _expired_build_logs(data: DataDir, sessions: sessionmaker[Session], keep_seconds: float) -> Iterator[Path]:
+    """Logs of builds that ended more than ``keep_seconds`` ago, and old logs no build row names any more: a
+    build's log is bounded in size (``OFEDREPO_BUILD_LOG_MAX_BYTES``), their number by this."""
+    if not data.build_logs.is_dir():
+        return
+    before = utcnow() - timedelta(seconds=keep_seconds)
+    logs = {int(entry.stem): entry for entry in data.build_logs.iterdir() if entry.stem.isdigit()}
+    ids = sorted(logs)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        with sessions() as session:
+            found = session.execute(select(Build.id, Build.finished_at).where(Build.id.in_(chunk)))
+            rows = {build_id: finished for build_id, finished in found}
+        for build_id in chunk:
+            if build_id in rows:
+                finished = rows[build_id]
+                if finished is not None and finished < before:
+                    yield logs[build_id]
+            elif datetime.fromtimestamp(logs[build_id].lstat().st_mtime, tz=before.tzinfo) < before:
+                yield logs[build_id]
 
 
 def _orphaned_bundle_trees(data: DataDir, sessions: sessionmaker[Session], before: datetime) -> Iterator[Path]:

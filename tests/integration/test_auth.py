@@ -1,5 +1,6 @@
 """`OFEDREPO_API_TOKENS`: calls that change state need a token; reads, the tree and /docs stay open."""
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,7 +9,7 @@ import httpx
 import pytest
 
 from api.auth import TOKEN_COOKIE
-from tests.conftest import RunningServer, start_server, stop_server
+from tests.conftest import VENV_BIN, RunningServer, free_port, service_environment, start_server, stop_server
 
 TOKENS = ("s3cret-alpha", "s3cret-beta")
 KERNEL = "4.18.0-372.26.1.el8_6.x86_64"
@@ -132,3 +133,19 @@ def test_a_login_from_another_site_is_refused(server: RunningServer) -> None:
     assert forged.status_code == 403 and TOKEN_COOKIE not in forged.cookies
     own = httpx.post(f"{server.url}/ui/login", data={"token": TOKENS[0]}, headers={"Origin": server.url})
     assert own.status_code == 303 and TOKEN_COOKIE in own.cookies
+
+
+@pytest.mark.parametrize("value", ["", " ", ",", " , "])
+@pytest.mark.parametrize("command", [["serve", "--no-worker"], ["worker"]])
+def test_a_blank_token_list_stops_the_service_with_one_line(tmp_path: Path, value: str, command: list[str]) -> None:
+    """Set but blank is a mistake (a template that expanded to nothing), never "no authentication"."""
+    port = free_port()
+    environment = service_environment(tmp_path / "var", f"http://127.0.0.1:{port}", {"OFEDREPO_API_TOKENS": value})
+    argv = [str(VENV_BIN / "ofedrepo"), *command, *(["--port", str(port)] if command[0] == "serve" else [])]
+    ran = subprocess.run(argv, env=environment, capture_output=True, text=True, timeout=30)
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    lines = ran.stderr.strip().splitlines()
+    assert len(lines) == 1 and "OFEDREPO_API_TOKENS" in lines[0] and "no token" in lines[0], ran.stderr
+    assert "Traceback" not in ran.stderr
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=1)

@@ -1,18 +1,25 @@
 """`/api/v1/bundles` on the running server: tgz, iso and directory bundles, stored once, read-only; refusals."""
 
 import io
+import json
 import os
 import shutil
 import stat
+import subprocess
 import tarfile
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import RunningServer, start_server, stop_server
-from tests.support.synthetic_bundle import BundleSpec, make_iso, make_tgz
+from ofedrepo.bundles.store import tree_digest
+from ofedrepo.uploads import sha256_file
+from tests.conftest import VENV_BIN, RunningServer, service_environment, start_server, stop_server
+from tests.support.synthetic_bundle import LEGACY, BundleSpec, make_iso, make_tgz
 
 UPLOAD_LIMIT = 64 * 1024 * 1024
 
@@ -136,3 +143,106 @@ def test_a_directory_with_a_file_name_that_is_not_utf8_is_imported(server: Runni
     answer = by_path(server, odd)
     assert answer.status_code == 201, answer.text
     assert answer.json()["name"] == BundleSpec().name
+
+
+def test_a_symlink_in_an_import_dir_is_refused_not_followed(
+    server: RunningServer, import_dir: Path, bundle_tgz: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(bundle_tgz, outside / "bundle.tgz")
+    (import_dir / "escape.tgz").symlink_to(outside / "bundle.tgz")
+    (import_dir / "escape-dir").symlink_to(outside)
+    for path, component in ((import_dir / "escape.tgz", "escape.tgz"), (import_dir / "escape-dir" / "bundle.tgz",
+                                                                         "escape-dir")):  # fmt: skip
+        refused = by_path(server, path)
+        assert refused.status_code == 422, refused.text
+        assert f"{component!r} is a symbolic link" in refused.json()["detail"]
+    fifo = import_dir / "fifo.tgz"
+    os.mkfifo(fifo)
+    refused = by_path(server, fifo)
+    assert refused.status_code == 422 and "not a regular file" in refused.json()["detail"]
+
+
+@pytest.fixture(scope="module")
+def race(
+    tmp_path_factory: pytest.TempPathFactory,
+    import_dir: Path,
+    bundle_dir: Path,
+    generation_bundles: dict[str, tuple[BundleSpec, Path]],
+) -> tuple[Path, Path]:
+    """``<import dir>/race`` holding the current bundle as ``bundle/`` and ``bundle.tgz``, and a directory
+    outside holding another bundle (the legacy one) under the same names."""
+    inside = import_dir / "race"
+    outside = tmp_path_factory.mktemp("outside-the-import-dirs") / "race"
+    for parent, source in ((inside, bundle_dir), (outside, generation_bundles["legacy4"][1])):
+        parent.mkdir()
+        shutil.copytree(source, parent / "bundle", symlinks=True)  # named alike: only content tells them apart
+        make_tgz(parent / "bundle", parent / "bundle.tgz")
+    return inside, outside
+
+
+def swap_for_a_link(inside: Path, outside: Path, stop: threading.Event) -> int:
+    """Replace the directory ``inside`` by a link to ``outside`` and back, as fast as possible, until told."""
+    parked = inside.with_name(f"{inside.name}.parked")
+    swaps = 0
+    while not stop.is_set():
+        os.rename(inside, parked)
+        os.symlink(outside, inside)
+        time.sleep(0.001)
+        os.unlink(inside)
+        os.rename(parked, inside)
+        time.sleep(0.001)
+        swaps += 1
+    return swaps
+
+
+@pytest.mark.parametrize("name", ["bundle.tgz", "bundle"])
+def test_swapping_a_directory_for_a_link_during_imports_registers_nothing_from_outside(
+    server: RunningServer, race: tuple[Path, Path], name: str
+) -> None:
+    inside, outside = race
+    stop = threading.Event()
+    deadline = time.monotonic() + 4
+    answers: list[httpx.Response] = []
+
+    def importing() -> None:
+        while time.monotonic() < deadline:
+            answers.append(by_path(server, inside / name))
+
+    with ThreadPoolExecutor(5) as pool:
+        swapper = pool.submit(swap_for_a_link, inside, outside, stop)
+        try:
+            for importer in [pool.submit(importing) for _ in range(4)]:
+                importer.result()
+        finally:
+            stop.set()
+        assert swapper.result() > 100
+    assert inside.is_dir() and not inside.is_symlink()
+
+    assert answers and all(answer.status_code in (200, 201, 422) for answer in answers), {a.text for a in answers}
+    assert all("detail" in answer.json() for answer in answers if answer.status_code == 422)
+    taken = {answer.json()["id"]: answer.json() for answer in answers if answer.status_code in (200, 201)}
+    assert taken, "the bundle was imported"
+    expected = {"bundle.tgz": sha256_file(inside / "bundle.tgz"), "bundle": tree_digest(inside / "bundle")}[name]
+    for bundle in taken.values():
+        assert (bundle["sha256"], bundle["name"]) == (expected, BundleSpec().name)
+        stored = server.settings.data_dir / "bundles" / bundle["sha256"] / bundle["name"]
+        assert tree_digest(stored) == tree_digest(inside / "bundle"), "stored content is not what was hashed"
+    for bundle in httpx.get(f"{server.url}/api/v1/bundles").json():
+        assert bundle["name"] != LEGACY.name, "a bundle from outside the import dirs was registered"
+    assert list((server.settings.data_dir / "uploads").iterdir()) == []
+
+
+def test_the_cli_takes_a_bundle_from_what_it_opened_and_keeps_no_copy(bundle_dir: Path, tmp_path: Path) -> None:
+    environment = service_environment(tmp_path / "var", "http://127.0.0.1:8000", None)
+    add = [str(VENV_BIN / "ofedrepo"), "bundle", "add", "--json"]
+    ran = subprocess.run([*add, str(bundle_dir)], env=environment, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["sha256"] == tree_digest(bundle_dir)
+    assert list((tmp_path / "var" / "uploads").iterdir()) == []
+    os.mkfifo(tmp_path / "fifo.tgz")
+    refused = subprocess.run([*add, str(tmp_path / "fifo.tgz")], env=environment, capture_output=True, text=True,
+                             timeout=60)  # fmt: skip
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "neither a bundle archive" in refused.stderr

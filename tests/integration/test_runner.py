@@ -2,7 +2,6 @@
 
 import io
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -11,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from ofedrepo.process import clean_environment
+from tests.support.builder_image import builder_image, containers_conf, podman_problem
 from workers.runner import container_argv, run_streaming
+from workers.sandbox import Confinement
 
-BUILDER_IMAGE = "localhost/ofedrepo-builder:el8"
 #: A script that forks a grandchild (as rpmbuild forks gcc) and reports its pid, then keeps printing.
 FORKING_SCRIPT = "sleep 300 & echo child $!; i=0; while true; do i=$((i+1)); echo line $i; sleep 0.2; done"
 
@@ -76,38 +76,33 @@ def test_the_environment_is_clean(tmp_path: Path) -> None:
     assert f"HOME={tmp_path / 'home'}" in log.getvalue().decode() and b"leaked" not in log.getvalue()
 
 
-def working_engine() -> str | None:
-    """A container engine that answers and has the rhel8 builder image locally (no network here)."""
-    for engine in ("podman", "docker"):
-        if shutil.which(engine) is None:
-            continue
-        probe = subprocess.run([engine, "image", "inspect", BUILDER_IMAGE], capture_output=True)
-        if probe.returncode == 0:
-            return engine
-    return None
+@pytest.fixture(scope="module")
+def podman(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, str]]:
+    """The test builder image and podman's environment, or a skip saying why there is none."""
+    root = tmp_path_factory.mktemp("podman")
+    engine = {**os.environ, "CONTAINERS_CONF": str(containers_conf(root))}
+    problem = podman_problem(engine)
+    if problem:
+        pytest.skip(problem)
+    try:
+        return builder_image(root / "image", engine), engine
+    except subprocess.CalledProcessError as error:
+        pytest.skip(f"no builder image: debootstrap could not reach Debian's mirror ({error.stderr[-200:]!r})")
 
 
-@pytest.mark.skipif(
-    working_engine() is None, reason=f"no working podman/docker with {BUILDER_IMAGE} (make builder-images)"
-)
-def test_the_container_command_runs_for_real(tmp_path: Path) -> None:
-    engine = working_engine()
-    assert engine is not None
+def test_the_container_command_runs_for_real(tmp_path: Path, podman: tuple[str, dict[str, str]]) -> None:
+    image, engine = podman
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     (inputs / "hello").write_text("from the host\n")
+    confinement = Confinement(uid=None, max_processes=64, max_memory=512 * 1024**2, max_scratch=64 * 1024**2)
     argv = container_argv(
-        engine, BUILDER_IMAGE, f"ofedrepo-test-{os.getpid()}",
-        ["sh", "-c", f"cat {inputs}/hello && touch {inputs}/written || echo read-only"],
-        [inputs], tmp_path, tmp_path / "home",
+        "podman", image, f"ofedrepo-test-{os.getpid()}",
+        ["sh", "-c", f"cat {inputs}/hello && (touch {inputs}/written || echo read-only) && touch /usr/x || echo usr-read-only"],
+        [inputs], tmp_path, tmp_path / "home", confinement,
     )  # fmt: skip
     log = io.BytesIO()
-    outcome = run_streaming(
-        argv,
-        env=clean_environment(tmp_path),
-        cwd=tmp_path,
-        write=into(log),
-        timeout=120,
-        should_stop=lambda: None,
-    )
-    assert outcome.returncode == 0 and b"from the host" in log.getvalue() and b"read-only" in log.getvalue()
+    outcome = run_streaming(argv, env=engine, cwd=tmp_path, write=into(log), timeout=120, should_stop=lambda: None)
+    assert outcome.returncode == 0, log.getvalue()
+    assert b"from the host" in log.getvalue() and b"read-only" in log.getvalue() and b"usr-read-only" in log.getvalue()
+    assert not (inputs / "written").exists()
