@@ -98,11 +98,11 @@ def test_the_container_command_runs_for_real(tmp_path: Path, podman: tuple[str, 
     confinement = Confinement(uid=None, max_processes=64, max_memory=512 * 1024**2, max_scratch=64 * 1024**2)
     argv = container_argv(
         "podman", image, f"ofedrepo-test-{os.getpid()}",
-        ["sh", "-c", f"cat {inputs}/hello && (touch {inputs}/written || echo read-only) && touch /usr/x || echo usr-read-only"],
+        ["sh", "-c", f"cat {inputs}/hello && (touch {inputs}/written || echo read-only) && (touch /usr/x || echo usr-ro)"],
         [inputs], tmp_path, tmp_path / "home", confinement,
     )  # fmt: skip
     log = io.BytesIO()
     outcome = run_streaming(argv, env=engine, cwd=tmp_path, write=into(log), timeout=120, should_stop=lambda: None)
     assert outcome.returncode == 0, log.getvalue()
-    assert b"from the host" in log.getvalue() and b"read-only" in log.getvalue() and b"usr-read-only" in log.getvalue()
+    assert b"from the host" in log.getvalue() and b"read-only" in log.getvalue() and b"usr-ro" in log.getvalue()
     assert not (inputs / "written").exists()
