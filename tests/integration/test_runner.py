@@ -98,7 +98,7 @@ def test_the_container_command_runs_for_real(tmp_path: Path, podman: tuple[str, 
     confinement = Confinement(uid=None, max_processes=64, max_memory=512 * 1024**2, max_scratch=64 * 1024**2)
     argv = container_argv(
         "podman", image, f"ofedrepo-test-{os.getpid()}",
-        ["sh", "-c", f"cat {inputs}/hello && (touch {inputs}/written || echo read-only) && (touch /usr/x || echo usr-ro)"],
+        ["sh", "-c", f"cat {inputs}/hello && (touch {inputs}/written || echo read-only) && (touch /x || echo usr-ro)"],
         [inputs], tmp_path, tmp_path / "home", confinement,
     )  # fmt: skip
     log = io.BytesIO()
