@@ -41,12 +41,14 @@ test: lint $(BROWSER_STAMP)
 
 # The production runner's images, one per EL major (OFEDREPO_BUILD_RUNNER=podman|docker uses these names).
 ENGINE ?= podman
-BUILDER_RELEASES := 7 8 9
+# Each image pins a minor release (ARG RELEASE in its Containerfile); EL8_RELEASE=8.8 (say) builds another.
+EL7_RELEASE ?= 7
+EL8_RELEASE ?= 8.10
+EL9_RELEASE ?= 9.6
 builder-images:
-	for release in $(BUILDER_RELEASES); do \
-		$(ENGINE) build -t localhost/ofedrepo-builder:el$$release -f builders/el$$release/Containerfile \
-			builders/el$$release || exit 1; \
-	done
+	$(ENGINE) build -t localhost/ofedrepo-builder:el7 --build-arg RELEASE=$(EL7_RELEASE) builders/el7
+	$(ENGINE) build -t localhost/ofedrepo-builder:el8 --build-arg RELEASE=$(EL8_RELEASE) builders/el8
+	$(ENGINE) build -t localhost/ofedrepo-builder:el9 --build-arg RELEASE=$(EL9_RELEASE) builders/el9
 
 bench: setup
 	scripts/install-system-packages.sh --bench

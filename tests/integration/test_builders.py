@@ -17,7 +17,9 @@ from ofedrepo.config import DEFAULT_CONTAINER_IMAGES
 from tests.support.builder_image import containers_conf
 
 ROOT = Path(__file__).resolve().parents[2]
-BASES = {"7": "quay.io/centos/centos:7", "8": "quay.io/rockylinux/rockylinux:8", "9": "quay.io/rockylinux/rockylinux:9"}
+BASES = {"7": "quay.io/centos/centos", "8": "quay.io/rockylinux/rockylinux", "9": "quay.io/rockylinux/rockylinux"}
+#: The minor release each image pins by default (its Containerfile's ``ARG RELEASE``, the Makefile's ``EL<N>_RELEASE``).
+PINNED = {"7": "7", "8": "8.10", "9": "9.6"}
 #: What the vendor's kernel-only build needs (VENDOR: rpm-build, gcc, make, kernel-rpm-macros, ...).
 REQUIRED = ["rpm-build", "gcc", "make", "elfutils-libelf-devel", "autoconf", "automake", "libtool", "python3", "perl"]
 
@@ -38,8 +40,11 @@ def installed(text: str) -> set[str]:
 @pytest.mark.parametrize("release", ["7", "8", "9"])
 def test_each_builder_is_an_rpm_host_of_its_family_with_the_build_dependencies(release: str) -> None:
     text = containerfile(release)
-    assert re.search(rf"^FROM {re.escape(BASES[release])}$", text, re.MULTILINE)
+    assert re.search(rf"^ARG RELEASE={re.escape(PINNED[release])}$", text, re.MULTILINE)  # a minor, never a float
+    assert re.search(rf"^FROM {re.escape(BASES[release])}:\$\{{RELEASE\}}$", text, re.MULTILINE)
     packages = installed(text)
+    # doca-kernel-support probes for it (and would dnf install it, offline); EL7 has no DOCA-OFED
+    assert ("kernel-abi-stablelists" in packages) is (release != "7")
     missing = [package for package in REQUIRED if package not in packages]
     assert not missing, missing
     assert ("createrepo" if release == "7" else "createrepo_c") in packages
@@ -52,8 +57,8 @@ def test_the_default_images_are_the_ones_make_builds() -> None:
     dry_run = subprocess.run(
         ["make", "-n", "builder-images", "ENGINE=podman"], cwd=ROOT, capture_output=True, text=True
     )
-    built = set(re.findall(r"-t (\S+)", dry_run.stdout.replace("$release", "{release}")))
-    assert built == {"localhost/ofedrepo-builder:el{release}"}
+    built = dict(re.findall(r"-t (\S+) --build-arg RELEASE=(\S+)", dry_run.stdout))
+    assert built == {f"localhost/ofedrepo-builder:el{n}": PINNED[n] for n in ("7", "8", "9")}
     assert DEFAULT_CONTAINER_IMAGES == {f"rhel{n}": f"localhost/ofedrepo-builder:el{n}" for n in ("7", "8", "9")}
     for release in ("7", "8", "9"):
         assert (ROOT / "builders" / f"el{release}" / "Containerfile").is_file()
@@ -72,10 +77,11 @@ def test_the_el8_builder_builds(tmp_path: Path) -> None:
     if name is None:
         pytest.skip("no running podman/docker engine here")
     environment = {**os.environ, "CONTAINERS_CONF": str(containers_conf(tmp_path))}
-    pulled = subprocess.run([name, "pull", BASES["8"]], env=environment, capture_output=True, text=True, timeout=540)
+    base = f"{BASES['8']}:{PINNED['8']}"
+    pulled = subprocess.run([name, "pull", base], env=environment, capture_output=True, text=True, timeout=540)
     if pulled.returncode != 0:
         reason = pulled.stderr.strip().splitlines()[-1][:200]
-        pytest.skip(f"the base image {BASES['8']} cannot be pulled here: {reason}")
+        pytest.skip(f"the base image {base} cannot be pulled here: {reason}")
     subprocess.run(
         [name, "build", "-t", "localhost/ofedrepo-builder:el8", "-f", "builders/el8/Containerfile", "builders/el8"],
         cwd=ROOT, env=environment, check=True, timeout=540,

@@ -9,9 +9,7 @@ merely breaks everything (a missing tool, a failed mount) cannot pass for a boun
 them: as root.
 """
 
-import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ import pytest
 
 from tests.conftest import TARGET_KERNEL, RunningServer, start_server, stop_server
 from tests.integration.test_pipeline import ENDED, build_log, wait_for
-from tests.support.builder_image import builder_image, containers_conf, podman_problem
+from tests.support.builder_image import build_containers, podman_settings
 from tests.support.synthetic_bundle import SCRIPT, make_kernel_sources, make_tgz
 from workers.sandbox import CGROUP_PARENT, CGROUP_ROOT
 
@@ -165,30 +163,13 @@ def sandboxed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         "OFEDREPO_BUILD_KEEP_FAILED_MAX_BYTES": str(MAX_SCRATCH // 2),
     }
     if request.param == "podman":
-        environment |= podman_runner(root)
+        environment |= podman_settings(root)
     server = start_server(root / "var", root / "serve.log", environment, worker=True)
     (server.settings.data_dir / "keys" / "site-secret").write_text("the site's private key\n")
     try:
         yield server
     finally:
         stop_server(server)
-
-
-def podman_runner(root: Path) -> dict[str, str]:
-    """The settings (and the engine's containers.conf) of the podman runner with the test builder image."""
-    engine = {**os.environ, "CONTAINERS_CONF": str(containers_conf(root / "containers"))}
-    problem = podman_problem(engine)
-    if problem:
-        pytest.skip(problem)
-    try:
-        image = builder_image(root / "image", engine)
-    except subprocess.CalledProcessError as error:
-        pytest.skip(f"no builder image: debootstrap could not reach Debian's mirror ({error.stderr[-200:]!r})")
-    return {
-        "CONTAINERS_CONF": engine["CONTAINERS_CONF"],
-        "OFEDREPO_BUILD_RUNNER": "podman",
-        "OFEDREPO_BUILD_CONTAINER_IMAGES": f"rhel8={image}",
-    }
 
 
 def runner_of(server: RunningServer) -> str:
@@ -224,13 +205,7 @@ def run_hostile(server: RunningServer, bundle_dir: Path, work: Path, script: str
 
 
 def containers_of(server: RunningServer) -> list[str]:
-    """Names of containers (running or not) this server's builds left, for the podman runner."""
-    if runner_of(server) != "podman":
-        return []
-    listed = subprocess.run(
-        ["podman", "ps", "-a", "--format", "{{.Names}}"], env=server.environment, capture_output=True, text=True
-    )
-    return [name for name in listed.stdout.split() if name.startswith("ofedrepo-build-")]
+    return build_containers(server.environment) if runner_of(server) == "podman" else []
 
 
 def processes_of(uid: int, mentioning: Path) -> list[str]:

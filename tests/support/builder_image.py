@@ -10,9 +10,12 @@ containers.conf the tests point podman at (``CONTAINERS_CONF``), with runc and l
 """
 
 import hashlib
+import os
 import shutil
 import subprocess
 from pathlib import Path
+
+import pytest
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -68,3 +71,29 @@ def builder_image(work: Path, environment: dict[str, str]) -> str:
         raise RuntimeError(f"podman import failed: {imported.stderr}")
     shutil.rmtree(root, ignore_errors=True)
     return name
+
+
+def podman_settings(root: Path) -> dict[str, str]:
+    """The environment of a service whose builds run in podman with the test builder image (and podman's own
+    containers.conf); the calling test is skipped, saying why, where podman or the image cannot be had."""
+    engine = {**os.environ, "CONTAINERS_CONF": str(containers_conf(root / "containers"))}
+    problem = podman_problem(engine)
+    if problem:
+        pytest.skip(problem)
+    try:
+        image = builder_image(root / "image", engine)
+    except subprocess.CalledProcessError as error:
+        pytest.skip(f"no builder image: debootstrap could not reach Debian's mirror ({error.stderr[-200:]!r})")
+    return {
+        "CONTAINERS_CONF": engine["CONTAINERS_CONF"],
+        "OFEDREPO_BUILD_RUNNER": "podman",
+        "OFEDREPO_BUILD_CONTAINER_IMAGES": f"rhel8={image}",
+    }
+
+
+def build_containers(environment: dict[str, str]) -> list[str]:
+    """Names of the containers (running or not) that builds left behind."""
+    listed = subprocess.run(
+        ["podman", "ps", "-a", "--format", "{{.Names}}"], env=environment, capture_output=True, text=True, check=True
+    )
+    return [name for name in listed.stdout.split() if name.startswith("ofedrepo-build-")]
