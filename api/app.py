@@ -10,7 +10,7 @@ from api.uploads import CapJsonBodies
 from ofedrepo import __version__
 from ofedrepo.bundles.store import BundleStore
 from ofedrepo.config import Settings
-from ofedrepo.db import make_engine, session_factory
+from ofedrepo.db import make_engine, read_only_sessions, session_factory
 from ofedrepo.images.catalog import ImageCatalog
 from ofedrepo.storage import DataDir
 
@@ -28,6 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
+    app.state.read_sessions = read_only_sessions(engine)
     app.state.data = DataDir(settings.data_dir).ensure()
     app.state.images = ImageCatalog(settings, app.state.sessions)
     app.state.bundles = BundleStore(settings, app.state.sessions)

@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session
 
 from ofedrepo.bundles.store import BundleStore
 from ofedrepo.config import Settings
-from ofedrepo.db import read_only
 from ofedrepo.images.catalog import ImageCatalog
 from ofedrepo.storage import DataDir
 
@@ -27,9 +26,10 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 def get_read_session(request: Request) -> Iterator[Session]:
-    """A session for routes that only read: on SQLite it takes no lock, so reads never queue behind writes."""
-    with request.app.state.sessions() as session:
-        yield read_only(session)
+    """A session for routes that only read: on SQLite it takes no lock, so reads never queue behind writes; its
+    connection is taken in the endpoint's thread, when it first reads (``db.read_only_sessions``)."""
+    with request.app.state.read_sessions() as session:
+        yield session
 
 
 def ending_sessions(endpoint: Callable[..., Any]) -> Callable[..., Any]:

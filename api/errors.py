@@ -5,6 +5,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -106,8 +107,23 @@ async def _os_error(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal error (see the server's log)"}, status_code=500)
 
 
+#: Seconds a client told 503 (the service busy) waits before trying again.
+RETRY_AFTER_SECONDS = 1
+
+
+async def _busy(request: Request, error: Exception) -> JSONResponse:
+    """No database connection came within ``db.POOL_TIMEOUT``: a burst larger than the service takes at once.
+    Said at once, so that clients back off, instead of holding them for a timeout and answering 500."""
+    return JSONResponse(
+        {"detail": "the service is busy: try again in a moment"},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(OfedrepoError, _ofedrepo_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(OSError, _os_error)
+    app.add_exception_handler(PoolTimeout, _busy)

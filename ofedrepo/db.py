@@ -14,7 +14,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,6 +32,15 @@ NETWORK_TIMEOUTS = {
 }
 #: The execution option marking a read-only session's connection (its SQLite transaction begins deferred).
 READ_ONLY = "ofedrepo_read_only"
+#: Connections per process: as many as the threads that run requests and builds (anyio's 40, a few more), so
+#: that a thread never waits for a connection another thread's request holds; past ``POOL_TIMEOUT`` seconds of
+#: waiting all the same the API answers 503 with Retry-After, never a 30 s wait and a 500.
+POOL_SIZE = 10
+POOL_OVERFLOW = 40
+POOL_TIMEOUT = 5
+
+
+_POOL: dict[str, Any] = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW, "pool_timeout": POOL_TIMEOUT}
 
 
 def make_engine(url: str) -> Engine:
@@ -39,10 +48,10 @@ def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         bounded = {name: value for name, value in NETWORK_TIMEOUTS.items() if name not in parsed.query}
-        return create_engine(url, pool_pre_ping=True, connect_args=bounded)
+        return create_engine(url, pool_pre_ping=True, connect_args=bounded, **_POOL)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **_POOL)
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
@@ -72,6 +81,13 @@ def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
+def read_only_sessions(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that only read, whose connection is taken when first used, not when the session is made: a
+    web request then holds a connection only in the thread that runs its endpoint, never while it waits for
+    a thread (``api.deps``)."""
+    return sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+
+
 def read_only(session: Session) -> Session:
     """Mark a new session as one that only reads (see the module's docstring); returns it."""
     session.connection(execution_options={READ_ONLY: True})
@@ -89,8 +105,3 @@ def alembic_config(engine: Engine) -> Config:
 def upgrade(engine: Engine) -> None:
     """Apply every migration not yet applied (``ofedrepo db upgrade``; also run at serve/worker start)."""
     command.upgrade(alembic_config(engine), "head")
-
-
-def check_connection(engine: Engine) -> None:
-    with engine.connect() as connection:
-        connection.execute(text("SELECT 1"))

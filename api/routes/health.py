@@ -1,10 +1,10 @@
 from fastapi import APIRouter
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.deps import ReadSessionDep, SessionScopedRoute, SettingsDep
 from api.schemas import Health
 from ofedrepo.builds.requests import live_workers
-from ofedrepo.db import check_connection
 
 router = APIRouter(prefix="/api/v1", tags=["health"], route_class=SessionScopedRoute)
 
@@ -14,7 +14,7 @@ def health(session: ReadSessionDep, settings: SettingsDep) -> Health:
     """Liveness, database reachability and the workers that heartbeated within a lease; monitoring polls this."""
     workers = 0
     try:
-        check_connection(session.get_bind())  # type: ignore[arg-type]
+        session.execute(text("SELECT 1"))  # on the session's own connection: one per request, never two
         workers = live_workers(session, settings.build_lease_seconds)
         database = "ok"
     except SQLAlchemyError as error:
