@@ -16,6 +16,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Dialect,
+    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -66,6 +67,8 @@ class Base(DeclarativeBase):
 
 
 class BuildState(StrEnum):
+    """A build's state; ``ofedrepo.builds.lifecycle`` holds every transition between them."""
+
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -74,9 +77,17 @@ class BuildState(StrEnum):
 
 
 #: A build waiting for or held by a worker; at most one per cache key (a partial unique index).
-ACTIVE_STATES = (BuildState.QUEUED.value, BuildState.RUNNING.value)
-ENDED_STATES = (BuildState.SUCCEEDED.value, BuildState.FAILED.value, BuildState.CANCELLED.value)
-ACTIVE_STATES_SQL = "state IN (" + ", ".join(f"'{state}'" for state in ACTIVE_STATES) + ")"
+ACTIVE_STATES = (BuildState.QUEUED, BuildState.RUNNING)
+ENDED_STATES = (BuildState.SUCCEEDED, BuildState.FAILED, BuildState.CANCELLED)
+
+
+def _states_sql(states: tuple[BuildState, ...]) -> str:
+    return "state IN (" + ", ".join(f"'{state.value}'" for state in states) + ")"
+
+
+ACTIVE_STATES_SQL = _states_sql(ACTIVE_STATES)
+#: The CHECK constraint of ``builds.state``, derived from the enum (migration 0001 wrote the same list).
+KNOWN_STATES_SQL = _states_sql(tuple(BuildState))
 
 
 class Priority:
@@ -182,7 +193,7 @@ class Build(Base):
 
     __tablename__ = "builds"
     __table_args__ = (
-        CheckConstraint("state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="state_known"),
+        CheckConstraint(KNOWN_STATES_SQL, name="state_known"),
         # At most one active build per cache key: concurrent identical requests collide here and share it.
         Index(
             "uq_builds_active_key",
@@ -200,7 +211,18 @@ class Build(Base):
     bundle_id: Mapped[int | None] = mapped_column(ForeignKey("bundles.id", ondelete="SET NULL"))
     kernel: Mapped[str] = mapped_column(String(128))
     fingerprint: Mapped[str] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(16), default=BuildState.QUEUED.value, index=True)
+    state: Mapped[BuildState] = mapped_column(
+        Enum(
+            BuildState,
+            native_enum=False,
+            create_constraint=False,  # the named CHECK above, which migrations already hold
+            length=16,
+            values_callable=lambda states: [state.value for state in states],
+            validate_strings=True,
+        ),
+        default=BuildState.QUEUED,
+        index=True,
+    )
     attempts: Mapped[int] = mapped_column(default=0)
     worker_id: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None]

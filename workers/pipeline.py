@@ -31,7 +31,9 @@ from typing import IO
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ofedrepo.builds import lifecycle
 from ofedrepo.builds.kernel_sources import KernelSources
+from ofedrepo.builds.lifecycle import StopReason
 from ofedrepo.builds.requests import container_image
 from ofedrepo.bundles.doca import TOOLS_PREFIX, WRAPPER, DocaBundle, read_doca_tree, unpack_tools, unwrap_kernel_repo
 from ofedrepo.bundles.names import DOCA
@@ -45,7 +47,6 @@ from ofedrepo.repos import queries
 from ofedrepo.repos.publish import Fence, Publisher, PublishResult
 from ofedrepo.storage import DataDir, disk_usage
 from ofedrepo.untrusted import ScratchDir, shown
-from workers import queue
 from workers.preflight import local_runner_problem, read_host_facts
 from workers.runner import (
     LogFollower,
@@ -61,7 +62,6 @@ from workers.runner import (
     sandbox_argv,
 )
 from workers.sandbox import (
-    SCRATCH_FULL,
     STAGE,
     Confinement,
     RunCgroup,
@@ -76,9 +76,7 @@ log = logging.getLogger(__name__)
 #: mlnx_add_kernel_support.sh's answer when the bundle already holds rebuilt packages for the kernel.
 ALREADY_SUPPORTED = 30
 SCRIPT_NAME = "mlnx_add_kernel_support.sh"
-StopCheck = Callable[[], str | None]
-#: The stop reason of a kernel feed's build that makes way for a person's request.
-PREEMPTED = "preempted"
+StopCheck = Callable[[], StopReason | None]
 
 
 @dataclass(frozen=True)
@@ -183,7 +181,7 @@ class Pipeline:
                 kind=build.bundle.kind,
             )
 
-    def run(self, build_id: int, should_stop: Callable[[], str | None]) -> BuildState:
+    def run(self, build_id: int, should_stop: StopCheck) -> BuildState:
         """Run the build this worker has claimed and record how it ended."""
         job = self.job(build_id)
         scratch = self.data.new_scratch(self.data.work, f"build-{job.id}")
@@ -202,7 +200,7 @@ class Pipeline:
                 if keep and scratch.exists():
                     self._keep_failed(job, scratch, build_log)
                 build_log.note(f"FAILED: {error}")
-                queue.finish(self.sessions, job.id, self.worker_id, BuildState.FAILED, error=str(error))
+                lifecycle.finish(self.sessions, job.id, self.worker_id, BuildState.FAILED, error=str(error))
                 return BuildState.FAILED
             except DBAPIError as error:  # the database, not the build, failed: the supervisor requeues it
                 build_log.note(f"the database could not be reached ({error.orig!r}); the build is not failed for it")
@@ -212,18 +210,18 @@ class Pipeline:
                     assert isinstance(error, OSError)
                     message = disk_full_message(error)
                     build_log.note(f"FAILED: {message}")
-                    queue.finish(self.sessions, job.id, self.worker_id, BuildState.FAILED, error=message)
+                    lifecycle.finish(self.sessions, job.id, self.worker_id, BuildState.FAILED, error=message)
                     return BuildState.FAILED
                 build_log.note(f"FAILED: internal error: {error!r}\n{traceback.format_exc()}")
                 log.exception("build %d failed with an internal error", job.id)
                 message = f"internal error: {error!r}"
-                queue.finish(self.sessions, job.id, self.worker_id, BuildState.FAILED, error=message)
+                lifecycle.finish(self.sessions, job.id, self.worker_id, BuildState.FAILED, error=message)
                 return BuildState.FAILED
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
                 for expired in self.data.expired_failed_builds(self.settings.build_keep_failed_seconds):
                     shutil.rmtree(expired, ignore_errors=True)
-            if not queue.finish(self.sessions, job.id, self.worker_id, BuildState.SUCCEEDED, version=version):
+            if not lifecycle.finish(self.sessions, job.id, self.worker_id, BuildState.SUCCEEDED, version=version):
                 build_log.note("this worker's lease expired meanwhile; another worker owns the build now")
                 return BuildState.RUNNING
             build_log.note(f"succeeded: version {version}")
@@ -242,30 +240,32 @@ class Pipeline:
         hours = self.settings.build_keep_failed_seconds / 3600
         build_log.note(f"the script's work and log directories are kept in {kept} for {hours:g} h")
 
-    def _stopped(self, job: BuildJob, build_log: BuildLog, reason: str) -> BuildState:
-        if reason == "lease lost":
+    def _stopped(self, job: BuildJob, build_log: BuildLog, reason: StopReason) -> BuildState:
+        if reason == StopReason.LEASE_LOST:
             build_log.note("this worker lost the build's lease (it could not renew it in time): stopped here")
             return BuildState.QUEUED
-        if reason == "cancelled":
+        if reason == StopReason.CANCELLED:
             build_log.note("cancelled by request; the script's process group was killed")
-            queue.finish(self.sessions, job.id, self.worker_id, BuildState.CANCELLED, error="cancelled while running")
+            lifecycle.finish(
+                self.sessions, job.id, self.worker_id, BuildState.CANCELLED, error="cancelled while running"
+            )
             return BuildState.CANCELLED
-        if reason == PREEMPTED:
+        if reason == StopReason.PREEMPTED:
             build_log.note(
                 "stopped: a person's request is waiting for a slot, and a kernel feed queued this build; it goes "
                 "back to the queue and starts again afterwards"
             )
-            queue.release(self.sessions, job.id, self.worker_id, attempt_counts=False)
+            lifecycle.release(self.sessions, job.id, self.worker_id, attempt_counts=False)
             return BuildState.QUEUED
         build_log.note(f"stopped ({reason}); the build goes back to the queue")
-        queue.release(self.sessions, job.id, self.worker_id)
+        lifecycle.release(self.sessions, job.id, self.worker_id)
         return BuildState.QUEUED
 
     @property
     def _signing_modules(self) -> bool:
         return self.settings.module_sign_priv_key is not None
 
-    def _build(self, job: BuildJob, scratch: Path, build_log: BuildLog, should_stop: Callable[[], str | None]) -> int:
+    def _build(self, job: BuildJob, scratch: Path, build_log: BuildLog, should_stop: StopCheck) -> int:
         self.publisher.recover(job.repo_id, job.bundle_name, job.kernel)
         with self.sessions() as session:
             published = queries.version_of_build(session, job.id)
@@ -295,7 +295,7 @@ class Pipeline:
             build_log.note(
                 f"the script says {job.bundle_name} already supports {job.kernel}: publishing its own packages"
             )
-            queue.mark_no_rebuild(self.sessions, job.id, self.worker_id)
+            lifecycle.mark_no_rebuild(self.sessions, job.id, self.worker_id)
             return self._publish_own_packages(job, build_log)
         with ScratchDir(output) as made:
             names = made.names()
@@ -322,8 +322,9 @@ class Pipeline:
         """The publish's fence: a worker whose lease expired (cut off from the database, say) never publishes."""
 
         def check(session: Session) -> None:
-            if not queue.hold(session, job.id, self.worker_id, self.settings.build_lease_seconds):
-                raise Stopped("lease lost")
+            reason = lifecycle.hold(session, job.id, self.worker_id, self.settings.build_lease_seconds)
+            if reason is not None:
+                raise Stopped(reason)
 
         return check
 
@@ -463,9 +464,9 @@ class Pipeline:
                 cgroup.kill()
                 cgroup.remove()
             shutil.rmtree(scratch / "module-signing", ignore_errors=True)
-        if outcome.stopped == "timed out":
+        if outcome.stopped == StopReason.TIMED_OUT:
             raise ScriptFailed(f"{tool.name} did not finish within {self.settings.build_timeout} s")
-        if outcome.stopped == SCRATCH_FULL:
+        if outcome.stopped == StopReason.SCRATCH_FULL:
             raise ScriptFailed(
                 f"{tool.name} was stopped: its scratch directory grew past {confinement.max_scratch} bytes "
                 "(OFEDREPO_BUILD_MAX_SCRATCH_BYTES)"
@@ -591,6 +592,6 @@ class Tool:
 class Stopped(Exception):
     """The run was stopped before publishing: cancelled by a client, or the worker is shutting down."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: StopReason) -> None:
         self.reason = reason
-        super().__init__(reason)
+        super().__init__(reason.value)

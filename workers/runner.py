@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from ofedrepo.builds.lifecycle import StopReason
 from ofedrepo.bundles.doca import TOOL as DOCA_TOOL
 from ofedrepo.bundles.store import SCRIPT
 from ofedrepo.errors import BuildFailed
@@ -56,8 +57,8 @@ Write = Callable[[str, bytes], None]
 @dataclass(frozen=True)
 class RunOutcome:
     returncode: int
-    stopped: str | None
-    """Why the run was killed ("cancelled", "timed out", "worker stopping"), None when it ended by itself."""
+    stopped: StopReason | None
+    """Why the run was killed, None when it ended by itself."""
 
 
 def add_kernel_support_argv(bundle: Path, kernel: str, sources: Path, tmpdir: Path, distro: str) -> list[str]:
@@ -315,7 +316,7 @@ def run_streaming(
     cwd: Path,
     write: Write,
     timeout: float,
-    should_stop: Callable[[], str | None],
+    should_stop: Callable[[], StopReason | None],
     on_kill: Callable[[], None] | None = None,
 ) -> RunOutcome:
     """Run ``argv`` in a new process group, its output to ``write``; kill the group when told or too late."""
@@ -332,7 +333,7 @@ def run_streaming(
     deadline = time.monotonic() + timeout
     stopped = None
     while process.poll() is None:
-        stopped = should_stop() or ("timed out" if time.monotonic() > deadline else None)
+        stopped = should_stop() or (StopReason.TIMED_OUT if time.monotonic() > deadline else None)
         if stopped:
             if on_kill:  # first: a container lives on in its engine after the client is killed
                 on_kill()

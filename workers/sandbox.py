@@ -29,6 +29,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ofedrepo.builds.lifecycle import StopReason
 from ofedrepo.config import Settings
 from ofedrepo.storage import disk_usage
 
@@ -40,8 +41,6 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 STAGE = Path("/run/ofedrepo-sandbox")
 #: The directory under each hierarchy that holds one cgroup per run.
 CGROUP_PARENT = "ofedrepo"
-#: Why a run was stopped when its scratch grew past its cap (the runner's ``stopped``).
-SCRATCH_FULL = "scratch full"
 #: How much longer than its last walk the scratch meter waits before walking again (bounds its cost).
 _METER_COST_FACTOR = 20
 _METER_MIN_INTERVAL = 0.2
@@ -250,7 +249,7 @@ class ScratchMeter:
         self.measured = 0
         self._next = 0.0
 
-    def over(self) -> str | None:
+    def over(self) -> StopReason | None:
         """``SCRATCH_FULL`` once the scratch holds more than the limit, else None."""
         now = time.monotonic()
         if now < self._next:
@@ -258,7 +257,7 @@ class ScratchMeter:
         self.measured = disk_usage(self.root)
         spent = time.monotonic() - now
         self._next = now + max(_METER_MIN_INTERVAL, spent * _METER_COST_FACTOR)
-        return SCRATCH_FULL if self.measured > self.limit else None
+        return StopReason.SCRATCH_FULL if self.measured > self.limit else None
 
 
 def hand_over(root: Path, owner: int) -> None:

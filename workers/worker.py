@@ -15,13 +15,14 @@ from types import FrameType
 
 from sqlalchemy.exc import DBAPIError
 
+from ofedrepo.builds import lifecycle
 from ofedrepo.builds.feeds import poll_due_feeds
+from ofedrepo.builds.lifecycle import StopReason
 from ofedrepo.config import Settings
 from ofedrepo.db import make_engine, session_factory, upgrade
 from ofedrepo.models import BuildState
 from ofedrepo.repos.retention import Policy, automatic_policy, collect_garbage
-from workers import queue
-from workers.pipeline import PREEMPTED, Pipeline
+from workers.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class Worker:
         self.concurrency = concurrency or settings.worker_concurrency
         self.engine = make_engine(settings.resolved_database_url)
         self.sessions = session_factory(self.engine)
-        self.id = queue.new_worker_id()
+        self.id = lifecycle.new_worker_id()
         self.pipeline = Pipeline(settings, self.sessions, self.id)
         self.stopping = threading.Event()
         self.running: set[int] = set()
@@ -59,7 +60,7 @@ class Worker:
         return min(self.settings.build_lease_seconds / 4, MAX_HEARTBEAT_INTERVAL)
 
     def start(self) -> None:
-        queue.register(self.sessions, self.id, self.concurrency)
+        lifecycle.register(self.sessions, self.id, self.concurrency)
         self.threads = [threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)]
         self.threads += [
             threading.Thread(target=self._slot, name=f"slot-{index}", daemon=True) for index in range(self.concurrency)
@@ -77,7 +78,7 @@ class Worker:
         self.stopping.set()
         for thread in self.threads:
             thread.join(timeout=timeout)
-        queue.unregister(self.sessions, self.id)
+        lifecycle.unregister(self.sessions, self.id)
         self.engine.dispose()
         log.info("worker %s stopped", self.id)
 
@@ -94,20 +95,20 @@ class Worker:
         self.stopping.wait()
         self.stop()
 
-    def _should_stop(self, build_id: int) -> str | None:
+    def _should_stop(self, build_id: int) -> StopReason | None:
         with self.lock:
             if build_id in self.lost:
-                return "lease lost"
+                return StopReason.LEASE_LOST
             if build_id in self.cancelled:
-                return "cancelled"
+                return StopReason.CANCELLED
             if build_id in self.preempted:
-                return PREEMPTED
-        return "worker stopping" if self.stopping.is_set() else None
+                return StopReason.PREEMPTED
+        return StopReason.WORKER_STOPPING if self.stopping.is_set() else None
 
     def _slot(self) -> None:
         while not self.stopping.is_set():
             try:
-                build_id = queue.claim(self.sessions, self.id, self.settings.build_lease_seconds)
+                build_id = lifecycle.claim(self.sessions, self.id, self.settings.build_lease_seconds)
             except Exception:
                 log.exception("claiming a build failed; retrying")
                 self.stopping.wait(self.settings.queue_poll_interval * 4)
@@ -151,9 +152,9 @@ class Worker:
                 break
             try:
                 if reason is None:
-                    if queue.release(self.sessions, build_id, self.id):
+                    if lifecycle.release(self.sessions, build_id, self.id):
                         self.pipeline.note(build_id, "the database failed under this build: back in the queue")
-                elif queue.finish(self.sessions, build_id, self.id, BuildState.FAILED, error=reason):
+                elif lifecycle.finish(self.sessions, build_id, self.id, BuildState.FAILED, error=reason):
                     self.pipeline.note(build_id, f"FAILED: {reason}")
                 return
             except Exception:
@@ -166,7 +167,7 @@ class Worker:
             try:
                 with self.lock:
                     running = set(self.running)
-                beat = queue.heartbeat(
+                beat = lifecycle.heartbeat(
                     self.sessions, self.id, self.settings.build_lease_seconds, running, self.preempt_after
                 )
                 renewed_at = time.monotonic()
@@ -180,7 +181,7 @@ class Worker:
                     log.warning(
                         "build %d is no longer this worker's (its lease was not renewed): stopping it", build_id
                     )
-                requeued, failed = queue.reap(
+                requeued, failed = lifecycle.reap(
                     self.sessions,
                     self.settings.build_max_attempts,
                     worker_timeout=self.settings.build_lease_seconds * 3,

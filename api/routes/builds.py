@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Response
 from api.auth import TOKEN_REQUIRED, TOKEN_RESPONSES
 from api.deps import DataDirDep, IdPath, ReadSessionDep, SessionDep, SessionScopedRoute
 from api.schemas import ENV_CONTENT, AnswerFormat, BuildOut, FormatQuery, env_response
-from ofedrepo.builds import requests
+from ofedrepo.builds import lifecycle, requests
 
 #: The largest offset asked for: every JSON client (the log page's JavaScript too) holds integers up to it exactly.
 MAX_LOG_OFFSET = 2**53 - 1
@@ -77,9 +77,9 @@ def _log_size(log_file: Path) -> int:
         **TOKEN_RESPONSES,
         413: {"description": "A JSON body larger than 64 KiB"},
         404: {"description": "No such build"},
-        409: {"description": "The build has already ended"},
+        409: {"description": "The build has already ended, or has already published its version"},
     },
 )
 def cancel_build(build_id: IdPath, session: SessionDep) -> BuildOut:
     """Cancel: a queued build at once; a running one is killed by its worker within seconds."""
-    return BuildOut.of(requests.cancel_build(session, build_id))
+    return BuildOut.of(lifecycle.cancel(session, build_id))

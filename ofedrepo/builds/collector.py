@@ -48,10 +48,10 @@ class DatabaseCollector(Collector):
             ]  # fmt: skip
         builds = GaugeMetricFamily("ofedrepo_builds", "Builds by state", labels=["state"])
         for state in BuildState:
-            builds.add_metric([state.value], by_state.get(state.value, 0))
+            builds.add_metric([state.value], by_state.get(state, 0))
         yield builds
         yield GaugeMetricFamily(
-            "ofedrepo_queue_depth", "Builds waiting for a worker", value=by_state.get(BuildState.QUEUED.value, 0)
+            "ofedrepo_queue_depth", "Builds waiting for a worker", value=by_state.get(BuildState.QUEUED, 0)
         )
         yield GaugeMetricFamily("ofedrepo_published_versions", "Repo versions published", value=versions)
         yield GaugeMetricFamily("ofedrepo_workers", "Workers that heartbeated recently", value=workers)

@@ -10,7 +10,7 @@ downloaded and again as decompressed: a few KB of gzip can claim gigabytes), par
 its ``kernel-devel`` releases, each validated by the kernel grammar and bounded to the newest
 ``kernel_feed_keep`` of each minor release, are requested for every registered bundle they fit (distro tag,
 arch) at ``Priority.FEED``: a person's request is always claimed first, lifts a feed's queued build when it
-asks for the same one, and preempts a running one when no slot is free (``workers.queue``). A kernel already
+asks for the same one, and preempts a running one when no slot is free (``ofedrepo.builds.lifecycle``). A kernel already
 built or building costs nothing (the request is answered as any other would be).
 
 Feeds are isolated from each other. A poll (repomd.xml, primary metadata, parsing) ends by
@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 #: The packages whose presence in a feed means "a kernel you can build for": they carry its sources.
 DEVEL_PACKAGES = frozenset({"kernel-devel", "kernel-uek-devel", "kernel-rt-devel"})
-GIVEN_UP_STATES = (BuildState.FAILED.value, BuildState.CANCELLED.value)
+GIVEN_UP_STATES = (BuildState.FAILED, BuildState.CANCELLED)
 
 #: A feed's error when its reading failed in a way ``mirrors`` has no kind for (a bug, the local disk).
 UNREADABLE = "the feed could not be read (the worker's log says why)"

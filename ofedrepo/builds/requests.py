@@ -7,8 +7,7 @@ shared, which a partial unique index guarantees even when requests race; ``force
 A kernel the bundle already holds modules for (its GA kernel) gets a build with ``rebuild`` false: the
 worker publishes the bundle's own packages, no compile.
 
-Transitions here are the client's: enqueue and cancel. The worker's (claim, heartbeat, finish, re-queue on
-lease expiry) live in ``workers/queue.py``. Each is a conditional UPDATE on the expected state.
+A new build is born ``queued`` here; every transition after that is in ``ofedrepo.builds.lifecycle``.
 """
 
 import hashlib
@@ -19,14 +18,15 @@ from datetime import timedelta
 from functools import cmp_to_key
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ofedrepo.builds import lifecycle
 from ofedrepo.bundles.names import DOCA, BundleIdentity, compare_ofed_versions
 from ofedrepo.config import Settings
 from ofedrepo.distro import ofed_distro_for_kernel, parse_ofed_distro
-from ofedrepo.errors import Conflict, InvalidInput, NotFound
+from ofedrepo.errors import InvalidInput, NotFound
 from ofedrepo.kernel import parse_kernel_release
 from ofedrepo.models import ACTIVE_STATES, Build, BuildState, Bundle, Image, Priority, Worker, utcnow
 from ofedrepo.repos import queries
@@ -211,17 +211,12 @@ def _answer(session: Session, settings: Settings, request: RepoRequest, read_onl
         if active.priority < request.priority:
             if read_only:
                 return None
-            # A person now waits for what a feed queued: it goes before the feed's other builds.
-            session.execute(
-                update(Build)
-                .where(Build.id == active.id, Build.priority < request.priority)
-                .values(priority=request.priority)
-            )
+            lifecycle.lift(session, active.id, request.priority)
         session.commit()
         return RequestOutcome(repo.id, active.id, ready=False)
     if not request.force:
         done = session.scalars(
-            select(Build).where(*key, Build.state == BuildState.SUCCEEDED.value).order_by(Build.id.desc())
+            select(Build).where(*key, Build.state == BuildState.SUCCEEDED).order_by(Build.id.desc())
         ).first()
         if done is not None and repo.versions:
             session.commit()
@@ -261,31 +256,6 @@ def get_build(session: Session, build_id: int) -> Build:
 
 def list_builds(session: Session, limit: int = 200) -> list[Build]:
     return list(session.scalars(select(Build).order_by(Build.id.desc()).limit(limit)))
-
-
-def cancel_build(session: Session, build_id: int) -> Build:
-    """A queued build is cancelled at once; a running one is asked to stop (its worker kills the process)."""
-    build = get_build(session, build_id)
-    now = utcnow()
-    queued = session.execute(
-        update(Build)
-        .where(Build.id == build_id, Build.state == BuildState.QUEUED.value)
-        .values(state=BuildState.CANCELLED.value, finished_at=now, error="cancelled while queued")
-    )
-    if queued.rowcount == 0:  # type: ignore[attr-defined]
-        running = session.execute(
-            update(Build)
-            .where(Build.id == build_id, Build.state == BuildState.RUNNING.value)
-            .values(cancel_requested=True)
-        )
-        if running.rowcount == 0:  # type: ignore[attr-defined]
-            session.rollback()
-            session.refresh(build)
-            if build.state != BuildState.CANCELLED.value:
-                raise Conflict(f"build {build_id} has already {build.state}")
-    session.commit()
-    session.refresh(build)
-    return build
 
 
 def read_log(log_file: Path, offset: int = 0, limit: int = 4 * 1024 * 1024) -> bytes:

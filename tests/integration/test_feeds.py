@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ofedrepo.builds import feeds, mirrors, requests
+from ofedrepo.builds import feeds, lifecycle, mirrors, requests
 from ofedrepo.config import MirrorSource, Settings
 from ofedrepo.db import transaction
 from ofedrepo.models import Build, Bundle, KernelFeed, Priority
@@ -18,7 +18,6 @@ from tests.conftest import RunningServer, start_server, stop_server
 from tests.integration.test_pipeline import ENDED, build_log, request, upload, wait_for
 from tests.support.kernel_feed import age, primary_xml, serve, write_metadata
 from tests.support.synthetic_bundle import add_kernel_devel, make_kernel_sources
-from workers import queue
 
 FEED_KERNELS = ["4.18.0-372.10.1.el8_6.x86_64", "4.18.0-372.20.1.el8_6.x86_64", "4.18.0-372.30.1.el8_6.x86_64"]
 ASKED_KERNEL = "4.18.0-372.26.1.el8_6.x86_64"  # not in the feed: a person asks for it, with local sources
@@ -61,14 +60,14 @@ def test_a_request_is_claimed_before_what_a_feed_queued_and_lifts_what_it_shares
     assert all(outcome.queued for outcome in fed)
     with sessions() as session:
         person = requests.request_repo(session, settings, requests.RepoRequest(kernel=ASKED_KERNEL))
-    assert queue.claim(sessions, "w", lease_seconds=60) == person.build_id  # newer, but a person's
+    assert lifecycle.claim(sessions, "w", lease_seconds=60) == person.build_id  # newer, but a person's
 
     with sessions() as session:  # a person asks for what the feed queued: shared, and lifted
         shared = requests.request_repo(session, settings, requests.RepoRequest(kernel=FEED_KERNELS[1]))
     assert shared.build_id == fed[1].build_id and not shared.queued
     assert build(sessions, fed[1].build_id).priority == Priority.REQUEST  # type: ignore[arg-type]
-    assert queue.claim(sessions, "w", lease_seconds=60) == fed[1].build_id
-    assert queue.claim(sessions, "w", lease_seconds=60) == fed[0].build_id
+    assert lifecycle.claim(sessions, "w", lease_seconds=60) == fed[1].build_id
+    assert lifecycle.claim(sessions, "w", lease_seconds=60) == fed[0].build_id
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ofedrepo.bundles.names import BundleIdentity
@@ -50,10 +50,18 @@ def test_version_numbers_are_unique_per_repo(sessions: sessionmaker[Session]) ->
 
 
 def test_build_states_are_constrained(sessions: sessionmaker[Session]) -> None:
+    """The typed column refuses an unknown state before SQL is sent; the database's CHECK (derived from the same
+    enum) refuses one that comes by another way."""
     with transaction(sessions) as session:
         repo_id = queries.get_or_create_repo(session, IDENTITY, KERNEL).id
-    with pytest.raises(IntegrityError), transaction(sessions) as session:
+    with pytest.raises(StatementError, match="exploded"), transaction(sessions) as session:
         session.add(Build(repo_id=repo_id, kernel=KERNEL, fingerprint="f", state="exploded"))
+    with pytest.raises(IntegrityError, match="state_known"), transaction(sessions) as session:
+        columns = "repo_id, kernel, fingerprint, state, attempts, created_at"
+        session.execute(
+            text(f"INSERT INTO builds ({columns}) VALUES (:r, :k, 'f', 'exploded', 0, :t)"),
+            {"r": repo_id, "k": KERNEL, "t": "2026-01-01 00:00:00"},
+        )
 
 
 def test_timestamps_come_back_in_utc(sessions: sessionmaker[Session]) -> None:

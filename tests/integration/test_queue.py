@@ -5,12 +5,11 @@ import time
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from ofedrepo.builds import requests
+from ofedrepo.builds import lifecycle, requests
 from ofedrepo.bundles.names import BundleIdentity
 from ofedrepo.db import transaction
 from ofedrepo.models import Build, BuildState, Priority
 from ofedrepo.repos import queries
-from workers import queue
 
 IDENTITY = BundleIdentity("5.8-3.0.7.0", "rhel8.6", "x86_64")
 KERNEL = "4.18.0-372.26.1.el8_6.x86_64"
@@ -38,7 +37,7 @@ def test_concurrent_claimers_never_share_a_build(sessions: sessionmaker[Session]
     lock = threading.Lock()
 
     def claimer(worker_id: str) -> None:
-        while (build_id := queue.claim(sessions, worker_id, lease_seconds=60)) is not None:
+        while (build_id := lifecycle.claim(sessions, worker_id, lease_seconds=60)) is not None:
             with lock:
                 claimed.append(build_id)
 
@@ -53,68 +52,70 @@ def test_concurrent_claimers_never_share_a_build(sessions: sessionmaker[Session]
 
 def test_an_expired_lease_goes_back_to_the_queue_then_fails(sessions: sessionmaker[Session]) -> None:
     (build_id,) = enqueue(sessions)
-    assert queue.claim(sessions, "dead", lease_seconds=0.1) == build_id
+    assert lifecycle.claim(sessions, "dead", lease_seconds=0.1) == build_id
     time.sleep(0.3)
-    assert queue.reap(sessions, max_attempts=2, worker_timeout=60) == ([build_id], [])
-    assert not queue.finish(sessions, build_id, "dead", BuildState.SUCCEEDED)  # it is not the dead worker's now
-    assert queue.claim(sessions, "second", lease_seconds=0.1) == build_id
+    assert lifecycle.reap(sessions, max_attempts=2, worker_timeout=60) == ([build_id], [])
+    assert not lifecycle.finish(sessions, build_id, "dead", BuildState.SUCCEEDED)  # it is not the dead worker's now
+    assert lifecycle.claim(sessions, "second", lease_seconds=0.1) == build_id
     time.sleep(0.3)
-    assert queue.reap(sessions, max_attempts=2, worker_timeout=60) == ([], [build_id])
+    assert lifecycle.reap(sessions, max_attempts=2, worker_timeout=60) == ([], [build_id])
     build = state_of(sessions, build_id)
     assert (build.state, build.attempts) == ("failed", 2) and "stopped answering" in (build.error or "")
 
 
 def test_heartbeats_keep_a_lease_and_report_cancels(sessions: sessionmaker[Session]) -> None:
     (build_id,) = enqueue(sessions)
-    queue.register(sessions, "alive", concurrency=1)
-    assert queue.claim(sessions, "alive", lease_seconds=0.5) == build_id
+    lifecycle.register(sessions, "alive", concurrency=1)
+    assert lifecycle.claim(sessions, "alive", lease_seconds=0.5) == build_id
     for _ in range(3):
         time.sleep(0.2)
-        assert queue.heartbeat(sessions, "alive", lease_seconds=0.5, running={build_id}) == queue.Beat(set(), set())
-        assert queue.reap(sessions, max_attempts=3, worker_timeout=60) == ([], [])
+        assert lifecycle.heartbeat(sessions, "alive", lease_seconds=0.5, running={build_id}) == lifecycle.Beat(
+            set(), set()
+        )
+        assert lifecycle.reap(sessions, max_attempts=3, worker_timeout=60) == ([], [])
     with sessions() as session:
-        assert requests.cancel_build(session, build_id).cancel_requested
-    assert queue.heartbeat(sessions, "alive", lease_seconds=0.5, running={build_id}).cancelled == {build_id}
-    assert queue.finish(sessions, build_id, "alive", BuildState.CANCELLED)
+        assert lifecycle.cancel(session, build_id).cancel_requested
+    assert lifecycle.heartbeat(sessions, "alive", lease_seconds=0.5, running={build_id}).cancelled == {build_id}
+    assert lifecycle.finish(sessions, build_id, "alive", BuildState.CANCELLED)
     assert state_of(sessions, build_id).state == "cancelled"
-    queue.unregister(sessions, "alive")
+    lifecycle.unregister(sessions, "alive")
 
 
 def test_a_stopping_worker_releases_its_build(sessions: sessionmaker[Session]) -> None:
     (build_id,) = enqueue(sessions)
-    assert queue.claim(sessions, "leaving", lease_seconds=60) == build_id
-    assert not queue.release(sessions, build_id, "someone else")
-    assert queue.release(sessions, build_id, "leaving")
-    assert queue.claim(sessions, "next", lease_seconds=60) == build_id
+    assert lifecycle.claim(sessions, "leaving", lease_seconds=60) == build_id
+    assert not lifecycle.release(sessions, build_id, "someone else")
+    assert lifecycle.release(sessions, build_id, "leaving")
+    assert lifecycle.claim(sessions, "next", lease_seconds=60) == build_id
     assert state_of(sessions, build_id).attempts == 2
 
 
 def test_cancel_of_a_queued_build_is_immediate(sessions: sessionmaker[Session]) -> None:
     (build_id,) = enqueue(sessions)
     with sessions() as session:
-        assert requests.cancel_build(session, build_id).state == "cancelled"
-    assert queue.claim(sessions, "late", lease_seconds=60) is None
+        assert lifecycle.cancel(session, build_id).state == "cancelled"
+    assert lifecycle.claim(sessions, "late", lease_seconds=60) is None
 
 
 def test_only_running_builds_are_renewed_and_lost_ones_are_reported(sessions: sessionmaker[Session]) -> None:
     """A build whose slot died is not renewed: it expires and goes back to the queue for another worker."""
     orphan, running = enqueue(sessions, 2)
-    queue.register(sessions, "half", concurrency=2)
-    assert queue.claim(sessions, "half", lease_seconds=0.4) == orphan
-    assert queue.claim(sessions, "half", lease_seconds=0.4) == running
+    lifecycle.register(sessions, "half", concurrency=2)
+    assert lifecycle.claim(sessions, "half", lease_seconds=0.4) == orphan
+    assert lifecycle.claim(sessions, "half", lease_seconds=0.4) == running
     for _ in range(3):
         time.sleep(0.2)
-        assert queue.heartbeat(sessions, "half", lease_seconds=0.4, running={running}).lost == set()
-    assert queue.reap(sessions, max_attempts=3, worker_timeout=60) == ([orphan], [])
-    assert queue.claim(sessions, "other", lease_seconds=60) == orphan
+        assert lifecycle.heartbeat(sessions, "half", lease_seconds=0.4, running={running}).lost == set()
+    assert lifecycle.reap(sessions, max_attempts=3, worker_timeout=60) == ([orphan], [])
+    assert lifecycle.claim(sessions, "other", lease_seconds=60) == orphan
     # If "half" still believed it ran the orphan, its next beat says it is not its own any more.
-    assert queue.heartbeat(sessions, "half", lease_seconds=0.4, running={orphan, running}).lost == {orphan}
+    assert lifecycle.heartbeat(sessions, "half", lease_seconds=0.4, running={orphan, running}).lost == {orphan}
 
 
 def test_a_forgotten_worker_registers_again(sessions: sessionmaker[Session]) -> None:
-    queue.register(sessions, "cut-off", concurrency=1)
-    queue.unregister(sessions, "cut-off")  # what a reaper does to a worker that stopped answering
-    queue.heartbeat(sessions, "cut-off", lease_seconds=60, running=set())
+    lifecycle.register(sessions, "cut-off", concurrency=1)
+    lifecycle.unregister(sessions, "cut-off")  # what a reaper does to a worker that stopped answering
+    lifecycle.heartbeat(sessions, "cut-off", lease_seconds=60, running=set())
     with sessions() as session:
         assert requests.live_workers(session, within_seconds=60) == 1
 
@@ -126,24 +127,24 @@ def test_a_waiting_request_preempts_the_most_recently_started_feed_build_only(
     with transaction(sessions) as session:
         for build_id in (older, newer):
             session.get(Build, build_id).priority = Priority.FEED  # type: ignore[union-attr]
-    assert queue.claim(sessions, "a", lease_seconds=60) == request  # a person's request goes first...
-    queue.release(sessions, request, "a")
+    assert lifecycle.claim(sessions, "a", lease_seconds=60) == request  # a person's request goes first...
+    lifecycle.release(sessions, request, "a")
     with transaction(sessions) as session:
         session.get(Build, request).priority = Priority.FEED  # type: ignore[union-attr]
-    assert queue.claim(sessions, "a", lease_seconds=60) == older
+    assert lifecycle.claim(sessions, "a", lease_seconds=60) == older
     time.sleep(0.01)
-    assert queue.claim(sessions, "b", lease_seconds=60) == newer
-    assert queue.claim(sessions, "b", lease_seconds=60) == request
-    queue.release(sessions, request, "b")
+    assert lifecycle.claim(sessions, "b", lease_seconds=60) == newer
+    assert lifecycle.claim(sessions, "b", lease_seconds=60) == request
+    lifecycle.release(sessions, request, "b")
     with transaction(sessions) as session:  # ...and when no slot is free, it takes one from a feed build
         session.get(Build, request).priority = Priority.REQUEST  # type: ignore[union-attr]
     beats = {
-        worker: queue.heartbeat(sessions, worker, lease_seconds=60, running={build}, preempt_after=0.001)
+        worker: lifecycle.heartbeat(sessions, worker, lease_seconds=60, running={build}, preempt_after=0.001)
         for worker, build in (("a", older), ("b", newer))
     }
     assert beats["a"].preempted == set() and beats["b"].preempted == {newer}  # one, the same for every worker
-    assert queue.heartbeat(sessions, "b", lease_seconds=60, running={newer}).preempted == set()  # not asked
+    assert lifecycle.heartbeat(sessions, "b", lease_seconds=60, running={newer}).preempted == set()  # not asked
     attempts = state_of(sessions, newer).attempts
-    assert queue.release(sessions, newer, "b", attempt_counts=False)
+    assert lifecycle.release(sessions, newer, "b", attempt_counts=False)
     assert state_of(sessions, newer).attempts == attempts - 1  # a preempted attempt is not held against it
-    assert queue.claim(sessions, "b", lease_seconds=60) == request
+    assert lifecycle.claim(sessions, "b", lease_seconds=60) == request

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ofedrepo.builds.lifecycle import StopReason
 from ofedrepo.process import clean_environment
 from tests.support.builder_image import builder_image, containers_conf, podman_problem
 from workers.runner import container_argv, run_streaming
@@ -42,7 +43,7 @@ def test_a_stop_kills_the_whole_group_and_the_output_was_streamed(tmp_path: Path
     stop_after = time.monotonic() + 1.5
     outcome = run_streaming(
         ["sh", "-c", FORKING_SCRIPT], env=clean_environment(tmp_path), cwd=tmp_path, write=into(log), timeout=60,
-        should_stop=lambda: "cancelled" if time.monotonic() > stop_after else None,
+        should_stop=lambda: StopReason.CANCELLED if time.monotonic() > stop_after else None,
     )  # fmt: skip
     assert outcome.stopped == "cancelled" and outcome.returncode != 0
     assert b"line 3" in log.getvalue()

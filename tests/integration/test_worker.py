@@ -15,7 +15,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ofedrepo.builds import requests
+from ofedrepo.builds import lifecycle, requests
 from ofedrepo.bundles.store import BundleStore
 from ofedrepo.config import Settings
 from ofedrepo.models import BuildState, RepoVersion
@@ -23,7 +23,6 @@ from ofedrepo.repos.publish import Publisher
 from tests.conftest import TARGET_KERNEL, make_settings
 from tests.integration.test_queue import enqueue, state_of
 from tests.support.synthetic_bundle import CURRENT
-from workers import queue
 from workers.pipeline import Pipeline
 from workers.worker import Worker
 
@@ -63,7 +62,7 @@ def test_a_build_that_breaks_out_of_its_pipeline_fails_with_the_reason_and_the_s
             raise KeyError("a bug")
         if build_id == unlucky and runs.count(unlucky) == 1:
             raise database_gone()
-        queue.finish(worker.sessions, build_id, worker.id, BuildState.SUCCEEDED)
+        lifecycle.finish(worker.sessions, build_id, worker.id, BuildState.SUCCEEDED)
         return BuildState.SUCCEEDED
 
     worker.pipeline.run = run  # type: ignore[method-assign]
@@ -85,7 +84,7 @@ def test_a_build_whose_end_cannot_be_written_goes_back_to_the_queue(
     (build_id,) = enqueue(sessions)
     worker = Worker(worker_settings, concurrency=1)
     attempts: list[int] = []
-    finish, release = queue.finish, queue.release
+    finish, release = lifecycle.finish, lifecycle.release
 
     def unwritable(*arguments: object, **keywords: object) -> bool:
         raise database_gone()
@@ -93,11 +92,11 @@ def test_a_build_whose_end_cannot_be_written_goes_back_to_the_queue(
     def run(claimed: int, should_stop: Callable[[], str | None]) -> BuildState:
         attempts.append(claimed)
         if len(attempts) == 1:
-            monkeypatch.setattr(queue, "finish", unwritable)
-            monkeypatch.setattr(queue, "release", unwritable)
+            monkeypatch.setattr(lifecycle, "finish", unwritable)
+            monkeypatch.setattr(lifecycle, "release", unwritable)
             raise database_gone()
-        monkeypatch.setattr(queue, "finish", finish)
-        monkeypatch.setattr(queue, "release", release)
+        monkeypatch.setattr(lifecycle, "finish", finish)
+        monkeypatch.setattr(lifecycle, "release", release)
         finish(worker.sessions, claimed, worker.id, BuildState.SUCCEEDED)
         return BuildState.SUCCEEDED
 
@@ -118,10 +117,10 @@ def test_a_retry_records_the_version_its_killed_attempt_published(
     with sessions() as session:
         outcome = requests.request_repo(session, worker_settings, requests.RepoRequest(kernel=TARGET_KERNEL))
     assert outcome.build_id is not None
-    assert queue.claim(sessions, "killed", lease_seconds=60) == outcome.build_id
+    assert lifecycle.claim(sessions, "killed", lease_seconds=60) == outcome.build_id
     first = Publisher(worker_settings, sessions).publish(ext_tgz, build_id=outcome.build_id)  # then SIGKILL
-    assert queue.release(sessions, outcome.build_id, "killed")  # what the reaper does once the lease expires
-    assert queue.claim(sessions, "retry", lease_seconds=60) == outcome.build_id
+    assert lifecycle.release(sessions, outcome.build_id, "killed")  # what the reaper does once the lease expires
+    assert lifecycle.claim(sessions, "retry", lease_seconds=60) == outcome.build_id
     state = Pipeline(worker_settings, sessions, "retry").run(outcome.build_id, lambda: None)
     build = state_of(sessions, outcome.build_id)
     assert (state, build.version_number, build.attempts) == (BuildState.SUCCEEDED, first.version, 2)
@@ -140,9 +139,9 @@ def test_a_worker_that_lost_its_build_never_publishes_for_it(
     with sessions() as session:
         outcome = requests.request_repo(session, worker_settings, requests.RepoRequest(kernel=CURRENT.ga_kernel))
     assert outcome.build_id is not None
-    assert queue.claim(sessions, "cut-off", lease_seconds=60) == outcome.build_id
-    assert queue.release(sessions, outcome.build_id, "cut-off")  # what the reaper does once the lease expires
-    assert queue.claim(sessions, "other-host", lease_seconds=60) == outcome.build_id
+    assert lifecycle.claim(sessions, "cut-off", lease_seconds=60) == outcome.build_id
+    assert lifecycle.release(sessions, outcome.build_id, "cut-off")  # what the reaper does once the lease expires
+    assert lifecycle.claim(sessions, "other-host", lease_seconds=60) == outcome.build_id
     state = Pipeline(worker_settings, sessions, "cut-off").run(outcome.build_id, lambda: None)
     build = state_of(sessions, outcome.build_id)
     assert (state, build.state, build.worker_id) == (BuildState.QUEUED, "running", "other-host")

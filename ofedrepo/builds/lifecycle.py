@@ -1,10 +1,17 @@
-"""The worker's side of the build state machine (``ofedrepo.models`` draws it; clients' side:
-``ofedrepo.builds.requests``).
+"""The build state machine: every transition of a build, in one place (as pulpcore's ``Task`` keeps its own).
+
+    (request) ──> queued ──claim──> running ──finish──> succeeded | failed | cancelled
+                    │  ^               │  │
+           cancel   │  └──release──────┘  └──reap (lease expired)──> queued, or failed past the attempts
+                    v     (preempted, worker stopping, the database failing under it)
+                cancelled
 
 Every transition is one conditional UPDATE that names the state it expects (and, once claimed, the worker
 that owns the build); a transition that changes no row did not happen. That, not locking, is what keeps two
 workers from owning one build:
 
+- enqueue (``ofedrepo.builds.requests``): a new row is ``queued``; a person's request for what a kernel feed
+  queued ``lift``s it to the request's priority.
 - claim: ``queued`` and unowned → ``running``, owned, attempts + 1, lease set; the highest ``priority`` first
   (people's requests before what kernel feeds queue), then the oldest. On PostgreSQL the candidate is
   picked with ``FOR UPDATE SKIP LOCKED`` so claimers never wait on each other; SQLAlchemy drops that clause
@@ -14,13 +21,18 @@ workers from owning one build:
   died must expire) and reports which of them a client cancelled, which are no longer its own, and which a
   person's request waiting for a slot preempts (the most recently started builds a kernel feed queued, one
   per waiting request, chosen the same way by every worker so that no more are stopped than needed).
+- cancel (a client): ``queued`` → ``cancelled`` at once; ``running`` → ``cancel_requested``, which its worker
+  acts on, unless the build has already published its version (then the cancel is refused: 409).
 - release (a preempted or stopping worker's build): ``running`` and mine → ``queued``; a preempted attempt
   does not count towards ``build_max_attempts``.
 - reap (any worker, periodically): a ``running`` build whose lease expired lost its worker (killed, host
   gone): back to ``queued`` while attempts remain, else ``failed``.
-- hold (inside a publish's transaction): renew my lease or learn that the build is no longer mine; a worker
-  cut off from the database long enough to lose its lease can therefore never publish for it afterwards.
+- hold (inside a publish's transaction): renew my lease, or learn that the build is no longer mine or that a
+  client cancelled it; a worker cut off from the database long enough to lose its lease can therefore never
+  publish for it afterwards, and a cancel is either in time to stop the publish or refused.
 - finish: ``running`` and owned by me → ``succeeded``/``failed``/``cancelled``.
+
+Why a running build stops before its end is a ``StopReason``.
 """
 
 import os
@@ -28,15 +40,34 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from ofedrepo.db import transaction
-from ofedrepo.models import Build, BuildState, Priority, Worker, utcnow
+from ofedrepo.errors import Conflict, NotFound
+from ofedrepo.models import Build, BuildState, Priority, RepoVersion, Worker, utcnow
 
-QUEUED, RUNNING = BuildState.QUEUED.value, BuildState.RUNNING.value
+QUEUED, RUNNING = BuildState.QUEUED, BuildState.RUNNING
 _NO_SYNC = {"synchronize_session": False}
+
+
+class StopReason(StrEnum):
+    """Why a running build is stopped before its end (and what becomes of it)."""
+
+    CANCELLED = "cancelled"
+    """A client cancelled it: ``cancelled``."""
+    LEASE_LOST = "lease lost"
+    """Its lease expired (its worker was cut off): another worker owns it now; nothing is recorded."""
+    PREEMPTED = "preempted"
+    """A kernel feed queued it and a person's request needs the slot: back to ``queued``, the attempt not counted."""
+    WORKER_STOPPING = "worker stopping"
+    """Its worker shuts down: back to ``queued``."""
+    TIMED_OUT = "timed out"
+    """It ran past ``OFEDREPO_BUILD_TIMEOUT``: ``failed``."""
+    SCRATCH_FULL = "scratch full"
+    """Its tool's scratch grew past ``OFEDREPO_BUILD_MAX_SCRATCH_BYTES``: ``failed``."""
 
 
 def new_worker_id() -> str:
@@ -151,19 +182,71 @@ def _preempted(session: Session, worker_id: str, waiting_since: datetime) -> set
     return {build_id for build_id, owner in victims if owner == worker_id}
 
 
-def hold(session: Session, build_id: int, worker_id: str, lease_seconds: float) -> bool:
-    """In the caller's transaction: renew my lease of a running build; False when it is no longer mine.
+def hold(session: Session, build_id: int, worker_id: str, lease_seconds: float) -> StopReason | None:
+    """In the caller's transaction: renew my lease of a running build that no client cancelled; None when
+    done, else why the build may not go on (``CANCELLED``, or ``LEASE_LOST`` when it is no longer mine).
 
-    The fence a publish goes through: the update's row lock lasts until the caller commits, so no reaper
-    or claimer can take the build between this check and the version the same transaction records.
+    The fence a publish goes through: the update's row lock lasts until the caller commits, so no reaper,
+    claimer or cancel can touch the build between this check and the version the same transaction records;
+    a cancel that comes after finds the version and is refused (``cancel``).
     """
     result = session.execute(
         update(Build)
-        .where(Build.id == build_id, Build.worker_id == worker_id, Build.state == RUNNING)
+        .where(Build.id == build_id, Build.worker_id == worker_id, Build.state == RUNNING, ~Build.cancel_requested)
         .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
         .execution_options(**_NO_SYNC)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    if result.rowcount:  # type: ignore[attr-defined]
+        return None
+    cancelled = session.scalar(
+        select(Build.id).where(Build.id == build_id, Build.worker_id == worker_id, Build.cancel_requested)
+    )
+    return StopReason.CANCELLED if cancelled is not None else StopReason.LEASE_LOST
+
+
+def cancel(session: Session, build_id: int) -> Build:
+    """A queued build is cancelled at once; a running one is asked to stop (its worker kills it within
+    seconds), unless it has already published its version: then it is too late (``Conflict``, a 409), never a
+    cancel accepted and ignored."""
+    build = session.get(Build, build_id)
+    if build is None:
+        raise NotFound(f"no build with id {build_id}")
+    now = utcnow()
+    queued = session.execute(
+        update(Build)
+        .where(Build.id == build_id, Build.state == QUEUED)
+        .values(state=BuildState.CANCELLED, finished_at=now, error="cancelled while queued")
+        .execution_options(**_NO_SYNC)
+    )
+    if queued.rowcount == 0:  # type: ignore[attr-defined]
+        published = exists().where(RepoVersion.build_id == build_id)
+        running = session.execute(
+            update(Build)
+            .where(Build.id == build_id, Build.state == RUNNING, ~published)
+            .values(cancel_requested=True)
+            .execution_options(**_NO_SYNC)
+        )
+        if running.rowcount == 0:  # type: ignore[attr-defined]
+            session.rollback()
+            session.refresh(build)
+            if build.state == RUNNING:
+                raise Conflict(f"build {build_id} has already published its version: too late to cancel it")
+            if build.state != BuildState.CANCELLED:
+                raise Conflict(f"build {build_id} has already {build.state}")
+    session.commit()
+    session.refresh(build)
+    return build
+
+
+def lift(session: Session, build_id: int, priority: int) -> None:
+    """In the caller's transaction: a queued or running build gets at least ``priority`` (a person now waits
+    for what a kernel feed queued, which goes before the feed's other builds)."""
+    session.execute(
+        update(Build)
+        .where(Build.id == build_id, Build.priority < priority)
+        .values(priority=priority)
+        .execution_options(**_NO_SYNC)
+    )
 
 
 def reap(sessions: sessionmaker[Session], max_attempts: int, worker_timeout: float) -> tuple[list[int], list[int]]:
@@ -182,7 +265,7 @@ def reap(sessions: sessionmaker[Session], max_attempts: int, worker_timeout: flo
             update(Build)
             .where(*expired, Build.attempts >= max_attempts)
             .values(
-                state=BuildState.FAILED.value,
+                state=BuildState.FAILED,
                 finished_at=now,
                 error=f"its worker stopped answering {max_attempts} times (lease expired); giving up",
             )
@@ -206,7 +289,7 @@ def finish(
         result = session.execute(
             update(Build)
             .where(Build.id == build_id, Build.worker_id == worker_id, Build.state == RUNNING)
-            .values(state=state.value, finished_at=utcnow(), error=error, version_number=version, lease_expires_at=None)
+            .values(state=state, finished_at=utcnow(), error=error, version_number=version, lease_expires_at=None)
             .execution_options(**_NO_SYNC)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
