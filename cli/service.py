@@ -1,5 +1,9 @@
 """Running the service: `ofedrepo serve`, `ofedrepo worker`."""
 
+import logging
+import signal
+import subprocess
+import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -9,6 +13,11 @@ from ofedrepo import db
 
 if TYPE_CHECKING:
     pass
+
+
+def verbosity() -> list[str]:
+    """``-v`` when this command logs its steps, for a child command to do the same."""
+    return ["-v"] if logging.getLogger().level <= logging.INFO else []
 
 
 @reports_errors
@@ -28,21 +37,26 @@ def serve(
     import uvicorn
 
     settings = settings_of(context)
-    if workers > 1:
-        from ofedrepo.metrics import share_between_processes
-        from ofedrepo.storage import DataDir
+    from ofedrepo.metrics_sharing import share_between_processes
+    from ofedrepo.storage import DataDir
 
-        share_between_processes(DataDir(settings.data_dir).ensure().root / "run" / "metrics")
+    # The web processes, the embedded worker and its build processes all count into one directory.
+    share_between_processes(DataDir(settings.data_dir).ensure().root / "run" / "metrics")
     db.upgrade(db.make_engine(settings.resolved_database_url))
-    from workers.worker import Worker
-
-    embedded = Worker(settings) if (settings.embedded_worker if worker is None else worker) else None
+    with_worker = settings.embedded_worker if worker is None else worker
     console.print(
         f"serving on http://{host or settings.host}:{port or settings.port} (data in {settings.data_dir}"
-        f"{', with an embedded worker' if embedded else ', no worker: run `ofedrepo worker`'})"
+        f"{', with an embedded worker' if with_worker else ', no worker: run `ofedrepo worker`'})"
     )
-    if embedded:
-        embedded.start()
+    # The embedded worker is a process of its own: the API never runs build code, and a build that crashes
+    # cannot take the API down. It reads the same settings (the environment and config file) and ends with us.
+    embedded = (
+        subprocess.Popen(
+            [sys.executable, "-c", "from cli.main import main; main()", *verbosity(), "worker", "--die-with-parent"]
+        )  # fmt: skip
+        if with_worker
+        else None
+    )
     try:
         # By import string, as uvicorn needs for --workers: each process builds its own app (and the protocol,
         # which puts a deadline on request heads) from the same OFEDREPO_* settings this command read.
@@ -57,7 +71,11 @@ def serve(
         )
     finally:
         if embedded:
-            embedded.stop()
+            embedded.terminate()  # its running builds go back to the queue
+            try:
+                embedded.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                embedded.kill()
 
 
 @reports_errors
@@ -70,13 +88,28 @@ def worker_command(
         int | None,
         typer.Option(min=1, max=65535, help="Serve this worker's own metrics (publish durations) on this port."),
     ] = None,
+    die_with_parent: Annotated[bool, typer.Option(hidden=True, help="Stop when the parent process ends.")] = False,
 ) -> None:
     """Claim queued builds and run them until stopped (SIGTERM/SIGINT put running builds back in the queue)."""
     settings = settings_of(context)
+    if die_with_parent:  # the worker `ofedrepo serve` embeds
+        from ofedrepo.process import die_with_parent as stop_with_parent
+
+        stop_with_parent(signal.SIGTERM)
     if metrics_port:
+        import os
+
+        from ofedrepo.metrics_sharing import share_between_processes
+        from ofedrepo.storage import DataDir
+
+        # Its builds run in processes of their own: they count into a directory this worker reports from (set
+        # before prometheus_client is imported: it chooses its storage then).
+        share_between_processes(DataDir(settings.data_dir).ensure().root / "run" / f"metrics-worker-{os.getpid()}")
         from prometheus_client import start_http_server
 
-        start_http_server(metrics_port, addr=settings.host)
+        from ofedrepo.metrics import process_registry
+
+        start_http_server(metrics_port, addr=settings.host, registry=process_registry())
     console.print(
         f"worker: {concurrency or settings.worker_concurrency} slot(s), "
         f"database {settings.resolved_database_url.split('@')[-1]}"

@@ -1,20 +1,19 @@
 """Prometheus metrics, all named ``ofedrepo_*``.
 
-Two kinds. What a process times itself (appliance launches, publishes, HTTP requests) lives here, in that
-process's default registry: ``ofedrepo serve`` shows its own and its embedded worker's at ``/metrics``, and
-``ofedrepo worker --metrics-port N`` shows a standalone worker's. What the whole deployment knows is read
-from the database at scrape time (``ofedrepo.builds.collector``).
-
-``ofedrepo serve --workers N`` runs N web server processes: their own metrics then go to files in one
-directory (prometheus_client's multiprocess mode) and any of them reports the sum.
+Two kinds. What a process times itself (appliance launches, publishes, HTTP requests) lives here. Builds run
+in processes of their own and ``ofedrepo serve`` may run several web processes, so these go to files in one
+directory (prometheus_client's multiprocess mode) and are reported summed: ``ofedrepo serve`` shows its web
+processes', its embedded worker's and their builds' at ``/metrics``, and ``ofedrepo worker --metrics-port N``
+a standalone worker's and its builds'. What the whole deployment knows is read from the database at scrape
+time (``ofedrepo.builds.collector``).
 """
 
 import os
-import shutil
-from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from ofedrepo.metrics_sharing import MULTIPROCESS_VARIABLE
 
 INSPECTION_SECONDS = Histogram(
     "ofedrepo_inspection_duration_seconds",
@@ -26,17 +25,6 @@ PUBLISH_SECONDS = Histogram(
     "Publishing one version: reading, signing, metadata, the atomic rename",
     buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
 )
-#: prometheus_client's own variable: where the processes of one server write their metrics.
-MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
-
-
-def share_between_processes(directory: Path) -> None:
-    """Before starting several web server processes: they will write their metrics to ``directory`` (emptied
-    now: counts of a previous run must not be added in). Child processes import prometheus_client afresh and
-    see the variable; this one's own metrics (an embedded worker's) stay in its memory."""
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
-    os.environ[MULTIPROCESS_VARIABLE] = str(directory)
 
 
 def process_registry() -> CollectorRegistry:

@@ -4,7 +4,9 @@ Command lines are built by pure functions next to the code that needs them (``si
 this module only runs them and turns a failure into ``ToolFailed`` carrying the program's output.
 """
 
+import ctypes
 import os
+import signal
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,3 +55,14 @@ def run(
     if completed.returncode != 0:
         raise ToolFailed(argv, completed.returncode, completed.stdout)
     return completed.stdout
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(signal_number: signal.Signals = signal.SIGKILL) -> None:
+    """Have the kernel send ``signal_number`` to this process when its parent ends (Linux's
+    ``PR_SET_PDEATHSIG``): a build process or an embedded worker never outlives what started it."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal_number), 0, 0, 0)
+    if os.getppid() == 1:  # the parent ended before the request took effect
+        os.kill(os.getpid(), signal_number)

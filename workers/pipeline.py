@@ -55,6 +55,7 @@ from workers.runner import (
     add_kernel_support_argv,
     container_argv,
     container_kill_argv,
+    container_names_argv,
     doca_kernel_support_argv,
     first_error,
     host_layout,
@@ -72,6 +73,9 @@ from workers.sandbox import (
 )
 
 log = logging.getLogger(__name__)
+
+#: Build containers are named ``<prefix><build id>-<random>``: what a killed build left can be found by name.
+CONTAINER_PREFIX = "ofedrepo-build-"
 
 #: mlnx_add_kernel_support.sh's answer when the bundle already holds rebuilt packages for the kernel.
 ALREADY_SUPPORTED = 30
@@ -92,6 +96,8 @@ class BuildJob:
     attempts: int
     rebuild: bool
     kind: str
+    deadline: float
+    """When the whole build must be over (epoch seconds): the vendor's tool gets what is left of it."""
 
 
 class BuildLog:
@@ -165,7 +171,7 @@ class Pipeline:
         with self.data.build_log(build_id).open("ab") as stream:
             BuildLog(stream).note(text)
 
-    def job(self, build_id: int) -> BuildJob:
+    def job(self, build_id: int, deadline: float | None = None) -> BuildJob:
         with self.sessions() as session:
             build = session.get(Build, build_id)
             assert build is not None and build.bundle is not None
@@ -179,22 +185,23 @@ class Pipeline:
                 attempts=build.attempts,
                 rebuild=build.rebuild,
                 kind=build.bundle.kind,
+                deadline=deadline if deadline is not None else time.time() + self.settings.build_timeout,
             )
 
-    def run(self, build_id: int, should_stop: StopCheck) -> BuildState:
-        """Run the build this worker has claimed and record how it ended."""
-        job = self.job(build_id)
+    def run(self, build_id: int, should_stop: StopCheck, deadline: float | None = None) -> BuildState:
+        """Run the build this worker has claimed and record how it ended (by ``deadline``, epoch seconds)."""
+        job = self.job(build_id, deadline)
         scratch = self.data.new_scratch(self.data.work, f"build-{job.id}")
         with self.data.build_log(job.id).open("ab") as stream:
             build_log = BuildLog(stream, self.settings.build_log_max_bytes)
             build_log.note(
                 f"build {job.id}: {job.bundle_name} for {job.kernel}, attempt {job.attempts} of "
-                f"{self.settings.build_max_attempts}, worker {self.worker_id}"
+                f"{self.settings.build_max_attempts}, worker {self.worker_id}, process {os.getpid()}"
             )
             try:
                 version = self._build(job, scratch, build_log, should_stop)
             except Stopped as stop:
-                return self._stopped(job, build_log, stop.reason)
+                return self._stopped(job.id, build_log, stop.reason)
             except OfedrepoError as error:
                 keep = isinstance(error, ScriptFailed) and self.settings.build_keep_failed_seconds > 0
                 if keep and scratch.exists():
@@ -240,25 +247,40 @@ class Pipeline:
         hours = self.settings.build_keep_failed_seconds / 3600
         build_log.note(f"the script's work and log directories are kept in {kept} for {hours:g} h")
 
-    def _stopped(self, job: BuildJob, build_log: BuildLog, reason: StopReason) -> BuildState:
+    def stopped(self, build_id: int, reason: StopReason) -> BuildState:
+        """Record a build stopped for ``reason`` from outside its run (its worker killed the build's process)."""
+        with self.data.build_log(build_id).open("ab") as stream:
+            return self._stopped(build_id, BuildLog(stream), reason)
+
+    def _stopped(self, build_id: int, build_log: BuildLog, reason: StopReason) -> BuildState:
+        """What a stop means for the build (``lifecycle.StopReason``), recorded with a line in its log."""
         if reason == StopReason.LEASE_LOST:
             build_log.note("this worker lost the build's lease (it could not renew it in time): stopped here")
             return BuildState.QUEUED
         if reason == StopReason.CANCELLED:
-            build_log.note("cancelled by request; the script's process group was killed")
+            build_log.note("cancelled by request; the build's processes were stopped")
             lifecycle.finish(
-                self.sessions, job.id, self.worker_id, BuildState.CANCELLED, error="cancelled while running"
+                self.sessions, build_id, self.worker_id, BuildState.CANCELLED, error="cancelled while running"
             )
             return BuildState.CANCELLED
+        if reason in (StopReason.TIMED_OUT, StopReason.SCRATCH_FULL):
+            error = (
+                f"the build did not finish within {self.settings.build_timeout} s (OFEDREPO_BUILD_TIMEOUT)"
+                if reason == StopReason.TIMED_OUT
+                else "its scratch directory grew past OFEDREPO_BUILD_MAX_SCRATCH_BYTES"
+            )
+            build_log.note(f"FAILED: {error}")
+            lifecycle.finish(self.sessions, build_id, self.worker_id, BuildState.FAILED, error=error)
+            return BuildState.FAILED
         if reason == StopReason.PREEMPTED:
             build_log.note(
                 "stopped: a person's request is waiting for a slot, and a kernel feed queued this build; it goes "
                 "back to the queue and starts again afterwards"
             )
-            lifecycle.release(self.sessions, job.id, self.worker_id, attempt_counts=False)
+            lifecycle.release(self.sessions, build_id, self.worker_id, attempt_counts=False)
             return BuildState.QUEUED
         build_log.note(f"stopped ({reason}); the build goes back to the queue")
-        lifecycle.release(self.sessions, job.id, self.worker_id)
+        lifecycle.release(self.sessions, build_id, self.worker_id)
         return BuildState.QUEUED
 
     @property
@@ -423,7 +445,7 @@ class Pipeline:
             environment["TMPDIR"] = "/tmp"  # the sandbox's own /tmp
         else:
             engine = self.settings.build_runner
-            name = f"ofedrepo-build-{job.id}-{uuid.uuid4().hex[:8]}"
+            name = f"{CONTAINER_PREFIX}{job.id}-a{job.attempts}-{uuid.uuid4().hex[:8]}"
             image = container_image(self.settings, job.distro)
             command = container_argv(
                 engine, image, name, command, tool.inputs, scratch, home, confinement, signing, tool.placed, tool.tmp
@@ -455,7 +477,7 @@ class Pipeline:
                     env=environment,
                     cwd=scratch,
                     write=build_log.write if tool.watch is None else tool.watching(build_log.write),
-                    timeout=self.settings.build_timeout,
+                    timeout=max(1.0, job.deadline - time.time()),
                     should_stop=lambda: should_stop() or meter.over(),
                     on_kill=on_kill,
                 )
@@ -465,7 +487,10 @@ class Pipeline:
                 cgroup.remove()
             shutil.rmtree(scratch / "module-signing", ignore_errors=True)
         if outcome.stopped == StopReason.TIMED_OUT:
-            raise ScriptFailed(f"{tool.name} did not finish within {self.settings.build_timeout} s")
+            raise ScriptFailed(
+                f"{tool.name} did not finish within the build's {self.settings.build_timeout} s "
+                "(OFEDREPO_BUILD_TIMEOUT)"
+            )
         if outcome.stopped == StopReason.SCRATCH_FULL:
             raise ScriptFailed(
                 f"{tool.name} was stopped: its scratch directory grew past {confinement.max_scratch} bytes "
@@ -537,6 +562,57 @@ class Pipeline:
             opened, job.kernel, job.id, build_log, self._signing_modules, self._still_mine(job)
         )
         return self._published(result, build_log)
+
+
+def remove_leftovers(settings: Settings, data: DataDir, build_id: int) -> None:
+    """Remove what a build whose process was killed (or died) left behind: the processes of its cgroups, its
+    containers and its scratch. The vendor's sandbox ends with the build process (``bwrap --die-with-parent``);
+    a container lives on in its engine until it is removed."""
+    for cgroup in RunCgroup.left_by(f"build-{build_id}-"):
+        cgroup.kill()
+        cgroup.remove()
+    if settings.build_runner != "local":
+        engine = settings.build_runner
+        prefix = f"{CONTAINER_PREFIX}{build_id}-"
+        try:
+            names = run(container_names_argv(engine, prefix), env=engine_environment(), timeout=60).split()
+            for name in names:
+                if name.startswith(prefix):
+                    run(container_kill_argv(engine, name), env=engine_environment(), timeout=60)
+        except ToolFailed as error:
+            log.warning("build %d: its containers could not be removed: %s", build_id, error)
+    for scratch in data.work.glob(f"build-{build_id}-*"):
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+_CONTAINER_NAME = re.compile(rf"{CONTAINER_PREFIX}(?P<build>[0-9]+)-a(?P<attempt>[0-9]+)-[0-9a-f]+")
+
+
+def remove_orphan_containers(settings: Settings, sessions: sessionmaker[Session]) -> list[str]:
+    """Remove this host's build containers that no running attempt owns any more (their worker was killed, or
+    its build process was, and the container lived on in its engine); the names removed."""
+    if settings.build_runner == "local":
+        return []
+    engine = settings.build_runner
+    try:
+        names = run(container_names_argv(engine, CONTAINER_PREFIX), env=engine_environment(), timeout=60).split()
+    except ToolFailed as error:
+        log.warning("could not list build containers: %s", error)
+        return []
+    removed = []
+    for name in names:
+        match = _CONTAINER_NAME.fullmatch(name)
+        if match is None:
+            continue
+        with sessions() as session:
+            if lifecycle.attempt_is_running(session, int(match["build"]), int(match["attempt"])):
+                continue
+        try:
+            run(container_kill_argv(engine, name), env=engine_environment(), timeout=60)
+            removed.append(name)
+        except ToolFailed as error:
+            log.warning("could not remove the orphan container %s: %s", name, error)
+    return removed
 
 
 def engine_environment() -> dict[str, str]:

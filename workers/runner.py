@@ -143,6 +143,11 @@ def container_argv(
     ]  # fmt: skip
 
 
+def container_names_argv(engine: str, prefix: str) -> list[str]:
+    """The names of the containers (running or not) whose names start with ``prefix``, one per line."""
+    return [engine, "ps", "--all", "--filter", f"name=^{prefix}", "--format", "{{.Names}}"]
+
+
 def container_kill_argv(engine: str, name: str) -> list[str]:
     """Remove the container at once: its processes get SIGKILL (podman's ``rm --force`` would first wait the
     container's stop timeout, ten seconds in which a disk filler goes on writing)."""

@@ -199,6 +199,16 @@ class RunCgroup:
             raise
         return cgroup
 
+    @classmethod
+    def left_by(cls, prefix: str, root: Path = CGROUP_ROOT) -> list["RunCgroup"]:
+        """The cgroups of runs whose names start with ``prefix`` (``build-<id>-``): what a killed build left."""
+        parents = [root / CGROUP_PARENT, *(root / hierarchy / CGROUP_PARENT for hierarchy in ("pids", "memory"))]
+        by_name: dict[str, list[Path]] = {}
+        for parent in parents:
+            for directory in sorted(parent.glob(f"{prefix}*")) if parent.is_dir() else []:
+                by_name.setdefault(directory.name, []).append(directory)
+        return [cls(directories, counts_processes=True) for directories in by_name.values()]
+
     def _members(self) -> Iterator[int]:
         for procs in self.procs:
             try:

@@ -11,6 +11,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
 from sqlalchemy.exc import DBAPIError
@@ -22,7 +23,8 @@ from ofedrepo.config import Settings
 from ofedrepo.db import make_engine, session_factory, upgrade
 from ofedrepo.models import BuildState
 from ofedrepo.repos.retention import Policy, automatic_policy, collect_garbage
-from workers.pipeline import Pipeline
+from workers.build_process import DATABASE_FAILED, STOP_GRACE, BuildProcess, Target, run_pipeline
+from workers.pipeline import Pipeline, remove_leftovers, remove_orphan_containers
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +34,20 @@ MAX_HEARTBEAT_INTERVAL = 2.0
 MIN_PREEMPT_WAIT = 2.0
 #: How often a worker looks whether a kernel feed is due (the feed's own interval decides whether it is).
 MAX_FEED_CHECK_INTERVAL = 10.0
+#: How often a worker of a container runner removes the build containers no running build owns.
+ORPHAN_SWEEP_INTERVAL = 30.0
 
 
 class Worker:
-    def __init__(self, settings: Settings, concurrency: int | None = None) -> None:
+    def __init__(self, settings: Settings, concurrency: int | None = None, target: Target = run_pipeline) -> None:
         self.settings = settings
         self.concurrency = concurrency or settings.worker_concurrency
         self.engine = make_engine(settings.resolved_database_url)
         self.sessions = session_factory(self.engine)
         self.id = lifecycle.new_worker_id()
         self.pipeline = Pipeline(settings, self.sessions, self.id)
+        self.target = target
+        """What each build process runs: the pipeline (a test may give a stand-in, run the same way)."""
         self.stopping = threading.Event()
         self.running: set[int] = set()
         self.cancelled: set[int] = set()
@@ -129,33 +135,63 @@ class Worker:
                     self.preempted.discard(build_id)
 
     def _supervised(self, build_id: int) -> None:
-        """Run one build so that, whatever goes wrong, it ends with a reason or goes back to the queue.
+        """Run one build in a process of its own (``workers.build_process``) so that, whatever goes wrong, it
+        ends with a reason or goes back to the queue, and this worker goes on.
 
-        The pipeline ends its builds itself; what escapes it is caught here: a bug fails the build with the
-        reason, a database error (the server gone, the link down) puts it back in the queue, since the build
-        is not at fault; when even that cannot be written, the build stays ``running`` with a lease that is no
-        longer renewed: it expires, and another worker retries the build.
+        The build process ends its build itself, stopping when told why (a cancel, a lost lease, preemption,
+        this worker stopping, the whole-build deadline); one that does not within ``STOP_GRACE`` is killed
+        and its outcome recorded here. A process that died on its own fails its build with the reason; one
+        whose database failed under it puts the build back in the queue (not the build's fault); when even that
+        cannot be written, the build stays ``running`` with a lease that is no longer renewed: it expires, and
+        another worker retries the build.
         """
-        reason: str | None
-        try:
-            state = self.pipeline.run(build_id, lambda: self._should_stop(build_id))
-            log.info("build %d ended %s", build_id, state.value)
+        deadline = time.time() + self.settings.build_timeout
+        child = BuildProcess.start(self.settings, build_id, self.id, deadline, self.target)
+        while child.alive:
+            reason = self._should_stop(build_id) or (StopReason.TIMED_OUT if time.time() > deadline else None)
+            if reason is not None and child.asked is None:
+                log.info("build %d: stopping it (%s)", build_id, reason)
+                child.ask_to_stop(reason)
+            if child.overdue:
+                log.warning("build %d did not stop within %.0f s: killing its processes", build_id, STOP_GRACE)
+                child.kill()
+                break
+            child.wait(0.2)
+        if child.killed or child.exitcode != 0:
+            remove_leftovers(self.settings, self.pipeline.data, build_id)
+        failure: str | None
+        if child.killed:
+            assert child.asked is not None
+            self._recorded(build_id, lambda: self.pipeline.stopped(build_id, child.asked or StopReason.CANCELLED))
             return
-        except DBAPIError as error:
-            log.warning("build %d: the database failed under it (%r): back to the queue", build_id, error.orig)
-            reason = None  # not the build's fault: it is retried
-        except Exception as error:
-            log.exception("build %d broke out of its pipeline", build_id)
-            reason = f"internal error: {error!r}"
+        if child.exitcode == 0:
+            log.info("build %d ended", build_id)
+            return
+        if child.exitcode == DATABASE_FAILED:
+            log.warning("build %d: the database failed under it: back to the queue", build_id)
+            failure = None  # not the build's fault: it is retried
+        elif child.exitcode is not None and child.exitcode < 0:
+            failure = f"its process was killed by signal {-child.exitcode} ({signal.Signals(-child.exitcode).name})"
+            log.error("build %d: %s", build_id, failure)
+        else:
+            failure = f"internal error: its process exited with status {child.exitcode}"
+            log.error("build %d: %s", build_id, failure)
+        self._recorded(build_id, lambda: self._end_abnormally(build_id, failure))
+
+    def _end_abnormally(self, build_id: int, failure: str | None) -> None:
+        if failure is None:
+            if lifecycle.release(self.sessions, build_id, self.id):
+                self.pipeline.note(build_id, "the database failed under this build: back in the queue")
+        elif lifecycle.finish(self.sessions, build_id, self.id, BuildState.FAILED, error=failure):
+            self.pipeline.note(build_id, f"FAILED: {failure}")
+
+    def _recorded(self, build_id: int, record: Callable[[], object]) -> None:
+        """``record`` how the build ended, retried while the database fails; else its lease is left to expire."""
         for delay in (0.0, 1.0, 4.0):
             if self.stopping.wait(delay):
                 break
             try:
-                if reason is None:
-                    if lifecycle.release(self.sessions, build_id, self.id):
-                        self.pipeline.note(build_id, "the database failed under this build: back in the queue")
-                elif lifecycle.finish(self.sessions, build_id, self.id, BuildState.FAILED, error=reason):
-                    self.pipeline.note(build_id, f"FAILED: {reason}")
+                record()
                 return
             except Exception:
                 log.exception("recording how build %d ended did not work", build_id)
@@ -163,6 +199,7 @@ class Worker:
 
     def _heartbeat(self) -> None:
         renewed_at = time.monotonic()
+        sweep_at = 0.0  # at once: containers a killed worker of this host left
         while not self.stopping.wait(self.heartbeat_interval):
             try:
                 with self.lock:
@@ -181,6 +218,10 @@ class Worker:
                     log.warning(
                         "build %d is no longer this worker's (its lease was not renewed): stopping it", build_id
                     )
+                if time.monotonic() >= sweep_at:
+                    sweep_at = time.monotonic() + ORPHAN_SWEEP_INTERVAL
+                    for name in remove_orphan_containers(self.settings, self.sessions):
+                        log.warning("removed the container %s: no running build owns it", name)
                 requeued, failed = lifecycle.reap(
                     self.sessions,
                     self.settings.build_max_attempts,

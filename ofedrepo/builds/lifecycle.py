@@ -249,6 +249,16 @@ def lift(session: Session, build_id: int, priority: int) -> None:
     )
 
 
+def attempt_is_running(session: Session, build_id: int, attempt: int) -> bool:
+    """Whether attempt ``attempt`` of the build is the one running now, under a lease not yet expired."""
+    found = session.scalar(
+        select(Build.id).where(
+            Build.id == build_id, Build.state == RUNNING, Build.attempts == attempt, Build.lease_expires_at > utcnow()
+        )
+    )
+    return found is not None
+
+
 def reap(sessions: sessionmaker[Session], max_attempts: int, worker_timeout: float) -> tuple[list[int], list[int]]:
     """Re-queue (or fail, past ``max_attempts``) running builds whose lease expired; forget dead workers."""
     now = utcnow()

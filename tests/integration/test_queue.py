@@ -3,12 +3,14 @@
 import threading
 import time
 
+import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from ofedrepo.builds import lifecycle, requests
 from ofedrepo.bundles.names import BundleIdentity
 from ofedrepo.db import transaction
-from ofedrepo.models import Build, BuildState, Priority
+from ofedrepo.errors import Conflict
+from ofedrepo.models import Build, BuildState, Priority, RepoVersion
 from ofedrepo.repos import queries
 
 IDENTITY = BundleIdentity("5.8-3.0.7.0", "rhel8.6", "x86_64")
@@ -148,3 +150,23 @@ def test_a_waiting_request_preempts_the_most_recently_started_feed_build_only(
     assert lifecycle.release(sessions, newer, "b", attempt_counts=False)
     assert state_of(sessions, newer).attempts == attempts - 1  # a preempted attempt is not held against it
     assert lifecycle.claim(sessions, "b", lease_seconds=60) == request
+
+
+def test_a_cancel_stops_the_publish_or_comes_too_late_never_both(sessions: sessionmaker[Session]) -> None:
+    """The publish's fence and a cancel serialise on the build's row: a cancel before the fence makes the fence
+    refuse the publish; one after the version is recorded is a 409 (it was a 202 and the build still published)."""
+    early, late = enqueue(sessions, 2)
+    for build_id in (early, late):
+        assert lifecycle.claim(sessions, "w", lease_seconds=60) == build_id
+    with sessions() as session:
+        assert lifecycle.cancel(session, early).cancel_requested
+    repo_id = state_of(sessions, late).repo_id
+    with transaction(sessions) as session:
+        assert lifecycle.hold(session, early, "w", lease_seconds=60) == lifecycle.StopReason.CANCELLED
+        assert lifecycle.hold(session, late, "w", lease_seconds=60) is None
+        assert lifecycle.hold(session, late, "someone else", lease_seconds=60) == lifecycle.StopReason.LEASE_LOST
+        session.add(RepoVersion(repo_id=repo_id, number=1, source_digest="d", package_count=1, size_bytes=1,
+                                build_id=late))  # fmt: skip
+    with sessions() as session, pytest.raises(Conflict, match="already published its version"):
+        lifecycle.cancel(session, late)
+    assert not state_of(sessions, late).cancel_requested

@@ -6,6 +6,8 @@ worker must end the build with the reason, or, when even that cannot be written,
 so that it goes back to the queue; either way the slot goes on working.
 """
 
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ofedrepo.builds import lifecycle, requests
 from ofedrepo.bundles.store import BundleStore
 from ofedrepo.config import Settings
+from ofedrepo.db import make_engine, session_factory
 from ofedrepo.models import BuildState, RepoVersion
 from ofedrepo.repos.publish import Publisher
 from tests.conftest import TARGET_KERNEL, make_settings
@@ -48,63 +51,114 @@ def database_gone() -> OperationalError:
     return OperationalError("UPDATE builds ...", {}, Exception("server closed the connection unexpectedly"))
 
 
+def runs_of(settings: Settings, build_id: int) -> int:
+    """How many times a stand-in build ran for ``build_id`` (each run leaves a file: it runs in another process)."""
+    return len(list((settings.data_dir / "runs").glob(f"{build_id}-*")))
+
+
+def recorded_run(settings: Settings, build_id: int) -> int:
+    runs = settings.data_dir / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    count = runs_of(settings, build_id) + 1
+    (runs / f"{build_id}-{count}").touch()
+    return count
+
+
+def finishes(settings: Settings, build_id: int, worker_id: str) -> None:
+    engine = make_engine(settings.resolved_database_url)
+    lifecycle.finish(session_factory(engine), build_id, worker_id, BuildState.SUCCEEDED)
+    engine.dispose()
+
+
+def breaks_once(settings: Settings, build_id: int, worker_id: str, deadline: float, should_stop: object) -> None:
+    """A stand-in build: build 1 has a bug, build 2's database fails under its first run, others succeed."""
+    count = recorded_run(settings, build_id)
+    if build_id == 1:
+        raise KeyError("a bug")
+    if build_id == 2 and count == 1:
+        raise database_gone()
+    finishes(settings, build_id, worker_id)
+
+
+def crashes_once(settings: Settings, build_id: int, worker_id: str, deadline: float, should_stop: object) -> None:
+    """A stand-in build whose first run dies of a segmentation fault, as a C extension on bad input would."""
+    if recorded_run(settings, build_id) == 1:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    finishes(settings, build_id, worker_id)
+
+
+def hangs(settings: Settings, build_id: int, worker_id: str, deadline: float, should_stop: object) -> None:
+    """A stand-in build stuck in a Python step that never looks whether it should stop."""
+    recorded_run(settings, build_id)
+    time.sleep(3600)
+
+
 def test_a_build_that_breaks_out_of_its_pipeline_fails_with_the_reason_and_the_slot_goes_on(
     worker_settings: Settings, sessions: sessionmaker[Session]
 ) -> None:
     """A bug fails the build with the reason; a database error is not the build's fault: it is retried."""
     broken, unlucky, healthy = enqueue(sessions, 3)
-    worker = Worker(worker_settings, concurrency=1)
-    runs: list[int] = []
-
-    def run(build_id: int, should_stop: Callable[[], str | None]) -> BuildState:
-        runs.append(build_id)
-        if build_id == broken:
-            raise KeyError("a bug")
-        if build_id == unlucky and runs.count(unlucky) == 1:
-            raise database_gone()
-        lifecycle.finish(worker.sessions, build_id, worker.id, BuildState.SUCCEEDED)
-        return BuildState.SUCCEEDED
-
-    worker.pipeline.run = run  # type: ignore[method-assign]
+    assert (broken, unlucky) == (1, 2)
+    worker = Worker(worker_settings, concurrency=1, target=breaks_once)
     run_until(worker, lambda: {state_of(sessions, build).state for build in (unlucky, healthy)} == {"succeeded"})
     failed = state_of(sessions, broken)
-    assert failed.state == "failed" and failed.error == "internal error: KeyError('a bug')"
+    assert failed.state == "failed" and failed.error == "internal error: its process exited with status 1"
     retried = state_of(sessions, unlucky)
-    assert (retried.state, retried.attempts, runs.count(unlucky)) == ("succeeded", 2, 2)
+    assert (retried.state, retried.attempts, runs_of(worker_settings, unlucky)) == ("succeeded", 2, 2)
     log = Path(worker_settings.data_dir / "builds" / f"{unlucky}.log").read_text()
     assert "the database failed under this build: back in the queue" in log
     assert state_of(sessions, healthy).state == "succeeded"
 
 
+def test_a_build_whose_process_dies_of_a_signal_fails_with_it_and_the_worker_goes_on(
+    worker_settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    crashed, next_one = enqueue(sessions, 2)
+    worker = Worker(worker_settings, concurrency=1, target=crashes_once)
+    run_until(worker, lambda: state_of(sessions, next_one).state == "succeeded")
+    build = state_of(sessions, crashed)
+    assert build.state == "failed" and build.error == "its process was killed by signal 11 (SIGSEGV)", build.error
+    assert "FAILED: its process was killed by signal 11" in (worker_settings.data_dir / "builds" / f"{crashed}.log"
+                                                             ).read_text()  # fmt: skip
+
+
+def test_a_build_stuck_in_a_python_step_ends_at_its_deadline(
+    worker_settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    """It never looks whether to stop: at the deadline it is asked, and killed when it does not."""
+    (build_id,) = enqueue(sessions)
+    settings = worker_settings.model_copy(update={"build_timeout": 2, "build_lease_seconds": 60})
+    worker = Worker(settings, concurrency=1, target=hangs)
+    run_until(worker, lambda: state_of(sessions, build_id).state == "failed", timeout=60)
+    build = state_of(sessions, build_id)
+    assert build.state == "failed" and build.error == "the build did not finish within 2 s (OFEDREPO_BUILD_TIMEOUT)"
+
+
 def test_a_build_whose_end_cannot_be_written_goes_back_to_the_queue(
     worker_settings: Settings, sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The database refuses even to take the build back: the lease is no longer renewed and another attempt
-    follows."""
-    (build_id,) = enqueue(sessions)
-    worker = Worker(worker_settings, concurrency=1)
-    attempts: list[int] = []
+    """The database fails under the build, and refuses even to take it back (here, in the worker): the lease is
+    no longer renewed and another attempt follows."""
+    _, unlucky = enqueue(sessions, 2)  # build 2's first run meets a database error (``breaks_once``)
+    with sessions() as session:  # build 1 (the bug) is not this test's
+        lifecycle.cancel(session, 1)
     finish, release = lifecycle.finish, lifecycle.release
+    refused: list[int] = []
 
     def unwritable(*arguments: object, **keywords: object) -> bool:
+        refused.append(1)
+        if len(refused) == 3:  # every try the worker makes (it then leaves the lease to expire)
+            monkeypatch.setattr(lifecycle, "finish", finish)
+            monkeypatch.setattr(lifecycle, "release", release)
         raise database_gone()
 
-    def run(claimed: int, should_stop: Callable[[], str | None]) -> BuildState:
-        attempts.append(claimed)
-        if len(attempts) == 1:
-            monkeypatch.setattr(lifecycle, "finish", unwritable)
-            monkeypatch.setattr(lifecycle, "release", unwritable)
-            raise database_gone()
-        monkeypatch.setattr(lifecycle, "finish", finish)
-        monkeypatch.setattr(lifecycle, "release", release)
-        finish(worker.sessions, claimed, worker.id, BuildState.SUCCEEDED)
-        return BuildState.SUCCEEDED
-
-    worker.pipeline.run = run  # type: ignore[method-assign]
-    run_until(worker, lambda: state_of(sessions, build_id).state == "succeeded")
-    build = state_of(sessions, build_id)
-    assert (build.state, build.attempts, attempts) == ("succeeded", 2, [build_id, build_id])
-    log = Path(worker_settings.data_dir / "builds" / f"{build_id}.log").read_text()
+    monkeypatch.setattr(lifecycle, "finish", unwritable)
+    monkeypatch.setattr(lifecycle, "release", unwritable)
+    worker = Worker(worker_settings, concurrency=1, target=breaks_once)
+    run_until(worker, lambda: state_of(sessions, unlucky).state == "succeeded")
+    build = state_of(sessions, unlucky)
+    assert (build.state, build.attempts, runs_of(worker_settings, unlucky)) == ("succeeded", 2, 2)
+    log = Path(worker_settings.data_dir / "builds" / f"{unlucky}.log").read_text()
     assert "stopped answering: back in the queue" in log
 
 
