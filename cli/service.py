@@ -92,10 +92,10 @@ def worker_command(
 ) -> None:
     """Claim queued builds and run them until stopped (SIGTERM/SIGINT put running builds back in the queue)."""
     settings = settings_of(context)
-    if die_with_parent:  # the worker `ofedrepo serve` embeds
+    if die_with_parent:  # the worker `ofedrepo serve` embeds: killed with it, as it was when it ran inside it
         from ofedrepo.process import die_with_parent as stop_with_parent
 
-        stop_with_parent(signal.SIGTERM)
+        stop_with_parent(signal.SIGKILL)
     if metrics_port:
         import os
 

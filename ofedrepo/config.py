@@ -261,7 +261,12 @@ class Settings(BaseSettings):
         "(`RPMS/UPSTREAM_LIBS`, rdma-core, the installer's default since 5.0) or `mlnx` (`RPMS/MLNX_LIBS`, the "
         "legacy verbs libraries, as `mlnxofedinstall --mlnx-libs`). Other bundles have one set.",
     )
-    build_timeout: int = Field(7200, gt=0, description="Seconds one add-kernel-support run may take.")
+    build_timeout: int = Field(
+        7200,
+        gt=0,
+        description="Seconds one build may take, from its claim to its published version (the vendor's tool gets "
+        "what is left); past it the build is stopped, its process killed if it does not stop, and it fails.",
+    )
     build_max_attempts: int = Field(
         3, ge=1, description="Times a build is tried when its worker dies mid-build (lease expiry) before it fails."
     )

@@ -20,8 +20,6 @@ single ``rename(2)``.
 
 import fcntl
 import os
-import shutil
-import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -140,7 +138,7 @@ class DataDir:
         for entry, taken in kept:
             if total <= budget:
                 break
-            shutil.rmtree(entry, ignore_errors=True)
+            remove_tree(entry)
             total -= taken
         return True
 
@@ -151,7 +149,7 @@ class DataDir:
         """
         removed = list(self.stale_scratch(older_than_seconds))
         for entry in removed:
-            shutil.rmtree(entry, ignore_errors=True)
+            remove_tree(entry)
         return removed
 
     def stale_scratch(self, older_than_seconds: float) -> Iterator[Path]:
@@ -169,28 +167,145 @@ class DataDir:
                 yield entry
 
 
-def disk_usage(root: Path) -> int:
-    """Bytes of disk a file or the tree below a directory takes (allocated blocks), links never followed; what
-    vanishes or cannot be read meanwhile is passed over (a build may be writing it)."""
+#: How deep a tree is walked (by directory descriptors, one per level): builds' trees are a few dozen levels
+#: deep; a tool that makes thousands of levels gets its tree reported ``too_deep`` instead of walked to the end.
+MAX_TREE_DEPTH = 256
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class TreeUsage:
+    """What a tree takes: allocated bytes, entries (inodes), and whether it went deeper than was walked."""
+
+    bytes: int
+    entries: int
+    too_deep: bool = False
+
+
+def tree_usage(root: Path, max_depth: int = MAX_TREE_DEPTH) -> TreeUsage:
+    """What the file or tree at ``root`` takes, walked by directory descriptors (paths of any length), links
+    never followed, one descriptor per level held; what vanishes or cannot be read meanwhile is passed over (a
+    build may be writing it)."""
     try:
-        status = os.lstat(root)
+        top = os.open(root, _DIRECTORY_FLAGS)
     except OSError:
-        return 0
-    total = status.st_blocks * 512
-    pending = [str(root)] if stat.S_ISDIR(status.st_mode) else []
-    while pending:
         try:
-            with os.scandir(pending.pop()) as entries:
-                for entry in entries:
+            return TreeUsage(os.lstat(root).st_blocks * 512, 1)
+        except OSError:
+            return TreeUsage(0, 0)
+    total, entries, too_deep = os.fstat(top).st_blocks * 512, 1, False
+    stack: list[tuple[int, int, list[str]]] = []
+
+    def enter(descriptor: int, depth: int) -> None:
+        nonlocal total, entries
+        directories = []
+        try:
+            with os.scandir(descriptor) as listing:
+                for entry in listing:
                     try:
                         total += entry.stat(follow_symlinks=False).st_blocks * 512
                     except OSError:
                         continue
+                    entries += 1
                     if entry.is_dir(follow_symlinks=False):
-                        pending.append(entry.path)
+                        directories.append(entry.name)
+        except OSError:
+            pass
+        stack.append((descriptor, depth, directories))
+
+    enter(top, 0)
+    while stack:
+        descriptor, depth, directories = stack[-1]
+        if not directories:
+            os.close(descriptor)
+            stack.pop()
+            continue
+        name = directories.pop()
+        if depth + 1 > max_depth:
+            too_deep = True
+            continue
+        try:
+            enter(os.open(name, _DIRECTORY_FLAGS, dir_fd=descriptor), depth + 1)
         except OSError:
             continue
-    return total
+    return TreeUsage(total, entries, too_deep)
+
+
+def disk_usage(root: Path) -> int:
+    """Bytes of disk a file or the tree below a directory takes (allocated blocks; see ``tree_usage``)."""
+    return tree_usage(root).bytes
+
+
+def remove_tree(root: Path) -> None:
+    """Remove ``root`` and everything below, however deep or wide, links never followed; errors are passed
+    over (the tree may vanish meanwhile). Iterative with two descriptors at most: each subdirectory's own
+    subdirectories are moved up beside it before it is emptied and removed, so no depth costs recursion (a
+    tool's tree of 9000 levels made ``shutil.rmtree`` raise RecursionError) or descriptors."""
+    try:
+        top = os.open(root, _DIRECTORY_FLAGS)
+    except OSError:
+        try:
+            os.unlink(root)
+        except OSError:
+            pass
+        return
+    try:
+        while True:
+            try:
+                with os.scandir(top) as listing:
+                    found = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in listing]
+            except OSError:
+                break
+            if not found:
+                break
+            progress = 0
+            for name, is_directory in found:
+                if is_directory:
+                    progress += _empty_one_level(top, name)
+                try:
+                    (os.rmdir if is_directory else os.unlink)(name, dir_fd=top)
+                    progress += 1
+                except OSError:
+                    pass
+            if not progress:
+                break  # what is left cannot be removed
+    finally:
+        os.close(top)
+    try:
+        os.rmdir(root)
+    except OSError:
+        pass
+
+
+def _empty_one_level(top: int, name: str) -> int:
+    """Delete the files of ``top``'s subdirectory ``name`` and move its subdirectories up into ``top``; how
+    many entries went."""
+    changed = 0
+    try:
+        directory = os.open(name, _DIRECTORY_FLAGS, dir_fd=top)
+    except OSError:
+        return changed
+    try:
+        os.fchmod(directory, 0o700)  # a tool may have left it unwritable to its owner
+    except OSError:
+        pass
+    try:
+        with os.scandir(directory) as listing:
+            found = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in listing]
+        for child, is_directory in found:
+            try:
+                if is_directory:
+                    os.rename(child, f".removing-{uuid.uuid4().hex}", src_dir_fd=directory, dst_dir_fd=top)
+                else:
+                    os.unlink(child, dir_fd=directory)
+                changed += 1
+            except OSError:
+                continue
+    except OSError:
+        pass
+    finally:
+        os.close(directory)
+    return changed
 
 
 def human_size(size: int | None) -> str:

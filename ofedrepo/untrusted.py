@@ -20,9 +20,12 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from ofedrepo.errors import BuildFailed
+from ofedrepo.storage import MAX_TREE_DEPTH
 
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+#: Entries one walk looks at, at most: a tool that makes a million files does not make each poll cost seconds.
+WALK_BUDGET = 50_000
 
 
 class UntrustedFile(BuildFailed):
@@ -105,25 +108,56 @@ class ScratchDir:
         if max_bytes is not None and status.st_size > max_bytes:
             raise UntrustedFile(f"{shown(relative)} is larger than {max_bytes} bytes")
 
-    def walk(self, relative: str = "", enter: Callable[[str], bool] = lambda _: True) -> Iterator[str]:
-        """Every regular-looking file below ``relative`` (paths relative to the root), directories entered by
-        descriptor and never through a link, and only those whose name ``enter`` accepts. Whatever vanishes or
-        changes meanwhile is passed over: the tool may be running."""
-        pending = [relative]
-        while pending:
-            current = pending.pop()
+    def walk(self, enter: Callable[[str], bool] = lambda _: True, budget: int = WALK_BUDGET) -> Iterator[str]:
+        """Regular-looking files of the tree (paths relative to the root), directories entered by descriptor,
+        never through a link, only those whose name ``enter`` accepts, at most ``MAX_TREE_DEPTH`` levels deep and
+        ``budget`` entries in all (the tool may have made a tree of any depth or width; a walk's cost is
+        bounded). Whatever vanishes or changes meanwhile is passed over: the tool may be running."""
+        stack: list[tuple[int, str, list[str]]] = []
+
+        def enter_directory(descriptor: int, path: str) -> None:
+            nonlocal budget
+            directories = []
+            files = []
             try:
-                with self.directory(current) as descriptor, os.scandir(descriptor) as entries:
-                    found = [(entry.name, entry.is_dir(follow_symlinks=False), entry.is_file(follow_symlinks=False))
-                             for entry in entries]  # fmt: skip
-            except (OSError, UntrustedFile):
-                continue
-            for name, is_directory, is_file in sorted(found):
-                path = f"{current}/{name}" if current else name
-                if is_directory and enter(name):
-                    pending.append(path)
-                elif is_file:
-                    yield path
+                with os.scandir(descriptor) as listing:
+                    for entry in listing:
+                        budget -= 1
+                        if budget < 0:
+                            break
+                        if entry.is_dir(follow_symlinks=False):
+                            if enter(entry.name):
+                                directories.append(entry.name)
+                        elif entry.is_file(follow_symlinks=False):
+                            files.append(entry.name)
+            except OSError:
+                pass
+            stack.append((descriptor, path, sorted(directories, reverse=True)))
+            found.extend(f"{path}/{name}" if path else name for name in sorted(files))
+
+        found: list[str] = []
+        enter_directory(os.dup(self.descriptor), "")
+        try:
+            while stack:
+                yield from found
+                found.clear()
+                descriptor, path, directories = stack[-1]
+                if not directories or budget < 0:
+                    os.close(descriptor)
+                    stack.pop()
+                    continue
+                name = directories.pop()
+                if len(stack) > MAX_TREE_DEPTH:
+                    continue
+                try:
+                    child = os.open(name, _DIRECTORY_FLAGS, dir_fd=descriptor)
+                except OSError:
+                    continue
+                enter_directory(child, f"{path}/{name}" if path else name)
+            yield from found
+        finally:  # also when the caller stops early
+            for descriptor, _, _ in stack:
+                os.close(descriptor)
 
     def collect(self, relative: str, into: Path, max_bytes: int | None = None) -> Path:
         """Link the checked file ``relative`` into ``into`` (a directory of ours on the same filesystem) by its

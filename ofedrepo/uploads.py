@@ -13,7 +13,6 @@ the check and the read, and a file from elsewhere is read, or one file stored un
 import errno
 import hashlib
 import os
-import shutil
 import stat
 import uuid
 from collections.abc import Callable, Sequence
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ofedrepo.errors import InvalidInput, TooLarge
-from ofedrepo.storage import DataDir
+from ofedrepo.storage import DataDir, remove_tree
 
 MAX_NAME = 255
 CHUNK = 1024 * 1024
@@ -204,12 +203,12 @@ def take_file(source: int, name: str, data: DataDir, advance: Callable[[int], No
     try:
         copy_from(source, scratch / shown, digest.update, advance)
     except OSError as error:
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_tree(scratch)
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise  # the service's own disk is full: answered as such (507), not as bad input
         raise InvalidInput(f"{shown}: cannot read it ({error.strerror})") from None
     except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_tree(scratch)
         raise
     return Candidate(path=scratch / shown, name=shown, sha256=digest.hexdigest(), scratch=scratch)
 
@@ -229,7 +228,7 @@ def import_path(
 def discard(candidate: Candidate) -> None:
     """Remove the copy a path import made (nothing for other candidates)."""
     if candidate.scratch is not None:
-        shutil.rmtree(candidate.scratch, ignore_errors=True)
+        remove_tree(candidate.scratch)
 
 
 class UploadSink:

@@ -6,8 +6,10 @@ and (with the embedded worker) the API with it, and a hung Python step kept its 
 runs in a child process, and the worker's slot thread only supervises it:
 
 - the child is forked from a forkserver that preloaded the pipeline (a fresh, single-threaded process: no
-  lock of the worker's threads is inherited, and a build starts in milliseconds), starts a session of its
-  own (so its process group can be killed whole) and dies with its parent (``PR_SET_PDEATHSIG``);
+  lock of the worker's threads is inherited, and a build starts in milliseconds) and starts a session of its
+  own (so its process group can be killed whole). It ends with its worker: it holds the reading end of a pipe
+  whose only writer is the worker, and kills its process group when that pipe says the worker is gone (the
+  forkserver, its parent, lives on while any of its children does, so a parent-death signal would not);
 - why it must stop (a cancel, a lost lease, preemption, the worker stopping, the whole-build deadline) is
   written into shared memory, which the pipeline reads at each checkpoint and every 0.2 s while the vendor's
   tool runs; it then stops the tool and records the outcome itself;
@@ -22,9 +24,11 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 from multiprocessing.sharedctypes import Synchronized
@@ -34,7 +38,6 @@ from sqlalchemy.exc import DBAPIError
 
 from ofedrepo.builds.lifecycle import StopReason
 from ofedrepo.config import Settings
-from ofedrepo.process import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,15 @@ def _context() -> ForkServerContext:
     return context
 
 
+def _end_with_worker(worker: Connection) -> None:
+    """Kill this build's whole process group once its worker is gone (the pipe's only writer closed)."""
+    try:
+        worker.recv_bytes()
+    except (EOFError, OSError):
+        pass
+    os.killpg(0, signal.SIGKILL)
+
+
 def _child(
     target: Target,
     settings: Settings,
@@ -81,9 +93,10 @@ def _child(
     deadline: float,
     stop_code: "Synchronized[int]",
     log_level: int,
+    worker: Connection,
 ) -> None:
     os.setsid()
-    die_with_parent()
+    threading.Thread(target=_end_with_worker, args=(worker,), name="worker-watch", daemon=True).start()
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def should_stop() -> StopReason | None:
@@ -110,6 +123,8 @@ class BuildProcess:
     build_id: int
     process: BaseProcess
     stop_code: "Synchronized[int]"
+    lifeline: Connection
+    """The writing end of the pipe the build watches: closed when the build is over, or the worker is gone."""
     asked: StopReason | None = None
     asked_at: float = 0.0
     killed: bool = False
@@ -120,13 +135,15 @@ class BuildProcess:
     ) -> "BuildProcess":
         context = _context()
         stop_code: Synchronized[int] = context.Value("i", 0, lock=False)
+        watched, lifeline = context.Pipe(duplex=False)
         process = context.Process(
             target=_child,
-            args=(target, settings, build_id, worker_id, deadline, stop_code, logging.getLogger().level),
+            args=(target, settings, build_id, worker_id, deadline, stop_code, logging.getLogger().level, watched),
             name=f"build-{build_id}",
         )
         process.start()
-        return cls(build_id, process, stop_code)
+        watched.close()  # the child's copy is the only reading end left
+        return cls(build_id, process, stop_code, lifeline)
 
     @property
     def alive(self) -> bool:
@@ -142,6 +159,8 @@ class BuildProcess:
 
     def wait(self, seconds: float) -> None:
         self.process.join(seconds)
+        if self.process.exitcode is not None:
+            self.lifeline.close()
 
     def ask_to_stop(self, reason: StopReason) -> None:
         """Tell the build why it must stop (once: the first reason is the one that counts)."""
@@ -157,6 +176,7 @@ class BuildProcess:
     def kill(self) -> None:
         """SIGKILL the build's whole process group (it leads a session of its own)."""
         self.killed = True
+        self.lifeline.close()
         pid = self.process.pid
         if pid is not None:
             try:

@@ -45,7 +45,7 @@ from ofedrepo.models import Build, BuildState
 from ofedrepo.process import clean_environment, run
 from ofedrepo.repos import queries
 from ofedrepo.repos.publish import Fence, Publisher, PublishResult
-from ofedrepo.storage import DataDir, disk_usage
+from ofedrepo.storage import MAX_TREE_DEPTH, DataDir, disk_usage, remove_tree
 from ofedrepo.untrusted import ScratchDir, shown
 from workers.preflight import local_runner_problem, read_host_facts
 from workers.runner import (
@@ -63,6 +63,7 @@ from workers.runner import (
     sandbox_argv,
 )
 from workers.sandbox import (
+    ENTRY_COST,
     STAGE,
     Confinement,
     RunCgroup,
@@ -225,9 +226,9 @@ class Pipeline:
                 lifecycle.finish(self.sessions, job.id, self.worker_id, BuildState.FAILED, error=message)
                 return BuildState.FAILED
             finally:
-                shutil.rmtree(scratch, ignore_errors=True)
+                remove_tree(scratch)
                 for expired in self.data.expired_failed_builds(self.settings.build_keep_failed_seconds):
-                    shutil.rmtree(expired, ignore_errors=True)
+                    remove_tree(expired)
             if not lifecycle.finish(self.sessions, job.id, self.worker_id, BuildState.SUCCEEDED, version=version):
                 build_log.note("this worker's lease expired meanwhile; another worker owns the build now")
                 return BuildState.RUNNING
@@ -439,7 +440,10 @@ class Pipeline:
             staged = staged_sources(mounted) if confinement.uid is not None else {}
             if staged:
                 STAGE.mkdir(mode=0o755, exist_ok=True)
-            command = sandbox_argv(command, layout, tool.inputs, [scratch], scratch, tool.placed, tool.tmp, staged)
+            command = sandbox_argv(
+                command, layout, tool.inputs, [scratch], scratch, tool.placed, tool.tmp, staged,
+                tmpfs_bytes=confinement.max_memory // 4,
+            )  # fmt: skip
             cgroup = RunCgroup.create(f"build-{job.id}", confinement)
             command = confined_argv(command, confinement, cgroup, staged)
             environment["TMPDIR"] = "/tmp"  # the sandbox's own /tmp
@@ -494,7 +498,8 @@ class Pipeline:
         if outcome.stopped == StopReason.SCRATCH_FULL:
             raise ScriptFailed(
                 f"{tool.name} was stopped: its scratch directory grew past {confinement.max_scratch} bytes "
-                "(OFEDREPO_BUILD_MAX_SCRATCH_BYTES)"
+                f"(OFEDREPO_BUILD_MAX_SCRATCH_BYTES; each file counts at least {ENTRY_COST} bytes, and no tree may "
+                f"be deeper than {MAX_TREE_DEPTH} levels)"
             )
         if outcome.stopped:
             raise Stopped(outcome.stopped)
@@ -582,7 +587,7 @@ def remove_leftovers(settings: Settings, data: DataDir, build_id: int) -> None:
         except ToolFailed as error:
             log.warning("build %d: its containers could not be removed: %s", build_id, error)
     for scratch in data.work.glob(f"build-{build_id}-*"):
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_tree(scratch)
 
 
 _CONTAINER_NAME = re.compile(rf"{CONTAINER_PREFIX}(?P<build>[0-9]+)-a(?P<attempt>[0-9]+)-[0-9a-f]+")

@@ -42,8 +42,11 @@ FOLLOW_INTERVAL = 0.5
 FOLLOW_CHUNK = 4 * 1024 * 1024
 #: Log files followed at most: a script that makes thousands of them gets the first ones followed.
 MAX_FOLLOWED = 256
-#: The script's colour escapes (``\033[1;31m``...), which make no sense in a log file or a web page.
-_ANSI = re.compile(rb"\x1b\[[0-9;]*[A-Za-z]")
+#: Terminal escape sequences: CSI (colours, cursor moves, clearing), OSC (window titles, the clipboard) and the
+#: other ESC sequences, ended by BEL or ST where they take a string.
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[PX^_][^\x1b]*(?:\x1b\\)?|[ -~]?)")
+#: Control characters but newline and tab, C1 controls (8-bit CSI, OSC...) included.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 #: The script's work copy of the bundle (``mlnx_iso.<pid>/``): the bundle's own files, not build logs.
 _WORK_COPY = re.compile(r"mlnx_iso\.[0-9]+")
 _COMPILER_ERROR = re.compile(r"(?:^|\s|:)(?:error|Error|ERROR):\s")
@@ -175,15 +178,19 @@ def sandbox_argv(
     placed: Sequence[tuple[Path, str]] = (),
     tmp: Path | None = None,
     staged: Mapping[Path, str] | None = None,
+    tmpfs_bytes: int = 512 * 1024**2,
 ) -> list[str]:
     """``bwrap`` running ``command`` with only what a build needs: the toolchain (``/usr``, ``/etc``, the rpm
     database), the bundle and the kernel sources read-only, its scratch directory writable, fresh ``/tmp``,
     ``/dev`` and ``/proc`` (its own processes only), no network. The data directory (the site key, the tree,
     other builds), other processes' environments (tokens) and the host's secrets stay out of sight.
 
-    Its root is the root of a user namespace of its own (uid 0 inside, the unprivileged uid ``bwrap`` is started
-    as outside: ``sandbox.confined_argv``), with every capability dropped, no further user namespace (so none in
-    which it would gain some back) and a cgroup namespace of its own.
+    Every tmpfs it may write (``/tmp`` unless a scratch directory is given, ``/var/tmp``, ``/run``,
+    ``/dev/shm``) holds at most ``tmpfs_bytes`` (a tmpfs is the host's memory, counted against no process), and
+    the rest of its root, ``/dev`` included, is read-only. Its root is the root of a user namespace of its own
+    (uid 0 inside, the unprivileged uid ``bwrap`` is started as outside: ``sandbox.confined_argv``), with every
+    capability dropped, no further user namespace (so none in which it would gain some back) and a cgroup
+    namespace of its own.
 
     ``placed`` and ``tmp`` as for ``container_argv``: read-only inputs at paths of their own, and a directory
     of the build's scratch as ``/tmp`` instead of a fresh one. ``staged`` says where ``bwrap`` finds a source
@@ -206,12 +213,15 @@ def sandbox_argv(
         argv += ["--ro-bind", f"/{name}", f"/{name}"]
     for secret in layout.masked:
         argv += ["--ro-bind", "/dev/null", secret]
-    argv += ["--dev", "/dev", "--proc", "/proc", *(bind("bind", tmp, "/tmp") if tmp else ["--tmpfs", "/tmp"])]
-    argv += ["--tmpfs", "/var/tmp", "--dir", "/run"]
+    size = ["--size", str(tmpfs_bytes)]
+    argv += ["--dev", "/dev", *size, "--tmpfs", "/dev/shm", "--remount-ro", "/dev", "--proc", "/proc"]
+    argv += bind("bind", tmp, "/tmp") if tmp else [*size, "--tmpfs", "/tmp"]
+    argv += [*size, "--tmpfs", "/var/tmp", *size, "--tmpfs", "/run"]
     argv += [argument for path in read_only for argument in bind("ro-bind", path, str(path))]
     argv += [argument for source, target in placed for argument in bind("ro-bind", source, target)]
     argv += [argument for path in writable for argument in bind("bind", path, str(path))]
-    return [*argv, "--chdir", str(cwd), "--", *command]
+    # bwrap's own root is a tmpfs of the host's memory: read-only once every mount point is made
+    return [*argv, "--remount-ro", "/", "--chdir", str(cwd), "--", *command]
 
 
 #: Top-level directories a toolchain may live in besides /usr.
@@ -286,19 +296,28 @@ class LogFollower:
             except (OSError, UntrustedFile):
                 continue
             if chunk:
-                text = chunk.decode("utf-8", "replace")
+                text = plain_text(chunk)
                 if len(self.error_lines) < 50:
-                    self.error_lines += [line for line in text.splitlines() if _COMPILER_ERROR.search(line)]
-                self.write(shown(relative), chunk if chunk.endswith(b"\n") else chunk + b"\n")
+                    lines = text.decode().splitlines()
+                    self.error_lines += [line for line in lines if _COMPILER_ERROR.search(line)]
+                self.write(shown(relative), text if text.endswith(b"\n") else text + b"\n")
 
 
 #: The longest line of the script's output taken whole; a longer one arrives in pieces of this size.
 MAX_LINE = 64 * 1024
 
 
+def plain_text(data: bytes) -> bytes:
+    """What a tool wrote, fit for a log that terminals and browsers show: UTF-8, escape sequences and control
+    characters removed (a hostile script's OSC 52 would write a reader's clipboard, a clear-screen hide what came
+    before), carriage returns made newlines."""
+    text = data.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
+    return _CONTROLS.sub("", _ESCAPES.sub("", text)).encode()
+
+
 def _pump(stream: IO[bytes], write: Write) -> None:
     for line in iter(lambda: stream.readline(MAX_LINE), b""):
-        write("", _ANSI.sub(b"", line))
+        write("", plain_text(line))
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ofedrepo.builds.lifecycle import StopReason
 from ofedrepo.config import Settings
-from ofedrepo.storage import disk_usage
+from ofedrepo.storage import tree_usage
 
 log = logging.getLogger(__name__)
 
@@ -247,11 +247,18 @@ class RunCgroup:
         return ", ".join(str(directory) for directory in self.directories)
 
 
+#: What each file or directory of a scratch counts for, besides its blocks: an inode is disk too, and a tool
+#: that makes a million empty files fills a filesystem's inodes without a byte of data.
+ENTRY_COST = 4096
+
+
 class ScratchMeter:
-    """How much a run's scratch directory holds, walked without following links; the run is stopped past its cap.
+    """How much a run's scratch directory holds (``storage.tree_usage``: by descriptors, links not followed), each
+    entry counted at least ``ENTRY_COST``; the run is stopped past its cap, or when its tree is deeper than is
+    walked (no build makes hundreds of levels; a tool that does hides what is below).
 
     A walk costs time on a big build tree, so the meter walks again only after a multiple of the last walk's
-    duration (at least once a second): its cost stays a small fraction of one core."""
+    duration (at least every 0.2 s): its cost stays a small fraction of one core."""
 
     def __init__(self, root: Path, limit: int) -> None:
         self.root = root
@@ -260,14 +267,15 @@ class ScratchMeter:
         self._next = 0.0
 
     def over(self) -> StopReason | None:
-        """``SCRATCH_FULL`` once the scratch holds more than the limit, else None."""
+        """``SCRATCH_FULL`` once the scratch holds more than the limit (or too deep a tree), else None."""
         now = time.monotonic()
         if now < self._next:
             return None
-        self.measured = disk_usage(self.root)
+        usage = tree_usage(self.root)
+        self.measured = usage.bytes + usage.entries * ENTRY_COST
         spent = time.monotonic() - now
         self._next = now + max(_METER_MIN_INTERVAL, spent * _METER_COST_FACTOR)
-        return StopReason.SCRATCH_FULL if self.measured > self.limit else None
+        return StopReason.SCRATCH_FULL if self.measured > self.limit or usage.too_deep else None
 
 
 def hand_over(root: Path, owner: int) -> None:

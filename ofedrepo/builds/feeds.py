@@ -100,6 +100,13 @@ class PollReport:
     error: str | None = None
 
 
+#: Kernels one feed offers at most, the newest kept: a feed naming a thousand minor releases would otherwise be
+#: stored whole and queue as many builds (a distro has a few dozen minor releases in all).
+MAX_FEED_KERNELS = 200
+#: Refused strings told (logged) per poll; the rest are counted.
+MAX_REFUSALS_TOLD = 20
+
+
 def newest_per_minor(releases: Iterable[str], keep: int) -> tuple[list[KernelRelease], list[str]]:
     """The newest ``keep`` kernels of each (minor release, arch), oldest first, and the refused strings with
     their reason (not a kernel release, or no RHEL minor release to fit a bundle to). Pure."""
@@ -116,8 +123,13 @@ def newest_per_minor(releases: Iterable[str], keep: int) -> tuple[list[KernelRel
             refused.append(f"{text}: no RHEL minor release can be told from it")
             continue
         groups[(distro.tag, kernel.arch)].add(kernel)
-    chosen = [kernel for group in groups.values() for kernel in sorted(group)[-keep:]]
-    return sorted(chosen), refused
+    chosen = sorted(kernel for group in groups.values() for kernel in sorted(group)[-keep:])
+    if len(chosen) > MAX_FEED_KERNELS:
+        refused.append(f"{len(chosen) - MAX_FEED_KERNELS} older kernels: a feed offers {MAX_FEED_KERNELS} at most")
+        chosen = chosen[-MAX_FEED_KERNELS:]
+    if len(refused) > MAX_REFUSALS_TOLD:
+        refused = [*refused[:MAX_REFUSALS_TOLD], f"and {len(refused) - MAX_REFUSALS_TOLD} more"]
+    return chosen, refused
 
 
 @dataclass(frozen=True)

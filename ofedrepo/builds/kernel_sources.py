@@ -9,7 +9,6 @@ extractor (``ofedrepo.bundles.archive.extract_payload``: streamed, bounded, link
 
 import logging
 import os
-import shutil
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from ofedrepo.config import MirrorSource, Settings
 from ofedrepo.errors import BuildFailed, InvalidInput
 from ofedrepo.kernel import parse_kernel_release
 from ofedrepo.rpmsignature import verify_signature
-from ofedrepo.storage import PARTIAL_PREFIX, DataDir, exclusive_lock
+from ofedrepo.storage import PARTIAL_PREFIX, DataDir, exclusive_lock, remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +128,7 @@ class KernelSources:
             if count == 0:
                 raise BuildFailed(f"{package.name} holds nothing under {prefix}")
         except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)  # a full disk or a bad member leaves no half tree
+            remove_tree(partial)  # a full disk or a bad member leaves no half tree
             raise
         final = self.data.kernel_sources / kernel
         os.rename(partial, final)

@@ -11,6 +11,7 @@ where the archive's links outside are expected and unneeded (kernel-devel), remo
 setuid/setgid/sticky bits and everything written is owned by the service.
 """
 
+import errno
 import gzip
 import lzma
 import os
@@ -22,8 +23,9 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 import pycdlib
 from pycdlib.dr import DirectoryRecord
@@ -31,8 +33,9 @@ from pycdlib.dr import DirectoryRecord
 if TYPE_CHECKING:
     from ofedrepo.config import Settings
 
-from ofedrepo.errors import InvalidInput, UnsafeArchive
+from ofedrepo.errors import InvalidInput, OfedrepoError, UnsafeArchive
 from ofedrepo.rpmfile import open_payload
+from ofedrepo.storage import MAX_TREE_DEPTH, remove_tree
 
 _CHUNK = 1024 * 1024
 
@@ -81,7 +84,7 @@ class Extraction:
     def directory(self, name: str) -> None:
         relative = self.count(name)
         if relative:
-            (self.root / relative).mkdir(parents=True, exist_ok=True)
+            _made(relative, lambda: (self.root / relative).mkdir(parents=True, exist_ok=True))
 
     def regular(self, name: str, size: int, mode: int, stream: "Readable") -> None:
         relative = self.count(name)
@@ -90,12 +93,13 @@ class Extraction:
         if self.written + size > self.limits.max_bytes:
             raise UnsafeArchive(f"archive unpacks to more than {self.limits.max_bytes} bytes")
         target = self.root / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-        try:
-            descriptor = os.open(target, flags, 0o755 if mode & 0o111 else 0o644)
-        except FileExistsError:
-            raise UnsafeArchive(f"archive member {relative!r} appears twice") from None
+
+        def make() -> int:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(target, flags, 0o755 if mode & 0o111 else 0o644)
+
+        descriptor = _made(relative, make)
         remaining = size
         with os.fdopen(descriptor, "wb") as output:
             while remaining > 0:
@@ -123,7 +127,7 @@ class Extraction:
             parent = parent / part
             if parent.is_symlink():
                 raise UnsafeArchive(f"archive member {relative!r} would be made through the link {part!r}")
-            parent.mkdir(exist_ok=True)
+            _made(relative, partial(parent.mkdir, exist_ok=True))
         return parent
 
     def finish(self) -> None:
@@ -131,14 +135,15 @@ class Extraction:
             source = self.root / target
             if source.is_symlink() or not source.is_file() or not is_regular_inside(source, self.root):
                 raise UnsafeArchive(f"hard link {relative!r} points to {target!r}, not a regular file")
+            size = source.stat().st_size  # a copy: written, so counted like any member (a bomb of hard links)
+            if self.written + size > self.limits.max_bytes:
+                raise UnsafeArchive(f"archive unpacks to more than {self.limits.max_bytes} bytes")
             destination = self._parent_without_links(relative) / relative.rsplit("/", 1)[-1]
-            shutil.copyfile(source, destination, follow_symlinks=False)
+            _made(relative, partial(shutil.copyfile, source, destination, follow_symlinks=False))
+            self.written += size
         for relative, target in self.symlinks:
             link = self._parent_without_links(relative) / relative.rsplit("/", 1)[-1]
-            try:
-                link.symlink_to(target)
-            except FileExistsError:
-                raise UnsafeArchive(f"archive member {relative!r} appears twice") from None
+            _made(relative, partial(link.symlink_to, target))
         self._links_resolve_inside()
 
     def _links_resolve_inside(self) -> None:
@@ -149,8 +154,8 @@ class Extraction:
         while remaining:
             outside = []
             for relative, target in remaining:
-                real = os.path.realpath(self.root / relative)
-                if real != real_root and not real.startswith(real_root + os.sep):
+                real = _resolved(self.root / relative)
+                if real is None or (real != real_root and not real.startswith(real_root + os.sep)):
                     outside.append((relative, target))
             if not outside:
                 return
@@ -172,7 +177,49 @@ def safe_member_name(name: str) -> str:
     parts = [part for part in name.split("/") if part not in ("", ".")]
     if ".." in parts:
         raise UnsafeArchive(f"archive member {shown!r} climbs out with '..'")
+    if len(parts) > MAX_TREE_DEPTH or any(len(os.fsencode(part)) > _MAX_NAME_BYTES for part in parts):
+        raise UnsafeArchive(f"archive member {shown!r} is deeper or longer than a filesystem takes")
+    if len(os.fsencode("/".join(parts))) > _MAX_PATH_BYTES:
+        raise UnsafeArchive(f"archive member {shown!r} has too long a path")
     return "/".join(parts)
+
+
+_T = TypeVar("_T")
+#: A file name's longest component, and the longest path below the destination (``PATH_MAX`` leaves room for
+#: the destination's own path).
+_MAX_NAME_BYTES = 255
+_MAX_PATH_BYTES = 3072
+
+
+def _made(relative: str, make: "Callable[[], _T]") -> "_T":
+    """``make`` the member; a name that an earlier member already took (``x`` then ``x/y``, or twice) is the
+    archive's fault, said so, never an ``OSError`` that would reach a client as a 500."""
+    try:
+        return make()
+    except (FileExistsError, NotADirectoryError, IsADirectoryError):
+        raise UnsafeArchive(f"archive member {relative!r} appears twice, or inside a file") from None
+    except OSError as error:
+        if error.errno in (errno.ENAMETOOLONG, errno.ELOOP):
+            raise UnsafeArchive(f"archive member {relative!r} cannot be made ({error.strerror})") from None
+        raise
+
+
+def _resolved(link: Path) -> str | None:
+    """Where ``link`` leads, followed by the kernel itself through every other link (never by recursion of
+    ours, which thousands of chained links exhaust); None when the chain loops or is too long. A link to
+    nothing is judged by its target's text, as the kernel would resolve it once that target existed."""
+    try:
+        descriptor = os.open(link, os.O_PATH | os.O_CLOEXEC)
+    except FileNotFoundError:
+        target = os.readlink(link)
+        base = _resolved(link.parent) or "/"
+        return os.path.normpath(target if target.startswith("/") else os.path.join(base, target))
+    except OSError:
+        return None
+    try:
+        return os.readlink(f"/proc/self/fd/{descriptor}")
+    finally:
+        os.close(descriptor)
 
 
 #: Bundles are mostly RPMs, compressed already: their archives unpack to about their own size. An archive
@@ -207,7 +254,7 @@ def extract(
             _extract_tar(archive, extraction)
         extraction.finish()
     except BaseException:
-        shutil.rmtree(destination, ignore_errors=True)
+        remove_tree(destination)
         raise
 
 
@@ -244,7 +291,7 @@ def extract_payload(
                     raise UnsafeArchive(f"{package.name}: {entry.name[:120]!r} is not a regular file or directory")
         extraction.finish()
     except BaseException:
-        shutil.rmtree(destination, ignore_errors=True)
+        remove_tree(destination)
         raise
     return written
 
@@ -268,9 +315,14 @@ def survey(archive: Path, limits: Limits) -> list[str]:
             for path, _, size in _iso_entries(iso):
                 member(path, size)
     else:
+        sizes: dict[str, int] = {}
         with _opened_tar(archive) as tar:
             for entry in tar:
-                member(entry.name, entry.size if entry.isreg() else 0)
+                if entry.isreg():
+                    sizes[safe_member_name(entry.name)] = entry.size
+                # a hard link unpacks to a copy of its target: as large as the target
+                linked = sizes.get(safe_member_name(entry.linkname), 0) if entry.islnk() else 0
+                member(entry.name, entry.size if entry.isreg() else linked)
     return names
 
 
@@ -319,14 +371,16 @@ def _opened_iso(archive: Path) -> Iterator[pycdlib.PyCdlib]:
     iso = pycdlib.PyCdlib()
     try:
         iso.open(str(archive))
-    except (pycdlib.pycdlibexception.PyCdlibException, OSError, ValueError) as error:
-        raise InvalidInput(f"{archive.name}: unreadable ISO image ({error})") from None
+    except Exception as error:  # a pure-Python parser of hostile bytes: KeyError, IndexError, struct.error...
+        raise InvalidInput(f"{archive.name}: unreadable ISO image ({type(error).__name__}: {error})") from None
     try:
         yield iso
-    except pycdlib.pycdlibexception.PyCdlibException as error:
-        raise InvalidInput(f"{archive.name}: unreadable ISO image ({error})") from None
+    except (OfedrepoError, OSError):  # ours (a refused member, a full disk): as they are
+        raise
     except UnicodeError:
         raise UnsafeArchive(f"{archive.name}: an ISO file name is not UTF-8") from None
+    except Exception as error:  # pycdlib's, reading records the image describes: the image's fault
+        raise InvalidInput(f"{archive.name}: unreadable ISO image ({type(error).__name__}: {error})") from None
     finally:
         iso.close()
 

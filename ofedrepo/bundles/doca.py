@@ -21,7 +21,6 @@ version leaves them out, with the wrapper packages (``doca-host``, ``doca-kernel
 
 import hashlib
 import re
-import shutil
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,7 +34,7 @@ from ofedrepo.distro import parse_ofed_distro
 from ofedrepo.errors import InvalidInput, NotABundle
 from ofedrepo.kernel import RPM_ARCHES
 from ofedrepo.rpmfile import PackageHeader, module_kernels, open_payload, read_header
-from ofedrepo.storage import DataDir
+from ofedrepo.storage import DataDir, remove_tree
 
 RPM_MAGIC = b"\xed\xab\xee\xdb"
 LOCAL_REPO_PACKAGE = "doca-host"
@@ -280,4 +279,4 @@ def open_doca(
         unpack_local_repo(source, header, scratch / "repo", limits)
         yield read_doca_tree(scratch / "repo", True, advance, local_repo=header)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_tree(scratch)

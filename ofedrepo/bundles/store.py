@@ -35,7 +35,7 @@ from ofedrepo.config import Settings
 from ofedrepo.errors import InvalidInput, NotFound
 from ofedrepo.models import Bundle
 from ofedrepo.rpmfile import module_kernels, read_header
-from ofedrepo.storage import DataDir, exclusive_lock
+from ofedrepo.storage import DataDir, exclusive_lock, remove_tree
 from ofedrepo.uploads import Candidate, copy_from, open_named, take_file
 
 log = logging.getLogger(__name__)
@@ -198,12 +198,12 @@ class BundleStore:
         try:
             sha256 = tree_digest(source, advance, copy_to=copy)
         except OSError as error:
-            shutil.rmtree(scratch, ignore_errors=True)
+            remove_tree(scratch)
             if error.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise  # the service's own disk is full: answered as such (507), not as bad input
             raise InvalidInput(f"{name}: cannot read it ({error.strerror})") from None
         except BaseException:
-            shutil.rmtree(scratch, ignore_errors=True)
+            remove_tree(scratch)
             raise
         return Candidate(path=copy, name=copy.name, sha256=sha256, scratch=scratch)
 

@@ -13,7 +13,6 @@ Every package is resolved to the real file it is (links followed, which must sta
 listed once, however many links reach it.
 """
 
-import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from ofedrepo.bundles.archive import Limits, extract, is_regular_inside
 from ofedrepo.bundles.names import BundleIdentity, identity_from_markers, parse_bundle_name
 from ofedrepo.errors import InvalidBundleName, InvalidInput, NotABundle
 from ofedrepo.kernel import is_kernel_release
-from ofedrepo.storage import DataDir
+from ofedrepo.storage import DataDir, remove_tree
 
 MARKERS = (".mlnx", "distro", ".arch")
 VENDOR_KEY = "RPM-GPG-KEY-Mellanox"
@@ -167,4 +166,4 @@ def open_bundle(
         extract(source, scratch, limits, accept=_shaped_like_a_bundle)
         yield read_bundle(_find_root(scratch), True, libraries, [*names, source.name])
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_tree(scratch)

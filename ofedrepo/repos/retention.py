@@ -12,7 +12,6 @@ dry run, removes what the plan names: a version's row and directory together, un
 
 import logging
 import os
-import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,7 +24,7 @@ from ofedrepo.config import Settings
 from ofedrepo.db import transaction
 from ofedrepo.errors import InvalidInput
 from ofedrepo.models import Build, Bundle, Repo, RepoVersion, utcnow
-from ofedrepo.storage import DataDir, disk_usage, exclusive_lock, fsync_directory, latest_number
+from ofedrepo.storage import DataDir, disk_usage, exclusive_lock, fsync_directory, latest_number, remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +179,7 @@ def _remove_tree(data: DataDir, path: Path) -> None:
         os.rename(path, hidden)
     except FileNotFoundError:  # another worker's gc took it first
         return
-    shutil.rmtree(hidden, ignore_errors=True)
+    remove_tree(hidden)
 
 
 def _expired_build_logs(data: DataDir, sessions: sessionmaker[Session], keep_seconds: float) -> Iterator[Path]:

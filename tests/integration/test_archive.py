@@ -1,6 +1,8 @@
 """Hostile archives are refused before anything lands outside the destination."""
 
 import io
+import os
+import random
 import tarfile
 from pathlib import Path
 
@@ -9,7 +11,8 @@ import pytest
 from ofedrepo.bundles.archive import Extraction, Limits, extract
 from ofedrepo.bundles.unpack import open_bundle
 from ofedrepo.errors import InvalidInput, NotABundle, UnsafeArchive
-from ofedrepo.storage import DataDir
+from ofedrepo.storage import MAX_TREE_DEPTH, DataDir, remove_tree, tree_usage
+from tests.support.synthetic_bundle import make_iso
 
 LIMITS = Limits(max_bytes=10_000, max_members=50)
 
@@ -151,3 +154,84 @@ def test_an_archive_that_is_not_a_bundle_is_refused_before_it_is_unpacked(
         with open_bundle(archive, data, LIMITS, "upstream"):
             pass
     assert list(data.work.iterdir()) == []
+
+
+def test_hard_links_count_as_the_copies_they_unpack_to(tmp_path: Path) -> None:
+    """A 62 KB tgz of one 60 MiB file and 12 hard links to it unpacked to 781 MB: each link was copied, uncounted."""
+    limits = Limits(max_bytes=64 * 1024 * 1024, max_members=50)
+    data = bytes(6 * 1024 * 1024)
+    members = [(member("big"), data), *((member(f"copy{index}", tarfile.LNKTYPE, "big"), b"") for index in range(12))]
+    archive = make_tar(tmp_path / "links.tgz", members)
+    with pytest.raises(UnsafeArchive, match="more than 67108864 bytes"):
+        extract(archive, tmp_path / "out", limits)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ([(member("x"), b"1"), (member("x/y"), b"2")], "appears twice, or inside a file"),
+        ([(member("n" * 300), b"1")], "deeper or longer than a filesystem takes"),
+        ([(member("/".join(["d"] * 300) + "/f"), b"1")], "deeper or longer than a filesystem takes"),
+        ([(member("/".join(["d" * 250] * 14)), b"1")], "too long a path"),
+        (
+            [(member("l0", tarfile.SYMTYPE, "f"), b""), (member("f"), b"1")]
+            + [(member(f"l{index}", tarfile.SYMTYPE, f"l{index - 1}"), b"") for index in range(1, 1200)],
+            "points outside",
+        ),
+    ],
+    ids=["file-then-inside-it", "long-name", "deep", "long-path", "1200-chained-links"],
+)
+def test_members_a_filesystem_cannot_take_are_refused_not_500s(
+    tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes]], message: str
+) -> None:
+    """Each of these reached a client as a 500 (FileExistsError, ENAMETOOLONG, RecursionError)."""
+    archive = make_tar(tmp_path / "odd.tgz", members)
+    with pytest.raises(UnsafeArchive, match=message):
+        extract(archive, tmp_path / "out", Limits(max_bytes=10**9, max_members=5000))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_mutated_iso_is_refused_or_read_never_a_crash(tmp_path: Path, bundle_dir: Path) -> None:
+    """pycdlib, a parser of hostile bytes, raised KeyError on one mutated image (a 500): 200 seeded mutations of
+    a real ISO give an answer or a refusal each, nothing else."""
+    base = bytearray(make_iso(bundle_dir, tmp_path / "base.iso").read_bytes())
+    generator = random.Random(18)
+    outcomes = []
+    for index in range(200):
+        data = bytearray(base)
+        for _ in range(generator.randint(1, 12)):
+            position = generator.randrange(32768, min(len(data), 32768 + 60000))
+            data[position] = generator.randrange(256)
+        mutated = tmp_path / f"mutated-{index}.iso"
+        mutated.write_bytes(bytes(data))
+        try:
+            extract(mutated, tmp_path / f"out-{index}", Limits(max_bytes=10**9, max_members=20_000))
+            outcomes.append("read")
+        except (InvalidInput, UnsafeArchive):
+            outcomes.append("refused")
+        remove_tree(tmp_path / f"out-{index}")
+        mutated.unlink()
+    assert len(outcomes) == 200 and "refused" in outcomes
+
+
+def test_a_tree_thousands_of_levels_deep_is_measured_and_removed(tmp_path: Path) -> None:
+    """A build's script made 1200 (and 9000) levels: sizes were skipped past 4096 characters of path, and
+    shutil.rmtree raised RecursionError in every cleanup, then at the service's start."""
+    root = tmp_path / "deep"
+    root.mkdir()
+    current = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(3000):
+        os.mkdir("d", dir_fd=current)
+        following = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=current)
+        os.close(current)
+        current = following
+    with os.fdopen(os.open("payload", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=current), "wb") as payload:
+        payload.write(b"x" * 8192)
+    os.close(current)
+    usage = tree_usage(root)
+    assert usage.too_deep and usage.entries > MAX_TREE_DEPTH  # walked as deep as it goes, and says it went no further
+    shallow = tree_usage(root, max_depth=5000)
+    assert not shallow.too_deep and shallow.entries == 3002 and shallow.bytes >= 8192
+    remove_tree(root)
+    assert not root.exists()

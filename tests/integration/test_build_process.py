@@ -6,7 +6,6 @@ API process runs no build code (the embedded worker is a process of its own, whi
 import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -25,7 +24,9 @@ QUICK = "4.18.0-372.19.1.el8_6.x86_64"
 
 
 class Stalling(SimpleHTTPRequestHandler):
-    """A mirror whose metadata comes at once and whose packages start, then stop coming."""
+    """A mirror whose metadata comes at once and whose packages start, then stop coming (until ``released``)."""
+
+    released = threading.Event()
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         if not self.path.endswith(".rpm"):
@@ -36,7 +37,8 @@ class Stalling(SimpleHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(b"\xed\xab\xee\xdb" + bytes(1020))
         self.wfile.flush()
-        time.sleep(120)
+        self.released.wait(120)
+        self.close_connection = True
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's signature
         pass
@@ -49,7 +51,9 @@ def stalling_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/"
+    Stalling.released.set()
     server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture(scope="module")

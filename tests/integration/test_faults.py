@@ -9,6 +9,7 @@ half-written behind, and the service keeps answering. Lost connections are repla
 import contextlib
 import errno
 import os
+import re
 import shutil
 import signal
 import socket
@@ -304,15 +305,30 @@ def test_a_worker_whose_link_goes_down_loses_its_build_to_another_host(tmp_path:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def kill_when(process: subprocess.Popen[bytes], happened: Callable[[], bool], timeout: float = 120) -> None:
-    """SIGKILL ``process`` the moment ``happened()`` (polled every millisecond or so)."""
+def kill_when(
+    process: subprocess.Popen[bytes],
+    happened: Callable[[], bool],
+    timeout: float = 120,
+    also: Callable[[], int | None] = lambda: None,
+) -> None:
+    """SIGKILL ``process`` (and the process ``also`` names, first) the moment ``happened()`` (polled every
+    millisecond or so)."""
     deadline = time.monotonic() + timeout
     while not happened():
         assert process.poll() is None, "the process ended before the step it was to be killed at"
         assert time.monotonic() < deadline, "the step never came"
         time.sleep(0.001)
+    other = also()
+    if other is not None:
+        os.kill(other, signal.SIGKILL)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=10)
+
+
+def build_process_of(build_log_file: Path) -> int | None:
+    """The pid of the process running a build, from its log's first line ("..., process <pid>")."""
+    found = re.search(r", process ([0-9]+)", build_log_file.read_text(errors="replace"))
+    return int(found.group(1)) if found else None
 
 
 def log_says(log: Path, text: str) -> Callable[[], bool]:
@@ -350,7 +366,8 @@ def test_a_service_killed_at_each_step_of_a_build_finishes_it_after_a_restart(
             "staging the version": log_says(build_file, "Staging packages"),
             "published, not recorded": lambda: (repo_dir / "1").is_dir(),
         }[step]
-        kill_when(server.process, happened)
+        # The build runs in a process of its own: both die at that step, as everything on a lost host does.
+        kill_when(server.process, happened, also=lambda: build_process_of(build_file))
     finally:
         stop_server(server)
     restarted = start_server(tmp_path / "var", tmp_path / "serve-again.log", environment, worker=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ofedrepo.storage import remove_tree
 from tests.conftest import TARGET_KERNEL, RunningServer, start_server, stop_server
 from tests.integration.test_pipeline import ENDED, build_log, wait_for
 from tests.support.builder_image import build_containers, podman_settings
@@ -124,8 +125,42 @@ exit 0
 
 FLOOD = """#!/bin/bash
 t="${{@: -5:1}}"
+printf 'title\\033]0;owned\\007 clip\\033]52;c;cGFzc3dvcmQ=\\007 clear\\033[2J\\033[H c1\\302\\233 31m raw\\233 done\\n'
+printf 'in a log \\033]52;c;b3duZWQ=\\033\\\\ end\\n' > "$t/escapes.log"
+sleep 1.5  # the worker polls the logs twice a second
 python3 -c 'print(("flood " + "x" * 100 + "\\n") * 50000, end="")'
 touch "$t/$(printf 'ext-\\xff\\xfe.tgz')"
+exit 0
+"""
+
+#: A tree thousands of levels deep (its paths longer than PATH_MAX) with data at the bottom, in the directory
+#: whose logs the worker follows: the scratch's size was measured by path (the deep part skipped), the
+#: follower's walk reopened every level from the top (a hung worker), and cleanups raised RecursionError.
+DEEP = """#!/bin/bash
+t="${{@: -5:1}}"
+cd "$t" && python3 - <<'EOF'
+import os, time
+for _ in range(9000):
+    os.mkdir("d")
+    os.chdir("d")
+for number in range(3):
+    with open(f"data-{{number}}", "wb") as output:
+        output.write(bytes(30 * 1024 * 1024))
+print("DEEP: written", flush=True)
+time.sleep(120)
+EOF
+exit 1
+"""
+
+#: Empty files: no byte of data, every one an inode of the data directory's filesystem.
+INODES = """#!/bin/bash
+python3 - <<'EOF'
+import time
+for number in range(200_000):
+    open(f"empty-{{number}}", "w").close()
+print("INODES: all made", flush=True)
+time.sleep(120)
+EOF
 exit 0
 """
 
@@ -267,10 +302,27 @@ def test_the_worker_reads_no_link_fifo_or_file_from_outside_the_script_planted(
     assert "is a symbolic link" in str(run.build["error"]), run.build
 
 
+def test_a_deep_tree_or_a_flood_of_empty_files_is_stopped_and_cleaned_up(
+    sandboxed: RunningServer, bundle_dir: Path, tmp_path: Path
+) -> None:
+    for name, script in (("deep", DEEP), ("inodes", INODES)):
+        run = run_hostile(sandboxed, bundle_dir, tmp_path / name, script)
+        assert run.build["state"] == "failed", run.log
+        assert "its scratch directory grew past" in str(run.build["error"]), run.build
+        assert "INODES: all made" not in run.log  # stopped long before 200,000 inodes
+    work = sandboxed.settings.data_dir / "work"
+    for kept in work.glob("failed-build-*"):  # what retention does with them, however deep
+        remove_tree(kept)
+        assert not kept.exists()
+    assert not [entry for entry in work.iterdir() if entry.name.startswith("build-")]
+
+
 def test_a_flood_of_output_is_cut_at_the_cap_and_odd_names_are_told_plainly(
     sandboxed: RunningServer, bundle_dir: Path, tmp_path: Path
 ) -> None:
     run = run_hostile(sandboxed, bundle_dir, tmp_path, FLOOD)
+    assert "clip" in run.log and "in a log" in run.log and " end" in run.log  # the text stays
+    assert not [character for character in "\x1b\x07\x9b" if character in run.log]  # its escapes do not
     log_file = sandboxed.settings.data_dir / "builds" / f"{run.build['id']}.log"
     assert log_file.stat().st_size < LOG_CAP + 16 * 1024
     assert "the build log reached its cap" in run.log and "FAILED: " in run.log

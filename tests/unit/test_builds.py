@@ -218,5 +218,8 @@ def test_the_local_sandbox_shows_the_toolchain_the_inputs_and_the_scratch_only()
     assert ("--bind", f"{STAGE}/3", "/data/work/build-1") in pairs  # found where it was staged, mounted at its path
     assert ("--ro-bind", "/data/bundles/s/B", "/data/bundles/s/B") in pairs
     assert ("--ro-bind", "/dev/null", "/etc/shadow") in pairs and ("--symlink", "usr/bin", "/bin") in pairs
-    assert ("--proc", "/proc", "--tmpfs") in pairs  # its own /proc: no other process's environment
-    assert not any(argument == "/data" or argument == "/" for argument in argv)  # never the whole data dir or host
+    assert ("--remount-ro", "/dev", "--proc") in pairs  # its own /proc: no other process's environment
+    assert argv[-7:-5] == ["--remount-ro", "/"]  # the sandbox's own root, once every mount point is made
+    assert ("--size", str(512 * 1024**2), "--tmpfs") in pairs  # a tmpfs is memory: bounded
+    binds = [(option, source) for option, source, _ in pairs if option in ("--bind", "--ro-bind")]
+    assert not [bind for bind in binds if bind[1] in ("/data", "/")]  # never the whole data dir or host

@@ -1,7 +1,14 @@
 """Which kernels of a feed get built: the newest few of each minor release, each one validated; and which of
 its validators are kept."""
 
-from ofedrepo.builds.feeds import MAX_ETAG, kept, newest_per_minor, strong_last_modified
+from ofedrepo.builds.feeds import (
+    MAX_ETAG,
+    MAX_FEED_KERNELS,
+    MAX_REFUSALS_TOLD,
+    kept,
+    newest_per_minor,
+    strong_last_modified,
+)
 
 
 def test_the_newest_of_each_minor_release_in_rpm_order() -> None:
@@ -48,3 +55,11 @@ def test_a_validator_is_kept_only_whole_and_as_a_header_can_carry_it() -> None:
     assert kept('"abc"\r\n X-Injected: 1', MAX_ETAG) is None
     assert kept('"caf\u00e9"', MAX_ETAG) is None
     assert kept(None, MAX_ETAG) is None
+
+
+def test_a_feed_offers_a_bounded_number_of_kernels_the_newest() -> None:
+    """A feed naming 50,000 minor releases was stored whole (1.4 MB) and would queue as many builds."""
+    releases = [f"4.18.0-{minor}.1.1.el8_{minor}.x86_64" for minor in range(1, 1001)]
+    chosen, refused = newest_per_minor([*releases, *(f"bad {index}" for index in range(100))], keep=3)
+    assert len(chosen) == MAX_FEED_KERNELS and chosen[-1].text == releases[-1]
+    assert len(refused) == MAX_REFUSALS_TOLD + 1 and refused[-1].startswith("and ")
