@@ -63,7 +63,8 @@ class SessionScopedRoute(APIRoute):
         super().__init__(path, endpoint, **kwargs)
 
 
-def get_data_dir(request: Request) -> DataDir:
+async def get_data_dir(request: Request) -> DataDir:
+    """In the event loop: a dependency this cheap needs no thread of the pool the API's routes share."""
     data: DataDir = request.app.state.data
     return data
 

@@ -370,6 +370,9 @@ class Settings(BaseSettings):
         """Tokens, refusing a value that names none or holds a blank one. A variable set to ``""`` or ``,`` is a
         mistake (a template that expanded to nothing), and reading it as "no tokens" would silently switch
         authentication off; only an unset variable means that (its default never reaches this validator)."""
+        if isinstance(value, str) and value.strip().startswith(("[", "{")):
+            # JSON, as pydantic reads lists elsewhere: never a token made of brackets ("[]" was one)
+            raise ValueError("takes comma-separated tokens, not JSON")
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, list):
             return value  # not a list of strings: pydantic's own type error says so

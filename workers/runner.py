@@ -154,7 +154,7 @@ def container_names_argv(engine: str, prefix: str) -> list[str]:
 def container_kill_argv(engine: str, name: str) -> list[str]:
     """Remove the container at once: its processes get SIGKILL (podman's ``rm --force`` would first wait the
     container's stop timeout, ten seconds in which a disk filler goes on writing)."""
-    return [engine, "rm", "--force", *(["--time", "0"] if engine == "podman" else []), name]
+    return [engine, "rm", "--force", *(["--time", "0", "--ignore"] if engine == "podman" else []), name]
 
 
 @dataclass(frozen=True)
@@ -362,6 +362,8 @@ def run_streaming(
             if on_kill:  # first: a container lives on in its engine after the client is killed
                 on_kill()
             _kill_group(process)
+            if on_kill:  # and again: a client killed while it was creating its container leaves one behind
+                on_kill()
             break
         try:
             process.wait(timeout=0.2)

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import anyio
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.responses import MalformedRangeHeader
 
 from api.deps import DataDirDep, SessionScopedRoute
 from api.templating import templates
-from ofedrepo.storage import LATEST
+from ofedrepo.storage import LATEST, DataDir
 
 router = APIRouter(tags=["tree"], route_class=SessionScopedRoute)
 
@@ -201,8 +202,25 @@ def serve_directory(request: Request, directory: Path, segments: list[str]) -> R
         416: {"description": "The range lies outside the file"},
     },
 )
-def tree(request: Request, data: DataDirDep, path: str = "") -> Response:
+async def tree(request: Request, data: DataDirDep, path: str = "") -> Response:
     """Files with ranges and caching rules for yum; directories as an HTML index or `?format=json`."""
+    return await anyio.to_thread.run_sync(_answer, request, data, path, limiter=_threads(request))
+
+
+#: Threads of the tree's own: a burst on the API (whose routes share anyio's default pool of 40) never keeps yum
+#: clients waiting, and the tree never touches the database (DESIGN: "Serving the tree").
+TREE_THREADS = 16
+
+
+def _threads(request: Request) -> anyio.CapacityLimiter:
+    """The app's limiter of the tree's threads, made in its event loop on the first request."""
+    limiter: anyio.CapacityLimiter | None = getattr(request.app.state, "tree_threads", None)
+    if limiter is None:
+        limiter = request.app.state.tree_threads = anyio.CapacityLimiter(TREE_THREADS)
+    return limiter
+
+
+def _answer(request: Request, data: DataDir, path: str) -> Response:
     target, segments = resolve(data.repos, path)
     if target.is_dir():
         return serve_directory(request, target, segments)

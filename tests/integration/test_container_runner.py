@@ -4,17 +4,26 @@ its deadline leave no container behind, and the engine runs with the worker's en
 containers.conf) while the script inside gets only what the runner passes.
 """
 
+import os
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 
-from tests.conftest import RunningServer, start_server, stop_server
+from ofedrepo.builds import lifecycle
+from ofedrepo.config import Settings
+from tests.conftest import RunningServer, start_server, start_worker, stop_server
 from tests.integration.test_dnf import dnf
 from tests.integration.test_pipeline import ENDED, build_log, module_vermagic, request, upload, wait_for, wait_for_log
+from tests.integration.test_queue import enqueue
 from tests.support.builder_image import build_containers, podman_settings
 from tests.support.synthetic_bundle import make_kernel_sources
+from workers.pipeline import remove_orphan_containers
 
 PLAIN = "4.18.0-372.19.1.el8_6.x86_64"
 TO_CANCEL = "4.18.0-372.41.1.el8_6.x86_64"
@@ -79,3 +88,63 @@ def test_a_build_past_its_deadline_fails_and_leaves_no_container(podman_service:
         build
     )
     assert not build_containers(podman_service.environment)
+
+
+def test_a_killed_worker_leaves_no_container_behind(tmp_path: Path, bundle_tgz: Path) -> None:
+    """Its build's process dies with it; its container lived on in the engine: another worker of the host
+    removes it once no running attempt owns it (the build itself is retried)."""
+    sources = tmp_path / "kernels"
+    make_kernel_sources(sources, TO_CANCEL, build_seconds=300)
+    environment = {
+        **podman_settings(tmp_path),
+        "OFEDREPO_KERNEL_SOURCES_ROOT": str(sources),
+        "OFEDREPO_BUILD_LEASE_SECONDS": "3",
+        "OFEDREPO_QUEUE_POLL_INTERVAL": "0.2",
+    }
+    server = start_server(tmp_path / "var", tmp_path / "serve.log", environment)
+    workers = [start_worker(server, tmp_path / "worker-a.log")]
+    try:
+        assert upload(server, "bundles", bundle_tgz).status_code == 201
+        build_id = request(server, kernel=TO_CANCEL).json()["build"]["id"]
+        wait_for_log(server, build_id, "Building")
+        (first,) = build_containers(server.environment)
+        workers[0].send_signal(signal.SIGKILL)
+        workers[0].wait(timeout=10)
+        workers.append(start_worker(server, tmp_path / "worker-b.log"))
+        deadline = time.monotonic() + 120
+        while first in build_containers(server.environment) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert first not in build_containers(server.environment)
+    finally:
+        for worker in workers:
+            worker.terminate()
+            worker.wait(timeout=60)
+        stop_server(server)
+    assert not build_containers(server.environment)  # the second attempt's went with its stopping worker
+
+
+def test_containers_no_running_attempt_owns_are_swept(
+    tmp_path: Path, settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    """What the sweep of every worker of a container runner removes: a container of an attempt that is not
+    running (its worker was killed), never one of an attempt that is."""
+    environment = podman_settings(tmp_path)
+    engine = {**os.environ, "CONTAINERS_CONF": environment["CONTAINERS_CONF"]}
+    (build_id,) = enqueue(sessions)
+    assert lifecycle.claim(sessions, "alive", lease_seconds=300) == build_id  # attempt 1 runs
+    image = environment["OFEDREPO_BUILD_CONTAINER_IMAGES"].split("=", 1)[1]
+    names = [f"ofedrepo-build-{build_id}-a1-{os.getpid():x}", f"ofedrepo-build-{build_id + 1000}-a1-{os.getpid():x}"]
+    for name in names:
+        subprocess.run(["podman", "run", "-d", "--name", name, image, "sleep", "300"], env=engine, check=True,
+                       capture_output=True)  # fmt: skip
+    try:
+        configured = settings.model_copy(update={"build_runner": "podman"})
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("CONTAINERS_CONF", environment["CONTAINERS_CONF"])
+            assert remove_orphan_containers(configured, sessions) == [names[1]]
+            assert build_containers(engine) == [names[0]]
+    finally:
+        for name in names:
+            subprocess.run(
+                ["podman", "rm", "--force", "--time", "0", "--ignore", name], env=engine, capture_output=True
+            )

@@ -58,3 +58,11 @@ def test_the_message_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings()
     (error,) = raised.value.errors()
     assert "\n" not in error["msg"] and "unset" in error["msg"]
+
+
+@pytest.mark.parametrize("value", ["[]", '["a"]', " {}"])
+def test_json_is_refused_never_taken_for_a_token(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """``[]`` became the one token "[]": authentication on, with a token nobody meant."""
+    monkeypatch.setenv("OFEDREPO_API_TOKENS", value)
+    with pytest.raises(ValidationError, match="not JSON"):
+        Settings()

@@ -110,7 +110,7 @@ def test_the_container_command_line_mounts_inputs_read_only_and_has_no_network()
     assert "/src/K:/src/K:ro" in argv and "/w:/w:rw" in argv and "HOME=/w/h" in argv
     assert argv[-len(command) - 1 :] == ["rocky:8", *command]
     assert container_kill_argv("docker", "ofedrepo-build-7") == ["docker", "rm", "--force", "ofedrepo-build-7"]
-    assert container_kill_argv("podman", "b") == ["podman", "rm", "--force", "--time", "0", "b"]
+    assert container_kill_argv("podman", "b") == ["podman", "rm", "--force", "--time", "0", "--ignore", "b"]
 
 
 @pytest.mark.parametrize("path", ["/data/we:ird", "/data/a,b"])
