@@ -3,6 +3,7 @@
 from fastapi import FastAPI
 
 from api import errors, metrics
+from api.answers import AnswerCache
 from api.auth import AuthenticateFirst
 from api.routes import builds, bundles, feeds, health, images, pages, repos, tree
 from api.timeouts import BodyDeadline
@@ -29,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
     app.state.read_sessions = read_only_sessions(engine)
+    app.state.answers = AnswerCache()
     app.state.data = DataDir(settings.data_dir).ensure()
     app.state.images = ImageCatalog(settings, app.state.sessions)
     app.state.bundles = BundleStore(settings, app.state.sessions)

@@ -3,8 +3,9 @@
 import functools
 import inspect
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
+import anyio
 from fastapi import Depends, Path, Request
 from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
@@ -14,8 +15,10 @@ from ofedrepo.config import Settings
 from ofedrepo.images.catalog import ImageCatalog
 from ofedrepo.storage import DataDir
 
+T = TypeVar("T")
 
-def get_settings(request: Request) -> Settings:
+
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -30,6 +33,18 @@ def get_read_session(request: Request) -> Iterator[Session]:
     connection is taken in the endpoint's thread, when it first reads (``db.read_only_sessions``)."""
     with request.app.state.read_sessions() as session:
         yield session
+
+
+async def in_read_session(request: Request, work: Callable[[Session], T]) -> T:
+    """``work`` with a read-only session, in one thread of the pool, the session opened and closed in that
+    thread: a sync route with a session dependency costs a thread hop each for the dependency's start, the
+    route, the response's validation and the dependency's end, which under load is most of its time."""
+
+    def run() -> T:
+        with request.app.state.read_sessions() as session:
+            return work(session)
+
+    return await anyio.to_thread.run_sync(run)
 
 
 def ending_sessions(endpoint: Callable[..., Any]) -> Callable[..., Any]:
@@ -69,12 +84,12 @@ async def get_data_dir(request: Request) -> DataDir:
     return data
 
 
-def get_image_catalog(request: Request) -> ImageCatalog:
+async def get_image_catalog(request: Request) -> ImageCatalog:
     catalog: ImageCatalog = request.app.state.images
     return catalog
 
 
-def get_bundle_store(request: Request) -> BundleStore:
+async def get_bundle_store(request: Request) -> BundleStore:
     store: BundleStore = request.app.state.bundles
     return store
 

@@ -42,6 +42,10 @@ def env_response(fields: dict[str, str | int | None], status_code: int = 200) ->
     return PlainTextResponse("\n".join(lines) + "\n", status_code=status_code)
 
 
+class Ping(BaseModel):
+    status: str = Field("ok", description="Always `ok`: the process answers")
+
+
 class Health(BaseModel):
     status: str = Field(description="`ok` when the service and its database answer")
     database: str = Field(description="`ok`, or the error talking to the database")

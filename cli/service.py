@@ -67,7 +67,8 @@ def serve(
             port=port or settings.port,
             log_level="info",
             workers=workers,
-            http="api.timeouts:DeadlineH11Protocol",
+            http="api.timeouts:DeadlineHttpToolsProtocol",
+            loop="uvloop",
         )
     finally:
         if embedded:

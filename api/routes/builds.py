@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from api.auth import TOKEN_REQUIRED, TOKEN_RESPONSES
 from api.deps import DataDirDep, IdPath, ReadSessionDep, SessionDep, SessionScopedRoute
@@ -80,6 +80,8 @@ def _log_size(log_file: Path) -> int:
         409: {"description": "The build has already ended, or has already published its version"},
     },
 )
-def cancel_build(build_id: IdPath, session: SessionDep) -> BuildOut:
-    """Cancel: a queued build at once; a running one is killed by its worker within seconds."""
-    return BuildOut.of(lifecycle.cancel(session, build_id))
+def cancel_build(request: Request, build_id: IdPath, session: SessionDep) -> BuildOut:
+    """Cancel: a queued build at once; a running one is stopped by its worker within seconds."""
+    build = BuildOut.of(lifecycle.cancel(session, build_id))
+    request.app.state.answers.forget(build.repo_id)
+    return build

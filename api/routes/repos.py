@@ -1,8 +1,10 @@
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
+from sqlalchemy.orm import Session
 
+from api.answers import FRESH_SECONDS, AnswerCache
 from api.auth import TOKEN_REQUIRED, TOKEN_RESPONSES
-from api.deps import MAX_ID, IdPath, ReadSessionDep, SessionDep, SessionScopedRoute, SettingsDep
+from api.deps import MAX_ID, IdPath, ReadSessionDep, SessionDep, SessionScopedRoute, SettingsDep, in_read_session
 from api.schemas import ENV_CONTENT, AnswerFormat, DibSnippet, FormatQuery, RepoOut, RepoRequestIn, env_response
 from ofedrepo.builds import requests
 from ofedrepo.bundles.names import parse_bundle_name
@@ -36,6 +38,7 @@ VersionQuery = Query(None, ge=1, le=MAX_ID, description="Pin a version number in
     },
 )
 def request_repo(
+    request: Request,
     body: RepoRequestIn,
     response: Response,
     reader: ReadSessionDep,
@@ -47,13 +50,14 @@ def request_repo(
 
     Identical requests share one build; `force` builds again (a new version once it succeeds).
     """
-    request = requests.RepoRequest(**body.model_dump())
-    outcome = requests.answer_without_writing(reader, settings, request)
+    asked = requests.RepoRequest(**body.model_dump())
+    outcome = requests.answer_without_writing(reader, settings, asked)
     if outcome is None:  # something to create: only now take the (on SQLite, exclusive) write transaction
         reader.close()
-        outcome = requests.request_repo(session, settings, request)
+        outcome = requests.request_repo(session, settings, asked)
         reader = session
         reader.expire_all()
+    request.app.state.answers.forget(outcome.repo_id)  # a client that asks next sees what this request did
     repo = queries.get_repo(reader, outcome.repo_id)
     response.status_code = 200 if outcome.ready else 202
     answer = RepoOut.of(queries.view(repo, settings.base_url), settings.base_url)
@@ -69,12 +73,28 @@ def list_repos(session: ReadSessionDep, settings: SettingsDep) -> list[RepoOut]:
 
 
 @router.get("/{repo_id}", response_model=RepoOut, responses={200: ENV_CONTENT, 404: {"description": "No such repo"}})
-def get_repo(
-    repo_id: IdPath, session: ReadSessionDep, settings: SettingsDep, answer_format: AnswerFormat = FormatQuery
-) -> RepoOut | Response:
-    repo = queries.get_repo(session, repo_id)
-    answer = RepoOut.of(queries.view(repo, settings.base_url), settings.base_url)
-    return env_response(answer.env()) if answer_format == "env" else answer
+async def get_repo(
+    request: Request, repo_id: IdPath, settings: SettingsDep, answer_format: AnswerFormat = FormatQuery
+) -> Response:
+    """The repo, its versions, its latest build; answered again from memory for up to a second
+    (``api.answers``): a client polling it may see a change that much later."""
+    cache: AnswerCache = request.app.state.answers
+    key = ("repo", repo_id, answer_format)
+    found = cache.get(key)
+    if found is None:
+
+        def answer(session: Session) -> Response:
+            repo = queries.get_repo(session, repo_id)
+            out = RepoOut.of(queries.view(repo, settings.base_url), settings.base_url)
+            if answer_format == "env":
+                return env_response(out.env())
+            return Response(out.model_dump_json().encode(), media_type="application/json")
+
+        response = await in_read_session(request, answer)
+        found = (bytes(response.body), response.media_type or "application/json")
+        cache.put(key, *found, FRESH_SECONDS)
+    body, media_type = found
+    return Response(body, media_type=media_type, headers={"Cache-Control": f"max-age={FRESH_SECONDS:g}"})
 
 
 @router.get(
