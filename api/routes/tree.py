@@ -23,13 +23,15 @@ from starlette.responses import MalformedRangeHeader
 
 from api.deps import DataDirDep, SessionScopedRoute
 from api.templating import templates
-from ofedrepo.storage import LATEST, DataDir
+from ofedrepo.storage import LATEST
 
 router = APIRouter(tags=["tree"], route_class=SessionScopedRoute)
 
 CHUNK = 1024 * 1024
 #: Whole files up to this size are answered from one read; larger ones and ranges are streamed in CHUNKs.
 WHOLE = 1024 * 1024
+#: Whole files up to this size are read in the event loop itself (see ``tree``).
+SMALL = 64 * 1024
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
 CONTENT_TYPES = {
@@ -113,8 +115,7 @@ def _not_modified(request: Request, etag: str, last_modified: str) -> bool:
     return False
 
 
-def serve_file(request: Request, path: Path, segments: list[str]) -> Response:
-    info = path.stat()
+def serve_file(request: Request, path: Path, segments: list[str], info: os.stat_result) -> Response:
     headers = {"Cache-Control": cache_control(segments)}
     response = TreeFile(path, headers=headers, media_type=content_type(path.name), stat_result=info)
     validators = {name: response.headers[name] for name in ("etag", "last-modified", "accept-ranges")}
@@ -204,7 +205,16 @@ def serve_directory(request: Request, directory: Path, segments: list[str]) -> R
 )
 async def tree(request: Request, data: DataDirDep, path: str = "") -> Response:
     """Files with ranges and caching rules for yum; directories as an HTML index or `?format=json`."""
-    return await anyio.to_thread.run_sync(_answer, request, data, path, limiter=_threads(request))
+    target, segments = resolve(data.repos, path)
+    try:
+        info = target.stat()
+    except OSError:
+        raise HTTPException(404, "Not Found") from None
+    if stat.S_ISREG(info.st_mode) and info.st_size <= SMALL and "range" not in request.headers:
+        # Most of what yum asks for (repomd.xml, the metadata) is a few KiB already in the page cache: read in the
+        # event loop, as nginx reads files in its own, a thread hop each way would cost more than the read.
+        return serve_file(request, target, segments, info)
+    return await anyio.to_thread.run_sync(_answer, request, target, segments, info, limiter=_threads(request))
 
 
 #: Threads of the tree's own: a burst on the API (whose routes share anyio's default pool of 40) never keeps yum
@@ -220,10 +230,9 @@ def _threads(request: Request) -> anyio.CapacityLimiter:
     return limiter
 
 
-def _answer(request: Request, data: DataDir, path: str) -> Response:
-    target, segments = resolve(data.repos, path)
-    if target.is_dir():
+def _answer(request: Request, target: Path, segments: list[str], info: os.stat_result) -> Response:
+    if stat.S_ISDIR(info.st_mode):
         return serve_directory(request, target, segments)
-    if not target.is_file():
+    if not stat.S_ISREG(info.st_mode):
         raise HTTPException(404, "Not Found")
-    return serve_file(request, target, segments)
+    return serve_file(request, target, segments, info)
