@@ -15,8 +15,8 @@ import hashlib
 import os
 import stat
 import uuid
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -197,11 +197,20 @@ def take_file(source: int, name: str, data: DataDir, advance: Callable[[int], No
     """The regular file ``source`` reads, copied into ``<data>/uploads`` while hashed: what is taken in later is
     exactly what was hashed, whatever happens to the original meanwhile. ``discard`` removes the copy."""
     shown = display_name(name)
+    digest = hashlib.sha256()
+    with import_scratch(data, shown) as scratch:
+        copy_from(source, scratch / shown, digest.update, advance)
+    return Candidate(path=scratch / shown, name=shown, sha256=digest.hexdigest(), scratch=scratch)
+
+
+@contextmanager
+def import_scratch(data: DataDir, shown: str) -> Iterator[Path]:
+    """A new directory in ``<data>/uploads`` for a path import's copy, removed again when the copy fails: a
+    source that cannot be read is bad input (``InvalidInput``), the service's own full disk is not."""
     scratch = data.new_scratch(data.uploads, "import")
     scratch.mkdir(parents=True)
-    digest = hashlib.sha256()
     try:
-        copy_from(source, scratch / shown, digest.update, advance)
+        yield scratch
     except OSError as error:
         remove_tree(scratch)
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -210,7 +219,6 @@ def take_file(source: int, name: str, data: DataDir, advance: Callable[[int], No
     except BaseException:
         remove_tree(scratch)
         raise
-    return Candidate(path=scratch / shown, name=shown, sha256=digest.hexdigest(), scratch=scratch)
 
 
 def import_path(

@@ -12,7 +12,6 @@ Directories stay writable by the owner: the vendor script copies the bundle (mod
 temporary directory and deletes packages from the copy, which read-only directories would forbid.
 """
 
-import errno
 import hashlib
 import logging
 import os
@@ -35,8 +34,8 @@ from ofedrepo.config import Settings
 from ofedrepo.errors import InvalidInput, NotFound
 from ofedrepo.models import Bundle
 from ofedrepo.rpmfile import module_kernels, read_header
-from ofedrepo.storage import DataDir, exclusive_lock, remove_tree
-from ofedrepo.uploads import Candidate, copy_from, open_named, take_file
+from ofedrepo.storage import DataDir, exclusive_lock
+from ofedrepo.uploads import Candidate, copy_from, import_scratch, open_named, take_file
 
 log = logging.getLogger(__name__)
 
@@ -192,19 +191,9 @@ class BundleStore:
             return take_file(source, name, self.data, advance)
         if not stat.S_ISDIR(mode):
             raise InvalidInput(f"{name}: neither a bundle archive (tgz, iso) nor a bundle directory")
-        scratch = self.data.new_scratch(self.data.uploads, "import")
-        scratch.mkdir(parents=True)
-        copy = scratch / (name or "bundle")
-        try:
+        with import_scratch(self.data, name) as scratch:
+            copy = scratch / (name or "bundle")
             sha256 = tree_digest(source, advance, copy_to=copy)
-        except OSError as error:
-            remove_tree(scratch)
-            if error.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise  # the service's own disk is full: answered as such (507), not as bad input
-            raise InvalidInput(f"{name}: cannot read it ({error.strerror})") from None
-        except BaseException:
-            remove_tree(scratch)
-            raise
         return Candidate(path=copy, name=copy.name, sha256=sha256, scratch=scratch)
 
     def add(self, candidate: Candidate, progress: Callable[[str], None] | None = None) -> tuple[BundleView, bool]:
