@@ -27,6 +27,12 @@ class AnswerCache:
         self._answers: OrderedDict[Hashable, tuple[float, bytes, str]] = OrderedDict()
         self._max = max_answers
         self._lock = threading.Lock()
+        self._forgotten = 0
+        """How many times answers were forgotten: an answer computed before a change is not stored after it."""
+
+    def generation(self) -> int:
+        """Taken before computing an answer, given back to ``put``."""
+        return self._forgotten
 
     def get(self, key: Hashable) -> tuple[bytes, str] | None:
         with self._lock:
@@ -39,8 +45,12 @@ class AnswerCache:
                 return None
             return body, media_type
 
-    def put(self, key: Hashable, body: bytes, media_type: str, seconds: float) -> None:
+    def put(self, key: Hashable, body: bytes, media_type: str, seconds: float, generation: int) -> None:
+        """Keep an answer computed since ``generation``, unless answers were forgotten meanwhile (it may then
+        be older than a change this process made)."""
         with self._lock:
+            if generation != self._forgotten:
+                return
             self._answers[key] = (time.monotonic() + seconds, body, media_type)
             self._answers.move_to_end(key)
             while len(self._answers) > self._max:
@@ -49,5 +59,6 @@ class AnswerCache:
     def forget(self, repo_id: int) -> None:
         """Every answer about ``repo_id`` (keys are ``(route, repo_id, ...)``)."""
         with self._lock:
+            self._forgotten += 1
             for key in [key for key in self._answers if isinstance(key, tuple) and key[1:2] == (repo_id,)]:
                 del self._answers[key]

@@ -5,10 +5,12 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from ofedrepo.db import unreachable_database
 from ofedrepo.errors import (
     ApplianceFailed,
     Conflict,
@@ -121,9 +123,24 @@ async def _busy(request: Request, error: Exception) -> JSONResponse:
     )
 
 
+async def _database_error(request: Request, error: Exception) -> JSONResponse:
+    """The database down, lost, out of connections or locked past its busy timeout: a 503 to retry, as for a
+    full pool; any other database error is a fault of ours."""
+    if unreachable_database(error):
+        log.warning("%s %s: the database cannot be reached (%s)", request.method, request.url.path, error)
+        return JSONResponse(
+            {"detail": "the database cannot be reached or is busy: try again in a moment"},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    log.exception("%s %s failed", request.method, request.url.path, exc_info=error)
+    return JSONResponse({"detail": "internal error (see the server's log)"}, status_code=500)
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(OfedrepoError, _ofedrepo_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(OSError, _os_error)
     app.add_exception_handler(PoolTimeout, _busy)
+    app.add_exception_handler(DBAPIError, _database_error)

@@ -16,6 +16,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -41,6 +43,15 @@ POOL_TIMEOUT = 5
 
 
 _POOL: dict[str, Any] = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW, "pool_timeout": POOL_TIMEOUT}
+
+
+def unreachable_database(error: BaseException) -> bool:
+    """Whether ``error`` says the database is down or lost (worth retrying elsewhere or later), rather than
+    that it refused a statement or one value (a ``DataError``: a string too long for its column, an
+    ``IntegrityError``, a schema older than the code), which trying again would only repeat."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, OperationalError | InterfaceError | DisconnectionError | PoolTimeout)
 
 
 def make_engine(url: str) -> Engine:

@@ -34,16 +34,16 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any, Protocol
 
-from sqlalchemy.exc import DBAPIError
-
 from ofedrepo.builds.lifecycle import StopReason
 from ofedrepo.config import Settings
+from ofedrepo.db import unreachable_database
 
 log = logging.getLogger(__name__)
 
 #: Seconds a build has, once asked to stop, to stop itself before it is killed.
 STOP_GRACE = 5.0
-#: The exit status of a build process whose database failed under it: not the build's fault, it is retried.
+#: The exit status of a build process whose database was lost under it (down, unreachable; not a statement it
+#: refused): not the build's fault, it is retried.
 DATABASE_FAILED = 75
 _REASONS = list(StopReason)
 
@@ -107,8 +107,11 @@ def _child(
 
     try:
         target(settings, build_id, worker_id, deadline, should_stop)
-    except DBAPIError as error:
-        log.warning("build %d: the database failed under it (%r)", build_id, error.orig)
+    except Exception as error:
+        if not unreachable_database(error):
+            log.exception("build %d broke out of its pipeline", build_id)
+            os._exit(1)
+        log.warning("build %d: the database failed under it (%r)", build_id, error)
         os._exit(DATABASE_FAILED)
     except BaseException:
         log.exception("build %d broke out of its pipeline", build_id)

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ofedrepo.builds import lifecycle
@@ -40,6 +39,7 @@ from ofedrepo.bundles.names import DOCA
 from ofedrepo.bundles.store import BundleStore
 from ofedrepo.bundles.unpack import open_bundle
 from ofedrepo.config import CONFIG_FILE_VARIABLE, Settings
+from ofedrepo.db import unreachable_database
 from ofedrepo.errors import BuildFailed, OfedrepoError, ToolFailed, disk_full, disk_full_message
 from ofedrepo.models import Build, BuildState
 from ofedrepo.process import clean_environment, run
@@ -192,7 +192,7 @@ class Pipeline:
     def run(self, build_id: int, should_stop: StopCheck, deadline: float | None = None) -> BuildState:
         """Run the build this worker has claimed and record how it ended (by ``deadline``, epoch seconds)."""
         job = self.job(build_id, deadline)
-        scratch = self.data.new_scratch(self.data.work, f"build-{job.id}")
+        scratch = self.data.new_scratch(self.data.work, attempt_name(job.id, job.attempts))
         with self.data.build_log(job.id).open("ab") as stream:
             build_log = BuildLog(stream, self.settings.build_log_max_bytes)
             build_log.note(
@@ -210,10 +210,10 @@ class Pipeline:
                 build_log.note(f"FAILED: {error}")
                 lifecycle.finish(self.sessions, job.id, self.worker_id, BuildState.FAILED, error=str(error))
                 return BuildState.FAILED
-            except DBAPIError as error:  # the database, not the build, failed: the supervisor requeues it
-                build_log.note(f"the database could not be reached ({error.orig!r}); the build is not failed for it")
-                raise
             except Exception as error:  # a bug of ours: keep the worker alive, keep the evidence in the log
+                if unreachable_database(error):  # the database, not the build, failed: the supervisor requeues it
+                    build_log.note(f"the database could not be reached ({error!r}); the build is not failed for it")
+                    raise
                 if disk_full(error):
                     assert isinstance(error, OSError)
                     message = disk_full_message(error)
@@ -229,11 +229,27 @@ class Pipeline:
                 remove_tree(scratch)
                 for expired in self.data.expired_failed_builds(self.settings.build_keep_failed_seconds):
                     remove_tree(expired)
-            if not lifecycle.finish(self.sessions, job.id, self.worker_id, BuildState.SUCCEEDED, version=version):
+            recorded = lifecycle.finish(self.sessions, job.id, self.worker_id, BuildState.SUCCEEDED, version=version)
+            if recorded is None:
                 build_log.note("this worker's lease expired meanwhile; another worker owns the build now")
                 return BuildState.RUNNING
+            if recorded == BuildState.CANCELLED:
+                build_log.note(f"cancelled by request (version {version}, already published, is not this build's)")
+                return recorded
             build_log.note(f"succeeded: version {version}")
             return BuildState.SUCCEEDED
+
+    def record_published(self, build_id: int) -> bool:
+        """When the build has published its version (its process then died, or was killed, before recording
+        the end), record it as succeeded with that version; whether it had."""
+        with self.sessions() as session:
+            published = queries.version_of_build(session, build_id)
+            number = None if published is None else published.number
+        if number is None:
+            return False
+        if lifecycle.finish(self.sessions, build_id, self.worker_id, BuildState.SUCCEEDED, version=number):
+            self.note(build_id, f"succeeded: version {number} (published before the build's process ended)")
+        return True
 
     def _keep_failed(self, job: BuildJob, scratch: Path, build_log: BuildLog) -> None:
         """Set the failed script's scratch aside for a while, within the total budget for kept scratch."""
@@ -444,7 +460,7 @@ class Pipeline:
                 command, layout, tool.inputs, [scratch], scratch, tool.placed, tool.tmp, staged,
                 tmpfs_bytes=confinement.max_memory // 4,
             )  # fmt: skip
-            cgroup = RunCgroup.create(f"build-{job.id}", confinement)
+            cgroup = RunCgroup.create(attempt_name(job.id, job.attempts), confinement)
             command = confined_argv(command, confinement, cgroup, staged)
             environment["TMPDIR"] = "/tmp"  # the sandbox's own /tmp
         else:
@@ -569,16 +585,23 @@ class Pipeline:
         return self._published(result, build_log)
 
 
-def remove_leftovers(settings: Settings, data: DataDir, build_id: int) -> None:
-    """Remove what a build whose process was killed (or died) left behind: the processes of its cgroups, its
-    containers and its scratch. The vendor's sandbox ends with the build process (``bwrap --die-with-parent``);
-    a container lives on in its engine until it is removed."""
-    for cgroup in RunCgroup.left_by(f"build-{build_id}-"):
+def attempt_name(build_id: int, attempt: int) -> str:
+    """What an attempt's scratch and cgroups are named after (``<name>-<hex>``): its leftovers are found by it
+    and by nothing of another attempt of the same build (another worker may have taken the build over)."""
+    return f"build-{build_id}-a{attempt}"
+
+
+def remove_leftovers(settings: Settings, data: DataDir, build_id: int, attempt: int) -> None:
+    """Remove what an attempt whose process was killed (or died) left behind: the processes of its cgroups,
+    its containers and its scratch. The vendor's sandbox ends with the build process (``bwrap
+    --die-with-parent``); a container lives on in its engine until it is removed."""
+    name = attempt_name(build_id, attempt)
+    for cgroup in RunCgroup.left_by(f"{name}-"):
         cgroup.kill()
         cgroup.remove()
     if settings.build_runner != "local":
         engine = settings.build_runner
-        prefix = f"{CONTAINER_PREFIX}{build_id}-"
+        prefix = f"{CONTAINER_PREFIX}{build_id}-a{attempt}-"
         try:
             names = run(container_names_argv(engine, prefix), env=engine_environment(), timeout=60).split()
             for name in names:
@@ -586,7 +609,7 @@ def remove_leftovers(settings: Settings, data: DataDir, build_id: int) -> None:
                     run(container_kill_argv(engine, name), env=engine_environment(), timeout=60)
         except ToolFailed as error:
             log.warning("build %d: its containers could not be removed: %s", build_id, error)
-    for scratch in data.work.glob(f"build-{build_id}-*"):
+    for scratch in data.work.glob(f"{name}-*"):
         remove_tree(scratch)
 
 

@@ -68,6 +68,8 @@ class Worker:
     def start(self) -> None:
         lifecycle.register(self.sessions, self.id, self.concurrency)
         self.threads = [threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)]
+        if self.settings.build_runner != "local":
+            self.threads.append(threading.Thread(target=self._sweep_containers, name="container-sweep", daemon=True))
         self.threads += [
             threading.Thread(target=self._slot, name=f"slot-{index}", daemon=True) for index in range(self.concurrency)
         ]
@@ -127,6 +129,11 @@ class Worker:
                 self.running.add(build_id)
             try:
                 self._supervised(build_id)
+            except Exception:
+                # Supervising failed (no process could be started, the leftovers not removed): the slot lives on,
+                # and the build is left to its lease, which no longer renews: another worker takes it.
+                log.exception("build %d: supervising it failed; its lease is left to expire", build_id)
+                self.stopping.wait(self.settings.queue_poll_interval * 4)
             finally:
                 with self.lock:
                     self.running.discard(build_id)
@@ -146,6 +153,8 @@ class Worker:
         another worker retries the build.
         """
         deadline = time.time() + self.settings.build_timeout
+        with self.sessions() as session:
+            attempt = lifecycle.attempt(session, build_id)
         child = BuildProcess.start(self.settings, build_id, self.id, deadline, self.target)
         while child.alive:
             reason = self._should_stop(build_id) or (StopReason.TIMED_OUT if time.time() > deadline else None)
@@ -157,16 +166,25 @@ class Worker:
                 child.kill()
                 break
             child.wait(0.2)
-        if child.killed or child.exitcode != 0:
-            remove_leftovers(self.settings, self.pipeline.data, build_id)
-        failure: str | None
-        if child.killed:
-            assert child.asked is not None
-            self._recorded(build_id, lambda: self.pipeline.stopped(build_id, child.asked or StopReason.CANCELLED))
-            return
-        if child.exitcode == 0:
+        if child.exitcode == 0 and not child.killed:
             log.info("build %d ended", build_id)
             return
+        remove_leftovers(self.settings, self.pipeline.data, build_id, attempt)
+        self._recorded(build_id, lambda: self._end_abnormally(build_id, child))
+
+    def _end_abnormally(self, build_id: int, child: BuildProcess) -> None:
+        """Record how a build whose process was killed, or ended without recording it, ended.
+
+        A version it published stands, whatever came after (the process died cleaning up): the build
+        succeeded. One it was asked to stop ends for that reason, whichever way its process then went (killed,
+        or dying of the signal a service manager sends a whole cgroup). Otherwise its process failed.
+        """
+        if self.pipeline.record_published(build_id):
+            return
+        if child.asked is not None:
+            self.pipeline.stopped(build_id, child.asked)
+            return
+        failure: str | None
         if child.exitcode == DATABASE_FAILED:
             log.warning("build %d: the database failed under it: back to the queue", build_id)
             failure = None  # not the build's fault: it is retried
@@ -176,9 +194,6 @@ class Worker:
         else:
             failure = f"internal error: its process exited with status {child.exitcode}"
             log.error("build %d: %s", build_id, failure)
-        self._recorded(build_id, lambda: self._end_abnormally(build_id, failure))
-
-    def _end_abnormally(self, build_id: int, failure: str | None) -> None:
         if failure is None:
             if lifecycle.release(self.sessions, build_id, self.id):
                 self.pipeline.note(build_id, "the database failed under this build: back in the queue")
@@ -186,9 +201,10 @@ class Worker:
             self.pipeline.note(build_id, f"FAILED: {failure}")
 
     def _recorded(self, build_id: int, record: Callable[[], object]) -> None:
-        """``record`` how the build ended, retried while the database fails; else its lease is left to expire."""
+        """``record`` how the build ended, retried while the database fails (once only when this worker stops);
+        else its lease is left to expire."""
         for delay in (0.0, 1.0, 4.0):
-            if self.stopping.wait(delay):
+            if delay and self.stopping.wait(delay):
                 break
             try:
                 record()
@@ -199,7 +215,6 @@ class Worker:
 
     def _heartbeat(self) -> None:
         renewed_at = time.monotonic()
-        sweep_at = 0.0  # at once: containers a killed worker of this host left
         while not self.stopping.wait(self.heartbeat_interval):
             try:
                 with self.lock:
@@ -218,27 +233,41 @@ class Worker:
                     log.warning(
                         "build %d is no longer this worker's (its lease was not renewed): stopping it", build_id
                     )
-                if time.monotonic() >= sweep_at:
-                    sweep_at = time.monotonic() + ORPHAN_SWEEP_INTERVAL
-                    for name in remove_orphan_containers(self.settings, self.sessions):
-                        log.warning("removed the container %s: no running build owns it", name)
-                requeued, failed = lifecycle.reap(
+                reaped = lifecycle.reap(
                     self.sessions,
                     self.settings.build_max_attempts,
                     worker_timeout=self.settings.build_lease_seconds * 3,
                 )
-                for build_id in requeued:
+                for build_id in reaped.requeued:
                     log.warning("build %d lost its worker (lease expired): back in the queue", build_id)
                     self.pipeline.note(build_id, "the worker running this build stopped answering: back in the queue")
-                for build_id in failed:
+                for build_id in reaped.failed:
                     log.warning("build %d lost its worker too often: failed", build_id)
                     self.pipeline.note(build_id, "FAILED: its workers stopped answering too often")
+                for build_id in reaped.cancelled:
+                    log.info("build %d, cancelled, lost its worker: cancelled", build_id)
+                    self.pipeline.note(build_id, "cancelled; the worker running this build stopped answering")
             except Exception as error:
                 if isinstance(error, DBAPIError):  # one line, not a traceback every beat while it is away
                     log.warning("heartbeat: the database cannot be reached (%s); retrying", str(error.orig).strip())
                 else:
                     log.exception("heartbeat failed; retrying")
                 self._give_up_expired_leases(time.monotonic() - renewed_at)
+
+    def _sweep_containers(self) -> None:
+        """Remove this host's build containers no running attempt owns, at once (a killed worker's) and every
+        ``ORPHAN_SWEEP_INTERVAL``; in a thread of its own, as the engine may wait minutes on its storage lock
+        (another build pulling an image) and the heartbeat must not."""
+        while True:
+            try:
+                for name in remove_orphan_containers(self.settings, self.sessions):
+                    log.warning("removed the container %s: no running build owns it", name)
+            except DBAPIError as error:
+                log.warning("container sweep: the database cannot be reached (%s)", str(error.orig).strip())
+            except Exception:
+                log.exception("container sweep failed; trying again later")
+            if self.stopping.wait(ORPHAN_SWEEP_INTERVAL):
+                return
 
     def _give_up_expired_leases(self, unrenewed_for: float) -> None:
         """Cut off from the database past the lease: another worker may own these builds now, so stop them

@@ -82,6 +82,7 @@ async def get_repo(
     key = ("repo", repo_id, answer_format)
     found = cache.get(key)
     if found is None:
+        generation = cache.generation()
 
         def answer(session: Session) -> Response:
             repo = queries.get_repo(session, repo_id)
@@ -92,7 +93,7 @@ async def get_repo(
 
         response = await in_read_session(request, answer)
         found = (bytes(response.body), response.media_type or "application/json")
-        cache.put(key, *found, FRESH_SECONDS)
+        cache.put(key, *found, FRESH_SECONDS, generation)
     body, media_type = found
     return Response(body, media_type=media_type, headers={"Cache-Control": f"max-age={FRESH_SECONDS:g}"})
 

@@ -10,10 +10,13 @@ are refused, and the resolved path (symlinks followed) must stay inside the tree
 import functools
 import os
 import stat
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import anyio
@@ -82,13 +85,41 @@ def resolve(root: Path, path: str) -> tuple[Path, list[str]]:
     return target, segments
 
 
+@dataclass
+class _TreeReader:
+    """The part of ``anyio.AsyncFile`` that ``FileResponse`` uses, on a limiter of the caller's choice."""
+
+    handle: BinaryIO
+    threads: anyio.CapacityLimiter
+
+    async def read(self, size: int) -> bytes:
+        return await anyio.to_thread.run_sync(self.handle.read, size, limiter=self.threads)
+
+    async def seek(self, offset: int) -> int:
+        return await anyio.to_thread.run_sync(self.handle.seek, offset, limiter=self.threads)
+
+
 class TreeFile(FileResponse):
     """Starlette's ``FileResponse`` (byte ranges, ``If-Range``, HEAD, the length, ETag and Last-Modified) held
     to the tree's rules: one byte range is honoured; several, or one Starlette cannot read (``bytes=9-0``,
     5,000 digits, another unit), get the whole file with 200, as HTTP lets a server ignore ``Range`` (dnf and
-    librepo ask for one range at a time). Large files are read in 1 MiB chunks."""
+    librepo ask for one range at a time). Large files are read in 1 MiB chunks, on the tree's own threads
+    (Starlette's would take the thread pool the API's routes share)."""
 
     chunk_size = CHUNK
+
+    def __init__(self, *arguments: Any, threads: anyio.CapacityLimiter, **keywords: Any) -> None:
+        super().__init__(*arguments, **keywords)
+        self.threads = threads
+
+    @asynccontextmanager
+    async def _open_file(self) -> AsyncIterator[_TreeReader]:  # type: ignore[override]
+        reader = _TreeReader(await anyio.to_thread.run_sync(open, self.path, "rb", limiter=self.threads), self.threads)
+        try:
+            yield reader
+        finally:
+            with anyio.CancelScope(shield=True):  # closing must finish even when the transfer is cancelled
+                await anyio.to_thread.run_sync(reader.handle.close, limiter=self.threads)
 
     @classmethod
     def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
@@ -115,17 +146,27 @@ def _not_modified(request: Request, etag: str, last_modified: str) -> bool:
     return False
 
 
-def serve_file(request: Request, path: Path, segments: list[str], info: os.stat_result) -> Response:
+def serve_file(
+    request: Request,
+    path: Path,
+    segments: list[str],
+    info: os.stat_result,
+    threads: anyio.CapacityLimiter,
+    body: bytes | None = None,
+) -> Response:
+    """The file's answer; ``body``, when the caller has read the file already (``info`` then describes what it
+    read)."""
     headers = {"Cache-Control": cache_control(segments)}
-    response = TreeFile(path, headers=headers, media_type=content_type(path.name), stat_result=info)
+    response = TreeFile(path, headers=headers, media_type=content_type(path.name), stat_result=info, threads=threads)
     validators = {name: response.headers[name] for name in ("etag", "last-modified", "accept-ranges")}
     if _not_modified(request, validators["etag"], validators["last-modified"]):
         return Response(status_code=304, headers={**headers, **validators})
     if request.method == "GET" and "range" not in request.headers and info.st_size <= WHOLE:
         # Most requests (repomd.xml, the metadata, most packages) are small: one read here, in the route's worker
         # thread, instead of a thread hop each to open, read and close the file.
-        with path.open("rb") as handle:
-            body = handle.read(info.st_size)
+        if body is None:
+            with path.open("rb") as handle:
+                body = handle.read(info.st_size)
         return Response(body, headers={**headers, **validators}, media_type=response.media_type)
     return response
 
@@ -205,16 +246,36 @@ def serve_directory(request: Request, directory: Path, segments: list[str]) -> R
 )
 async def tree(request: Request, data: DataDirDep, path: str = "") -> Response:
     """Files with ranges and caching rules for yum; directories as an HTML index or `?format=json`."""
+    threads = _threads(request)
     target, segments = resolve(data.repos, path)
-    try:
-        info = target.stat()
-    except OSError:
-        raise HTTPException(404, "Not Found") from None
-    if stat.S_ISREG(info.st_mode) and info.st_size <= SMALL and "range" not in request.headers:
+    small = None if "range" in request.headers else _read_small(target)
+    if small is not None:
         # Most of what yum asks for (repomd.xml, the metadata) is a few KiB already in the page cache: read in the
         # event loop, as nginx reads files in its own, a thread hop each way would cost more than the read.
-        return serve_file(request, target, segments, info)
-    return await anyio.to_thread.run_sync(_answer, request, target, segments, info, limiter=_threads(request))
+        info, body = small
+        return serve_file(request, target, segments, info, threads, body)
+    return await anyio.to_thread.run_sync(_answer, request, target, segments, threads, limiter=threads)
+
+
+def _read_small(target: Path) -> tuple[os.stat_result, bytes] | None:
+    """The regular file at ``target`` and its bytes, when it is at most ``SMALL`` bytes; None for anything else
+    (left to a thread). Opened without blocking and judged by its descriptor: a FIFO put there meanwhile is
+    never waited on."""
+    try:
+        descriptor = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > SMALL:
+            return None
+        chunks = []
+        while chunk := os.read(descriptor, SMALL + 1):
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        return (info, body) if len(body) == info.st_size else None  # it changed while read: left to a thread
+    finally:
+        os.close(descriptor)
 
 
 #: Threads of the tree's own: a burst on the API (whose routes share anyio's default pool of 40) never keeps yum
@@ -230,9 +291,13 @@ def _threads(request: Request) -> anyio.CapacityLimiter:
     return limiter
 
 
-def _answer(request: Request, target: Path, segments: list[str], info: os.stat_result) -> Response:
+def _answer(request: Request, target: Path, segments: list[str], threads: anyio.CapacityLimiter) -> Response:
+    try:
+        info = target.stat()
+    except OSError:
+        raise HTTPException(404, "Not Found") from None
     if stat.S_ISDIR(info.st_mode):
         return serve_directory(request, target, segments)
     if not stat.S_ISREG(info.st_mode):
         raise HTTPException(404, "Not Found")
-    return serve_file(request, target, segments, info)
+    return serve_file(request, target, segments, info, threads)

@@ -36,13 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import String, or_, select, update
-from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ofedrepo.builds import mirrors, requests
 from ofedrepo.config import Settings
-from ofedrepo.db import read_only, transaction
+from ofedrepo.db import read_only, transaction, unreachable_database
 from ofedrepo.distro import ofed_distro_for_kernel
 from ofedrepo.errors import InvalidKernelRelease, OfedrepoError
 from ofedrepo.kernel import KernelRelease, parse_kernel_release
@@ -210,14 +209,6 @@ def poll_due_feeds(sessions: sessionmaker[Session], settings: Settings, work: Pa
                 raise
             reports.append(_failed(sessions, feed_id, url, error))
     return reports
-
-
-def unreachable_database(error: BaseException) -> bool:
-    """Whether ``error`` says the database is down or lost, rather than that it refused one value (a
-    ``DataError``: a string too long for its column, say, which only that feed sent)."""
-    if isinstance(error, DBAPIError) and error.connection_invalidated:
-        return True
-    return isinstance(error, OperationalError | InterfaceError | DisconnectionError | PoolTimeout)
 
 
 def _failed(sessions: sessionmaker[Session], feed_id: int | None, url: str, error: Exception) -> PollReport:

@@ -22,7 +22,10 @@ workers from owning one build:
   person's request waiting for a slot preempts (the most recently started builds a kernel feed queued, one
   per waiting request, chosen the same way by every worker so that no more are stopped than needed).
 - cancel (a client): ``queued`` → ``cancelled`` at once; ``running`` → ``cancel_requested``, which its worker
-  acts on, unless the build has already published its version (then the cancel is refused: 409).
+  acts on, unless the build has already published its version (then the cancel is refused: 409). The flag
+  outlives its worker: whatever ends or requeues a build that carries it (release, reap, a finish as
+  ``succeeded`` that published nothing new) makes it ``cancelled`` instead, so a cancel answered 202 is never
+  followed by another run.
 - release (a preempted or stopping worker's build): ``running`` and mine → ``queued``; a preempted attempt
   does not count towards ``build_max_attempts``.
 - reap (any worker, periodically): a ``running`` build whose lease expired lost its worker (killed, host
@@ -41,8 +44,9 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from ofedrepo.db import transaction
@@ -105,7 +109,6 @@ def claim(sessions: sessionmaker[Session], worker_id: str, lease_seconds: float)
             attempts=Build.attempts + 1,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             started_at=now,
-            cancel_requested=False,
         )
         .returning(Build.id)
         .execution_options(**_NO_SYNC)
@@ -211,28 +214,28 @@ def cancel(session: Session, build_id: int) -> Build:
     build = session.get(Build, build_id)
     if build is None:
         raise NotFound(f"no build with id {build_id}")
-    now = utcnow()
-    queued = session.execute(
-        update(Build)
-        .where(Build.id == build_id, Build.state == QUEUED)
-        .values(state=BuildState.CANCELLED, finished_at=now, error="cancelled while queued")
-        .execution_options(**_NO_SYNC)
+    # The build's row first, locked (PostgreSQL; SQLite's write transaction already excludes the publish's): a
+    # publish holding it commits its version before this goes on, and the version is then looked for in a
+    # statement of its own, which sees that commit. In one UPDATE, the version's absence would be judged on a
+    # snapshot taken before the lock was granted.
+    state = session.scalar(select(Build.state).where(Build.id == build_id).with_for_update())
+    published = session.scalar(select(RepoVersion.id).where(RepoVersion.build_id == build_id).limit(1))
+    values: dict[str, Any]
+    if state == QUEUED:
+        values = {"state": BuildState.CANCELLED, "finished_at": utcnow(), "error": "cancelled while queued"}
+    elif state == RUNNING and published is None:
+        values = {"cancel_requested": True}
+    else:
+        session.rollback()
+        if state == RUNNING:
+            raise Conflict(f"build {build_id} has already published its version: too late to cancel it")
+        if state != BuildState.CANCELLED:
+            raise Conflict(f"build {build_id} has already {state}")
+        session.refresh(build)
+        return build
+    session.execute(
+        update(Build).where(Build.id == build_id, Build.state == state).values(**values).execution_options(**_NO_SYNC)
     )
-    if queued.rowcount == 0:  # type: ignore[attr-defined]
-        published = exists().where(RepoVersion.build_id == build_id)
-        running = session.execute(
-            update(Build)
-            .where(Build.id == build_id, Build.state == RUNNING, ~published)
-            .values(cancel_requested=True)
-            .execution_options(**_NO_SYNC)
-        )
-        if running.rowcount == 0:  # type: ignore[attr-defined]
-            session.rollback()
-            session.refresh(build)
-            if build.state == RUNNING:
-                raise Conflict(f"build {build_id} has already published its version: too late to cancel it")
-            if build.state != BuildState.CANCELLED:
-                raise Conflict(f"build {build_id} has already {build.state}")
     session.commit()
     session.refresh(build)
     return build
@@ -249,6 +252,11 @@ def lift(session: Session, build_id: int, priority: int) -> None:
     )
 
 
+def attempt(session: Session, build_id: int) -> int:
+    """The number of the build's current (or last) attempt: what its leftovers are named after."""
+    return session.scalar(select(Build.attempts).where(Build.id == build_id)) or 0
+
+
 def attempt_is_running(session: Session, build_id: int, attempt: int) -> bool:
     """Whether attempt ``attempt`` of the build is the one running now, under a lease not yet expired."""
     found = session.scalar(
@@ -259,15 +267,39 @@ def attempt_is_running(session: Session, build_id: int, attempt: int) -> bool:
     return found is not None
 
 
-def reap(sessions: sessionmaker[Session], max_attempts: int, worker_timeout: float) -> tuple[list[int], list[int]]:
-    """Re-queue (or fail, past ``max_attempts``) running builds whose lease expired; forget dead workers."""
+@dataclass(frozen=True)
+class Reaped:
+    """What one ``reap`` did with the builds whose lease expired."""
+
+    requeued: list[int]
+    failed: list[int]
+    """Past ``build_max_attempts``."""
+    cancelled: list[int] = field(default_factory=list)
+    """Cancelled by a client before their worker was lost."""
+
+
+def reap(sessions: sessionmaker[Session], max_attempts: int, worker_timeout: float) -> Reaped:
+    """Re-queue (or fail, past ``max_attempts``) running builds whose lease expired, and end as ``cancelled``
+    those a client had cancelled; forget dead workers."""
     now = utcnow()
     expired = (Build.state == RUNNING, Build.lease_expires_at < now)
     with transaction(sessions) as session:
+        cancelled = session.scalars(
+            update(Build)
+            .where(*expired, Build.cancel_requested)
+            .values(
+                state=BuildState.CANCELLED,
+                finished_at=now,
+                lease_expires_at=None,
+                error="cancelled while running (its worker stopped answering before it stopped the build)",
+            )
+            .returning(Build.id)
+            .execution_options(**_NO_SYNC)
+        ).all()
         requeued = session.scalars(
             update(Build)
             .where(*expired, Build.attempts < max_attempts)
-            .values(state=QUEUED, worker_id=None, lease_expires_at=None, cancel_requested=False)
+            .values(state=QUEUED, worker_id=None, lease_expires_at=None)
             .returning(Build.id)
             .execution_options(**_NO_SYNC)
         ).all()
@@ -283,7 +315,7 @@ def reap(sessions: sessionmaker[Session], max_attempts: int, worker_timeout: flo
             .execution_options(**_NO_SYNC)
         ).all()
         session.execute(delete(Worker).where(Worker.heartbeat_at < now - timedelta(seconds=worker_timeout)))
-    return list(requeued), list(failed)
+    return Reaped(list(requeued), list(failed), list(cancelled))
 
 
 def finish(
@@ -293,27 +325,44 @@ def finish(
     state: BuildState,
     error: str | None = None,
     version: int | None = None,
-) -> bool:
-    """``running`` and mine → ``state``; False when the build is no longer mine (my lease expired)."""
+) -> BuildState | None:
+    """``running`` and mine → ``state``: the state recorded, or None when the build is no longer mine (my lease
+    expired). A build a client cancelled ends ``cancelled`` rather than ``succeeded``: it got here without
+    publishing a version of its own (a cancel after the version is refused), finding its result already
+    published."""
+    values: dict[str, Any] = {"finished_at": utcnow(), "lease_expires_at": None}
+    if state == BuildState.SUCCEEDED:
+        values |= {
+            "state": case((Build.cancel_requested, BuildState.CANCELLED.value), else_=state.value),
+            "error": case((Build.cancel_requested, "cancelled while running"), else_=error),
+            "version_number": None if version is None else case((Build.cancel_requested, None), else_=version),
+        }
+    else:
+        values |= {"state": state, "error": error, "version_number": version}
     with transaction(sessions) as session:
-        result = session.execute(
+        recorded = session.scalar(
             update(Build)
             .where(Build.id == build_id, Build.worker_id == worker_id, Build.state == RUNNING)
-            .values(state=state, finished_at=utcnow(), error=error, version_number=version, lease_expires_at=None)
+            .values(**values)
+            .returning(Build.state)
             .execution_options(**_NO_SYNC)
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return None if recorded is None else BuildState(recorded)
 
 
 def release(sessions: sessionmaker[Session], build_id: int, worker_id: str, attempt_counts: bool = True) -> bool:
     """``running`` and mine → ``queued``, when this worker stops before the build is done (``attempt_counts``
-    false: it was preempted, and this attempt is not held against it)."""
+    false: it was preempted, and this attempt is not held against it); → ``cancelled`` when a client cancelled
+    it meanwhile."""
+    cancelled = Build.cancel_requested
     with transaction(sessions) as session:
         result = session.execute(
             update(Build)
             .where(Build.id == build_id, Build.worker_id == worker_id, Build.state == RUNNING)
             .values(
-                state=QUEUED,
+                state=case((cancelled, BuildState.CANCELLED.value), else_=QUEUED.value),
+                finished_at=case((cancelled, utcnow()), else_=None),
+                error=case((cancelled, "cancelled while running"), else_=None),
                 worker_id=None,
                 lease_expires_at=None,
                 attempts=Build.attempts if attempt_counts else Build.attempts - 1,

@@ -56,11 +56,11 @@ def test_an_expired_lease_goes_back_to_the_queue_then_fails(sessions: sessionmak
     (build_id,) = enqueue(sessions)
     assert lifecycle.claim(sessions, "dead", lease_seconds=0.1) == build_id
     time.sleep(0.3)
-    assert lifecycle.reap(sessions, max_attempts=2, worker_timeout=60) == ([build_id], [])
+    assert lifecycle.reap(sessions, max_attempts=2, worker_timeout=60) == lifecycle.Reaped([build_id], [])
     assert not lifecycle.finish(sessions, build_id, "dead", BuildState.SUCCEEDED)  # it is not the dead worker's now
     assert lifecycle.claim(sessions, "second", lease_seconds=0.1) == build_id
     time.sleep(0.3)
-    assert lifecycle.reap(sessions, max_attempts=2, worker_timeout=60) == ([], [build_id])
+    assert lifecycle.reap(sessions, max_attempts=2, worker_timeout=60) == lifecycle.Reaped([], [build_id])
     build = state_of(sessions, build_id)
     assert (build.state, build.attempts) == ("failed", 2) and "stopped answering" in (build.error or "")
 
@@ -74,7 +74,7 @@ def test_heartbeats_keep_a_lease_and_report_cancels(sessions: sessionmaker[Sessi
         assert lifecycle.heartbeat(sessions, "alive", lease_seconds=0.5, running={build_id}) == lifecycle.Beat(
             set(), set()
         )
-        assert lifecycle.reap(sessions, max_attempts=3, worker_timeout=60) == ([], [])
+        assert lifecycle.reap(sessions, max_attempts=3, worker_timeout=60) == lifecycle.Reaped([], [])
     with sessions() as session:
         assert lifecycle.cancel(session, build_id).cancel_requested
     assert lifecycle.heartbeat(sessions, "alive", lease_seconds=0.5, running={build_id}).cancelled == {build_id}
@@ -108,7 +108,7 @@ def test_only_running_builds_are_renewed_and_lost_ones_are_reported(sessions: se
     for _ in range(3):
         time.sleep(0.2)
         assert lifecycle.heartbeat(sessions, "half", lease_seconds=0.4, running={running}).lost == set()
-    assert lifecycle.reap(sessions, max_attempts=3, worker_timeout=60) == ([orphan], [])
+    assert lifecycle.reap(sessions, max_attempts=3, worker_timeout=60) == lifecycle.Reaped([orphan], [])
     assert lifecycle.claim(sessions, "other", lease_seconds=60) == orphan
     # If "half" still believed it ran the orphan, its next beat says it is not its own any more.
     assert lifecycle.heartbeat(sessions, "half", lease_seconds=0.4, running={orphan, running}).lost == {orphan}
@@ -170,3 +170,56 @@ def test_a_cancel_stops_the_publish_or_comes_too_late_never_both(sessions: sessi
     with sessions() as session, pytest.raises(Conflict, match="already published its version"):
         lifecycle.cancel(session, late)
     assert not state_of(sessions, late).cancel_requested
+
+
+def test_a_cancel_waiting_on_a_publish_sees_its_version(sessions: sessionmaker[Session]) -> None:
+    """A cancel that comes while the publish holds the build's row waits for it and then finds the version: a
+    409. (On PostgreSQL, one UPDATE judging the version's absence on its own snapshot said 202.)"""
+    (build_id,) = enqueue(sessions)
+    assert lifecycle.claim(sessions, "w", lease_seconds=60) == build_id
+    repo_id = state_of(sessions, build_id).repo_id
+    answered: list[BaseException | Build] = []
+
+    def cancel() -> None:
+        with sessions() as session:
+            try:
+                answered.append(lifecycle.cancel(session, build_id))
+            except Conflict as error:
+                answered.append(error)
+
+    with transaction(sessions) as publishing:
+        assert lifecycle.hold(publishing, build_id, "w", lease_seconds=60) is None
+        publishing.add(RepoVersion(repo_id=repo_id, number=1, source_digest="d", package_count=1, size_bytes=1,
+                                   build_id=build_id))  # fmt: skip
+        publishing.flush()
+        canceller = threading.Thread(target=cancel)
+        canceller.start()
+        canceller.join(1)
+        assert canceller.is_alive()  # waiting for the publish's row lock (PostgreSQL) or write lock (SQLite)
+    canceller.join(60)
+    assert not canceller.is_alive()
+    assert len(answered) == 1 and isinstance(answered[0], Conflict), answered
+    assert "already published its version" in str(answered[0])
+    assert not state_of(sessions, build_id).cancel_requested
+
+
+def test_a_cancelled_build_never_runs_again(sessions: sessionmaker[Session]) -> None:
+    """A cancel answered 202 sticks whatever becomes of the attempt: its worker lost (reap), its worker stopping
+    (release), or its run reaching the end without publishing a version of its own (finish)."""
+    lost, stopping, finishing, untouched = enqueue(sessions, 4)
+    assert lifecycle.claim(sessions, "dead", lease_seconds=0.1) == lost
+    for build_id in (stopping, finishing, untouched):
+        assert lifecycle.claim(sessions, "w", lease_seconds=60) == build_id
+    for build_id in (lost, stopping, finishing):
+        with sessions() as session:
+            assert lifecycle.cancel(session, build_id).cancel_requested
+    time.sleep(0.3)
+    assert lifecycle.reap(sessions, max_attempts=3, worker_timeout=60) == lifecycle.Reaped([], [], [lost])
+    assert lifecycle.release(sessions, stopping, "w")
+    assert lifecycle.finish(sessions, finishing, "w", BuildState.SUCCEEDED, version=1) == BuildState.CANCELLED
+    assert lifecycle.finish(sessions, untouched, "w", BuildState.SUCCEEDED, version=1) == BuildState.SUCCEEDED
+    for build_id in (lost, stopping, finishing):
+        build = state_of(sessions, build_id)
+        assert (build.state, build.version_number, build.finished_at is not None) == ("cancelled", None, True)
+        assert build.error is not None and build.error.startswith("cancelled while running")
+    assert lifecycle.claim(sessions, "next", lease_seconds=60) is None

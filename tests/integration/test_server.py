@@ -144,6 +144,18 @@ def test_symlinks_pointing_out_are_not_followed(published_server: RunningServer,
             os.unlink(repos / name)
 
 
+def test_a_fifo_in_the_tree_is_never_waited_on(published_server: RunningServer, client: httpx.Client) -> None:
+    """Small files are read in the event loop: a FIFO (no writer would ever come) must be judged by its
+    descriptor, opened without blocking, or the whole service would wait on it."""
+    fifo = published_server.settings.data_dir / "repos" / "fifo.xml"
+    os.mkfifo(fifo)
+    try:
+        assert client.get("/repos/fifo.xml").status_code == 404
+        assert client.get("/api/v1/ping").status_code == 200
+    finally:
+        fifo.unlink()
+
+
 def test_directory_index_html_and_json(client: httpx.Client) -> None:
     redirect = client.get(TREE)
     assert redirect.status_code == 301 and redirect.headers["location"] == f"{TREE}/"

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ofedrepo.builds import lifecycle, requests
 from ofedrepo.bundles.store import BundleStore
 from ofedrepo.config import Settings
-from ofedrepo.db import make_engine, session_factory
-from ofedrepo.models import BuildState, RepoVersion
+from ofedrepo.db import make_engine, session_factory, transaction
+from ofedrepo.models import Build, BuildState, RepoVersion
 from ofedrepo.repos.publish import Publisher
 from tests.conftest import TARGET_KERNEL, make_settings
 from tests.integration.test_queue import enqueue, state_of
@@ -205,3 +205,48 @@ def test_a_worker_that_lost_its_build_never_publishes_for_it(
     assert not published.exists() or [path for path in published.rglob("*") if path.name.isdigit()] == []
     log = (worker_settings.data_dir / "builds" / f"{outcome.build_id}.log").read_text()
     assert "this worker lost the build's lease" in log
+
+
+def publishes_then_dies(
+    settings: Settings, build_id: int, worker_id: str, deadline: float, should_stop: object
+) -> None:
+    """A stand-in build whose version is committed, then its process is killed before recording the end (as
+    when its deadline's kill lands while it removes its scratch)."""
+    engine = make_engine(settings.resolved_database_url)
+    with transaction(session_factory(engine)) as session:
+        build = session.get(Build, build_id)
+        assert build is not None
+        session.add(RepoVersion(repo_id=build.repo_id, number=1, source_digest="d", package_count=1, size_bytes=1,
+                                build_id=build_id))  # fmt: skip
+    engine.dispose()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def refused_by_the_database(
+    settings: Settings, build_id: int, worker_id: str, deadline: float, should_stop: object
+) -> None:
+    """A stand-in build whose statement the database refuses (not lost: trying again would only repeat it)."""
+    recorded_run(settings, build_id)
+    raise IntegrityError("INSERT INTO repo_versions ...", {}, Exception("duplicate key value"))
+
+
+def test_a_build_killed_after_publishing_succeeded(worker_settings: Settings, sessions: sessionmaker[Session]) -> None:
+    (build_id,) = enqueue(sessions)
+    worker = Worker(worker_settings, concurrency=1, target=publishes_then_dies)
+    run_until(worker, lambda: state_of(sessions, build_id).state not in ("queued", "running"))
+    build = state_of(sessions, build_id)
+    assert (build.state, build.version_number, build.error) == ("succeeded", 1, None)
+    log = (worker_settings.data_dir / "builds" / f"{build_id}.log").read_text()
+    assert "succeeded: version 1 (published before the build's process ended)" in log
+
+
+def test_a_statement_the_database_refuses_fails_the_build_once(
+    worker_settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    """Only a lost database puts a build back in the queue; a refused statement would be refused every time."""
+    (build_id,) = enqueue(sessions)
+    worker = Worker(worker_settings, concurrency=1, target=refused_by_the_database)
+    run_until(worker, lambda: state_of(sessions, build_id).state == "failed")
+    build = state_of(sessions, build_id)
+    assert (build.state, build.attempts, runs_of(worker_settings, build_id)) == ("failed", 1, 1)
+    assert build.error == "internal error: its process exited with status 1"

@@ -62,11 +62,11 @@ def builder_image(work: Path, environment: dict[str, str]) -> str:
     (root / "etc" / "rpm" / "macros.dbpath").write_text("%_dbpath /var/lib/rpm\n")
     (root / "var" / "lib" / "rpm").mkdir(parents=True, exist_ok=True)
     shutil.rmtree(root / "var" / "cache" / "apt" / "archives", ignore_errors=True)
-    tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-    imported = subprocess.run(
-        ["podman", "import", "-", name], stdin=tar.stdout, env=environment, capture_output=True, text=True, timeout=600
-    )
-    tar.wait()
+    with subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE) as tar:  # closed and waited for
+        imported = subprocess.run(
+            ["podman", "import", "-", name], stdin=tar.stdout, env=environment, capture_output=True, text=True,
+            timeout=600,
+        )  # fmt: skip
     if imported.returncode != 0:
         raise RuntimeError(f"podman import failed: {imported.stderr}")
     shutil.rmtree(root, ignore_errors=True)
