@@ -107,13 +107,10 @@ def _child(
 
     try:
         target(settings, build_id, worker_id, deadline, should_stop)
-    except Exception as error:
-        if not unreachable_database(error):
-            log.exception("build %d broke out of its pipeline", build_id)
-            os._exit(1)
-        log.warning("build %d: the database failed under it (%r)", build_id, error)
-        os._exit(DATABASE_FAILED)
-    except BaseException:
+    except BaseException as error:
+        if unreachable_database(error):
+            log.warning("build %d: the database failed under it (%r)", build_id, error)
+            os._exit(DATABASE_FAILED)
         log.exception("build %d broke out of its pipeline", build_id)
         os._exit(1)
     os._exit(0)

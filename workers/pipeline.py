@@ -465,7 +465,7 @@ class Pipeline:
             environment["TMPDIR"] = "/tmp"  # the sandbox's own /tmp
         else:
             engine = self.settings.build_runner
-            name = f"{CONTAINER_PREFIX}{job.id}-a{job.attempts}-{uuid.uuid4().hex[:8]}"
+            name = f"{attempt_container_prefix(job.id, job.attempts)}{uuid.uuid4().hex[:8]}"
             image = container_image(self.settings, job.distro)
             command = container_argv(
                 engine, image, name, command, tool.inputs, scratch, home, confinement, signing, tool.placed, tool.tmp
@@ -591,6 +591,11 @@ def attempt_name(build_id: int, attempt: int) -> str:
     return f"build-{build_id}-a{attempt}"
 
 
+def attempt_container_prefix(build_id: int, attempt: int) -> str:
+    """What the names of an attempt's containers start with (``_CONTAINER_NAME`` reads them back)."""
+    return f"{CONTAINER_PREFIX}{build_id}-a{attempt}-"
+
+
 def remove_leftovers(settings: Settings, data: DataDir, build_id: int, attempt: int) -> None:
     """Remove what an attempt whose process was killed (or died) left behind: the processes of its cgroups,
     its containers and its scratch. The vendor's sandbox ends with the build process (``bwrap
@@ -601,7 +606,7 @@ def remove_leftovers(settings: Settings, data: DataDir, build_id: int, attempt: 
         cgroup.remove()
     if settings.build_runner != "local":
         engine = settings.build_runner
-        prefix = f"{CONTAINER_PREFIX}{build_id}-a{attempt}-"
+        prefix = attempt_container_prefix(build_id, attempt)
         try:
             names = run(container_names_argv(engine, prefix), env=engine_environment(), timeout=60).split()
             for name in names:
