@@ -339,11 +339,26 @@ def latest_number(repo_dir: Path) -> int | None:
 
 
 def switch_symlink(link: Path, target: str) -> None:
-    """Point ``link`` at ``target`` atomically: readers see the old target or the new, never nothing."""
-    temporary = link.with_name(f".{link.name}.{uuid.uuid4().hex}")
+    """Point ``link`` at ``target`` atomically: readers see the old target or the new, never nothing. The
+    caller holds the directory's lock, so any temporary link already there was left by a killed switch."""
+    remove_switch_leftovers(link)
+    temporary = link.with_name(f"{_switch_prefix(link)}{uuid.uuid4().hex}")
     temporary.symlink_to(target)
     os.replace(temporary, link)
     fsync_directory(link.parent)
+
+
+def remove_switch_leftovers(link: Path) -> None:
+    """Remove the temporary links a process killed inside `switch_symlink` left beside ``link``; the caller
+    holds the directory's lock."""
+    prefix = _switch_prefix(link)
+    for entry in link.parent.glob(f"{prefix}*"):
+        if entry.is_symlink():
+            entry.unlink(missing_ok=True)
+
+
+def _switch_prefix(link: Path) -> str:
+    return f".{link.name}."
 
 
 def fsync_tree(root: Path) -> None:

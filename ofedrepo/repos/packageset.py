@@ -11,11 +11,11 @@ packages that 5.x copies of the script deleted, so ``yum install mlnx-ofed-<grou
    so is a DKMS package (``*-dkms``, DOCA-OFED's only kernel packages from DOCA 3.2): it would compile its
    modules on the node at install time, where the version holds them built for the kernel already;
 2. the same package (name, EVR, arch) reached twice is kept once;
-3. a metadata package (noarch, nothing but documentation) with a requirement that no kept package
-   satisfies is rewritten: a requirement on a kernel package (``kmod-*``, ``*-kmp-*``, or one that only
-   left-out packages provide) becomes an exact ``=`` on the packages built for this kernel that install the
-   same modules, or failing that have the non-KMP name (``kmod-<x>`` → ``<x>-modules``, ``<x>``, ``<x>``
-   without ``-mlnx``; ``<x>-dkms`` → ``kmod-<x>``, ``kmod-<x>-mlnx``, ``<x>-modules``); one with no
+3. a metadata package (requirements and nothing but documentation, whatever its arch) with a requirement that
+   no kept package satisfies is rewritten: a requirement on a kernel package (``kmod-*``, ``*-kmp-*``, or one
+   that only left-out packages provide) becomes an exact ``=`` on the packages built for this kernel that
+   install the same modules, or failing that have the non-KMP name (``kmod-<x>`` → ``<x>-modules``, ``<x>``,
+   ``<x>`` without ``-mlnx``; ``<x>-dkms`` → ``kmod-<x>``, ``kmod-<x>-mlnx``, ``<x>-modules``); one with no
    counterpart is dropped, and the note says so;
 4. any other package that requires what only left-out packages provide is left out too, until nothing
    more changes.
@@ -110,8 +110,14 @@ def is_for(header: PackageHeader, kernel: str) -> bool:
 
 
 def is_metapackage(header: PackageHeader) -> bool:
-    """noarch with nothing but documentation: only its requirements matter (``mlnx-ofed-<group>``)."""
-    return header.arch == "noarch" and all(name.startswith(_DOCS) for name in header.files)
+    """Requirements on packages and no file but documentation (a release file included), whatever its arch:
+    only its requirements matter. MLNX_OFED's ``mlnx-ofed-<group>`` are noarch with one
+    ``%{_docdir}/<name>/<name>-release`` (``create_mlnx_ofed_installers.pl``); DOCA's ``doca-ofed``,
+    ``doca-roce`` and ``doca-kernel`` are x86_64 packages (dnf fetching ``doca-kernel-3.1.0-091000.x86_64.rpm``
+    in a public how-to), so the arch tells nothing."""
+    return any(_matters(requirement) for requirement in header.requires) and all(
+        name.startswith(_DOCS) for name in header.files
+    )
 
 
 def module_names(header: PackageHeader) -> frozenset[str]:

@@ -53,6 +53,7 @@ from ofedrepo.storage import (
     fsync_directory,
     fsync_tree,
     latest_number,
+    remove_switch_leftovers,
     switch_symlink,
     version_numbers,
 )
@@ -411,6 +412,7 @@ class Publisher:
         for number in recorded:
             log.warning("recorded %s/%d, which a publish that was killed left unrecorded", repo_dir, number)
         # Killed after the commit but before `latest` moved: the newest version is complete, point at it.
+        remove_switch_leftovers(repo_dir / LATEST)
         newest = max(known | set(recorded), default=0)
         if newest and (repo_dir / str(newest)).is_dir() and (latest_number(repo_dir) or 0) < newest:
             switch_symlink(repo_dir / LATEST, str(newest))

@@ -269,3 +269,14 @@ def test_recovery_points_latest_at_the_newest_version(
     switch_symlink(repo_dir(settings) / "latest", "1")
     publisher.recover(second.repo_id, second.bundle_name, TARGET_KERNEL)
     assert os.readlink(repo_dir(settings) / "latest") == "2"
+
+
+def test_recovery_removes_the_temporary_link_a_killed_switch_left(
+    publisher: Publisher, settings: Settings, ext_tgz: Path
+) -> None:
+    """Killed between making `latest`'s temporary link and renaming it over `latest`: recovery removes the
+    leftover, so the repository holds only its versions and `latest`."""
+    published = publisher.publish(ext_tgz)
+    (repo_dir(settings) / ".latest.0123456789abcdef").symlink_to("1")
+    publisher.recover(published.repo_id, published.bundle_name, TARGET_KERNEL)
+    assert sorted(path.name for path in repo_dir(settings).iterdir()) == ["1", "latest"]

@@ -119,6 +119,15 @@ def test_versions_compare_as_rpm_does() -> None:
     assert is_metapackage(HYPERVISOR) and not is_metapackage(UTILS)
 
 
+def test_a_metapackage_is_known_by_its_content_whatever_its_arch() -> None:
+    """DOCA's ``doca-ofed`` is an x86_64 package of requirements and no files; an empty package requiring
+    nothing, or one installing a program, is not a metapackage."""
+    doca_ofed = package("doca-ofed", "091000", (), requires=("doca-ofed-userspace", "kmod-iser"), version="3.1.0")
+    assert is_metapackage(doca_ofed)
+    assert not is_metapackage(package("empty", "1", (), requires=("rpmlib(CompressedFileNames) <= 3.0.4-1",)))
+    assert not is_metapackage(package("tool", "1", ("/usr/bin/tool",), requires=("rdma-core",)))
+
+
 def test_the_kernel_of_a_bundle() -> None:
     assert infer_kernel({"k.rpm": REBUILT, "u.rpm": UTILS}, None) == K
     assert infer_kernel({"g.rpm": STOCK_KMOD, "k.rpm": REBUILT}, None) == K  # the rebuilt one, not the GA
