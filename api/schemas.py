@@ -9,10 +9,12 @@ from pydantic import BaseModel, Field
 
 from api.deps import MAX_ID
 from ofedrepo.bundles.store import BundleView
+from ofedrepo.bundles.vendors import dib_package_list
 from ofedrepo.images.catalog import ImageView
+from ofedrepo.kinds import BundleKind
 from ofedrepo.models import Build, KernelFeed, RepoVersion
 from ofedrepo.repos.queries import RepoView
-from ofedrepo.repos.repofile import RepoLocation, dib_package_list
+from ofedrepo.repos.repofile import RepoLocation
 
 #: ``?format=env``: the answer as ``NAME='value'`` lines, for clients with a shell and curl but no JSON parser
 #: (the DIB element ``ofedrepo-mlnx-ofed`` runs in an image's chroot). Values carry text from outside (a build's
@@ -157,7 +159,7 @@ class RepoOut(BaseModel):
             "OFEDREPO_REPO_STATE": self.state,
             "OFEDREPO_KERNEL": self.kernel,
             "OFEDREPO_VERSION": self.latest_version,
-            "OFEDREPO_PKGLIST": dib_package_list(latest.packages) if latest else None,
+            "OFEDREPO_PKGLIST": dib_package_list(self.bundle, latest.packages) if latest else None,
             "OFEDREPO_BUILD_ID": self.build.id if self.build else None,
             "OFEDREPO_BUILD_STATE": self.build.state if self.build else None,
         }
@@ -207,7 +209,7 @@ class BundleOut(BaseModel):
     name: str = Field(
         description="`MLNX_OFED_LINUX-<version>-<distro>-<arch>`, or `DOCA_HOST-<doca>-<ofed>-<distro>-<arch>`"
     )
-    kind: str = Field(description="`mlnx_ofed` (MLNX_OFED bundle) or `doca` (DOCA-OFED repository)")
+    kind: BundleKind = Field(description="`mlnx_ofed` (MLNX_OFED bundle) or `doca` (DOCA-OFED repository)")
     doca_version: str | None = Field(description="The DOCA release of a DOCA-OFED repository")
     ofed_version: str
     distro: str
@@ -217,6 +219,10 @@ class BundleOut(BaseModel):
         description="Kernels it already holds modules for (its GA kernel): requests for them need no rebuild"
     )
     created_at: datetime
+    identified_by: str | None = Field(
+        description="For a DOCA-OFED repository, what told its DOCA version and distro: the `doca-host` package, "
+        "or the online tree's `doca/<version>/<distro>/<arch>` path"
+    )
 
     @classmethod
     def of(cls, bundle: BundleView) -> "BundleOut":
@@ -240,7 +246,7 @@ class RepoRequestIn(BaseModel):
     bundle_id: int | None = Field(
         None, ge=1, le=MAX_ID, description="Use this bundle (when several have the same name and version)"
     )
-    kind: Literal["mlnx_ofed", "doca"] | None = Field(
+    kind: BundleKind | None = Field(
         None, description="Only bundles of this kind: `mlnx_ofed` or `doca` (default: the newest driver of either)"
     )
     force: bool = Field(False, description="Build again even if a build for this cache key succeeded")

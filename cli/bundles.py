@@ -9,6 +9,7 @@ import typer
 
 from cli.common import hashing_progress, migrated_sessions, reports_errors, settings_of
 from ofedrepo.errors import InvalidInput
+from ofedrepo.kinds import BundleKind
 
 if TYPE_CHECKING:
     pass
@@ -55,6 +56,6 @@ def bundle_add(
         )
         return
     verb = "registered" if created else "already registered"
-    kind = f"DOCA {bundle.doca_version}, " if bundle.kind == "doca" else ""
+    kind = f"DOCA {bundle.doca_version}, " if bundle.kind == BundleKind.DOCA else ""
     details = f"{kind}OFED {bundle.ofed_version}, {bundle.distro}, {bundle.arch}, sha256 {bundle.sha256[:12]}"
     sys.stdout.write(f"{bundle.name}: {verb} as bundle {bundle.id} ({details})\n")

@@ -31,6 +31,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from ofedrepo.kinds import BundleKind
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -105,8 +107,22 @@ class Bundle(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
-    kind: Mapped[str] = mapped_column(String(16), default="mlnx_ofed", server_default=text("'mlnx_ofed'"))
-    """``mlnx_ofed`` (rebuilt with mlnx_add_kernel_support.sh) or ``doca`` (with doca-kernel-support)."""
+    kind: Mapped[BundleKind] = mapped_column(
+        Enum(
+            BundleKind,
+            native_enum=False,
+            create_constraint=False,  # a kind this version does not know is refused when read, not when stored
+            length=16,
+            values_callable=lambda kinds: [kind.value for kind in kinds],
+            validate_strings=True,
+        ),
+        default=BundleKind.MLNX_OFED,
+        server_default=text("'mlnx_ofed'"),
+    )
+    """Which vendor's bundle this is, and so which rebuild tool builds it (``ofedrepo.bundles.vendors``)."""
+    facts: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"))
+    """What its vendor read at registration and its builds need (where the rebuild tool and the driver sources
+    are, which packages a version may publish), so that no build reads the packages again."""
     doca_version: Mapped[str | None] = mapped_column(String(32))
     tool_sha256: Mapped[str | None] = mapped_column(String(64))
     """The checksum of the rebuild tool when it is a package of the bundle (DOCA's doca-kernel-support)."""

@@ -17,7 +17,7 @@ import stat
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -37,6 +37,8 @@ class Candidate:
     sha256: str
     #: A copy made for this candidate (a path import), removed by ``discard`` once it has been taken in.
     scratch: Path | None = None
+    #: The path it was imported from, as named (a DOCA online tree's ``doca/<ver>/<distro>/<arch>`` tells what it is).
+    origin: str | None = None
 
 
 def sha256_file(path: Path, advance: Callable[[int], None] | None = None) -> str:
@@ -228,7 +230,7 @@ def import_path(
     ``take_in`` (``take_file``, or a bundle store's, which also takes directories)."""
     descriptor, name = open_importable(text, import_dirs, directories)
     try:
-        return take_in(descriptor, name)
+        return replace(take_in(descriptor, name), origin=text)
     finally:
         os.close(descriptor)
 

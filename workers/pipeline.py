@@ -24,7 +24,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -34,10 +34,9 @@ from ofedrepo.builds import lifecycle
 from ofedrepo.builds.kernel_sources import KernelSources
 from ofedrepo.builds.lifecycle import StopReason
 from ofedrepo.builds.requests import container_image
-from ofedrepo.bundles.doca import TOOLS_PREFIX, WRAPPER, DocaBundle, read_doca_tree, unpack_tools, unwrap_kernel_repo
-from ofedrepo.bundles.names import DOCA
 from ofedrepo.bundles.store import BundleStore
-from ofedrepo.bundles.unpack import open_bundle
+from ofedrepo.bundles.vendor import StoredBundle, ToolEnded, ToolRun
+from ofedrepo.bundles.vendors import vendor_of
 from ofedrepo.config import CONFIG_FILE_VARIABLE, Settings
 from ofedrepo.db import unreachable_database
 from ofedrepo.errors import BuildFailed, OfedrepoError, ToolFailed, disk_full, disk_full_message
@@ -46,17 +45,13 @@ from ofedrepo.process import clean_environment, run
 from ofedrepo.repos import queries
 from ofedrepo.repos.publish import Fence, Publisher, PublishResult
 from ofedrepo.storage import MAX_TREE_DEPTH, DataDir, disk_usage, remove_tree
-from ofedrepo.untrusted import ScratchDir, shown
 from workers.preflight import local_runner_problem, read_host_facts
 from workers.runner import (
     LogFollower,
-    RunOutcome,
     Write,
-    add_kernel_support_argv,
     container_argv,
     container_kill_argv,
     container_names_argv,
-    doca_kernel_support_argv,
     first_error,
     host_layout,
     run_streaming,
@@ -78,9 +73,6 @@ log = logging.getLogger(__name__)
 #: Build containers are named ``<prefix><build id>-<random>``: what a killed build left can be found by name.
 CONTAINER_PREFIX = "ofedrepo-build-"
 
-#: mlnx_add_kernel_support.sh's answer when the bundle already holds rebuilt packages for the kernel.
-ALREADY_SUPPORTED = 30
-SCRIPT_NAME = "mlnx_add_kernel_support.sh"
 StopCheck = Callable[[], StopReason | None]
 
 
@@ -91,14 +83,19 @@ class BuildJob:
     id: int
     repo_id: int
     kernel: str
-    bundle_name: str
-    bundle_root: Path
-    distro: str
+    bundle: StoredBundle
     attempts: int
     rebuild: bool
-    kind: str
     deadline: float
     """When the whole build must be over (epoch seconds): the vendor's tool gets what is left of it."""
+
+    @property
+    def bundle_name(self) -> str:
+        return self.bundle.name
+
+    @property
+    def distro(self) -> str:
+        return self.bundle.identity.distro
 
 
 class BuildLog:
@@ -114,6 +111,8 @@ class BuildLog:
         self.source = ""
         self.limit = limit
         self.cut = False
+        self.tool = "the tool"
+        """Whose output the log is receiving (its rebuild tool's name, set when it starts)."""
 
     def note(self, text: str) -> None:
         with self.lock:
@@ -127,7 +126,7 @@ class BuildLog:
         return self.cut
 
     def write(self, source: str, data: bytes) -> None:
-        """Output of the script (``source`` "") or of one of its log files, headed like ``tail -f`` does."""
+        """Output of the tool (``source`` "") or of one of its log files, headed like ``tail -f`` does."""
         with self.lock:
             if self.cut:
                 return
@@ -141,7 +140,7 @@ class BuildLog:
                 self.source = ""
                 return
             if source != self.source:
-                self.stream.write(f"==> {source or SCRIPT_NAME + ' output'} <==\n".encode("utf-8", "backslashreplace"))
+                self.stream.write(f"==> {source or self.tool + ' output'} <==\n".encode("utf-8", "backslashreplace"))
                 self.source = source
             self.stream.write(data)
             self.stream.flush()
@@ -165,6 +164,7 @@ class Pipeline:
         self.worker_id = worker_id
         self.data = DataDir(settings.data_dir).ensure()
         self.bundles = BundleStore(settings, sessions)
+        self.workspace = self.bundles.workspace
         self.publisher = Publisher(settings, sessions)
 
     def note(self, build_id: int, text: str) -> None:
@@ -180,12 +180,9 @@ class Pipeline:
                 id=build.id,
                 repo_id=build.repo_id,
                 kernel=build.kernel,
-                bundle_name=build.bundle.name,
-                bundle_root=self.bundles.root(build.bundle),
-                distro=build.bundle.distro,
+                bundle=self.bundles.stored(build.bundle),
                 attempts=build.attempts,
                 rebuild=build.rebuild,
-                kind=build.bundle.kind,
                 deadline=deadline if deadline is not None else time.time() + self.settings.build_timeout,
             )
 
@@ -323,32 +320,13 @@ class Pipeline:
         sources = KernelSources(self.settings, self.data, build_log.note).find(job.kernel)
         home = scratch / "home"
         home.mkdir(parents=True)
-        if job.kind == DOCA:
-            return self._build_doca(job, sources, scratch, home, build_log, should_stop)
-        output = scratch / "output"
-        output.mkdir()
-        command = add_kernel_support_argv(job.bundle_root, job.kernel, sources, output, job.distro)
-        tool = Tool(SCRIPT_NAME, command, [job.bundle_root, sources], output, ok=(0, ALREADY_SUPPORTED))
-        returncode = self._run_tool(job, tool, scratch, home, build_log, should_stop).returncode
-        if returncode == ALREADY_SUPPORTED:
-            build_log.note(
-                f"the script says {job.bundle_name} already supports {job.kernel}: publishing its own packages"
-            )
-            lifecycle.mark_no_rebuild(self.sessions, job.id, self.worker_id)
-            return self._publish_own_packages(job, build_log)
-        with ScratchDir(output) as made:
-            names = made.names()
-            produced = [name for name in names if name.endswith("-ext.tgz")]
-            if len(produced) != 1:
-                found = ", ".join(shown(name) for name in names[:20]) or "nothing"
-                raise BuildFailed(f"expected one MLNX_OFED_LINUX-...-ext.tgz from the script, found {found}")
-            build_log.note(f"script produced {shown(produced[0])}")
-            tgz = made.collect(produced[0], scratch / COLLECTED, self.publisher.limits.max_bytes)
-        with open_bundle(
-            tgz, self.data, self.publisher.limits, self.settings.bundle_libraries, [job.bundle_name]
-        ) as rebuilt:
-            if rebuilt.identity.name != job.bundle_name:
-                raise BuildFailed(f"the script produced {rebuilt.identity.name}, not a rebuild of {job.bundle_name}")
+        vendor = vendor_of(job.bundle.identity.kind)
+        run = vendor.tool_run(job.bundle, job.kernel, sources, scratch, self.workspace)
+        ended = self._run_tool(job, run, scratch, home, build_log, should_stop)
+        with vendor.collect(job.bundle, job.kernel, run, ended, scratch, self.workspace, build_log.note) as rebuilt:
+            if rebuilt is None:
+                lifecycle.mark_no_rebuild(self.sessions, job.id, self.worker_id)
+                return self._publish_own_packages(job, build_log)
             stop = should_stop()
             if stop:
                 raise Stopped(stop)
@@ -368,14 +346,8 @@ class Pipeline:
         return check
 
     def _publish_own_packages(self, job: BuildJob, build_log: BuildLog) -> int:
-        libraries = self.settings.bundle_libraries
-        if job.kind == DOCA:
-            doca = self._open_doca(job, build_log)
-            result = self.publisher.publish_opened(
-                doca.opened, job.kernel, job.id, build_log, fence=self._still_mine(job)
-            )
-            return self._published(result, build_log, " from the bundle's own packages")
-        with open_bundle(job.bundle_root, self.data, self.publisher.limits, libraries, [job.bundle_name]) as bundle:
+        vendor = vendor_of(job.bundle.identity.kind)
+        with vendor.open_stored(job.bundle, self.workspace, build_log.note) as bundle:
             result = self.publisher.publish_opened(bundle, job.kernel, job.id, build_log, fence=self._still_mine(job))
         return self._published(result, build_log, " from the bundle's own packages")
 
@@ -425,10 +397,10 @@ class Pipeline:
         return 0 if self.settings.build_runner == "docker" else confinement.owner
 
     def _run_tool(
-        self, job: BuildJob, tool: "Tool", scratch: Path, home: Path, build_log: BuildLog, should_stop: StopCheck
-    ) -> RunOutcome:
+        self, job: BuildJob, tool: ToolRun, scratch: Path, home: Path, build_log: BuildLog, should_stop: StopCheck
+    ) -> ToolEnded:
         """Run the vendor's tool in the sandbox or a builder container, confined (``workers.sandbox``), its output
-        and the log files it writes under ``tool.logs`` streamed into the build log; the outcome when it ended
+        and the log files it writes under ``tool.logs`` streamed into the build log; how it ended, when it ended
         with one of ``tool.ok``."""
         confinement = Confinement.of(self.settings)
         command = tool.command
@@ -438,7 +410,7 @@ class Pipeline:
         environment = clean_environment(home, signing)
         owner = self._owner(confinement)
         try:
-            hand_over(job.bundle_root.parent, owner)
+            hand_over(job.bundle.root.parent, owner)
             hand_over(scratch, owner)
         except PermissionError as error:
             raise BuildFailed(
@@ -489,14 +461,16 @@ class Pipeline:
         if signing:
             build_log.note("module signing: MODULE_SIGN_PRIV_KEY and MODULE_SIGN_PUB_KEY are passed to the script")
         build_log.note("$ " + shlex.join(command))
+        build_log.tool = tool.name
         meter = ScratchMeter(scratch, confinement.max_scratch)
+        seen: list[str] = []
         try:
             with LogFollower(tool.logs, build_log.write, build_log.full) as follower:
                 outcome = run_streaming(
                     command,
                     env=environment,
                     cwd=scratch,
-                    write=build_log.write if tool.watch is None else tool.watching(build_log.write),
+                    write=watching(tool.watch, seen, build_log.write),
                     timeout=max(1.0, job.deadline - time.time()),
                     should_stop=lambda: should_stop() or meter.over(),
                     on_kill=on_kill,
@@ -525,64 +499,7 @@ class Pipeline:
                 f"{tool.name} exited with status {outcome.returncode}"
                 + (f": {cause}" if cause else " (its output and logs are in the build log)")
             )
-        return outcome
-
-    def _open_doca(self, job: BuildJob, build_log: BuildLog) -> DocaBundle:
-        doca = read_doca_tree(job.bundle_root, owned=False)
-        for key, reason in sorted(doca.left_out.items()):
-            build_log.note(f"not published: {Path(key).name}: {reason}")
-        return doca
-
-    def _build_doca(
-        self, job: BuildJob, sources: Path, scratch: Path, home: Path, build_log: BuildLog, should_stop: StopCheck
-    ) -> int:
-        """DOCA-OFED: ``doca-kernel-support`` from the bundle's own doca-extra and doca-ofed-source, unpacked (not
-        installed) and mounted where they would install; its wrapper package's repository is unwrapped and
-        published with the bundle's userspace packages."""
-        doca = self._open_doca(job, build_log)
-        limits = self.publisher.limits
-        tools = unpack_tools([job.bundle_root / doca.extra, job.bundle_root / doca.source], scratch / "tools", limits)
-        build_log.note(f"doca-kernel-support {doca.tool_sha256[:12]} from {Path(doca.extra).name}")
-        tmp = scratch / "tmp"
-        tmp.mkdir()
-        command = doca_kernel_support_argv(sources, doca.ofed_source)
-        tool = Tool(
-            "doca-kernel-support",
-            command,
-            [job.bundle_root, sources],
-            tmp,
-            placed=[(tools, TOOLS_PREFIX)],
-            tmp=tmp,
-            signing_switch={"WITH_MOD_SIGN": "1"},
-            watch=BUILDING_UNDER,
-        )
-        self._run_tool(job, tool, scratch, home, build_log, should_stop)
-        top = doca_top_dir(tool.seen)
-        with ScratchDir(tmp) as made:
-            names = made.names(top)
-            wrappers = [name for name in names if name.startswith(f"{WRAPPER}-") and name.endswith(".rpm")]
-            if len(wrappers) != 1:
-                found = ", ".join(shown(name) for name in names[:20]) or "nothing"
-                raise BuildFailed(f"expected one {WRAPPER}-*.rpm from doca-kernel-support in {top}, found {found}")
-            build_log.note(f"doca-kernel-support produced {shown(wrappers[0])}")
-            wrapper = made.collect(f"{top}/{wrappers[0]}", scratch / COLLECTED, limits.max_bytes)
-        rebuilt = unwrap_kernel_repo(wrapper, job.kernel, scratch / "rebuilt", limits)
-        combined = scratch / "combined"
-        combined.mkdir()
-        (combined / "bundle").symlink_to(job.bundle_root)
-        os.rename(scratch / "rebuilt", combined / "rebuilt")
-        opened = replace(
-            doca.opened,
-            root=combined,
-            packages=[f"bundle/{key}" for key in doca.opened.packages] + [f"rebuilt/{path.name}" for path in rebuilt],
-        )
-        stop = should_stop()
-        if stop:
-            raise Stopped(stop)
-        result = self.publisher.publish_opened(
-            opened, job.kernel, job.id, build_log, self._signing_modules, self._still_mine(job)
-        )
-        return self._published(result, build_log)
+        return ToolEnded(outcome.returncode, seen)
 
 
 def attempt_name(build_id: int, attempt: int) -> str:
@@ -653,49 +570,20 @@ def engine_environment() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if not name.startswith("OFEDREPO_")}
 
 
-#: doca-kernel-support's only word on where it builds (its work directory is a mktemp under /tmp: letters and
-#: digits from mktemp(1), with underscores from other mkdtemp implementations).
-BUILDING_UNDER = re.compile(rb"Building under (/tmp/DOCA\.[A-Za-z0-9_]{1,64})\s*$")
+def watching(watch: re.Pattern[bytes] | None, seen: list[str], write: Write) -> Write:
+    """``write``, remembering in ``seen`` the first group of each line of the tool's own output that ``watch``
+    matches (``ToolRun.watch``: what says where its results are)."""
+    if watch is None:
+        return write
 
+    def both(source: str, data: bytes) -> None:
+        if not source:
+            match = watch.search(data)
+            if match:
+                seen.append(match.group(1).decode())
+        write(source, data)
 
-def doca_top_dir(seen: list[str]) -> str:
-    """Where doca-kernel-support built, from its ``Building under /tmp/DOCA.XXXXXXXXXX`` line: the name of a
-    directory of its ``/tmp`` (opened through ``ScratchDir``, which refuses anything but a real directory)."""
-    if not seen:
-        raise BuildFailed("doca-kernel-support did not say where it built (no 'Building under /tmp/DOCA.*' line)")
-    return seen[-1].removeprefix("/tmp/")
-
-
-#: Where a build links the files it takes from the tool's output, once the tool has ended (``ScratchDir.collect``).
-COLLECTED = "collected"
-
-
-@dataclass
-class Tool:
-    """One run of a vendor tool: its command, the inputs it reads, where its log files grow, how it may end."""
-
-    name: str
-    command: list[str]
-    inputs: list[Path]
-    logs: Path
-    ok: tuple[int, ...] = (0,)
-    placed: list[tuple[Path, str]] = field(default_factory=list)
-    tmp: Path | None = None
-    signing_switch: dict[str, str] = field(default_factory=dict)
-    """Variables besides the two key paths that turn module signing on."""
-    watch: re.Pattern[bytes] | None = None
-    """A line of its output worth remembering (``seen``): what says where its results are."""
-    seen: list[str] = field(default_factory=list)
-
-    def watching(self, write: Write) -> Write:
-        def both(source: str, data: bytes) -> None:
-            if not source and self.watch is not None:
-                match = self.watch.search(data)
-                if match:
-                    self.seen.append(match.group(1).decode())
-            write(source, data)
-
-        return both
+    return both
 
 
 class Stopped(Exception):

@@ -30,8 +30,6 @@ from pathlib import Path
 from typing import IO
 
 from ofedrepo.builds.lifecycle import StopReason
-from ofedrepo.bundles.doca import TOOL as DOCA_TOOL
-from ofedrepo.bundles.store import SCRIPT
 from ofedrepo.errors import BuildFailed
 from ofedrepo.untrusted import ScratchDir, UntrustedFile, shown
 from workers.sandbox import Confinement
@@ -62,31 +60,6 @@ class RunOutcome:
     returncode: int
     stopped: StopReason | None
     """Why the run was killed, None when it ended by itself."""
-
-
-def add_kernel_support_argv(bundle: Path, kernel: str, sources: Path, tmpdir: Path, distro: str) -> list[str]:
-    """NVIDIA's documented invocation: rebuild the bundle's kernel packages for ``kernel`` into a tgz.
-
-    ``--distro`` because the script can only detect the distro from an rpm that owns ``/etc/issue``;
-    ``--skip-repo`` because ofedrepo makes the repository (and the metadata packages) itself.
-    """
-    return [
-        "bash", str(bundle / SCRIPT),
-        "-m", str(bundle), "-k", kernel, "-s", str(sources),
-        "--make-tgz", "-t", str(tmpdir), "-y", "--skip-repo", "--distro", distro,
-    ]  # fmt: skip
-
-
-def doca_kernel_support_argv(sources: Path, ofed_sources: str) -> list[str]:
-    """DOCA's per-kernel rebuild: ``doca-kernel-support -s <kernel sources> -t <driver sources>``.
-
-    ``-s``, never ``-k``: ``-k`` looks for ``/lib/modules/<K>/build``, which EL9's kernel-devel does not make,
-    so it fails in every builder. ``-t`` names the driver sources of the bundle's own doca-ofed-source: without
-    it the tool takes whatever ``MLNX_OFED_*.tgz`` its resources directory holds. Its packages come out wrapped
-    in one ``doca-kernel-repo`` package, which ofedrepo unwraps (``--dirty`` would keep them loose, but
-    without the ``doca-kernel-<K>`` metapackage that the wrapper's repository holds).
-    """
-    return ["bash", DOCA_TOOL, "-s", str(sources), "-t", ofed_sources]
 
 
 def _mountable(path: Path | str) -> None:

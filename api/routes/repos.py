@@ -8,11 +8,11 @@ from api.deps import MAX_ID, IdPath, ReadSessionDep, SessionDep, SessionScopedRo
 from api.schemas import ENV_CONTENT, AnswerFormat, DibSnippet, FormatQuery, RepoOut, RepoRequestIn, env_response
 from ofedrepo.builds import requests
 from ofedrepo.bundles.names import parse_bundle_name
+from ofedrepo.bundles.vendors import dib_package_list
 from ofedrepo.models import Repo
 from ofedrepo.repos import queries
 from ofedrepo.repos.repofile import (
     dib_environment,
-    dib_package_list,
     render_repo_file,
     render_shell_exports,
     render_tripleo_yaml,
@@ -128,7 +128,9 @@ def dib_snippet(repo: Repo, base_url: str, version: int | None) -> DibSnippet:
     """The DIB variables of a version (the latest when None), as the route and the repo page show them."""
     location, published = queries.version_location(repo, base_url, version)
     environment = dib_environment(
-        location, parse_bundle_name(repo.bundle_name).identity.dib_version, dib_package_list(published.package_names)
+        location,
+        parse_bundle_name(repo.bundle_name).identity.dib_version,
+        dib_package_list(repo.bundle_name, published.package_names),
     )
     return DibSnippet(
         environment=environment,

@@ -23,11 +23,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ofedrepo.builds import lifecycle
-from ofedrepo.bundles.names import DOCA, BundleIdentity, compare_ofed_versions
+from ofedrepo.bundles.names import BundleIdentity, compare_ofed_versions
+from ofedrepo.bundles.vendors import vendor_of
 from ofedrepo.config import Settings
 from ofedrepo.distro import ofed_distro_for_kernel, parse_ofed_distro
 from ofedrepo.errors import InvalidInput, NotFound
 from ofedrepo.kernel import parse_kernel_release
+from ofedrepo.kinds import BundleKind
 from ofedrepo.models import ACTIVE_STATES, Build, BuildState, Bundle, Image, Priority, Worker, utcnow
 from ofedrepo.repos import queries
 
@@ -43,7 +45,7 @@ class RepoRequest:
     distro: str | None = None
     arch: str | None = None
     bundle_id: int | None = None
-    kind: str | None = None
+    kind: BundleKind | None = None
     """``mlnx_ofed`` or ``doca`` to choose among bundles of both kinds; None: the newest driver of either."""
     force: bool = False
     priority: int = Priority.REQUEST
@@ -93,13 +95,12 @@ def builder_fingerprint(settings: Settings, distro: str, tool_sha256: str | None
 
 
 def fits_distro(bundle: Bundle, distro: str) -> bool:
-    """A bundle of the tag (``rhel8.6``), or a DOCA repository of its major (from DOCA 3.2 NVIDIA publishes one
-    repository per major release, ``rhel9``, for every minor)."""
-    return bundle.distro == distro or (bundle.kind == DOCA and bundle.distro == distro.split(".", 1)[0])
+    """Whether ``bundle`` serves images of the distro tag ``distro``, as its vendor says."""
+    return vendor_of(bundle.kind).fits_distro(bundle.distro, distro)
 
 
 def choose_bundle(
-    bundles: list[Bundle], distro: str, arch: str, ofed_version: str | None, kind: str | None = None
+    bundles: list[Bundle], distro: str, arch: str, ofed_version: str | None, kind: BundleKind | None = None
 ) -> Bundle:
     """The newest bundle for (distro, arch), or the named version; 422 listing candidates when none or a tie.
 

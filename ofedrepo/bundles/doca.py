@@ -1,50 +1,67 @@
-"""DOCA-OFED bundles: NVIDIA's DOCA-Host yum repository of one DOCA release, for one distro and arch.
+"""DOCA-OFED: NVIDIA's DOCA-Host yum repository of one DOCA release, for one distro and arch, and
+``doca-kernel-support``.
 
 MLNX_OFED's successor ships no bundle directory with marker files and a script: it ships a yum repository,
 in one of two forms, both accepted here:
 
-- the local-repo package ``doca-host-<ver>-<build>_<ofed>_<distro>.<arch>.rpm``, whose payload is the
-  repository at ``/usr/share/doca-host-<ver>/repo/`` (``Packages/``, ``repodata/``, ``RPM-GPG-KEY-doca``).
+- the local-repo package ``doca-host-<ver>-<build>_<ofed>_<distro>.<arch>.rpm``
+  (``doca-host-2.10.0-093000_25.01_rhel95.x86_64.rpm``, NVIDIA's DOCA-Host install guide), whose payload is
+  the repository at ``/usr/share/doca-host-<ver>/repo/`` (``Packages/``, ``repodata/``, ``RPM-GPG-KEY-doca``).
   Its payload is read with librpm, as ``rpm2cpio`` would, and never installed: only the members under that
   directory are written, each checked as an archive member is (``archive``);
-- an unpacked copy of NVIDIA's online tree ``doca/<ver>/<distro>/<arch>/`` (packages anywhere below it).
+- an unpacked copy of NVIDIA's online tree ``doca/<ver>/<distro>/<arch>/`` (``linux.mellanox.com/public/repo/
+  doca/3.1.0/rhel9.6/x86_64/``), imported by a path that ends so.
 
-What a bundle is comes from its packages: the DOCA version and the distro from the ``doca-host`` package, or
-else from the DOCA metapackages (``doca-ofed``...: version ``<doca>``, release ``<build>_<ofed>_<distro>``, the
-distro written without its dot, ``rhel95``; from DOCA 3.2 a major alone, ``rhel9``); the OFED driver version
-from the ``MLNX_OFED_SRC-<ofed>.tgz`` that ``doca-ofed-source`` installs; the arch from the arch-specific
-packages. The per-kernel rebuild needs ``doca-extra`` (``/opt/mellanox/doca/tools/doca-kernel-support``) and
-``doca-ofed-source`` (the driver sources and ``get_mlnx_ofed_version``): a repository without either is
-refused, saying which is missing. The two are the build's tools, not packages for an image, so a published
+What a repository is comes from what NVIDIA's files carry, read once at registration and stored: the DOCA
+version and the distro from the ``doca-host`` package's version and release (its last ``_`` field, the distro
+without its dot: ``rhel95``; from DOCA 3.2 a major alone, ``rhel9``), or from the online tree's path; the OFED
+driver version from the ``MLNX_OFED_SRC-<ofed>.tgz`` the repository holds, in ``doca-ofed-source`` or, in DOCA
+3.1.0, in ``doca-extra`` itself (``rollandf/doca-driver-build`` ``docs/install-pl-deprecation-plan.md``, B.1.1:
+``doca-ofed-source`` is a later split); the arch from the arch-specific packages. Never from a metapackage's
+release: that is the build number alone (dnf fetching ``doca-kernel-3.1.0-091000.x86_64.rpm`` from the 3.1.0
+rhel9.6 repository, in a public how-to). The per-kernel rebuild needs ``doca-extra``
+(``/opt/mellanox/doca/tools/doca-kernel-support``) and the driver sources: a repository without either is
+refused, saying which is missing. Those are the build's tools, not packages for an image, so a published
 version leaves them out, with the wrapper packages (``doca-host``, ``doca-kernel-repo``).
+
+Generations (what the public sources show; ``docs/testing.md`` lists the same with the test model):
+2.9/2.10 LTS and 3.0: GA ``kmod-*`` for a RHEL minor (``rhel9.5``), sources in ``doca-ofed-source``;
+3.1: the same, with the sources inside ``doca-extra``; 3.2 and later: ``*-dkms`` only, one repository per
+major (``rhel9``), sources in ``doca-ofed-source``.
 """
 
 import hashlib
+import os
 import re
+import shutil
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from ofedrepo.bundles.archive import Limits, extract_payload, is_regular_inside
-from ofedrepo.bundles.names import DOCA, DOCA_VERSION, BundleIdentity
+from ofedrepo.bundles.names import DOCA_VERSION, BundleIdentity
 from ofedrepo.bundles.unpack import OpenedBundle, real_packages
+from ofedrepo.bundles.vendor import COLLECTED, Note, Registration, StoredBundle, ToolEnded, ToolRun, Workspace
 from ofedrepo.distro import parse_ofed_distro
-from ofedrepo.errors import InvalidInput, NotABundle
-from ofedrepo.kernel import RPM_ARCHES
+from ofedrepo.errors import BuildFailed, InvalidInput, NotABundle
+from ofedrepo.kernel import RPM_ARCHES, parse_kernel_release
+from ofedrepo.kinds import BundleKind
 from ofedrepo.rpmfile import PackageHeader, module_kernels, open_payload, read_header
-from ofedrepo.storage import DataDir, remove_tree
+from ofedrepo.storage import remove_tree
+from ofedrepo.untrusted import ScratchDir, shown
 
 RPM_MAGIC = b"\xed\xab\xee\xdb"
 LOCAL_REPO_PACKAGE = "doca-host"
 EXTRA = "doca-extra"
 SOURCE = "doca-ofed-source"
 WRAPPER = "doca-kernel-repo"
+TOOL_NAME = "doca-kernel-support"
 #: Where doca-extra and doca-ofed-source install (the tool finds its resources there by absolute path).
 TOOLS_PREFIX = "/opt/mellanox/doca"
-TOOL = f"{TOOLS_PREFIX}/tools/doca-kernel-support"
-SOURCES_DIR = f"{TOOLS_PREFIX}/tools/resources"
+TOOL = f"{TOOLS_PREFIX}/tools/{TOOL_NAME}"
 VENDOR_KEY = "RPM-GPG-KEY-doca"
 #: Packages of the repository that no published version holds: the rebuild's tools and repository wrappers.
 NOT_PUBLISHED = {
@@ -53,41 +70,34 @@ NOT_PUBLISHED = {
     LOCAL_REPO_PACKAGE: "the wrapper of the repository ofedrepo publishes from",
     WRAPPER: "a wrapper of a kernel repository; ofedrepo publishes the packages inside",
 }
+#: The DOCA profiles: their version is the DOCA version (their release the build number alone).
 METAPACKAGES = ("doca-ofed", "doca-all", "doca-networking", "doca-roce", "doca-ofed-userspace")
+#: The userspace stack without DKMS, and the prefix of the kernel metapackage doca-kernel-support makes.
+USERSPACE = "doca-ofed-userspace"
+KERNEL_METAPACKAGE_PREFIX = "doca-kernel-"
 _OFED_SOURCE = re.compile(r"MLNX_OFED_SRC-(?:[a-z][a-z0-9.]*-)?(?P<version>[0-9]+\.[0-9]+-[0-9]+(?:\.[0-9]+)*)\.tgz")
 _COMPACT_DISTRO = re.compile(r"(?P<family>[a-z]+)(?P<digits>[0-9]+)")
-
-
-@dataclass(frozen=True)
-class DocaBundle:
-    """A DOCA repository ready to read: the package set it offers, and where its build tools are."""
-
-    opened: OpenedBundle
-    extra: str
-    """The ``doca-extra`` package, relative to the root."""
-    source: str
-    """The ``doca-ofed-source`` package, relative to the root."""
-    ofed_source: str
-    """The driver sources' path as ``doca-ofed-source`` installs them (``.../MLNX_OFED_SRC-<ofed>.tgz``)."""
-    tool_sha256: str
-    """The checksum of ``doca-kernel-support`` itself: part of the builds' cache key."""
-    left_out: dict[str, str]
-    """Packages of the repository never published (path → reason)."""
+#: NVIDIA's online tree, as the end of an imported directory's path.
+_ONLINE_TREE = re.compile(
+    r"(?:^|/)(?P<doca>[0-9]+\.[0-9]+\.[0-9]+)/(?P<distro>[a-z]+[0-9][0-9.]*)/(?P<arch>[a-z0-9_]+)/*"
+)
+#: doca-kernel-support's only word on where it builds (its work directory is a mktemp under /tmp: letters and
+#: digits from mktemp(1), with underscores from other mkdtemp implementations).
+BUILDING_UNDER = re.compile(rb"Building under (/tmp/DOCA\.[A-Za-z0-9_]{1,64})\s*$")
+_LOCAL_REPO = re.compile(rf"/usr/share/{LOCAL_REPO_PACKAGE}-[^/]+/repo/")
+#: What ``doca-kernel-repo`` installs: ``/usr/share/doca-host-<ver>[-<build>...]/Modules/<K>/*.rpm``.
+_MODULES = re.compile(
+    rf"/usr/share/{LOCAL_REPO_PACKAGE}-(?P<doca>[0-9]+\.[0-9]+\.[0-9]+)[^/]*/Modules/(?P<kernel>[^/]+)/(?P<name>[^/]+\.rpm)"
+)
 
 
 def is_rpm_file(path: Path) -> bool:
-    """A package file (the local-repo package), by its lead's magic."""
+    """A package file, by its lead's magic."""
     try:
         with path.open("rb") as handle:
             return handle.read(4) == RPM_MAGIC
     except OSError:
         return False
-
-
-def looks_like_doca_tree(root: Path) -> bool:
-    """A directory holding DOCA's own packages (``doca-*``: its tools, metapackages): a DOCA repository, to be
-    read as one (and refused as one, saying what it lacks), not as an MLNX_OFED bundle without markers."""
-    return any(path.name.startswith("doca-") for path in _package_files(root))
 
 
 def _package_files(root: Path) -> Iterator[Path]:
@@ -96,49 +106,33 @@ def _package_files(root: Path) -> Iterator[Path]:
             yield path
 
 
-def unpack_local_repo(package: Path, header: PackageHeader, destination: Path, limits: Limits) -> None:
-    """Write the repository in ``doca-host-*.rpm``'s payload (``/usr/share/doca-host-<ver>/repo/``) into
-    ``destination``; the ``.repo`` file it would install is skipped."""
-    prefix = f"/usr/share/{LOCAL_REPO_PACKAGE}-{header.version}/repo/"
+def doca_kernel_support_argv(sources: Path, ofed_sources: str) -> list[str]:
+    """DOCA's per-kernel rebuild: ``doca-kernel-support -s <kernel sources> -t <driver sources>``.
 
-    def select(name: str) -> str | None:
-        return name[len(prefix) :] if name.startswith(prefix) and name != prefix else None
-
-    if not extract_payload(package, destination, limits, select):
-        raise NotABundle(f"{package.name} holds nothing under {prefix}: not a DOCA-Host local repository")
-
-
-def unpack_tools(packages: list[Path], destination: Path, limits: Limits) -> Path:
-    """``doca-extra`` and ``doca-ofed-source`` as they would install under ``/opt/mellanox/doca``, into
-    ``destination``, the directory to mount there: the tool finds its resources by that absolute path."""
-    prefix = TOOLS_PREFIX + "/"
-    for package in packages:
-        extract_payload(
-            package, destination, limits, lambda name: name[len(prefix) :] if name.startswith(prefix) else None, "skip"
-        )
-    return destination
+    ``-s``, never ``-k``: ``-k`` looks for ``/lib/modules/<K>/build``, which EL9's kernel-devel does not make,
+    so it fails in every builder. ``-t`` names the repository's own driver sources: without it the tool takes
+    whatever ``MLNX_OFED_*.tgz`` its resources directory holds. Its packages come out wrapped in one
+    ``doca-kernel-repo`` package, which ofedrepo unwraps (``--dirty`` would keep them loose, but without the
+    ``doca-kernel-<K>`` metapackage that the wrapper's repository holds).
+    """
+    return ["bash", TOOL, "-s", str(sources), "-t", ofed_sources]
 
 
-def unwrap_kernel_repo(wrapper: Path, kernel: str, destination: Path, limits: Limits) -> list[Path]:
-    """The packages in ``doca-kernel-repo-*.rpm``'s repository for ``kernel``
-    (``/usr/share/doca-host-<ver>/Modules/<K>/*.rpm``), written into ``destination``."""
-    modules = rf"/usr/share/{LOCAL_REPO_PACKAGE}-[0-9][0-9.]*/Modules/{re.escape(kernel)}/"
-    pattern = re.compile(modules + r"(?P<name>[^/]+\.rpm)")
-
-    def select(name: str) -> str | None:
-        match = pattern.fullmatch(name)
-        return match.group("name") if match else None
-
-    extract_payload(wrapper, destination, limits, select, links="skip")
-    packages = sorted(destination.glob("*.rpm"))
-    if not packages:
-        raise NotABundle(f"{wrapper.name} holds no package under /usr/share/{LOCAL_REPO_PACKAGE}-*/Modules/{kernel}/")
-    return packages
+def package_list(present: Collection[str]) -> list[str]:
+    """As NVIDIA has hosts install a kernel repo that doca-kernel-support made: ``doca-ofed-userspace``
+    (everything but kernel packages: no DKMS), the ``doca-kernel-<K'>`` metapackage of the modules built for the
+    kernel, and ``mlnx-fw-updater`` ([B2], [D2]). A version of a kernel NVIDIA built for has no such
+    metapackage: its ``doca-ofed`` installs the stock kmods."""
+    kernel = sorted(
+        name for name in present if name.startswith(KERNEL_METAPACKAGE_PREFIX) and not name.startswith(WRAPPER)
+    )
+    chosen = [USERSPACE, kernel[0]] if kernel else ["doca-ofed" if "doca-ofed" in present else USERSPACE]
+    return [*chosen, *(["mlnx-fw-updater"] if "mlnx-fw-updater" in present else [])]
 
 
 def parse_compact_distro(text: str) -> str:
-    """``rhel95`` → ``rhel9.5``, ``rhel9`` → ``rhel9``, ``rhel100`` → ``rhel10.0``: DOCA's package releases
-    write the distro without its dot; ofedrepo's tags (and images) have it."""
+    """``rhel95`` → ``rhel9.5``, ``rhel9`` → ``rhel9``, ``rhel100`` → ``rhel10.0``: the ``doca-host`` package's
+    release writes the distro without its dot; ofedrepo's tags (and images) have it."""
     match = _COMPACT_DISTRO.fullmatch(text)
     if not match:
         raise NotABundle(f"cannot read a distro from {text[:40]!r}")
@@ -146,10 +140,6 @@ def parse_compact_distro(text: str) -> str:
     major_length = 2 if digits.startswith("1") and len(digits) >= 2 else 1
     major, minor = digits[:major_length], digits[major_length:]
     return parse_ofed_distro(f"{family}{major}" + (f".{minor}" if minor else "")).tag
-
-
-def _distro_of_release(release: str) -> str:
-    return parse_compact_distro(release.rsplit("_", 1)[-1])
 
 
 def _single(headers: dict[str, PackageHeader], name: str) -> str:
@@ -161,51 +151,99 @@ def _single(headers: dict[str, PackageHeader], name: str) -> str:
     return found[0]
 
 
-def identify(
-    headers: dict[str, PackageHeader], local_repo: PackageHeader | None = None
-) -> tuple[BundleIdentity, str, str, str]:
-    """(identity, doca-extra's key, doca-ofed-source's key, the driver sources' path) from the headers."""
-    extra, source = _single(headers, EXTRA), _single(headers, SOURCE)
-    missing = [name for name, key in ((EXTRA, extra), (SOURCE, source)) if not key]
-    if missing:
+def _driver_sources(headers: dict[str, PackageHeader], candidates: list[str]) -> tuple[str, str]:
+    """(the package holding ``MLNX_OFED_SRC-<ofed>.tgz``, that file's installed path): one, in doca-ofed-source
+    or doca-extra, under /opt/mellanox/doca."""
+    found = [
+        (key, name)
+        for key in candidates
+        for name in headers[key].files
+        if name.startswith(TOOLS_PREFIX + "/") and _OFED_SOURCE.fullmatch(PurePosixPath(name).name)
+    ]
+    if len(found) != 1:
+        where = " or ".join(PurePosixPath(key).name for key in candidates)
         raise NotABundle(
-            f"a DOCA-OFED repository without {' and '.join(missing)}: ofedrepo rebuilds its kernel modules with "
-            f"doca-kernel-support, which {EXTRA} installs from the sources in {SOURCE}; add the missing "
-            "package(s) from the same DOCA release"
+            f"{where} should install one {TOOLS_PREFIX}/.../MLNX_OFED_SRC-<ofed>.tgz (the driver sources "
+            f"doca-kernel-support builds from); {'none is' if not found else f'{len(found)} are'} there"
         )
-    sources = [name for name in headers[source].files if _OFED_SOURCE.fullmatch(PurePosixPath(name).name)]
-    sources = [name for name in sources if name.startswith(SOURCES_DIR + "/")]
-    if len(sources) != 1:
-        raise NotABundle(f"{SOURCE} should install one {SOURCES_DIR}/MLNX_OFED_SRC-<ofed>.tgz; it has {len(sources)}")
+    return found[0]
+
+
+def _named_tree(names: Sequence[str]) -> tuple[str, str, str, str] | None:
+    """(DOCA version, distro tag, arch, the path's words) from the first name ending like NVIDIA's online tree."""
+    for name in names:
+        match = _ONLINE_TREE.search(name) if len(name) <= 4096 else None
+        if match and match.end() == len(name):
+            tree = f"doca/{match['doca']}/{match['distro']}/{match['arch']}"
+            try:
+                return match["doca"], parse_ofed_distro(match["distro"]).tag, match["arch"], tree
+            except InvalidInput:
+                continue
+    return None
+
+
+def identify(
+    headers: dict[str, PackageHeader], local_repo: PackageHeader | None, names: Sequence[str]
+) -> tuple[BundleIdentity, dict[str, Any]]:
+    """The repository's identity and the facts its builds need, from its packages' headers and what tells its
+    DOCA version and distro: the ``doca-host`` package, or the online tree's path among ``names``."""
+    extra = _single(headers, EXTRA)
+    if not extra:
+        raise NotABundle(
+            f"a DOCA-OFED repository without {EXTRA}: ofedrepo rebuilds its kernel modules with {TOOL_NAME}, which "
+            f"{EXTRA} installs; add it from the same DOCA release"
+        )
     if TOOL not in headers[extra].files:
         raise NotABundle(f"{EXTRA} does not install {TOOL}")
-    match = _OFED_SOURCE.fullmatch(PurePosixPath(sources[0]).name)
+    source = _single(headers, SOURCE)
+    source_package, ofed_source = _driver_sources(headers, [key for key in (source, extra) if key])
+    match = _OFED_SOURCE.fullmatch(PurePosixPath(ofed_source).name)
     assert match is not None
-    ofed_version = match.group("version")
-    described = local_repo or next(
-        (header for name in METAPACKAGES for header in headers.values() if header.name == name), None
-    )
-    if described is None:
-        raise NotABundle(
-            f"cannot tell the DOCA version: no {LOCAL_REPO_PACKAGE} package and no DOCA metapackage "
-            f"({', '.join(METAPACKAGES)})"
-        )
-    if not DOCA_VERSION.fullmatch(described.version):
-        raise NotABundle(f"{described.nevra}: {described.version[:40]!r} is not a DOCA version")
+    if local_repo is not None:
+        doca_version = local_repo.version
+        distro = parse_compact_distro(local_repo.release.rsplit("_", 1)[-1])
+        path_arch = local_repo.arch if local_repo.arch != "noarch" else None
+        identified_by = local_repo.nevra
+    else:
+        named = _named_tree(names)
+        if named is None:
+            raise NotABundle(
+                "cannot tell this DOCA-OFED repository's version and distro: import NVIDIA's online tree by a path "
+                "ending in doca/<version>/<distro>/<arch> (e.g. .../doca/3.1.0/rhel9.6/x86_64), or upload the "
+                f"{LOCAL_REPO_PACKAGE} package"
+            )
+        doca_version, distro, path_arch, identified_by = named
+    if not DOCA_VERSION.fullmatch(doca_version):
+        raise NotABundle(f"{identified_by}: {doca_version[:40]!r} is not a DOCA version")
+    for header in headers.values():
+        if header.name in METAPACKAGES and header.version != doca_version:
+            raise NotABundle(
+                f"{identified_by} says DOCA {doca_version}, but the repository holds {header.nevra}: packages of "
+                "another DOCA release"
+            )
     arches = {header.arch for header in headers.values() if header.arch != "noarch"}
-    if local_repo is not None and local_repo.arch != "noarch":
-        arches.add(local_repo.arch)
+    if path_arch is not None:
+        arches.add(path_arch)
     if len(arches) != 1 or not arches <= set(RPM_ARCHES):
-        shown = ", ".join(sorted(arches)[:4]) or "none"
-        raise NotABundle(f"a DOCA repository holds the packages of one architecture; this one: {shown}")
+        found = ", ".join(sorted(arches)[:4]) or "none"
+        raise NotABundle(f"a DOCA repository holds the packages of one architecture; this one: {found}")
     identity = BundleIdentity(
-        ofed_version=ofed_version,
-        distro=_distro_of_release(described.release),
+        ofed_version=match["version"],
+        distro=distro,
         arch=arches.pop(),
-        kind=DOCA,
-        doca_version=described.version,
+        kind=BundleKind.DOCA,
+        doca_version=doca_version,
     )
-    return identity, extra, source, sources[0]
+    left_out = {key: NOT_PUBLISHED[header.name] for key, header in headers.items() if header.name in NOT_PUBLISHED}
+    facts = {
+        "identified_by": identified_by,
+        "tool_package": extra,
+        "source_package": source_package,
+        "ofed_source": ofed_source,
+        "packages": sorted(key for key in headers if key not in left_out),
+        "left_out": left_out,
+    }
+    return identity, facts
 
 
 def tool_checksum(extra: Path) -> str:
@@ -220,31 +258,79 @@ def tool_checksum(extra: Path) -> str:
     raise NotABundle(f"{extra.name} does not install {TOOL}")
 
 
+def _vendor_key(root: Path) -> str | None:
+    key = next((path for path in sorted(root.rglob(VENDOR_KEY)) if is_regular_inside(path, root)), None)
+    return key.read_text(errors="replace")[:65536] if key else None
+
+
 def read_doca_tree(
-    root: Path, owned: bool, advance: Callable[[], None] | None = None, local_repo: PackageHeader | None = None
-) -> DocaBundle:
-    """Identify the DOCA repository at ``root`` and list the packages a version may publish."""
+    root: Path, owned: bool, names: Sequence[str], local_repo: PackageHeader | None = None
+) -> Registration:
+    """Identify the DOCA repository at ``root``: what its row stores."""
     packages = real_packages(root, list(_package_files(root)))
     if not packages:
         raise NotABundle(f"not a DOCA-OFED repository: {root.name} holds no packages")
-    headers = {}
-    for relative in packages:
-        headers[relative] = read_header(root / relative)
-        if advance:
-            advance()
-    identity, extra, source, ofed_source = identify(headers, local_repo)
-    left_out = {key: NOT_PUBLISHED[header.name] for key, header in headers.items() if header.name in NOT_PUBLISHED}
-    key = next((path for path in sorted(root.rglob(VENDOR_KEY)) if is_regular_inside(path, root)), None)
-    opened = OpenedBundle(
-        root=root,
-        identity=identity,
-        packages=[key_ for key_ in packages if key_ not in left_out],
-        vendor_key=key.read_text(errors="replace")[:65536] if key else None,
-        supported_kernels=sorted({kernel for header in headers.values() for kernel in module_kernels(header.files)}),
-        library_set=None,
-        owned=owned,
-    )
-    return DocaBundle(opened, extra, source, ofed_source, tool_checksum(root / extra), left_out)
+    headers = {relative: read_header(root / relative) for relative in packages}
+    identity, facts = identify(headers, local_repo, names)
+    kernels = sorted({kernel for header in headers.values() for kernel in module_kernels(header.files)})
+    opened = OpenedBundle(root, identity, facts["packages"], _vendor_key(root), kernels, None, owned)
+    return Registration(opened, kernels, tool_checksum(root / facts["tool_package"]), facts)
+
+
+def unpack_local_repo(package: Path, destination: Path, limits: Limits) -> None:
+    """Write the repository in ``doca-host-*.rpm``'s payload into ``destination``; the ``.repo`` file it would
+    install is skipped. The repository is at ``/usr/share/doca-host-<ver>/repo/`` (a public installer of 3.2.1
+    reads ``/usr/share/doca-host-3.2.1/repo/Packages``; NVIDIA's Debian package names the directory
+    ``doca-host-<ver>-<build>-<ofed>-<distro>``): one such directory, whatever follows ``doca-host-``."""
+    found: set[str] = set()
+
+    def select(name: str) -> str | None:
+        match = _LOCAL_REPO.match(name)
+        if match is None or match.end() == len(name):
+            return None
+        found.add(match.group(0))
+        return name[match.end() :] if len(found) == 1 else None
+
+    written = extract_payload(package, destination, limits, select)
+    if len(found) > 1:
+        raise NotABundle(
+            f"{package.name} holds {len(found)} repositories ({', '.join(sorted(found)[:3])}): one is read"
+        )
+    if not written:
+        where = f"/usr/share/{LOCAL_REPO_PACKAGE}-<version>/repo/"
+        raise NotABundle(f"{package.name} holds nothing under {where}: not a DOCA-Host local repository")
+
+
+def unpack_tools(packages: list[Path], destination: Path, limits: Limits) -> Path:
+    """``doca-extra`` and the driver sources' package as they would install under ``/opt/mellanox/doca``, into
+    ``destination``, the directory to mount there: the tool finds its resources by that absolute path."""
+    prefix = TOOLS_PREFIX + "/"
+    for package in packages:
+        extract_payload(
+            package, destination, limits, lambda name: name[len(prefix) :] if name.startswith(prefix) else None, "skip"
+        )
+    return destination
+
+
+def unwrap_kernel_repo(wrapper: Path, kernel: str | None, destination: Path, limits: Limits) -> tuple[str, str]:
+    """Write the packages of ``doca-kernel-repo-*.rpm``'s repository (``/usr/share/doca-host-<ver>/Modules/<K>/``)
+    into ``destination``; (its DOCA version, its kernel). One kernel's repository, ``kernel``'s when given."""
+    found: set[tuple[str, str]] = set()
+
+    def select(name: str) -> str | None:
+        match = _MODULES.fullmatch(name)
+        if match is None or (kernel is not None and match["kernel"] != kernel):
+            return None
+        found.add((match["doca"], match["kernel"]))
+        return match["name"] if len(found) == 1 else None
+
+    extract_payload(wrapper, destination, limits, select, links="skip")
+    where = f"/usr/share/{LOCAL_REPO_PACKAGE}-*/Modules/{kernel or '<kernel>'}/"
+    if not found or not any(destination.glob("*.rpm")):
+        raise NotABundle(f"{wrapper.name} holds no package under {where}")
+    if len(found) > 1:
+        raise NotABundle(f"{wrapper.name} holds the repositories of {len(found)} kernels; name one with --kernel")
+    return found.pop()
 
 
 def local_repo_header(package: Path) -> PackageHeader:
@@ -258,25 +344,199 @@ def local_repo_header(package: Path) -> PackageHeader:
     return header
 
 
-def is_doca_input(source: Path) -> bool:
-    """A DOCA-Host local-repo package, or a tree holding DOCA's tools; anything else is taken for MLNX_OFED."""
-    if source.is_file():
-        return is_rpm_file(source)
-    return source.is_dir() and not (source / ".mlnx").exists() and looks_like_doca_tree(source)
+def _top_dir(seen: list[str]) -> str:
+    """Where doca-kernel-support built, from its ``Building under /tmp/DOCA.XXXXXXXXXX`` line: the name of a
+    directory of its ``/tmp`` (opened through ``ScratchDir``, which refuses anything but a real directory)."""
+    if not seen:
+        raise BuildFailed("doca-kernel-support did not say where it built (no 'Building under /tmp/DOCA.*' line)")
+    return seen[-1].removeprefix("/tmp/")
 
 
-@contextmanager
-def open_doca(
-    source: Path, data: DataDir, limits: Limits, advance: Callable[[], None] | None = None
-) -> Iterator[DocaBundle]:
-    """Open a DOCA repository (the local-repo package, unpacked into scratch space, or a tree read in place)."""
-    if source.is_dir():
-        yield read_doca_tree(source, False, advance)
-        return
-    header = local_repo_header(source)
-    scratch = data.new_scratch(data.work, "unpack")
-    try:
-        unpack_local_repo(source, header, scratch / "repo", limits)
-        yield read_doca_tree(scratch / "repo", True, advance, local_repo=header)
-    finally:
-        remove_tree(scratch)
+def _combined(stored: OpenedBundle, rebuilt: Path, scratch: Path) -> OpenedBundle:
+    """The repository's publishable packages and the rebuilt ones, as one package set under ``scratch``."""
+    combined = scratch / "combined"
+    combined.mkdir()
+    (combined / "bundle").symlink_to(stored.root)
+    os.rename(rebuilt, combined / "rebuilt")
+    packages = [f"bundle/{key}" for key in stored.packages]
+    packages += [f"rebuilt/{path.name}" for path in sorted((combined / "rebuilt").glob("*.rpm"))]
+    return replace(stored, root=combined, packages=packages, owned=False)
+
+
+class DocaOfed:
+    """The ``Vendor`` of DOCA-OFED repositories."""
+
+    kind = BundleKind.DOCA
+    tool = TOOL_NAME
+
+    def recognises(self, source: Path) -> bool:
+        """A package file (the local-repo package), or a directory of DOCA's own packages (``doca-*``) without
+        MLNX_OFED's ``.mlnx``: read as a DOCA repository, and refused as one, saying what it lacks."""
+        if source.is_file():
+            return is_rpm_file(source)
+        if not source.is_dir() or (source / ".mlnx").exists():
+            return False
+        return any(path.name.startswith("doca-") for path in _package_files(source))
+
+    @contextmanager
+    def register(
+        self, source: Path, names: Sequence[str], workspace: Workspace, progress: Note | None
+    ) -> Iterator[Registration]:
+        if progress:
+            progress(f"Reading the DOCA-OFED repository {source.name}")
+        if source.is_dir():
+            yield read_doca_tree(source, False, names)
+            return
+        header = local_repo_header(source)
+        scratch = workspace.data.new_scratch(workspace.data.work, "unpack")
+        try:
+            unpack_local_repo(source, scratch / "repo", workspace.limits)
+            yield read_doca_tree(scratch / "repo", True, names, local_repo=header)
+        finally:
+            remove_tree(scratch)
+
+    @contextmanager
+    def open_stored(self, stored: StoredBundle, workspace: Workspace, note: Note) -> Iterator[OpenedBundle]:
+        facts = self._facts(stored)
+        for key, reason in sorted(facts["left_out"].items()):
+            note(f"not published: {PurePosixPath(key).name}: {reason}")
+        yield OpenedBundle(
+            stored.root, stored.identity, list(facts["packages"]), _vendor_key(stored.root), [], None, False
+        )
+
+    @staticmethod
+    def _facts(stored: StoredBundle) -> dict[str, Any]:
+        """The row's facts; a repository registered before ofedrepo stored them is read once more."""
+        if stored.facts.get("packages") is not None:
+            return dict(stored.facts)
+        packages = real_packages(stored.root, list(_package_files(stored.root)))
+        headers = {relative: read_header(stored.root / relative) for relative in packages}
+        tree = f"doca/{stored.identity.doca_version}/{stored.identity.distro}/{stored.identity.arch}"
+        return identify(headers, None, [tree])[1]
+
+    def fits_distro(self, bundle_distro: str, wanted: str) -> bool:
+        """A repository of the tag (``rhel9.6``), or of its major (from DOCA 3.2 NVIDIA publishes one repository
+        per major release, ``rhel9``, for every minor)."""
+        return bundle_distro in (wanted, wanted.split(".", 1)[0])
+
+    def tool_run(
+        self, stored: StoredBundle, kernel: str, sources: Path, scratch: Path, workspace: Workspace
+    ) -> ToolRun:
+        """doca-kernel-support from the repository's own doca-extra and driver sources, unpacked (not installed)
+        and mounted where they would install; it builds under its ``/tmp``, a directory of the scratch."""
+        facts = self._facts(stored)
+        packages = sorted({facts["tool_package"], facts["source_package"]})
+        tools = unpack_tools([stored.root / key for key in packages], scratch / "tools", workspace.limits)
+        tmp = scratch / "tmp"
+        tmp.mkdir()
+        return ToolRun(
+            TOOL_NAME,
+            doca_kernel_support_argv(sources, facts["ofed_source"]),
+            [stored.root, sources],
+            logs=tmp,
+            output=tmp,
+            placed=[(tools, TOOLS_PREFIX)],
+            tmp=tmp,
+            signing_switch={"WITH_MOD_SIGN": "1"},
+            watch=BUILDING_UNDER,
+        )
+
+    @contextmanager
+    def collect(
+        self,
+        stored: StoredBundle,
+        kernel: str,
+        run: ToolRun,
+        ended: ToolEnded,
+        scratch: Path,
+        workspace: Workspace,
+        note: Note,
+    ) -> Iterator[OpenedBundle | None]:
+        """The wrapper package's repository, unwrapped, with the repository's userspace packages."""
+        top = _top_dir(ended.seen)
+        with ScratchDir(run.output) as made:
+            names = made.names(top)
+            wrappers = [name for name in names if name.startswith(f"{WRAPPER}-") and name.endswith(".rpm")]
+            if len(wrappers) != 1:
+                found = ", ".join(shown(name) for name in names[:20]) or "nothing"
+                raise BuildFailed(f"expected one {WRAPPER}-*.rpm from {TOOL_NAME} in {top}, found {found}")
+            note(f"{TOOL_NAME} produced {shown(wrappers[0])}")
+            wrapper = made.collect(f"{top}/{wrappers[0]}", scratch / COLLECTED, workspace.limits.max_bytes)
+        try:
+            unwrap_kernel_repo(wrapper, kernel, scratch / "rebuilt", workspace.limits)
+        except NotABundle as error:
+            raise BuildFailed(str(error)) from None
+        with self.open_stored(stored, workspace, note) as opened:
+            yield _combined(opened, scratch / "rebuilt", scratch)
+
+    def recognises_output(self, source: Path) -> bool:
+        """``doca-kernel-repo-*.rpm``, or a directory holding the ``doca-kernel-<K'>`` metapackage (its
+        ``Modules/<K>/`` repository)."""
+        if source.is_file():
+            return source.name.startswith(f"{WRAPPER}-") and is_rpm_file(source)
+        return source.is_dir() and any(
+            path.name.startswith(KERNEL_METAPACKAGE_PREFIX) and not path.name.startswith(WRAPPER)
+            for path in source.glob("*.rpm")
+        )
+
+    @contextmanager
+    def open_output(
+        self,
+        source: Path,
+        kernel: str | None,
+        registered: Callable[[BundleKind], list[StoredBundle]],
+        workspace: Workspace,
+        note: Note,
+    ) -> Iterator[OpenedBundle]:
+        """The kernel's packages (from the wrapper, or its ``Modules/<K>/`` directory) with the userspace packages
+        of the registered DOCA repository they were built from: the same DOCA version and arch. Where repositories
+        of several distros match, which one is not guessed: publish through a build instead."""
+        scratch = workspace.data.new_scratch(workspace.data.work, "doca-output")
+        try:
+            rebuilt = scratch / "rebuilt"
+            if source.is_file():
+                doca_version, kernel = unwrap_kernel_repo(source, kernel, rebuilt, workspace.limits)
+            else:
+                doca_version, kernel = self._modules_directory(source, kernel, rebuilt)
+            arch = parse_kernel_release(kernel).arch
+            fitting = [
+                stored
+                for stored in registered(BundleKind.DOCA)
+                if (stored.identity.doca_version, stored.identity.arch) == (doca_version, arch)
+            ]
+            names = sorted({stored.name for stored in fitting})
+            if len(names) != 1:  # the same repository registered twice (its package and its tree) is one
+                listed = ", ".join(names) or "none is registered"
+                raise InvalidInput(
+                    f"{source.name} was built from DOCA {doca_version} for {arch}: publishing it needs the one "
+                    f"registered DOCA repository of that release and arch (ofedrepo bundle add); {listed}"
+                )
+            note(f"with the userspace packages of {fitting[0].name}")
+            with self.open_stored(fitting[0], workspace, note) as opened:
+                yield _combined(opened, rebuilt, scratch)
+        finally:
+            remove_tree(scratch)
+
+    @staticmethod
+    def _modules_directory(source: Path, kernel: str | None, destination: Path) -> tuple[str, str]:
+        """A copy of the packages of ``.../doca-host-<ver>/Modules/<K>/``: the path tells the version and kernel."""
+        absolute = Path(os.path.abspath(source))
+        parent = absolute.parent
+        doca_version = DOCA_VERSION.match(parent.parent.name.removeprefix(f"{LOCAL_REPO_PACKAGE}-"))
+        if parent.name != "Modules" or not parent.parent.name.startswith(f"{LOCAL_REPO_PACKAGE}-") or not doca_version:
+            raise InvalidInput(
+                f"{source}: a directory of DOCA kernel packages is published from where the wrapper installs it, "
+                f"/usr/share/{LOCAL_REPO_PACKAGE}-<version>/Modules/<kernel>/; or publish the {WRAPPER} package"
+            )
+        if kernel is not None and kernel != absolute.name:
+            raise InvalidInput(f"{source} holds the packages of {absolute.name}, not {kernel}")
+        parse_kernel_release(absolute.name)
+        destination.mkdir(parents=True)
+        for package in sorted(absolute.glob("*.rpm")):
+            if not is_regular_inside(package, absolute):
+                raise InvalidInput(f"{package.name}: not a file inside {source}")
+            shutil.copyfile(package, destination / package.name)
+        return doca_version.group(0), absolute.name
+
+    def dib_packages(self, present: Collection[str]) -> list[str]:
+        return package_list(present)

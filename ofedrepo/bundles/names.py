@@ -23,13 +23,10 @@ import rpm
 from ofedrepo.distro import parse_ofed_distro
 from ofedrepo.errors import InvalidBundleName, NotABundle
 from ofedrepo.kernel import RPM_ARCHES
+from ofedrepo.kinds import BundleKind
 
 PREFIX = "MLNX_OFED_LINUX"
 DOCA_PREFIX = "DOCA_HOST"
-#: The two kinds of bundle: NVIDIA's MLNX_OFED bundles and its successor's (DOCA-OFED) repositories.
-MLNX_OFED = "mlnx_ofed"
-DOCA = "doca"
-KINDS = (MLNX_OFED, DOCA)
 SKIP_DISTRO_CHECK = "skip-distro-check"
 ARCHIVE_SUFFIXES = (".tgz", ".tar.gz", ".iso")
 
@@ -52,13 +49,13 @@ class BundleIdentity:
     ofed_version: str
     distro: str
     arch: str
-    kind: str = MLNX_OFED
+    kind: BundleKind = BundleKind.MLNX_OFED
     doca_version: str | None = None
 
     @property
     def name(self) -> str:
         """The canonical name, without ``-ext``: the directory name in the published tree."""
-        if self.kind == DOCA:
+        if self.kind == BundleKind.DOCA:
             return f"{DOCA_PREFIX}-{self.doca_version}-{self.ofed_version}-{self.distro}-{self.arch}"
         return f"{PREFIX}-{self.ofed_version}-{self.distro}-{self.arch}"
 
@@ -91,7 +88,11 @@ def parse_bundle_name(name: str) -> BundleName:
     doca = _DOCA_NAME.fullmatch(stem) if len(stem) <= 200 else None
     if doca and doca.group("arch") in RPM_ARCHES:
         identity = BundleIdentity(
-            doca.group("version"), doca.group("distro"), doca.group("arch"), kind=DOCA, doca_version=doca.group("doca")
+            doca.group("version"),
+            doca.group("distro"),
+            doca.group("arch"),
+            kind=BundleKind.DOCA,
+            doca_version=doca.group("doca"),
         )
         return BundleName(identity=identity, ext=False)
     match = _NAME.fullmatch(stem) if len(stem) <= 200 else None

@@ -17,9 +17,8 @@ import logging
 import os
 import shutil
 import stat
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -28,25 +27,24 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ofedrepo.bundles.archive import Limits
-from ofedrepo.bundles.doca import is_doca_input, open_doca
-from ofedrepo.bundles.unpack import OpenedBundle, open_bundle
+from ofedrepo.bundles.names import BundleIdentity
+from ofedrepo.bundles.vendor import StoredBundle, Workspace
+from ofedrepo.bundles.vendors import vendor_for_input
 from ofedrepo.config import Settings
 from ofedrepo.errors import InvalidInput, NotFound
+from ofedrepo.kinds import BundleKind
 from ofedrepo.models import Bundle
-from ofedrepo.rpmfile import module_kernels, read_header
 from ofedrepo.storage import DataDir, exclusive_lock
 from ofedrepo.uploads import Candidate, copy_from, import_scratch, open_named, take_file
 
 log = logging.getLogger(__name__)
-
-SCRIPT = "mlnx_add_kernel_support.sh"
 
 
 @dataclass(frozen=True)
 class BundleView:
     id: int
     name: str
-    kind: str
+    kind: BundleKind
     doca_version: str | None
     ofed_version: str
     distro: str
@@ -54,10 +52,13 @@ class BundleView:
     sha256: str
     supported_kernels: list[str]
     created_at: datetime
+    identified_by: str | None
+    """What told its identity where its own files do not (a DOCA ``doca-host`` package, an online tree's path)."""
 
     @classmethod
     def of(cls, bundle: Bundle) -> "BundleView":
-        return cls(**{name: getattr(bundle, name) for name in cls.__dataclass_fields__})
+        fields = {name: getattr(bundle, name) for name in cls.__dataclass_fields__ if name != "identified_by"}
+        return cls(**fields, identified_by=(bundle.facts or {}).get("identified_by"))
 
 
 #: Deeper directory trees are refused: a bundle is a few levels deep, and the walk holds one descriptor per level.
@@ -149,14 +150,6 @@ def _open_entry(directory: int, name: str, path: str, kind: int) -> int:
     return entry
 
 
-def held_kernels(bundle: OpenedBundle) -> list[str]:
-    """Kernels the bundle's packages install modules for: those need no rebuild (its GA kernel)."""
-    kernels: set[str] = set()
-    for relative in bundle.packages:
-        kernels |= module_kernels(read_header(bundle.root / relative).files)
-    return sorted(kernels)
-
-
 def make_read_only(root: Path) -> None:
     for directory, _, files in os.walk(root):
         Path(directory).chmod(0o755)
@@ -172,13 +165,15 @@ class BundleStore:
         self.sessions = sessions
         self.data = DataDir(settings.data_dir).ensure()
         self.limits = Limits.of(settings)
+        self.workspace = Workspace(self.data, self.limits, settings.bundle_libraries)
 
     def identify(self, source: Path, advance: Callable[[int], None] | None = None) -> Candidate:
         """The bundle at ``source`` (a path the operator named), opened once and taken in (``take_in``); the
         caller ``discard``s the candidate once it is added."""
         descriptor = open_named(source)
+        origin = os.path.abspath(source)
         try:
-            return self.take_in(descriptor, Path(os.path.abspath(source)).name, advance)
+            return replace(self.take_in(descriptor, Path(origin).name, advance), origin=origin)
         finally:
             os.close(descriptor)
 
@@ -210,7 +205,10 @@ class BundleStore:
                 shutil.rmtree(target)
             if progress:
                 progress(f"Unpacking {candidate.name}")
-            with self._opened(candidate, progress) as (opened, supported, tool_sha256):
+            vendor = vendor_for_input(candidate.path)
+            names = [candidate.name, *([candidate.origin] if candidate.origin else [])]
+            with vendor.register(candidate.path, names, self.workspace, progress) as registration:
+                opened = registration.opened
                 target.mkdir(parents=True)
                 stored = target / opened.identity.name
                 if opened.owned:
@@ -227,10 +225,11 @@ class BundleStore:
                     arch=identity.arch,
                     sha256=candidate.sha256,
                     path=stored.relative_to(self.data.root).as_posix(),
-                    supported_kernels=supported,
+                    supported_kernels=registration.supported_kernels,
                     kind=identity.kind,
                     doca_version=identity.doca_version,
-                    tool_sha256=tool_sha256,
+                    tool_sha256=registration.tool_sha256,
+                    facts=registration.facts,
                 )
                 session.add(row)
                 try:
@@ -243,26 +242,6 @@ class BundleStore:
                 log.info("stored bundle %s (%s) as %s", identity.name, candidate.sha256[:12], stored)
                 return BundleView.of(row), True
 
-    @contextmanager
-    def _opened(
-        self, candidate: Candidate, progress: Callable[[str], None] | None
-    ) -> Iterator[tuple[OpenedBundle, list[str], str | None]]:
-        """The candidate opened as what it is: (its package set, the kernels it holds modules for, the checksum of
-        its build tool when that is not part of the bundle's tree: DOCA's doca-kernel-support)."""
-        if is_doca_input(candidate.path):
-            if progress:
-                progress(f"Reading the DOCA-OFED repository {candidate.name}")
-            with open_doca(candidate.path, self.data, self.limits) as doca:
-                yield doca.opened, doca.opened.supported_kernels, doca.tool_sha256
-            return
-        libraries = self.settings.bundle_libraries
-        with open_bundle(candidate.path, self.data, self.limits, libraries, [candidate.name]) as opened:
-            if not (opened.root / SCRIPT).is_file():
-                raise InvalidInput(f"{candidate.name}: not an MLNX_OFED bundle: {SCRIPT} is missing")
-            if progress:
-                progress(f"Reading the packages of {opened.identity.name}")
-            yield opened, held_kernels(opened), None
-
     def find(self, sha256: str) -> BundleView | None:
         with self.sessions() as session:
             row = session.scalars(select(Bundle).where(Bundle.sha256 == sha256)).one_or_none()
@@ -273,6 +252,19 @@ class BundleStore:
         if not bundle.path:
             raise NotFound(f"bundle {bundle.id} has no stored tree")
         return self.data.root / bundle.path
+
+    def stored(self, bundle: Bundle) -> StoredBundle:
+        """A registered bundle as its vendor's module reads it: its row's identity and facts, and its tree."""
+        identity = BundleIdentity(bundle.ofed_version, bundle.distro, bundle.arch, bundle.kind, bundle.doca_version)
+        return StoredBundle(identity, self.root(bundle), dict(bundle.facts or {}))
+
+    def registered(self, kind: BundleKind) -> list[StoredBundle]:
+        """Every stored bundle of ``kind``."""
+        with self.sessions() as session:
+            rows = session.scalars(
+                select(Bundle).where(Bundle.kind == kind, Bundle.path.is_not(None)).order_by(Bundle.id)
+            )
+            return [self.stored(row) for row in rows]
 
 
 def list_bundles(session: Session) -> list[BundleView]:

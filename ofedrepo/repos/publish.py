@@ -35,7 +35,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ofedrepo.bundles.archive import Limits
-from ofedrepo.bundles.unpack import OpenedBundle, open_bundle
+from ofedrepo.bundles.store import BundleStore
+from ofedrepo.bundles.unpack import OpenedBundle
+from ofedrepo.bundles.vendors import vendor_for_output
 from ofedrepo.config import Settings
 from ofedrepo.db import transaction
 from ofedrepo.errors import InvalidInput
@@ -162,12 +164,16 @@ class Publisher:
         build_id: int | None = None,
         progress: Progress | None = None,
     ) -> PublishResult:
-        """Publish ``source`` (an ``-ext`` tgz, an ISO or a directory) for ``kernel`` (inferred if None)."""
+        """Publish what a vendor's rebuild tool made elsewhere for ``kernel`` (inferred if None): an ``-ext`` tgz,
+        ISO or directory, or DOCA's ``doca-kernel-repo-*.rpm`` or ``Modules/<K>/`` directory, which is published
+        with the registered DOCA repository's userspace packages."""
         if kernel is not None:
             parse_kernel_release(kernel)  # refuse a hostile kernel before touching anything
         progress = progress or _Silent()
         progress.step(f"Opening {source.name}")
-        with open_bundle(source, self.data, self.limits, self.settings.bundle_libraries) as bundle:
+        store = BundleStore(self.settings, self.sessions)
+        vendor = vendor_for_output(source)
+        with vendor.open_output(source, kernel, store.registered, store.workspace, progress.note) as bundle:
             return self.publish_opened(bundle, kernel, build_id, progress)
 
     @PUBLISH_SECONDS.time()

@@ -5,7 +5,6 @@ DIB's ``mlnx-ofed`` element takes ``DIB_MLNX_OFED_REPO`` = the directory holding
 its newer form takes ``DIB_MLNX_OFED_REPO_FILE``, the URL of a ready ``.repo`` file.
 """
 
-from collections.abc import Collection
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -13,15 +12,6 @@ REPO_FILE_NAME = "mlnx-ofed.repo"
 MELLANOX_KEY = "RPM-GPG-KEY-Mellanox"
 SITE_KEY = "RPM-GPG-KEY-ofedrepo"
 RPMS = "RPMS"
-DEFAULT_PKGLIST = "mlnx-ofed-hypervisor mlnx-fw-updater"
-#: Installation groups a DIB package list names, in order of preference (an OpenStack hypervisor first).
-PKGLIST_GROUPS = ("hypervisor", "hpc", "basic", "all", "kernel-only")
-#: What installs the modules when a version has no metadata package at all.
-MODULE_PACKAGES = ("mlnx-ofa_kernel-modules", "kmod-mlnx-ofa_kernel")
-#: DOCA-OFED: the userspace stack without DKMS, and the kernel metapackage doca-kernel-support makes.
-DOCA_USERSPACE = "doca-ofed-userspace"
-DOCA_KERNEL_PREFIX = "doca-kernel-"
-DOCA_KERNEL_WRAPPER = "doca-kernel-repo"
 
 
 @dataclass(frozen=True)
@@ -72,33 +62,7 @@ def render_repo_file(location: RepoLocation, gpgcheck: bool, repo_gpgcheck: bool
     return "\n".join(lines) + "\n"
 
 
-def dib_package_list(package_names: Collection[str] | None) -> str:
-    """``DIB_MLNX_OFED_PKGLIST`` naming only packages the version holds: an ``mlnx-ofed-<group>`` (the
-    hypervisor set when there is one) and ``mlnx-fw-updater``; None (a version recorded before ofedrepo
-    kept package names) gets the seed article's list."""
-    if package_names is None:
-        return DEFAULT_PKGLIST
-    present = set(package_names)
-    if DOCA_USERSPACE in present:
-        return " ".join(doca_package_list(present))
-    chosen = next((f"mlnx-ofed-{group}" for group in PKGLIST_GROUPS if f"mlnx-ofed-{group}" in present), None)
-    chosen = chosen or next((name for name in MODULE_PACKAGES if name in present), None)
-    return " ".join([name for name in (chosen, "mlnx-fw-updater") if name and name in present])
-
-
-def doca_package_list(present: set[str]) -> list[str]:
-    """A DOCA-OFED version's list, as NVIDIA has hosts install a kernel repo that doca-kernel-support made:
-    ``doca-ofed-userspace`` (everything but kernel packages: no DKMS), the ``doca-kernel-<K'>`` metapackage
-    of the modules built for the kernel, and ``mlnx-fw-updater``. A version of a kernel NVIDIA built for has
-    no such metapackage: its ``doca-ofed`` installs the stock kmods."""
-    kernel = sorted(
-        name for name in present if name.startswith(DOCA_KERNEL_PREFIX) and not name.startswith(DOCA_KERNEL_WRAPPER)
-    )
-    chosen = [DOCA_USERSPACE, kernel[0]] if kernel else ["doca-ofed" if "doca-ofed" in present else DOCA_USERSPACE]
-    return [*chosen, *(["mlnx-fw-updater"] if "mlnx-fw-updater" in present else [])]
-
-
-def dib_environment(location: RepoLocation, dib_version: str, pkglist: str = DEFAULT_PKGLIST) -> dict[str, str]:
+def dib_environment(location: RepoLocation, dib_version: str, pkglist: str) -> dict[str, str]:
     """The ``DIB_MLNX_OFED_*`` variables for the ``mlnx-ofed`` element."""
     return {
         "DIB_MLNX_OFED_VERSION": dib_version,

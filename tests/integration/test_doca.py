@@ -1,10 +1,13 @@
-"""DOCA-OFED end to end through the running server: a DOCA 3.1 repository (GA kmods, uploaded as NVIDIA's
-local-repo package) and a DOCA 3.2 one (DKMS only, imported as an unpacked online tree); a request for a kernel
-neither was built for; doca-kernel-support (the model) in the sandbox; then the real dnf installs the DIB
-snippet's package list with ``gpgcheck=1`` and gets the modules built for that kernel, no DKMS package and no
-module for another kernel. A compile failure shows its component log in the build log; the model's own
-behaviours (-k on EL9, offline dependency installs, option grammar, --dirty) are checked by running it."""
+"""DOCA-OFED end to end through the running server, for every generation the public sources show (2.10, 3.0,
+3.1 with its sources inside doca-extra, 3.2 DKMS only), each registered both as NVIDIA's local-repo package and
+as an unpacked online tree: a request for a kernel NVIDIA did not build for; doca-kernel-support (the model) in
+the sandbox; then the real dnf installs the DIB snippet's package list with ``gpgcheck=1``, and separately plain
+``doca-ofed``, and gets the modules built for that kernel, no DKMS package and no module for another kernel. A
+compile failure shows its component log in the build log; ``ofedrepo publish`` takes the tool's output made
+elsewhere; the model's own behaviours (-k on EL9, offline dependency installs, option grammar, --dirty) are
+checked by running it."""
 
+import json
 import os
 import re
 import shutil
@@ -16,10 +19,11 @@ import httpx
 import pytest
 
 from ofedrepo.bundles.archive import Limits
-from ofedrepo.bundles.doca import TOOLS_PREFIX, open_doca, unpack_tools
+from ofedrepo.bundles.doca import TOOLS_PREFIX, DocaOfed, unpack_tools
+from ofedrepo.bundles.vendor import Workspace
 from ofedrepo.process import clean_environment
 from ofedrepo.storage import DataDir
-from tests.conftest import RunningServer, start_server, stop_server
+from tests.conftest import VENV_BIN, RunningServer, start_server, stop_server
 from tests.integration.test_dnf import dnf
 from tests.integration.test_pipeline import ENDED, build_log, module_vermagic, request, upload, wait_for
 from tests.integration.test_real_bundles import installed_kernels, repo_definition
@@ -28,6 +32,7 @@ from tests.support.synthetic_bundle import make_kernel_sources
 from tests.support.synthetic_doca import (
     DOCA_31,
     DOCA_32,
+    GENERATIONS,
     DocaSpec,
     build_dependencies_registered,
     make_doca_tree,
@@ -36,35 +41,38 @@ from tests.support.synthetic_doca import (
 from workers.runner import host_layout, sandbox_argv
 
 Key = synthetic_bundle.TestKey
-Trees = dict[str, tuple[DocaSpec, Path]]
-KERNEL = "5.14.0-570.42.2.el9_6.x86_64"  # an errata kernel of RHEL 9.6: neither repository has modules for it
+KERNEL = "5.14.0-570.42.2.el9_6.x86_64"  # an errata kernel of RHEL 9.6: no repository has modules for it
+KERNEL_95 = "5.14.0-503.26.1.el9_5.x86_64"  # one of RHEL 9.5 (the kernel confluent-docs' 2.10 how-to builds for)
 BROKEN_KERNEL = "5.14.0-570.49.1.el9_6.x86_64"
-Key = synthetic_bundle.TestKey
-Trees = dict[str, tuple[DocaSpec, Path]]
 COMPILER_ERROR = "drivers/infiniband/core/umem.c:211:17: error: 'struct ib_umem' has no member named 'owning_mm'"
+FORMS = ("local-repo", "online-tree")
 
 
 def kernel_metapackage(kernel: str) -> str:
     return "doca-kernel-" + kernel.replace("-", ".").replace("_", ".")
 
 
-@pytest.fixture(scope="module")
-def doca_trees(tmp_path_factory: pytest.TempPathFactory, test_key: Key) -> Trees:
-    root = tmp_path_factory.mktemp("doca")
-    return {
-        spec.doca_version: (spec, make_doca_tree(spec, test_key, root / spec.doca_version))
-        for spec in (DOCA_31, DOCA_32)
-    }
+def target_kernel(spec: DocaSpec) -> str:
+    """An errata kernel of the spec's distro that NVIDIA built nothing for."""
+    return KERNEL_95 if spec.tag == "rhel9.5" else KERNEL
+
+
+class Inputs:
+    """Every generation's online tree and local-repo package, made once."""
+
+    def __init__(self, root: Path, key: Key) -> None:
+        self.root = root
+        self.trees = {spec: make_doca_tree(spec, key, root / "mirror" / spec.doca_version) for spec in GENERATIONS}
+        packages = root / "doca-host"
+        packages.mkdir()
+        self.local_repos = {
+            spec: make_local_repo_package(spec, tree, key, packages) for spec, tree in self.trees.items()
+        }
 
 
 @pytest.fixture(scope="module")
-def local_repo_31(
-    tmp_path_factory: pytest.TempPathFactory,
-    test_key: Key,
-    doca_trees: Trees,
-) -> Path:
-    spec, tree = doca_trees[DOCA_31.doca_version]
-    return make_local_repo_package(spec, tree, test_key, tmp_path_factory.mktemp("doca-host"))
+def inputs(tmp_path_factory: pytest.TempPathFactory, test_key: Key) -> Inputs:
+    return Inputs(tmp_path_factory.mktemp("doca"), test_key)
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +83,12 @@ def prepared_builder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
 
 @pytest.fixture(scope="module")
 def service(
-    tmp_path_factory: pytest.TempPathFactory,
-    doca_trees: Trees,
-    local_repo_31: Path,
-    prepared_builder: None,
+    tmp_path_factory: pytest.TempPathFactory, inputs: Inputs, prepared_builder: None
 ) -> Iterator[RunningServer]:
     root = tmp_path_factory.mktemp("doca-service")
     kernels = root / "kernels"
-    make_kernel_sources(kernels, KERNEL)
+    for kernel in (KERNEL, KERNEL_95):
+        make_kernel_sources(kernels, kernel)
     make_kernel_sources(kernels, BROKEN_KERNEL, compile_error=COMPILER_ERROR)
     keys = root / "module-signing"
     keys.mkdir()
@@ -92,7 +98,7 @@ def service(
         "OFEDREPO_KERNEL_SOURCES_ROOT": str(kernels),
         "OFEDREPO_WORKER_CONCURRENCY": "2",
         "OFEDREPO_QUEUE_POLL_INTERVAL": "0.2",
-        "OFEDREPO_IMPORT_DIRS": str(doca_trees[DOCA_32.doca_version][1].parents[1]),
+        "OFEDREPO_IMPORT_DIRS": str(inputs.root),
         "OFEDREPO_MODULE_SIGN_PRIV_KEY": str(keys / "signing_key.pem"),
         "OFEDREPO_MODULE_SIGN_PUB_KEY": str(keys / "signing_key.x509"),
     }
@@ -103,85 +109,101 @@ def service(
         stop_server(running)
 
 
-def registered(service: RunningServer, doca_trees: Trees, local_repo_31: Path) -> dict:
-    uploaded = upload(service, "bundles", local_repo_31)
-    assert uploaded.status_code in (200, 201), uploaded.text
-    tree = doca_trees[DOCA_32.doca_version][1]
-    imported = httpx.post(f"{service.url}/api/v1/bundles", json={"path": str(tree)}, timeout=120)
-    assert imported.status_code in (200, 201), imported.text
-    return {DOCA_31.doca_version: uploaded.json(), DOCA_32.doca_version: imported.json()}
+def registered(service: RunningServer, inputs: Inputs, spec: DocaSpec, form: str) -> dict:
+    """The spec's repository, uploaded as its local-repo package or imported as its online tree."""
+    if form == "local-repo":
+        answer = upload(service, "bundles", inputs.local_repos[spec])
+    else:
+        answer = httpx.post(f"{service.url}/api/v1/bundles", json={"path": str(inputs.trees[spec])}, timeout=120)
+    assert answer.status_code in (200, 201), answer.text
+    return answer.json()
 
 
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("spec", GENERATIONS, ids=lambda spec: spec.doca_version)
 def test_doca_repositories_register_with_their_identity(
-    service: RunningServer, doca_trees: Trees, local_repo_31: Path, tmp_path: Path
+    service: RunningServer, inputs: Inputs, spec: DocaSpec, form: str
 ) -> None:
-    bundles = registered(service, doca_trees, local_repo_31)
-    for spec in (DOCA_31, DOCA_32):
-        bundle = bundles[spec.doca_version]
-        assert bundle["kind"] == "doca" and bundle["name"] == spec.name
-        assert (bundle["doca_version"], bundle["ofed_version"]) == (spec.doca_version, spec.ofed_version)
-        assert (bundle["distro"], bundle["arch"]) == (spec.tag, "x86_64")
-    assert bundles[DOCA_31.doca_version]["supported_kernels"] == [DOCA_31.ga_kernel]
-    assert bundles[DOCA_32.doca_version]["supported_kernels"] == []  # DKMS only: nothing prebuilt
-    page = httpx.get(f"{service.url}/ui/bundles", timeout=10).text
-    assert "DOCA 3.2.0" in page and DOCA_32.name in page
+    bundle = registered(service, inputs, spec, form)
+    assert bundle["kind"] == "doca" and bundle["name"] == spec.name
+    assert (bundle["doca_version"], bundle["ofed_version"]) == (spec.doca_version, spec.ofed_version)
+    assert (bundle["distro"], bundle["arch"]) == (spec.tag, "x86_64")
+    told_by = spec.local_repo_file.removesuffix(".rpm") if form == "local-repo" else f"doca/{spec.doca_version}/"
+    assert bundle["identified_by"].startswith(told_by), bundle
+    assert bundle["supported_kernels"] == ([] if spec.dkms else [spec.ga_kernel])  # DKMS only: nothing prebuilt
 
-    # Without doca-extra (or doca-ofed-source) there is nothing to rebuild with: refused, saying what is missing.
-    tree = doca_trees[DOCA_32.doca_version][1]
-    partial = tree.parents[1] / f"partial-{tmp_path.name}" / "x86_64"
+
+def test_what_does_not_tell_what_it_is_is_refused_saying_why(
+    service: RunningServer, inputs: Inputs, tmp_path: Path
+) -> None:
+    tree = inputs.trees[DOCA_32]
+    # Without doca-extra there is nothing to rebuild with: refused, saying what is missing.
+    partial = inputs.root / "mirror" / f"partial-{tmp_path.name}" / "doca" / "3.2.0" / "rhel9" / "x86_64"
     shutil.copytree(tree, partial)
     for package in partial.glob("doca-extra-*.rpm"):
         package.unlink()
     refused = httpx.post(f"{service.url}/api/v1/bundles", json={"path": str(partial)}, timeout=120)
     assert refused.status_code == 422 and "without doca-extra" in refused.json()["detail"], refused.text
+    # A tree copied where its path no longer says its version and distro: the packages' releases do not tell.
+    renamed = inputs.root / "mirror" / f"doca32-{tmp_path.name}"
+    shutil.copytree(tree, renamed)
+    (renamed / "README").write_text("a partial mirror\n")  # not the tree registered already (same digest)
+    refused = httpx.post(f"{service.url}/api/v1/bundles", json={"path": str(renamed)}, timeout=120)
+    assert refused.status_code == 422 and "doca/<version>/<distro>/<arch>" in refused.json()["detail"], refused.text
+    # A path that names another release than its packages are.
+    lying = inputs.root / "mirror" / f"lying-{tmp_path.name}" / "doca" / "3.1.0" / "rhel9.6" / "x86_64"
+    shutil.copytree(tree, lying)
+    (lying / "README").write_text("a mirror under another name\n")
+    refused = httpx.post(f"{service.url}/api/v1/bundles", json={"path": str(lying)}, timeout=120)
+    assert refused.status_code == 422 and "another DOCA release" in refused.json()["detail"], refused.text
+    page = httpx.get(f"{service.url}/ui/bundles", timeout=10).text
+    assert "DOCA 3.2.0" in page and DOCA_32.name in page
 
 
-@pytest.mark.parametrize("spec", [DOCA_31, DOCA_32], ids=["doca-3.1-kmods", "doca-3.2-dkms"])
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("spec", GENERATIONS, ids=lambda spec: spec.doca_version)
 def test_a_doca_repo_for_a_kernel_installs_its_modules_without_dkms(
-    tmp_path: Path,
-    service: RunningServer,
-    doca_trees: Trees,
-    local_repo_31: Path,
-    spec: DocaSpec,
+    tmp_path: Path, service: RunningServer, inputs: Inputs, spec: DocaSpec, form: str
 ) -> None:
-    bundle = registered(service, doca_trees, local_repo_31)[spec.doca_version]
-    asked = request(service, kernel=KERNEL, bundle_id=bundle["id"])
+    bundle = registered(service, inputs, spec, form)
+    kernel = target_kernel(spec)
+    asked = request(service, kernel=kernel, bundle_id=bundle["id"])
     assert asked.status_code == 202, asked.text
     assert asked.json()["bundle"] == spec.name and asked.json()["build"]["rebuild"] is True
     build = wait_for(service, asked.json()["build"]["id"], ENDED, timeout=300)
     log = build_log(service, build["id"])
     assert build["state"] == "succeeded", log
     assert re.search(r"Building under /tmp/DOCA\.\w+", log) and "Missing package mlnx-nfsrdma, skipping" in log
+    assert "==> doca-kernel-support output <==" in log and "mlnx_add_kernel_support.sh" not in log
     assert "module signing: MODULE_SIGN_PRIV_KEY and MODULE_SIGN_PUB_KEY are passed" in log and "all signed" in log
     assert "not published: doca-extra-" in log
 
     repo = httpx.get(f"{service.url}/api/v1/repos/{build['repo_id']}", timeout=10).json()
-    version = repo["versions"][-1]
+    (version,) = [version for version in repo["versions"] if version["number"] == build["version_number"]]
     packages = set(version["packages"])
     assert not {name for name in packages if name.endswith("-dkms")}
     assert not packages & {"doca-extra", "doca-ofed-source", "doca-kernel-repo", "doca-host"}
     snippet = httpx.get(f"{service.url}/api/v1/repos/{repo['id']}/dib", timeout=10).json()
     pkglist = snippet["environment"]["DIB_MLNX_OFED_PKGLIST"]
-    assert pkglist == f"doca-ofed-userspace {kernel_metapackage(KERNEL)} mlnx-fw-updater"
+    assert pkglist == f"doca-ofed-userspace {kernel_metapackage(kernel)} mlnx-fw-updater"
     definition = repo_definition(version["url"])
+    assert "gpgcheck=1" in definition
     listed = dnf(tmp_path / "files", definition, "repoquery", "-q", "-l", "*").stdout.split()
-    assert {path.split("/")[3] for path in listed if path.startswith("/lib/modules/")} == {KERNEL}
+    assert {path.split("/")[3] for path in listed if path.startswith("/lib/modules/")} == {kernel}
 
     for packages_to_install in (pkglist.split(), ["doca-ofed"]):  # the plain doca-ofed pulls no DKMS either
         root = tmp_path / packages_to_install[0]
         dnf(root, definition, "install", *packages_to_install)
-        assert installed_kernels(root) == {KERNEL}
-        (module,) = (root / "installroot" / "lib" / "modules" / KERNEL).rglob("mlx5_core.ko")
-        assert module_vermagic(module) == KERNEL
+        assert installed_kernels(root) == {kernel}
+        (module,) = (root / "installroot" / "lib" / "modules" / kernel).rglob("mlx5_core.ko")
+        assert module_vermagic(module) == kernel
         listing = dnf(root, definition, "list", "--installed").stdout
         installed = {line.split()[0].rsplit(".", 1)[0] for line in listing.splitlines()[1:] if line.strip()}
         assert "kmod-mlnx-ofa_kernel" in installed and not {name for name in installed if "dkms" in name}, listing
 
 
-def test_a_compile_failure_shows_its_component_log(
-    service: RunningServer, doca_trees: Trees, local_repo_31: Path
-) -> None:
-    bundle = registered(service, doca_trees, local_repo_31)[DOCA_32.doca_version]
+def test_a_compile_failure_shows_its_component_log(service: RunningServer, inputs: Inputs) -> None:
+    bundle = registered(service, inputs, DOCA_32, "online-tree")
     asked = request(service, kernel=BROKEN_KERNEL, bundle_id=bundle["id"])
     assert asked.status_code == 202, asked.text
     build = wait_for(service, asked.json()["build"]["id"], ENDED, timeout=300)
@@ -190,10 +212,8 @@ def test_a_compile_failure_shows_its_component_log(
     assert re.search(r"==> DOCA\.\w+/logs/mlnx-ofa_kernel\.log <==", log) and COMPILER_ERROR in log
 
 
-def test_the_ga_kernel_of_a_31_repository_needs_no_rebuild(
-    service: RunningServer, doca_trees: Trees, local_repo_31: Path
-) -> None:
-    bundle = registered(service, doca_trees, local_repo_31)[DOCA_31.doca_version]
+def test_the_ga_kernel_of_a_31_repository_needs_no_rebuild(service: RunningServer, inputs: Inputs) -> None:
+    bundle = registered(service, inputs, DOCA_31, "local-repo")
     asked = request(service, kernel=DOCA_31.ga_kernel, bundle_id=bundle["id"])
     assert asked.status_code == 202 and asked.json()["build"]["rebuild"] is False, asked.text
     build = wait_for(service, asked.json()["build"]["id"], ENDED, timeout=120)
@@ -206,11 +226,14 @@ def test_the_ga_kernel_of_a_31_repository_needs_no_rebuild(
 
 
 @pytest.fixture(scope="module")
-def tools(tmp_path_factory: pytest.TempPathFactory, doca_trees: Trees) -> Path:
+def tools(tmp_path_factory: pytest.TempPathFactory, inputs: Inputs) -> Path:
     root = tmp_path_factory.mktemp("doca-tools")
     limits = Limits(10**10, 10_000)
-    with open_doca(doca_trees[DOCA_32.doca_version][1], DataDir(root / "var").ensure(), limits) as doca:
-        return unpack_tools([doca.opened.root / doca.extra, doca.opened.root / doca.source], root / "tools", limits)
+    tree = inputs.trees[DOCA_32]
+    workspace = Workspace(DataDir(root / "var").ensure(), limits, "upstream")
+    with DocaOfed().register(tree, [str(tree)], workspace, None) as registration:
+        packages = [registration.opened.root / registration.facts[key] for key in ("tool_package", "source_package")]
+        return unpack_tools(packages, root / "tools", limits)
 
 
 def run_tool(
@@ -298,18 +321,63 @@ def _damaged(package: Path, directory: Path, how: str) -> Path:
     "how", ["an unknown payload compressor", "64 bytes flipped mid-payload", "member not in header"]
 )
 def test_a_damaged_local_repo_package_is_a_422_with_a_detail(
-    service: RunningServer, local_repo_31: Path, tmp_path: Path, how: str
+    service: RunningServer, inputs: Inputs, tmp_path: Path, how: str
 ) -> None:
     """Each of these was a 500 (one of them plain text): librpm's errors escaped as they were."""
-    answer = upload(service, "bundles", _damaged(local_repo_31, tmp_path, how))
+    answer = upload(service, "bundles", _damaged(inputs.local_repos[DOCA_31], tmp_path, how))
     assert answer.status_code == 422, answer.text
     assert answer.headers["content-type"].startswith("application/json") and answer.json()["detail"]
 
 
 def test_a_local_repo_package_that_does_not_name_its_compressor_is_read_as_rpm_reads_it(
-    service: RunningServer, local_repo_31: Path, tmp_path: Path
+    service: RunningServer, inputs: Inputs, tmp_path: Path
 ) -> None:
     """No PAYLOADCOMPRESSOR was a plain-text 500; rpm takes such a payload for gzip, as this fixture's is."""
-    answer = upload(service, "bundles", _damaged(local_repo_31, tmp_path, "no payload compressor"))
+    answer = upload(service, "bundles", _damaged(inputs.local_repos[DOCA_31], tmp_path, "no payload compressor"))
     assert answer.status_code == 201, answer.text
     assert answer.json()["name"] == DOCA_31.name
+
+
+def test_ofedrepo_publish_takes_doca_kernel_support_output(
+    service: RunningServer, inputs: Inputs, tools: Path, tmp_path: Path, prepared_builder: None
+) -> None:
+    """A rebuild done by hand on a build host (the tool's wrapper package, or the ``Modules/<K>/`` directory it
+    installs) is published with the registered DOCA repository's userspace packages, and installs."""
+    registered(service, inputs, DOCA_32, "online-tree")
+    kernel = "5.14.0-570.44.1.el9_6.x86_64"
+    sources = make_kernel_sources(tmp_path / "kernels", kernel)
+    built = run_tool(tools, tmp_path / "tmp", sources, "-s", str(sources))
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wrapper,) = (tmp_path / "tmp").glob("DOCA.*/doca-kernel-repo-*.rpm")
+
+    def publish(path: Path) -> dict:
+        done = subprocess.run(
+            [str(VENV_BIN / "ofedrepo"), "publish", str(path), "--json"],
+            env=service.environment, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        return json.loads(done.stdout)
+
+    published = publish(wrapper)
+    assert (published["bundle"], published["kernel"], published["version"]) == (DOCA_32.name, kernel, 1)
+    repo = httpx.get(f"{service.url}/api/v1/repos/{published['repo_id']}", timeout=10).json()
+    definition = repo_definition(repo["versions"][-1]["url"])
+    root = tmp_path / "installed"
+    dnf(root, definition, "install", "doca-ofed-userspace", kernel_metapackage(kernel))
+    assert installed_kernels(root) == {kernel}
+
+    # The directory the wrapper installs, /usr/share/doca-host-<ver>/Modules/<K>/, is taken too.
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    subprocess.run(f"rpm2cpio {wrapper} | cpio -idm --quiet", shell=True, cwd=unpacked, check=True)
+    (modules,) = unpacked.glob("usr/share/doca-host-*/Modules/*")
+    assert publish(modules)["version"] in (1, 2)
+
+    # Without the DOCA release it was built from registered, it is refused in one line.
+    other = subprocess.run(
+        [str(VENV_BIN / "ofedrepo"), "publish", str(wrapper)],
+        env={**service.environment, "OFEDREPO_DATA_DIR": str(tmp_path / "elsewhere")},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert other.returncode != 0 and "registered DOCA repository" in other.stderr, other.stderr
+    assert "Traceback" not in other.stderr

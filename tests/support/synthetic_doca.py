@@ -1,19 +1,28 @@
 """Synthetic DOCA-OFED (DOCA-Host) repositories with NVIDIA's layout, built with real rpmbuild (tests only).
 
-Two generations are modelled (``DocaSpec.dkms``), as NVIDIA publishes them::
+Every generation the public sources show is modelled (``GENERATIONS``), as NVIDIA publishes them::
 
-    doca/<ver>/<distro>/<arch>/             the online tree (<distro> a minor, rhel9.6, up to 3.1; rhel9 from 3.2)
+    doca/<ver>/<distro>/<arch>/             the online tree (<distro> a minor, rhel9.6, up to 3.1; rhel9 from 3.2:
+                                            helper-read linux.mellanox.com URLs in confluent-docs, kayobe-config)
         *.rpm  repodata/  RPM-GPG-KEY-doca
     doca-host-<ver>-<build>_<ofed>_<distro>.<arch>.rpm
-                                            the local-repo package: /usr/share/doca-host-<ver>/repo/ (Packages/,
-                                            repodata/, RPM-GPG-KEY-doca) and /etc/yum.repos.d/doca.repo
+                                            the local-repo package (``doca-host-2.10.0-093000_25.01_rhel95.x86_64
+                                            .rpm``, xcat2/confluent-docs ``doca2-10-install.md``): /usr/share/
+                                            doca-host-<ver>/repo/ (Packages/, repodata/, RPM-GPG-KEY-doca) and
+                                            /etc/yum.repos.d/doca.repo
 
 Packages, all signed with the throwaway vendor key: the userspace stack; up to DOCA 3.1 KMP ``kmod-*`` built
 for the GA kernel of the RHEL minor (release ``OFED.<v>.rhel9u6``), from 3.2 only ``*-dkms`` packages; the
-DOCA metapackages (``doca-ofed``, ``doca-roce``, ``doca-networking``, ``doca-all`` and their ``-userspace``
-variants), versioned ``<doca>-<build>_<ofed>_<distro>``; ``doca-extra`` with the model of
-``doca-kernel-support`` (``tests/support/vendor/doca_kernel_support.py``); ``doca-ofed-source`` with
-``MLNX_OFED_SRC-<ofed>.tgz`` (the kernel source packages the tool rebuilds) and ``get_mlnx_ofed_version``.
+DOCA metapackages (``doca-ofed``, ``doca-roce``, ``doca-kernel`` as arch packages, ``doca-networking``,
+``doca-all`` and the ``-userspace`` variants noarch), versioned ``<doca>-<build>``: dnf fetches
+``doca-kernel-3.1.0-091000.x86_64.rpm`` from the 3.1.0 rhel9.6 repository (a public how-to,
+schmaustech/ufm-install-rhel9); ``doca-extra`` with the model of ``doca-kernel-support``
+(``tests/support/vendor/doca_kernel_support.py``); the driver sources ``MLNX_OFED_SRC-<ofed>.tgz`` (the kernel
+source packages the tool rebuilds) and ``get_mlnx_ofed_version``: inside ``doca-extra`` up to DOCA 3.1 (3.1.0's
+``doca-extra`` "bundled the tarball inside doca-extra itself", rollandf/doca-driver-build
+``docs/install-pl-deprecation-plan.md`` B.1.1, which calls ``doca-ofed-source`` a later split; for 2.10 and 3.0
+no source shows the packages' contents, so the older layout is assumed), in ``doca-ofed-source`` from 3.2.
+DOCA↔OFED pairs from Mellanox/doca-driver-build ``release_manifests/`` and its README.
 """
 
 import shutil
@@ -44,15 +53,19 @@ USERSPACE = [*mlnxofedinstall.LIBRARIES["upstream"], "mlnx-tools", "mstflint", "
 
 @dataclass(frozen=True)
 class DocaSpec:
-    doca_version: str = "3.1.0"
-    build: str = "105000"
-    ofed_version: str = "25.07-0.9.7.0"
-    distro: str = "rhel96"
-    """As DOCA writes it in package releases (``rhel96``; a major alone, ``rhel9``, from 3.2)."""
+    doca_version: str
+    build: str
+    ofed_version: str
+    distro: str
+    """As the ``doca-host`` package's release writes it (``rhel96``; a major alone, ``rhel9``, from 3.2)."""
+    tag: str
+    """The distro as ofedrepo (and the online tree's directory) writes it: ``rhel9.6``, ``rhel9``."""
+    ga_kernel: str
     arch: str = "x86_64"
-    ga_kernel: str = "5.14.0-570.12.1.el9_6.x86_64"
     dkms: bool = False
     """DOCA 3.2 and later: no prebuilt kernel modules, only DKMS packages."""
+    sources_in_extra: bool = True
+    """Up to DOCA 3.1 the driver sources are inside ``doca-extra``; from 3.2 in ``doca-ofed-source``."""
 
     @property
     def ofed_short(self) -> str:
@@ -60,12 +73,12 @@ class DocaSpec:
 
     @property
     def release(self) -> str:
-        return f"{self.build}_{self.ofed_short}_{self.distro}"
+        """The metapackages' release: the build number alone."""
+        return self.build
 
     @property
-    def tag(self) -> str:
-        """The distro as ofedrepo (and the online tree's directory) writes it: ``rhel9.6``, ``rhel9``."""
-        return self.distro[:5] + ("." + self.distro[5:] if len(self.distro) > 5 else "")
+    def local_repo_release(self) -> str:
+        return f"{self.build}_{self.ofed_short}_{self.distro}"
 
     @property
     def name(self) -> str:
@@ -74,11 +87,23 @@ class DocaSpec:
 
     @property
     def local_repo_file(self) -> str:
-        return f"doca-host-{self.doca_version}-{self.release}.{self.arch}.rpm"
+        return f"doca-host-{self.doca_version}-{self.local_repo_release}.{self.arch}.rpm"
 
 
-DOCA_31 = DocaSpec()
-DOCA_32 = DocaSpec("3.2.0", "125000", "25.10-1.2.8.0", "rhel9", ga_kernel="5.14.0-611.5.1.el9_7.x86_64", dkms=True)
+DOCA_210 = DocaSpec("2.10.0", "093000", "25.01-0.6.0.0", "rhel95", "rhel9.5", "5.14.0-503.11.1.el9_5.x86_64")
+DOCA_30 = DocaSpec("3.0.0", "058000", "25.04-0.6.1.0", "rhel95", "rhel9.5", "5.14.0-503.11.1.el9_5.x86_64")
+DOCA_31 = DocaSpec("3.1.0", "091000", "25.07-0.9.7.0", "rhel96", "rhel9.6", "5.14.0-570.12.1.el9_6.x86_64")
+DOCA_32 = DocaSpec(
+    "3.2.0",
+    "125000",
+    "25.10-1.2.8.0",
+    "rhel9",
+    "rhel9",
+    "5.14.0-611.5.1.el9_7.x86_64",
+    dkms=True,
+    sources_in_extra=False,
+)
+GENERATIONS = (DOCA_210, DOCA_30, DOCA_31, DOCA_32)
 
 
 def payload_package(
@@ -102,15 +127,19 @@ def payload_package(
     return built
 
 
+#: The profiles NVIDIA ships as arch packages; the others are noarch.
+ARCH_METAPACKAGES = ("doca-ofed", "doca-roce", "doca-kernel")
+
+
 def _metapackages(spec: DocaSpec, kernel_packages: list[str], work: Path, out: Path) -> None:
-    """The DOCA profiles: noarch packages of requirements only."""
+    """The DOCA profiles: packages of requirements only, version the DOCA release, release the build number."""
     groups = {
         "doca-ofed-userspace": USERSPACE + ["mlnx-ofa_kernel"],
-        "doca-ofed": ["doca-ofed-userspace", *kernel_packages],
+        "doca-kernel": kernel_packages,
         "doca-roce-userspace": mlnxofedinstall.LIBRARIES["upstream"],
         "doca-roce": ["doca-roce-userspace", kernel_packages[0]],
         "doca-networking-userspace": ["doca-ofed-userspace", "mlnx-iproute2", "mlnx-ethtool"],
-        "doca-networking": ["doca-networking-userspace", *kernel_packages],
+        "doca-networking": ["doca-networking-userspace", "doca-kernel"],
         "doca-all-userspace": ["doca-networking-userspace", "doca-roce-userspace"],
         "doca-all": ["doca-networking", "doca-roce"],
     }
@@ -118,18 +147,17 @@ def _metapackages(spec: DocaSpec, kernel_packages: list[str], work: Path, out: P
     (top / "SPECS").mkdir(parents=True)
     lines = [
         "Name: doca-ofed", f"Version: {spec.doca_version}", f"Release: {spec.release}", "Summary: DOCA-OFED profile",
-        "License: Proprietary", "BuildArch: noarch", *(f"Requires: {name}" for name in groups["doca-ofed"]),
+        "License: Proprietary", "Requires: doca-ofed-userspace", "Requires: doca-kernel",
         "", "%description", "doca-ofed profile.", "", "%files",
     ]  # fmt: skip
     for group, requires in groups.items():
-        if group == "doca-ofed":
-            continue
         lines += ["", f"%package -n {group}", f"Summary: DOCA profile {group}"]
+        lines += [] if group in ARCH_METAPACKAGES else ["BuildArch: noarch"]
         lines += [f"Requires: {name}" for name in requires]
         lines += [f"%description -n {group}", f"{group} profile.", f"%files -n {group}"]
     spec_file = top / "SPECS" / "doca.spec"
     spec_file.write_text("\n".join(lines) + "\n")
-    run(install_pl.rpmbuild_argv(top, "-bb", str(spec_file)), work / "build.log")
+    run(install_pl.rpmbuild_argv(top, "-bb", "--target", spec.arch, str(spec_file)), work / "build.log")
     for package in (top / "RPMS").rglob("*.rpm"):
         shutil.move(package, out / package.name)
 
@@ -163,7 +191,8 @@ def _dkms_packages(spec: DocaSpec, work: Path, out: Path) -> list[str]:
 
 
 def _tools(spec: DocaSpec, work: Path, out: Path) -> None:
-    """doca-ofed-source (the driver sources, get_mlnx_ofed_version) and doca-extra (doca-kernel-support)."""
+    """doca-extra (doca-kernel-support) and the driver sources with get_mlnx_ofed_version, in doca-extra itself
+    or in doca-ofed-source (``DocaSpec.sources_in_extra``)."""
     source_name = f"MLNX_OFED_SRC-{spec.ofed_version}"
     tree = work / "src" / source_name
     (tree / "SRPMS").mkdir(parents=True)
@@ -176,20 +205,24 @@ def _tools(spec: DocaSpec, work: Path, out: Path) -> None:
         run(install_pl.rpmbuild_argv(srpm_top, "-bs", "--define", "KMP 1", str(spec_file)), work / "build.log")
     for srpm in (srpm_top / "SRPMS").glob("*.src.rpm"):
         shutil.move(srpm, tree / "SRPMS" / srpm.name)
-    source_stage = work / "stage-source" / TOOLS.lstrip("/")
-    (source_stage / "resources").mkdir(parents=True)
-    with tarfile.open(source_stage / "resources" / f"{source_name}.tgz", "w:gz", compresslevel=1) as tar:
-        tar.add(tree, arcname=source_name)
-    (source_stage / "get_mlnx_ofed_version").write_text(f'#!/bin/sh\necho "{spec.ofed_version}"\n')
-    (source_stage / "get_mlnx_ofed_version").chmod(0o755)
-    (source_stage / "doca-info").write_text(f"#!/bin/sh\necho 'DOCA {spec.doca_version}'\n")
-    (source_stage / "doca-info").chmod(0o755)
-    tools_version = spec.ofed_short.replace(".", "") + ".0." + spec.ofed_version.split("-")[1].split(".")[0]
-    built = payload_package(work, "doca-ofed-source", tools_version, "1", "noarch", work / "stage-source")
-    shutil.move(built, out / built.name)
     extra_stage = work / "stage-extra"
+    source_stage = work / "stage-source"
+    sources_root = (extra_stage if spec.sources_in_extra else source_stage) / TOOLS.lstrip("/")
+    (sources_root / "resources").mkdir(parents=True)
+    with tarfile.open(sources_root / "resources" / f"{source_name}.tgz", "w:gz", compresslevel=1) as tar:
+        tar.add(tree, arcname=source_name)
+    (sources_root / "get_mlnx_ofed_version").write_text(f'#!/bin/sh\necho "{spec.ofed_version}"\n')
+    (sources_root / "get_mlnx_ofed_version").chmod(0o755)
+    (sources_root / "doca-info").write_text(f"#!/bin/sh\necho 'DOCA {spec.doca_version}'\n")
+    (sources_root / "doca-info").chmod(0o755)
+    tools_version = spec.ofed_short.replace(".", "") + ".0." + spec.ofed_version.split("-")[1].split(".")[0]
+    requires = ["pciutils"]
+    if not spec.sources_in_extra:
+        built = payload_package(work, "doca-ofed-source", tools_version, "1", "noarch", source_stage)
+        shutil.move(built, out / built.name)
+        requires.append(f"doca-ofed-source >= {tools_version}")
     tool_dir = extra_stage / TOOLS.lstrip("/")
-    (tool_dir / "resources").mkdir(parents=True)
+    (tool_dir / "resources").mkdir(parents=True, exist_ok=True)
     text = (VENDOR / "doca_kernel_support.py").read_text()
     assert 'DOCA_VERSION = "0.0.0"' in text
     (tool_dir / "doca-kernel-support").write_text(
@@ -202,7 +235,6 @@ def _tools(spec: DocaSpec, work: Path, out: Path) -> None:
     (extra_stage / "usr" / "share" / "doc" / "doca-extra" / "doca-kernel-support.adoc").write_text(
         "= doca-kernel-support\n"
     )
-    requires = ["pciutils", f"doca-ofed-source >= {tools_version}"]
     built = payload_package(work, "doca-extra", tools_version, "1", "noarch", extra_stage, requires)
     shutil.move(built, out / built.name)
 
@@ -258,7 +290,7 @@ def make_local_repo_package(spec: DocaSpec, tree: Path, key: TestKey, parent: Pa
         f"[doca]\nname=DOCA Online Repo\nbaseurl=file:///usr/share/doca-host-{spec.doca_version}/repo\nenabled=1\n"
         f"gpgcheck=1\ngpgkey=file:///usr/share/doca-host-{spec.doca_version}/repo/RPM-GPG-KEY-doca\n"
     )
-    built = payload_package(work, "doca-host", spec.doca_version, spec.release, spec.arch, stage)
+    built = payload_package(work, "doca-host", spec.doca_version, spec.local_repo_release, spec.arch, stage)
     sign([built], key)
     target = parent / spec.local_repo_file
     shutil.move(built, target)

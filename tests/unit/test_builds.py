@@ -8,8 +8,10 @@ import pytest
 from ofedrepo.builds.kernel_sources import devel_package_names
 from ofedrepo.builds.mirrors import LOCATION_REFUSED, MirrorRefused, safe_href
 from ofedrepo.builds.requests import builder_fingerprint, choose_bundle, container_image
+from ofedrepo.bundles.mlnx_ofed import add_kernel_support_argv
 from ofedrepo.config import Settings
 from ofedrepo.errors import BuildFailed, InvalidInput
+from ofedrepo.kinds import BundleKind
 from ofedrepo.models import Bundle
 from ofedrepo.repos import verify
 from ofedrepo.repos.verify import vermagic
@@ -17,7 +19,6 @@ from tests.support.vendor.kmod import kernel_module
 from workers.runner import (
     CONTAINER_ID_RANGE,
     HostLayout,
-    add_kernel_support_argv,
     container_argv,
     container_kill_argv,
     first_error,
@@ -32,7 +33,7 @@ CONFINED = Confinement(uid=2_000_000_000, max_processes=512, max_memory=4 * 1024
 def bundle(bundle_id: int, version: str, distro: str = "rhel8.6", arch: str = "x86_64") -> Bundle:
     return Bundle(
         id=bundle_id, name=f"MLNX_OFED_LINUX-{version}-{distro}-{arch}", ofed_version=version, distro=distro,
-        arch=arch, sha256=f"{bundle_id:064x}",
+        arch=arch, sha256=f"{bundle_id:064x}", kind=BundleKind.MLNX_OFED,
     )  # fmt: skip
 
 

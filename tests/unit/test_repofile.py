@@ -1,13 +1,13 @@
+from ofedrepo.bundles.vendors import dib_package_list
 from ofedrepo.repos.repofile import (
-    DEFAULT_PKGLIST,
     RepoLocation,
     dib_environment,
-    dib_package_list,
     render_repo_file,
     render_shell_exports,
     render_tripleo_yaml,
 )
 
+SEED = "mlnx-ofed-hypervisor mlnx-fw-updater"
 LOCATION = RepoLocation(
     "http://repo.example:8000", "MLNX_OFED_LINUX-5.8-3.0.7.0-rhel8.6-x86_64", "4.18.0-372.26.1.el8_6.x86_64", "latest"
 )
@@ -33,7 +33,7 @@ def test_unsigned_repo_file_has_no_key() -> None:
 
 
 def test_dib_snippet() -> None:
-    environment = dib_environment(LOCATION, "5.8-3")
+    environment = dib_environment(LOCATION, "5.8-3", SEED)
     assert environment == {
         "DIB_MLNX_OFED_VERSION": "5.8-3",
         "DIB_MLNX_OFED_REPO": TREE,
@@ -52,7 +52,10 @@ def test_shell_quoting() -> None:
 
 
 def test_the_dib_package_list_names_only_what_the_version_holds() -> None:
-    assert dib_package_list(["mlnx-ofed-hpc", "mlnx-ofed-hypervisor", "mlnx-fw-updater"]) == DEFAULT_PKGLIST
-    assert dib_package_list(["mlnx-ofed-hpc", "mlnx-ofed-basic"]) == "mlnx-ofed-hpc"
-    assert dib_package_list(["mlnx-ofa_kernel-modules", "mlnx-fw-updater"]) == "mlnx-ofa_kernel-modules mlnx-fw-updater"
-    assert dib_package_list(None) == DEFAULT_PKGLIST  # a version published before names were kept
+    def listed(names: list[str] | None) -> str:
+        return dib_package_list(LOCATION.bundle_name, names)
+
+    assert listed(["mlnx-ofed-hpc", "mlnx-ofed-hypervisor", "mlnx-fw-updater"]) == SEED
+    assert listed(["mlnx-ofed-hpc", "mlnx-ofed-basic"]) == "mlnx-ofed-hpc"
+    assert listed(["mlnx-ofa_kernel-modules", "mlnx-fw-updater"]) == "mlnx-ofa_kernel-modules mlnx-fw-updater"
+    assert listed(None) == SEED  # a version published before names were kept
