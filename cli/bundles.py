@@ -28,6 +28,7 @@ def bundle_add(
     as_json: Annotated[bool, typer.Option("--json", help="Print the bundle as JSON.")] = False,
 ) -> None:
     """Register an MLNX_OFED bundle or a DOCA-OFED repository (stored unpacked and read-only, once per sha256)."""
+    from ofedrepo.builds import feeds
     from ofedrepo.bundles.store import BundleStore
     from ofedrepo.uploads import discard
 
@@ -49,9 +50,13 @@ def bundle_add(
             bundle, created = store.add(candidate, progress=lambda text: bars.update(step, description=text))
         finally:
             discard(candidate)
+    queued = feeds.queue_known_kernels(store.sessions, settings, bundle.id) if created else []
     if as_json:
         sys.stdout.write(
-            json.dumps({**bundle.__dict__, "created_at": bundle.created_at.isoformat(), "created": created}, indent=2)
+            json.dumps(
+                {**bundle.__dict__, "created_at": bundle.created_at.isoformat(), "created": created, "queued": queued},
+                indent=2,
+            )
             + "\n"
         )
         return
@@ -59,3 +64,5 @@ def bundle_add(
     kind = f"DOCA {bundle.doca_version}, " if bundle.kind == BundleKind.DOCA else ""
     details = f"{kind}OFED {bundle.ofed_version}, {bundle.distro}, {bundle.arch}, sha256 {bundle.sha256[:12]}"
     sys.stdout.write(f"{bundle.name}: {verb} as bundle {bundle.id} ({details})\n")
+    if queued:
+        sys.stdout.write(f"{len(queued)} build(s) queued for kernels the kernel feeds already found\n")

@@ -117,7 +117,7 @@ class Bundle(Base):
             validate_strings=True,
         ),
         default=BundleKind.MLNX_OFED,
-        server_default=text("'mlnx_ofed'"),
+        server_default=text(f"'{BundleKind.MLNX_OFED.value}'"),
     )
     """Which vendor's bundle this is, and so which rebuild tool builds it (``ofedrepo.bundles.vendors``)."""
     facts: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"))

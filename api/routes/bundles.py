@@ -7,6 +7,7 @@ from api.auth import TOKEN_REQUIRED, TOKEN_RESPONSES
 from api.deps import BundleStoreDep, DataDirDep, IdPath, ReadSessionDep, SessionScopedRoute, SettingsDep
 from api.schemas import BundleOut
 from api.uploads import received, upload_request_body
+from ofedrepo.builds import feeds
 from ofedrepo.bundles import store
 
 router = APIRouter(prefix="/api/v1/bundles", tags=["bundles"], route_class=SessionScopedRoute)
@@ -29,7 +30,9 @@ router = APIRouter(prefix="/api/v1/bundles", tags=["bundles"], route_class=Sessi
 async def add_bundle(
     request: Request, response: Response, bundles: BundleStoreDep, settings: SettingsDep, data: DataDirDep
 ) -> BundleOut:
-    """Register a bundle; its identity comes from its own `.mlnx`, `distro`, `.arch` and `RPMS/`."""
+    """Register a bundle; its identity comes from its own files (an MLNX_OFED bundle's `.mlnx`, `distro`,
+    `.arch` and `RPMS/`; a DOCA-OFED repository's `doca-host` package or online tree path). A new bundle gets
+    its builds for the kernels the kernel feeds already found at once."""
     async with received(
         request,
         data=data,
@@ -40,6 +43,8 @@ async def add_bundle(
         directories=True,
     ) as candidate:
         bundle, created = await run_in_threadpool(bundles.add, candidate)
+    if created:
+        await run_in_threadpool(feeds.queue_known_kernels, bundles.sessions, settings, bundle.id)
     response.status_code = 201 if created else 200
     return BundleOut.of(bundle)
 

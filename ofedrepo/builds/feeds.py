@@ -294,15 +294,41 @@ def _refusal(url: str, error: Exception) -> str:
     return UNREADABLE
 
 
+def queue_known_kernels(sessions: sessionmaker[Session], settings: Settings, bundle_id: int) -> list[int]:
+    """Queue a newly registered bundle's builds for the kernels its feeds already found, at once rather than at
+    their next poll (minutes away, or an unchanged 304 that would only then queue them); the new builds."""
+    with sessions() as session:
+        read_only(session)
+        known = [(feed.id, list(feed.kernels)) for feed in session.scalars(select(KernelFeed).order_by(KernelFeed.id))]
+    queued = []
+    for feed_id, texts in known:
+        kernels = []
+        for text in texts:
+            try:
+                kernels.append(parse_kernel_release(text))
+            except InvalidKernelRelease:  # stored by an older grammar: the next poll judges it again
+                continue
+        queued += _queue(sessions, settings, feed_id, kernels, bundle_id)
+    if queued:
+        log.info("bundle %d: %d build(s) queued for kernels its feeds already found", bundle_id, len(queued))
+    return queued
+
+
 def _queue(
-    sessions: sessionmaker[Session], settings: Settings, feed_id: int, kernels: list[KernelRelease]
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    feed_id: int,
+    kernels: list[KernelRelease],
+    bundle_id: int | None = None,
 ) -> list[int]:
-    """Request each kernel for each bundle it fits, at the feed's priority; the builds that were new.
+    """Request each kernel for each bundle it fits (``bundle_id``'s alone when given), at the feed's priority;
+    the builds that were new.
 
     A kernel whose feed build failed or was cancelled is not queued again by the feed (a person may ask)."""
     with sessions() as session:
         read_only(session)
-        bundles = list(session.scalars(select(Bundle)))
+        chosen = select(Bundle) if bundle_id is None else select(Bundle).where(Bundle.id == bundle_id)
+        bundles = list(session.scalars(chosen))
         given_up = {
             (bundle_id, kernel)
             for bundle_id, kernel in session.execute(

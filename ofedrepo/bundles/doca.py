@@ -79,8 +79,16 @@ _OFED_SOURCE = re.compile(r"MLNX_OFED_SRC-(?:[a-z][a-z0-9.]*-)?(?P<version>[0-9]
 _COMPACT_DISTRO = re.compile(r"(?P<family>[a-z]+)(?P<digits>[0-9]+)")
 #: NVIDIA's online tree, as the end of an imported directory's path.
 _ONLINE_TREE = re.compile(
-    r"(?:^|/)(?P<doca>[0-9]+\.[0-9]+\.[0-9]+)/(?P<distro>[a-z]+[0-9][0-9.]*)/(?P<arch>[a-z0-9_]+)/*"
+    r"(?:^|/)(?P<doca>[0-9]+\.[0-9]+\.[0-9]+)/(?P<distro>[a-z]+[0-9][0-9.]*)/(?P<arch>[a-z0-9_-]+)/*"
 )
+#: The online tree's arch directories: rpm's names, and NVIDIA's for Arm servers (``sbsa-arm64`` in 2.9.1 and
+#: 2.10.0, ``arm64-sbsa`` in 3.3.0: linux.mellanox.com URLs in public install scripts). ``arm64-dpu`` is
+#: BlueField's own, not a host's.
+_TREE_ARCHES = {
+    **{arch: arch for arch in RPM_ARCHES if arch != "noarch"},
+    "sbsa-arm64": "aarch64",
+    "arm64-sbsa": "aarch64",
+}
 #: doca-kernel-support's only word on where it builds (its work directory is a mktemp under /tmp: letters and
 #: digits from mktemp(1), with underscores from other mkdtemp implementations).
 BUILDING_UNDER = re.compile(rb"Building under (/tmp/DOCA\.[A-Za-z0-9_]{1,64})\s*$")
@@ -175,10 +183,13 @@ def _named_tree(names: Sequence[str]) -> tuple[str, str, str, str] | None:
         match = _ONLINE_TREE.search(name) if len(name) <= 4096 else None
         if match and match.end() == len(name):
             tree = f"doca/{match['doca']}/{match['distro']}/{match['arch']}"
+            arch = _TREE_ARCHES.get(match["arch"])
             try:
-                return match["doca"], parse_ofed_distro(match["distro"]).tag, match["arch"], tree
+                distro = parse_ofed_distro(match["distro"]).tag
             except InvalidInput:
                 continue
+            if arch is not None:
+                return match["doca"], distro, arch, tree
     return None
 
 

@@ -2,7 +2,7 @@
 server and its worker) a loopback mirror into which a new kernel-devel package is dropped."""
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -278,3 +278,37 @@ def test_a_kernel_dropped_into_a_feed_is_built_before_anyone_asks(
     assert f'ofedrepo_kernel_feed_failing{{feed="{feed["url"]}"}} 0.0' in metrics
     page = httpx.get(f"{server.url}/ui/feeds", timeout=10).text
     assert feed["url"] in page and FEED_KERNELS[2] in page
+
+
+def test_a_bundle_registered_after_a_poll_gets_its_feed_builds_at_once(tmp_path: Path, bundle_tgz: Path) -> None:
+    """The feed polls once an hour: the bundle's builds for what it already found are queued by the upload
+    itself, not by the next poll."""
+    mirror = tmp_path / "mirror"
+    add_kernel_devel(mirror, FEED_KERNELS[0])
+    with serve(mirror) as feed_url:
+        environment = {
+            "OFEDREPO_KERNEL_FEEDS": f"{feed_url} gpgcheck=0",
+            "OFEDREPO_KERNEL_FEED_INTERVAL": "3600",
+            "OFEDREPO_QUEUE_POLL_INTERVAL": "0.2",
+        }
+        server = start_server(tmp_path / "var", tmp_path / "serve.log", environment, worker=True)
+        try:
+            feeds_url = f"{server.url}/api/v1/feeds"
+            wait_until(lambda: [feed for feed in httpx.get(feeds_url, timeout=10).json() if feed["polled_at"]])
+            assert builds(server) == []
+            assert upload(server, "bundles", bundle_tgz).status_code == 201
+            fed = [build for build in builds(server) if build["feed_id"] is not None]
+            assert [build["kernel"] for build in fed] == [FEED_KERNELS[0]]
+        finally:
+            stop_server(server)
+
+
+def wait_until(probe: Callable[[], object], timeout: float = 60) -> object:
+    """``probe``'s first true answer, polled for at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = probe()
+        if answer:
+            return answer
+        time.sleep(0.2)
+    raise AssertionError(f"nothing true within {timeout} s")

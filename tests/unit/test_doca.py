@@ -62,6 +62,9 @@ def test_identity_comes_from_the_local_repo_package_or_the_online_trees_path() -
     assert facts["packages"] == ["c", "d"] and set(facts["left_out"]) == {"a", "b"}
     tree, _ = identify(headers, None, ["x86_64", "/srv/mirror/doca/3.2.0/rhel9/x86_64"])
     assert tree == identity
+    arm = package("kmod-iser", f"{OFED}.rhel9u6", modules("5.14.0-570.12.1.el9_6.aarch64", "ib_iser"), arch="aarch64")
+    (arm_identity, _) = identify({"a": EXTRA, "b": SOURCE, "d": arm}, None, ["/m/doca/3.2.0/rhel9/arm64-sbsa"])
+    assert arm_identity.arch == "aarch64"
 
 
 def test_doca_31_keeps_its_driver_sources_in_doca_extra() -> None:
