@@ -23,6 +23,37 @@ _GRAMMAR = re.compile(r"(?P<version>[0-9]+(?:\.[0-9]+)*)-(?P<release>[A-Za-z0-9]
 _DIST_TAG = re.compile(r"(?:^|\.)(?P<tag>el(?P<major>[0-9]+)(?:_(?P<minor>[0-9]+))?(?:uek)?)(?=\.|$)")
 
 
+#: Kernels of EL9's flavours carry the flavour after the arch (``5.14.0-362.8.1.el9_3.x86_64+rt``,
+#: ``...el9_3.aarch64+64k``) and ship packages of their own name (kernel-rt-core, kernel-rt-devel,
+#: kernel-64k-devel); EL8's RT kernels say ``.rt7.`` in the release instead, with the same packages; Oracle's
+#: UEK says ``uek`` (kernel-uek-devel). VENDOR: Mellanox/doca-driver-build's entrypoint handles ``+rt`` and
+#: ``+64k``.
+FLAVOR_PACKAGES = {"rt": "kernel-rt", "64k": "kernel-64k"}
+_EL8_RT = re.compile(r"\.rt[0-9]+\.")
+
+
+def devel_package_names(kernel: "KernelRelease") -> list[str]:
+    """The ``*-devel`` packages that may carry a kernel's sources, the most specific first."""
+    names = ["kernel-devel"]
+    if "uek" in kernel.release:
+        names.insert(0, "kernel-uek-devel")
+    if _EL8_RT.search(kernel.release):
+        names.insert(0, "kernel-rt-devel")
+    if kernel.flavor in FLAVOR_PACKAGES:
+        names = [f"{FLAVOR_PACKAGES[kernel.flavor]}-devel"]
+    return names
+
+
+def release_of_package(name: str, version: str, release: str, arch: str) -> str:
+    """The ``uname -r`` a kernel package (``kernel-devel``, ``kernel-rt-core``...) is for: version-release.arch,
+    with the flavour of an EL9 flavoured package (``+rt``, ``+64k``) appended."""
+    uname = f"{version}-{release}.{arch}"
+    for flavor, prefix in FLAVOR_PACKAGES.items():
+        if name.startswith(prefix + "-") and not _EL8_RT.search(f".{release}."):
+            return f"{uname}+{flavor}"
+    return uname
+
+
 @functools.total_ordering
 @dataclass(frozen=True, eq=False)
 class KernelRelease:

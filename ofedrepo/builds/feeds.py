@@ -44,13 +44,15 @@ from ofedrepo.config import Settings
 from ofedrepo.db import read_only, transaction, unreachable_database
 from ofedrepo.distro import ofed_distro_for_kernel
 from ofedrepo.errors import InvalidKernelRelease, OfedrepoError
-from ofedrepo.kernel import KernelRelease, parse_kernel_release
+from ofedrepo.kernel import FLAVOR_PACKAGES, KernelRelease, parse_kernel_release
 from ofedrepo.models import Build, BuildState, Bundle, KernelFeed, Priority, utcnow
 
 log = logging.getLogger(__name__)
 
 #: The packages whose presence in a feed means "a kernel you can build for": they carry its sources.
-DEVEL_PACKAGES = frozenset({"kernel-devel", "kernel-uek-devel", "kernel-rt-devel"})
+DEVEL_PACKAGES = frozenset(
+    {"kernel-devel", "kernel-uek-devel", *(f"{name}-devel" for name in FLAVOR_PACKAGES.values())}
+)
 GIVEN_UP_STATES = (BuildState.FAILED, BuildState.CANCELLED)
 
 #: A feed's error when its reading failed in a way ``mirrors`` has no kind for (a bug, the local disk).

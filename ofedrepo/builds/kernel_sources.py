@@ -18,22 +18,11 @@ from ofedrepo.builds import mirrors
 from ofedrepo.bundles.archive import Limits, extract_payload
 from ofedrepo.config import MirrorSource, Settings
 from ofedrepo.errors import BuildFailed, InvalidInput
-from ofedrepo.kernel import parse_kernel_release
+from ofedrepo.kernel import devel_package_names, parse_kernel_release
 from ofedrepo.rpmsignature import verify_signature
 from ofedrepo.storage import PARTIAL_PREFIX, DataDir, exclusive_lock, remove_tree
 
 log = logging.getLogger(__name__)
-
-
-def devel_package_names(kernel: str) -> list[str]:
-    """The ``*-devel`` packages that carry a kernel's sources (UEK and RT kernels have their own)."""
-    release = parse_kernel_release(kernel).release
-    names = ["kernel-devel"]
-    if "uek" in release:
-        names.insert(0, "kernel-uek-devel")
-    if ".rt" in release:
-        names.insert(0, "kernel-rt-devel")
-    return names
 
 
 class KernelSources:
@@ -53,7 +42,7 @@ class KernelSources:
         if (cached / "Makefile").is_file():
             self.note(f"kernel sources: {cached} (downloaded earlier)")
             return cached
-        names = devel_package_names(kernel)
+        names = devel_package_names(parse_kernel_release(kernel))
         wanted = " or ".join(f"{name}-{kernel}" for name in names)
         if not self.settings.kernel_package_repos:
             raise BuildFailed(

@@ -55,6 +55,7 @@ import createrepo_c as cr
 import zstandard
 
 from ofedrepo.errors import OfedrepoError
+from ofedrepo.kernel import release_of_package
 
 MAX_DOWNLOAD = 2 * 1024**3
 MAX_REPOMD_BYTES = 4 * 1024**2
@@ -251,8 +252,8 @@ def read_packages(
 
 
 def kernel_release(package: Any) -> str:
-    """The ``uname -r`` a kernel package (``kernel-devel``, ``kernel-core``...) is for: version-release.arch."""
-    return f"{package.version}-{package.release}.{package.arch}"
+    """The ``uname -r`` a kernel package (``kernel-devel``, ``kernel-rt-devel``...) is for."""
+    return release_of_package(package.name, package.version, package.release, package.arch)
 
 
 def download(

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from ofedrepo.builds.kernel_sources import devel_package_names
 from ofedrepo.builds.mirrors import LOCATION_REFUSED, MirrorRefused, safe_href
 from ofedrepo.builds.requests import builder_fingerprint, choose_bundle, container_image
 from ofedrepo.bundles.mlnx_ofed import add_kernel_support_argv
 from ofedrepo.config import Settings
 from ofedrepo.errors import BuildFailed, InvalidInput
+from ofedrepo.kernel import devel_package_names, parse_kernel_release, release_of_package
 from ofedrepo.kinds import BundleKind
 from ofedrepo.models import Bundle
 from ofedrepo.repos import verify
@@ -127,9 +127,25 @@ def test_vermagic_is_read_from_the_modinfo_section() -> None:
 
 
 def test_devel_packages_per_kernel_flavour() -> None:
-    assert devel_package_names(KERNEL) == ["kernel-devel"]
-    assert devel_package_names("5.15.0-101.103.2.1.el8uek.x86_64")[0] == "kernel-uek-devel"
-    assert devel_package_names("4.18.0-372.9.1.rt7.166.el8.x86_64")[0] == "kernel-rt-devel"
+    def names(kernel: str) -> list[str]:
+        return devel_package_names(parse_kernel_release(kernel))
+
+    assert names(KERNEL) == ["kernel-devel"]
+    assert names("5.15.0-101.103.2.1.el8uek.x86_64")[0] == "kernel-uek-devel"
+    assert names("4.18.0-372.9.1.rt7.166.el8.x86_64")[0] == "kernel-rt-devel"
+    assert names("5.14.0-362.8.1.el9_3.x86_64+rt") == ["kernel-rt-devel"]
+    assert names("5.14.0-362.8.1.el9_3.aarch64+64k") == ["kernel-64k-devel"]
+
+
+def test_the_kernel_a_package_is_for_carries_its_flavour() -> None:
+    """EL9's kernel-rt-devel installs /usr/src/kernels/<K>+rt; EL8's says .rt7. in its release instead."""
+    assert (
+        release_of_package("kernel-rt-devel", "5.14.0", "362.8.1.el9_3", "x86_64") == "5.14.0-362.8.1.el9_3.x86_64+rt"
+    )
+    assert release_of_package("kernel-64k-devel", "5.14.0", "362.8.1.el9_3", "aarch64").endswith(".aarch64+64k")
+    el8_rt = release_of_package("kernel-rt-devel", "4.18.0", "513.5.1.rt7.307.el8_9", "x86_64")
+    assert el8_rt == "4.18.0-513.5.1.rt7.307.el8_9.x86_64"
+    assert release_of_package("kernel-devel", "5.14.0", "362.8.1.el9_3", "x86_64") == "5.14.0-362.8.1.el9_3.x86_64"
 
 
 @pytest.mark.parametrize("href", ["/etc/passwd", "../x.rpm", "Packages/../../x.rpm", "http://evil/x.rpm", "", "a\\b"])
