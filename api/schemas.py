@@ -52,6 +52,15 @@ class Health(BaseModel):
     status: str = Field(description="`ok` when the service and its database answer")
     database: str = Field(description="`ok`, or the error talking to the database")
     workers: int = Field(description="Workers that heartbeated recently")
+    worker_list: list["WorkerOut"] = Field(description="Those workers, each with the architectures it builds for")
+
+
+class WorkerOut(BaseModel):
+    id: str
+    hostname: str
+    concurrency: int
+    arches: list[str] = Field(description="The architectures it builds for (`OFEDREPO_WORKER_ARCHES`)")
+    heartbeat_at: datetime
 
 
 class BuildOut(BaseModel):
@@ -75,10 +84,13 @@ class BuildOut(BaseModel):
     worker_id: str | None
     priority: int = Field(description="Claim order: 10 for people's requests, 0 for what kernel feeds queue")
     feed_id: int | None = Field(description="The kernel feed that queued it, when no one asked")
+    waiting: str | None = Field(
+        None, description="Why a queued build is not taken (no live worker builds for its architecture)"
+    )
 
     @classmethod
-    def of(cls, build: Build) -> "BuildOut":
-        return cls.model_validate(build, from_attributes=True)
+    def of(cls, build: Build, waiting: str | None = None) -> "BuildOut":
+        return cls.model_validate(build, from_attributes=True).model_copy(update={"waiting": waiting})
 
     def env(self) -> dict[str, str | int | None]:
         return {

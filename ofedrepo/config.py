@@ -6,6 +6,8 @@ down; nothing else reads the environment. Values come from ``OFEDREPO_*`` enviro
 """
 
 import os
+import platform
+import re
 import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,6 +24,8 @@ from pydantic_settings import (
 CONFIG_FILE_VARIABLE = "OFEDREPO_CONFIG_FILE"
 
 GiB = 1024**3
+#: What an architecture's name may be (rpm's and uname's: x86_64, aarch64, ppc64le).
+_ARCH = re.compile(r"[a-z0-9_]{1,16}")
 
 #: Builder images by distro major: the ones `make builder-images` builds from `builders/el*/Containerfile`.
 DEFAULT_CONTAINER_IMAGES = {
@@ -179,6 +183,13 @@ class Settings(BaseSettings):
         True, description="`ofedrepo serve` also runs a worker (`--no-worker` or false: builds need `ofedrepo worker`)."
     )
     worker_concurrency: int = Field(1, ge=1, le=64, description="Builds one worker process runs at once.")
+    worker_arches: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [platform.machine()],
+        min_length=1,
+        description="Comma-separated architectures this host's workers build for (`x86_64`, `aarch64`); default: "
+        "the machine's own. A worker claims only builds of bundles of these architectures (modules built for "
+        "another one would not load); a build no live worker declares waits, saying so.",
+    )
     build_runner: Literal["local", "podman", "docker"] = Field(
         "local",
         description="Where `mlnx_add_kernel_support.sh` runs: `podman` or `docker` (production: a container of "
@@ -349,6 +360,19 @@ class Settings(BaseSettings):
     @classmethod
     def _tokens_from_text(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("worker_arches", mode="before")
+    @classmethod
+    def _arches_from_text(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("worker_arches")
+    @classmethod
+    def _arch_names(cls, value: list[str]) -> list[str]:
+        for arch in value:
+            if not _ARCH.fullmatch(arch):
+                raise ValueError(f"{arch[:40]!r} is not an architecture's name (x86_64, aarch64, ppc64le...)")
+        return list(dict.fromkeys(value))
 
     @field_validator("kernel_devel_repos", "kernel_feeds", mode="before")
     @classmethod

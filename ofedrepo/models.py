@@ -299,5 +299,7 @@ class Worker(Base):
     hostname: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int]
     concurrency: Mapped[int]
+    arches: Mapped[list[str]] = mapped_column(default=list, server_default=text("'[]'"))
+    """The architectures it builds for (``OFEDREPO_WORKER_ARCHES``): it claims builds of those only."""
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

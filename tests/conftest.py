@@ -230,11 +230,14 @@ def start_server(
     raise RuntimeError(f"ofedrepo serve did not start:\n{log.read_text()}")
 
 
-def start_worker(server: RunningServer, log: Path, concurrency: int = 1) -> subprocess.Popen[bytes]:
-    """`ofedrepo worker` sharing ``server``'s database and data dir, as on a second host."""
+def start_worker(
+    server: RunningServer, log: Path, concurrency: int = 1, environment: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`ofedrepo worker` sharing ``server``'s database and data dir, as on a second host (whose own settings
+    ``environment`` adds)."""
     argv = [str(VENV_BIN / "ofedrepo"), "worker", "--concurrency", str(concurrency)]
     with log.open("ab") as output:
-        return subprocess.Popen(argv, env=server.environment, stdout=output, stderr=output)
+        return subprocess.Popen(argv, env={**server.environment, **(environment or {})}, stdout=output, stderr=output)
 
 
 def stop_server(server: RunningServer) -> None:

@@ -66,7 +66,8 @@ class Worker:
         return min(self.settings.build_lease_seconds / 4, MAX_HEARTBEAT_INTERVAL)
 
     def start(self) -> None:
-        lifecycle.register(self.sessions, self.id, self.concurrency)
+        lifecycle.register(self.sessions, self.id, self.concurrency, self.settings.worker_arches)
+        log.info("worker %s builds for %s", self.id, ", ".join(self.settings.worker_arches))
         self.threads = [threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)]
         if self.settings.build_runner != "local":
             self.threads.append(threading.Thread(target=self._sweep_containers, name="container-sweep", daemon=True))
@@ -116,7 +117,9 @@ class Worker:
     def _slot(self) -> None:
         while not self.stopping.is_set():
             try:
-                build_id = lifecycle.claim(self.sessions, self.id, self.settings.build_lease_seconds)
+                build_id = lifecycle.claim(
+                    self.sessions, self.id, self.settings.build_lease_seconds, self.settings.worker_arches
+                )
             except Exception:
                 log.exception("claiming a build failed; retrying")
                 self.stopping.wait(self.settings.queue_poll_interval * 4)
@@ -220,7 +223,13 @@ class Worker:
                 with self.lock:
                     running = set(self.running)
                 beat = lifecycle.heartbeat(
-                    self.sessions, self.id, self.settings.build_lease_seconds, running, self.preempt_after
+                    self.sessions,
+                    self.id,
+                    self.settings.build_lease_seconds,
+                    running,
+                    self.preempt_after,
+                    self.concurrency,
+                    self.settings.worker_arches,
                 )
                 renewed_at = time.monotonic()
                 with self.lock:

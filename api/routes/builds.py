@@ -5,7 +5,7 @@ from pathlib import Path
 from fastapi import APIRouter, Query, Request, Response
 
 from api.auth import TOKEN_REQUIRED, TOKEN_RESPONSES
-from api.deps import DataDirDep, IdPath, ReadSessionDep, SessionDep, SessionScopedRoute
+from api.deps import DataDirDep, IdPath, ReadSessionDep, SessionDep, SessionScopedRoute, SettingsDep
 from api.schemas import ENV_CONTENT, AnswerFormat, BuildOut, FormatQuery, env_response
 from ofedrepo.builds import lifecycle, requests
 
@@ -23,9 +23,10 @@ def list_builds(session: ReadSessionDep) -> list[BuildOut]:
 
 @router.get("/{build_id}", response_model=BuildOut, responses={200: ENV_CONTENT, 404: {"description": "No such build"}})
 def get_build(
-    build_id: IdPath, session: ReadSessionDep, answer_format: AnswerFormat = FormatQuery
+    build_id: IdPath, session: ReadSessionDep, settings: SettingsDep, answer_format: AnswerFormat = FormatQuery
 ) -> BuildOut | Response:
-    answer = BuildOut.of(requests.get_build(session, build_id))
+    build = requests.get_build(session, build_id)
+    answer = BuildOut.of(build, requests.waiting_reason(session, build, settings.build_lease_seconds))
     return env_response(answer.env()) if answer_format == "env" else answer
 
 

@@ -53,8 +53,11 @@ def builds_page(request: Request, session: ReadSessionDep) -> HTMLResponse:
 
 
 @router.get("/ui/builds/{build_id}", response_class=HTMLResponse)
-def build_page(request: Request, build_id: IdPath, session: ReadSessionDep, data: DataDirDep) -> HTMLResponse:
-    build = BuildOut.of(requests.get_build(session, build_id))
+def build_page(
+    request: Request, build_id: IdPath, session: ReadSessionDep, data: DataDirDep, settings: SettingsDep
+) -> HTMLResponse:
+    row = requests.get_build(session, build_id)
+    build = BuildOut.of(row, requests.waiting_reason(session, row, settings.build_lease_seconds))
     log = requests.read_log(data.build_log(build_id))
     text = log.decode("utf-8", "replace")
     return page(request, "build", build=build, log=text, offset=len(log), live=build.state in ACTIVE_STATES)

@@ -37,7 +37,7 @@ class DatabaseCollector(Collector):
             read_only(session)
             by_state = dict(session.execute(select(Build.state, func.count()).group_by(Build.state)).all())
             versions = session.scalar(select(func.count()).select_from(RepoVersion)) or 0
-            workers = live_workers(session, self.heartbeat_window)
+            workers = len(live_workers(session, self.heartbeat_window))
             histogram = _durations_by_state(session)
             feeds: list[FeedRow] = [
                 (url, kernels, queued, polled, changed, error)

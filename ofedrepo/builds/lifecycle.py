@@ -41,6 +41,7 @@ Why a running build stops before its end is a ``StopReason``.
 import os
 import socket
 import uuid
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -51,7 +52,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from ofedrepo.db import transaction
 from ofedrepo.errors import Conflict, NotFound
-from ofedrepo.models import Build, BuildState, Priority, RepoVersion, Worker, utcnow
+from ofedrepo.models import Build, BuildState, Bundle, Priority, RepoVersion, Worker, utcnow
 
 QUEUED, RUNNING = BuildState.QUEUED, BuildState.RUNNING
 _NO_SYNC = {"synchronize_session": False}
@@ -78,9 +79,16 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()[:80]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def register(sessions: sessionmaker[Session], worker_id: str, concurrency: int) -> None:
+def register(sessions: sessionmaker[Session], worker_id: str, concurrency: int, arches: Sequence[str] = ()) -> None:
+    """Say that this worker is alive, how many builds it runs at once and for which architectures."""
     with transaction(sessions) as session:
-        session.add(Worker(id=worker_id, hostname=socket.gethostname()[:255], pid=os.getpid(), concurrency=concurrency))
+        session.add(_worker_row(worker_id, concurrency, arches))
+
+
+def _worker_row(worker_id: str, concurrency: int, arches: Sequence[str]) -> Worker:
+    return Worker(
+        id=worker_id, hostname=socket.gethostname()[:255], pid=os.getpid(), concurrency=concurrency, arches=list(arches)
+    )
 
 
 def unregister(sessions: sessionmaker[Session], worker_id: str) -> None:
@@ -88,13 +96,17 @@ def unregister(sessions: sessionmaker[Session], worker_id: str) -> None:
         session.execute(delete(Worker).where(Worker.id == worker_id))
 
 
-def claim(sessions: sessionmaker[Session], worker_id: str, lease_seconds: float) -> int | None:
-    """Take the queued build of the highest priority, the oldest first; its id, or None when there is none."""
+def claim(
+    sessions: sessionmaker[Session], worker_id: str, lease_seconds: float, arches: Collection[str] | None = None
+) -> int | None:
+    """Take the queued build of the highest priority, the oldest first, among those whose bundle is of one of
+    ``arches`` (None: of any); its id, or None when there is none."""
     now = utcnow()
     queued = aliased(Build)
+    buildable = [] if arches is None else [queued.bundle_id.in_(select(Bundle.id).where(Bundle.arch.in_(arches)))]
     candidate = (
         select(queued.id)
-        .where(queued.state == QUEUED, queued.worker_id.is_(None))
+        .where(queued.state == QUEUED, queued.worker_id.is_(None), *buildable)
         .order_by(queued.priority.desc(), queued.id)
         .limit(1)
         .with_for_update(skip_locked=True)
@@ -134,14 +146,16 @@ def heartbeat(
     lease_seconds: float,
     running: set[int],
     preempt_after: float | None = None,
+    concurrency: int = 0,
+    arches: Sequence[str] = (),
 ) -> Beat:
     """Renew the leases of the builds this worker is running, and its own liveness.
 
-    Only ``running`` builds are renewed: a build whose slot died is left to expire, so that the reaper gives
-    it to another worker instead of this heartbeat keeping it ``running`` for ever. An update that touches
-    fewer rows than expected says what is no longer ours; a worker row that is gone (forgotten by a reaper
-    while this worker could not reach the database) is registered again. With ``preempt_after``, a request
-    queued that long ago with no slot free preempts a feed's build (see the module's docstring).
+    Only ``running`` builds are renewed: a build whose slot died is left to expire, so that the reaper gives it to
+    another worker instead of this heartbeat keeping it ``running`` for ever. An update that touches fewer rows than
+    expected says what is no longer ours; a worker row that is gone (forgotten by a reaper while this worker could
+    not reach the database) is registered again, with ``concurrency`` and ``arches``. With ``preempt_after``, a
+    request queued that long ago with no slot free preempts a feed's build (see the module's docstring).
     """
     now = utcnow()
     with transaction(sessions) as session:
@@ -158,7 +172,7 @@ def heartbeat(
             update(Worker).where(Worker.id == worker_id).values(heartbeat_at=now).execution_options(**_NO_SYNC)
         )
         if not alive.rowcount:  # type: ignore[attr-defined]
-            session.add(Worker(id=worker_id, hostname=socket.gethostname()[:255], pid=os.getpid(), concurrency=0))
+            session.add(_worker_row(worker_id, concurrency, arches))
         cancelled = session.scalars(
             select(Build.id).where(Build.worker_id == worker_id, Build.state == RUNNING, Build.cancel_requested)
         )

@@ -272,7 +272,18 @@ def read_log(log_file: Path, offset: int = 0, limit: int = 4 * 1024 * 1024) -> b
         return b""
 
 
-def live_workers(session: Session, within_seconds: float) -> int:
-    """Workers whose heartbeat is recent (the health endpoint's count)."""
+def live_workers(session: Session, within_seconds: float) -> list[Worker]:
+    """Workers whose heartbeat is recent (the health endpoint's list)."""
     cutoff = utcnow() - timedelta(seconds=within_seconds)
-    return len(session.scalars(select(Worker.id).where(Worker.heartbeat_at >= cutoff)).all())
+    return list(session.scalars(select(Worker).where(Worker.heartbeat_at >= cutoff).order_by(Worker.started_at)))
+
+
+def waiting_reason(session: Session, build: Build, within_seconds: float) -> str | None:
+    """Why a queued build is not taken, when no live worker builds for its bundle's architecture; None
+    otherwise (it waits for a free slot, if at all)."""
+    if build.state != BuildState.QUEUED or build.bundle is None:
+        return None
+    arch = build.bundle.arch
+    if any(arch in worker.arches for worker in live_workers(session, within_seconds)):
+        return None
+    return f"no {arch} worker: it waits for a worker declared for {arch} (OFEDREPO_WORKER_ARCHES)"

@@ -31,7 +31,7 @@ def test_upgrade_is_idempotent(engine: Engine) -> None:
     upgrade(engine)
     head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
     with engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == head == "0007"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == head == "0008"
 
 
 def test_repo_rows_are_unique_per_bundle_and_kernel(sessions: sessionmaker[Session]) -> None:

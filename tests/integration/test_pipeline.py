@@ -30,7 +30,13 @@ from tests.conftest import (
 from tests.integration.test_dnf import dnf
 from tests.support import disk_images as images
 from tests.support import synthetic_bundle as vendor
-from tests.support.synthetic_bundle import BundleSpec, make_kernel_devel_repo, make_kernel_sources
+from tests.support.synthetic_bundle import (
+    BundleSpec,
+    make_bundle,
+    make_kernel_devel_repo,
+    make_kernel_sources,
+    make_tgz,
+)
 
 #: Kernels of the bundle's distro (rhel8.6), each set up for one story.
 SLOW_KERNEL = "4.18.0-372.41.1.el8_6.x86_64"  # its script runs for a while, printing a line a second
@@ -364,7 +370,8 @@ def test_fifty_identical_requests_make_one_build(
         build = wait_for(server, build_id, ENDED)
         assert build["state"] == "succeeded", build_log(server, build_id)
         assert len(httpx.get(f"{server.url}/api/v1/builds", timeout=10).json()) == 1
-        assert httpx.get(f"{server.url}/api/v1/health", timeout=10).json()["workers"] == 3
+        health = httpx.get(f"{server.url}/api/v1/health", timeout=10).json()
+        assert health["workers"] == 3 and all(worker["arches"] == ["x86_64"] for worker in health["worker_list"])
         assert request(server, kernel=PLAIN_KERNEL).status_code == 200
     finally:
         stop_workers(workers)
@@ -439,3 +446,38 @@ def test_metrics_describe_builds_queue_publishes_and_requests(service: RunningSe
     posted = frozenset({("method", "POST"), ("route", "/api/v1/repos"), ("status", "202")})
     assert samples[("ofedrepo_http_requests_total", posted)] >= 1
     assert all(name.startswith("ofedrepo_") for name, _ in samples if not name.startswith(("python_", "process_")))
+
+
+def test_an_aarch64_bundle_waits_for_a_worker_declared_for_aarch64(tmp_path: Path, test_key: vendor.TestKey) -> None:
+    """On an x86_64-only deployment the build stays queued, saying why; a worker declared for aarch64 takes it.
+    Here that worker runs on this x86_64 host, where the script (as NVIDIA's, naming its output after
+    ``uname -m``) makes an x86_64 bundle, which the build refuses: a wrong declaration publishes nothing."""
+    spec = BundleSpec("24.10-1.1.4.0", "rhel9.4", "aarch64", "5.14.0-427.13.1.el9_4.aarch64")
+    bundle = make_bundle(spec, test_key, tmp_path / "bundle")
+    kernel = "5.14.0-427.42.1.el9_4.aarch64"
+    sources = tmp_path / "kernels"
+    make_kernel_sources(sources, kernel)
+    server = start_stack(tmp_path, sources, make_tgz(bundle, tmp_path / f"{bundle.name}.tgz"), {})
+    workers = [start_worker(server, tmp_path / "x86.log", environment={"OFEDREPO_WORKER_ARCHES": "x86_64"})]
+    try:
+        asked = request(server, kernel=kernel)
+        assert asked.status_code == 202, asked.text
+        build_id = asked.json()["build"]["id"]
+        health_url = f"{server.url}/api/v1/health"
+        deadline = time.monotonic() + 60
+        while httpx.get(health_url, timeout=10).json()["workers"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        build = httpx.get(f"{server.url}/api/v1/builds/{build_id}", timeout=10).json()
+        assert build["state"] == "queued" and build["waiting"].startswith("no aarch64 worker"), build
+        assert "no aarch64 worker" in httpx.get(f"{server.url}/ui/builds/{build_id}", timeout=10).text
+        arm = start_worker(server, tmp_path / "arm.log", environment={"OFEDREPO_WORKER_ARCHES": "aarch64"})
+        workers.append(arm)
+        done = wait_for(server, build_id, ENDED, timeout=240)
+        log = build_log(server, build_id)
+        assert f":{arm.pid}:" in log.splitlines()[0] and f":{workers[0].pid}:" not in log, log
+        assert done["state"] == "failed" and "-x86_64-ext is named like another bundle" in done["error"], log
+        arches = {tuple(worker["arches"]) for worker in httpx.get(health_url, timeout=10).json()["worker_list"]}
+        assert arches == {("x86_64",), ("aarch64",)}
+    finally:
+        stop_workers(workers)
+        stop_server(server)

@@ -10,7 +10,7 @@ from ofedrepo.builds import lifecycle, requests
 from ofedrepo.bundles.names import BundleIdentity
 from ofedrepo.db import transaction
 from ofedrepo.errors import Conflict
-from ofedrepo.models import Build, BuildState, Priority, RepoVersion
+from ofedrepo.models import Build, BuildState, Bundle, Priority, RepoVersion
 from ofedrepo.repos import queries
 
 IDENTITY = BundleIdentity("5.8-3.0.7.0", "rhel8.6", "x86_64")
@@ -117,9 +117,10 @@ def test_only_running_builds_are_renewed_and_lost_ones_are_reported(sessions: se
 def test_a_forgotten_worker_registers_again(sessions: sessionmaker[Session]) -> None:
     lifecycle.register(sessions, "cut-off", concurrency=1)
     lifecycle.unregister(sessions, "cut-off")  # what a reaper does to a worker that stopped answering
-    lifecycle.heartbeat(sessions, "cut-off", lease_seconds=60, running=set())
+    lifecycle.heartbeat(sessions, "cut-off", lease_seconds=60, running=set(), concurrency=1, arches=["aarch64"])
     with sessions() as session:
-        assert requests.live_workers(session, within_seconds=60) == 1
+        (worker,) = requests.live_workers(session, within_seconds=60)
+        assert (worker.id, worker.concurrency, worker.arches) == ("cut-off", 1, ["aarch64"])
 
 
 def test_a_waiting_request_preempts_the_most_recently_started_feed_build_only(
@@ -223,3 +224,39 @@ def test_a_cancelled_build_never_runs_again(sessions: sessionmaker[Session]) -> 
         assert (build.state, build.version_number, build.finished_at is not None) == ("cancelled", None, True)
         assert build.error is not None and build.error.startswith("cancelled while running")
     assert lifecycle.claim(sessions, "next", lease_seconds=60) is None
+
+
+def test_a_worker_claims_only_builds_of_its_architectures(sessions: sessionmaker[Session]) -> None:
+    """An aarch64 bundle's build waits, saying why, while only x86_64 workers live; an aarch64 worker takes it."""
+    with transaction(sessions) as session:
+        bundle = Bundle(
+            name="MLNX_OFED_LINUX-24.10-1.1.4.0-rhel9.4-aarch64", ofed_version="24.10-1.1.4.0", distro="rhel9.4",
+            arch="aarch64", sha256="a" * 64,
+        )  # fmt: skip
+        session.add(bundle)
+        session.flush()
+        identity = BundleIdentity(bundle.ofed_version, bundle.distro, bundle.arch)
+        kernel = "5.14.0-427.13.1.el9_4.aarch64"
+        repo_id = queries.get_or_create_repo(session, identity, kernel).id
+        build = Build(repo_id=repo_id, bundle_id=bundle.id, kernel=kernel, fingerprint="arm")
+        session.add(build)
+        session.flush()
+        build_id = build.id
+    lifecycle.register(sessions, "x86", concurrency=1, arches=["x86_64"])
+    assert lifecycle.claim(sessions, "x86", lease_seconds=60, arches=["x86_64"]) is None
+    with sessions() as session:
+        waiting = requests.waiting_reason(session, state_of_in(session, build_id), within_seconds=60)
+        assert waiting is not None and waiting.startswith("no aarch64 worker")
+    lifecycle.register(sessions, "arm", concurrency=1, arches=["aarch64"])
+    with sessions() as session:
+        assert requests.waiting_reason(session, state_of_in(session, build_id), within_seconds=60) is None
+        assert {worker.id: worker.arches for worker in requests.live_workers(session, 60)} == {
+            "x86": ["x86_64"], "arm": ["aarch64"],
+        }  # fmt: skip
+    assert lifecycle.claim(sessions, "arm", lease_seconds=60, arches=["aarch64"]) == build_id
+
+
+def state_of_in(session: Session, build_id: int) -> Build:
+    build = session.get(Build, build_id)
+    assert build is not None
+    return build

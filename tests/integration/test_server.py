@@ -174,7 +174,7 @@ def test_directory_index_html_and_json(client: httpx.Client) -> None:
 
 
 def test_health(client: httpx.Client) -> None:
-    assert client.get("/api/v1/health").json() == {"status": "ok", "database": "ok", "workers": 0}
+    assert client.get("/api/v1/health").json() == {"status": "ok", "database": "ok", "workers": 0, "worker_list": []}
 
 
 def test_repos_api(client: httpx.Client, published_server: RunningServer) -> None:
