@@ -321,10 +321,12 @@ class Settings(BaseSettings):
 
     kernel_feeds: Annotated[list[MirrorSource], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated yum repositories where new kernels appear (a distro's BaseOS, its "
-        "vault), each with its `gpgkey=<file>` or `gpgcheck=0` as in `OFEDREPO_KERNEL_DEVEL_REPOS`. Workers poll "
-        "them and queue a build, at a lower priority than people's requests, for each new `kernel-devel` release "
-        "and each registered bundle it fits; the package found there is also the build's kernel source.",
+        description="Comma-separated yum repositories where new `kernel-devel` packages appear (EL8: BaseOS; "
+        "EL9: AppStream; the RT repository for `kernel-rt-devel`; the vault for older minor releases), each with "
+        "its `gpgkey=<file>` or `gpgcheck=0` as in `OFEDREPO_KERNEL_DEVEL_REPOS`. Workers poll them and queue a "
+        "build, at a lower priority than people's requests, for each new `kernel-devel` (`kernel-rt-devel`, "
+        "`kernel-64k-devel`, `kernel-uek-devel`) release and each registered bundle it fits; the package found "
+        "there is also the build's kernel source.",
     )
     kernel_feed_interval: float = Field(
         300, gt=0, description="Seconds between two polls of a kernel feed (one worker polls each feed)."
