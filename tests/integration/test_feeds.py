@@ -1,6 +1,7 @@
 """Kernel feeds on SQLite and PostgreSQL: priorities in the queue, hostile feeds, and (through the running
 server and its worker) a loopback mirror into which a new kernel-devel package is dropped."""
 
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,8 +17,9 @@ from ofedrepo.db import transaction
 from ofedrepo.models import Build, Bundle, KernelFeed, Priority
 from tests.conftest import RunningServer, start_server, stop_server
 from tests.integration.test_pipeline import ENDED, build_log, request, upload, wait_for
+from tests.support import synthetic_bundle
 from tests.support.kernel_feed import age, primary_xml, serve, write_metadata
-from tests.support.synthetic_bundle import add_kernel_devel, make_kernel_sources
+from tests.support.synthetic_bundle import BundleSpec, add_kernel_devel, make_bundle, make_kernel_sources, make_tgz
 
 FEED_KERNELS = ["4.18.0-372.10.1.el8_6.x86_64", "4.18.0-372.20.1.el8_6.x86_64", "4.18.0-372.30.1.el8_6.x86_64"]
 ASKED_KERNEL = "4.18.0-372.26.1.el8_6.x86_64"  # not in the feed: a person asks for it, with local sources
@@ -312,3 +314,54 @@ def wait_until(probe: Callable[[], object], timeout: float = 60) -> object:
             return answer
         time.sleep(0.2)
     raise AssertionError(f"nothing true within {timeout} s")
+
+
+def test_el9_feeds_follow_appstream_and_keep_the_sources_a_mirror_dropped(
+    tmp_path: Path, test_key: synthetic_bundle.TestKey
+) -> None:
+    """EL9 keeps kernel-devel in AppStream, not BaseOS (NVIDIA/gpu-driver-container#793), and Rocky 9 keeps only
+    the newest kernel of a minor release (rocky-linux/wiki.rockylinux.org docs/rocky/version.md): a build for
+    the kernel the mirror then dropped, asked later for another bundle, still has its sources."""
+    old_kernel, new_kernel = "5.14.0-427.31.1.el9_4.x86_64", "5.14.0-427.42.1.el9_4.x86_64"
+    baseos, appstream = tmp_path / "BaseOS", tmp_path / "AppStream"
+    baseos.mkdir()
+    subprocess.run(["createrepo_c", "--quiet", str(baseos)], check=True)  # kernel and kernel-core only: no devel
+    add_kernel_devel(appstream, old_kernel)
+    first, second = (
+        make_tgz(bundle, tmp_path / f"{bundle.name}.tgz")
+        for bundle in (
+            make_bundle(BundleSpec(version, "rhel9.4", ga_kernel="5.14.0-427.13.1.el9_4.x86_64"), test_key, tmp_path)
+            for version in ("24.10-1.1.4.0", "24.10-2.1.8.0")
+        )
+    )
+    with serve(baseos) as baseos_url, serve(appstream) as appstream_url:
+        environment = {
+            "OFEDREPO_KERNEL_FEEDS": f"{baseos_url} gpgcheck=0,{appstream_url} gpgcheck=0",
+            "OFEDREPO_KERNEL_FEED_INTERVAL": "1",
+            "OFEDREPO_KERNEL_FEED_KEEP": "1",
+            "OFEDREPO_QUEUE_POLL_INTERVAL": "0.2",
+        }
+        server = start_server(tmp_path / "var", tmp_path / "serve.log", environment, worker=True)
+        try:
+            assert upload(server, "bundles", first).status_code == 201
+            (built,) = wait_for_feed_builds(server, 1)
+            assert built["kernel"] == old_kernel
+            done = wait_for(server, int(built["id"]), ENDED, timeout=180)  # type: ignore[call-overload]
+            assert done["state"] == "succeeded", build_log(server, int(built["id"]))  # type: ignore[call-overload]
+
+            add_kernel_devel(appstream, new_kernel)  # the mirror ships a newer kernel of 9.4 and drops the old one
+            for package in (appstream / "Packages").glob(f"kernel-devel-{old_kernel.rsplit('.', 1)[0]}*.rpm"):
+                package.unlink()
+            subprocess.run(["createrepo_c", "--quiet", str(appstream)], check=True)
+            newer = wait_for_feed_builds(server, 2)[1]
+            assert newer["kernel"] == new_kernel
+
+            registered = upload(server, "bundles", second)
+            assert registered.status_code == 201, registered.text
+            asked = request(server, kernel=old_kernel, bundle_id=registered.json()["id"])
+            assert asked.status_code == 202, asked.text
+            again = wait_for(server, asked.json()["build"]["id"], ENDED, timeout=180)
+            log = build_log(server, asked.json()["build"]["id"])
+            assert again["state"] == "succeeded" and "(downloaded earlier)" in log, log
+        finally:
+            stop_server(server)
