@@ -323,9 +323,10 @@ def test_el9_feeds_follow_appstream_and_keep_the_sources_a_mirror_dropped(
     the newest kernel of a minor release (rocky-linux/wiki.rockylinux.org docs/rocky/version.md): a build for
     the kernel the mirror then dropped, asked later for another bundle, still has its sources."""
     old_kernel, new_kernel = "5.14.0-427.31.1.el9_4.x86_64", "5.14.0-427.42.1.el9_4.x86_64"
-    baseos, appstream = tmp_path / "BaseOS", tmp_path / "AppStream"
-    baseos.mkdir()
-    subprocess.run(["createrepo_c", "--quiet", str(baseos)], check=True)  # kernel and kernel-core only: no devel
+    baseos, appstream, rt = tmp_path / "BaseOS", tmp_path / "AppStream", tmp_path / "RT"
+    for empty in (baseos, rt):  # BaseOS holds kernel and kernel-core only: no devel; RT gets its kernel later
+        empty.mkdir()
+        subprocess.run(["createrepo_c", "--quiet", str(empty)], check=True)
     add_kernel_devel(appstream, old_kernel)
     first, second = (
         make_tgz(bundle, tmp_path / f"{bundle.name}.tgz")
@@ -334,9 +335,9 @@ def test_el9_feeds_follow_appstream_and_keep_the_sources_a_mirror_dropped(
             for version in ("24.10-1.1.4.0", "24.10-2.1.8.0")
         )
     )
-    with serve(baseos) as baseos_url, serve(appstream) as appstream_url:
+    with serve(baseos) as baseos_url, serve(appstream) as appstream_url, serve(rt) as rt_url:
         environment = {
-            "OFEDREPO_KERNEL_FEEDS": f"{baseos_url} gpgcheck=0,{appstream_url} gpgcheck=0",
+            "OFEDREPO_KERNEL_FEEDS": f"{baseos_url} gpgcheck=0,{appstream_url} gpgcheck=0,{rt_url} gpgcheck=0",
             "OFEDREPO_KERNEL_FEED_INTERVAL": "1",
             "OFEDREPO_KERNEL_FEED_KEEP": "1",
             "OFEDREPO_QUEUE_POLL_INTERVAL": "0.2",
@@ -363,5 +364,19 @@ def test_el9_feeds_follow_appstream_and_keep_the_sources_a_mirror_dropped(
             again = wait_for(server, asked.json()["build"]["id"], ENDED, timeout=180)
             log = build_log(server, asked.json()["build"]["id"])
             assert again["state"] == "succeeded" and "(downloaded earlier)" in log, log
+
+            # EL9's RT kernel: kernel-rt-devel for <ver>-<rel>.<arch>+rt, modules whose vermagic is exactly that.
+            rt_kernel = "5.14.0-427.42.1.el9_4.x86_64+rt"
+            add_kernel_devel(rt, rt_kernel)
+            rt_builds = [build for build in wait_for_feed_builds(server, 5) if build["kernel"] == rt_kernel]
+            assert len(rt_builds) == 2  # one per bundle
+            rt_logs = ""
+            for rt_build in rt_builds:
+                ended = wait_for(server, int(rt_build["id"]), ENDED, timeout=180)  # type: ignore[call-overload]
+                rt_log = build_log(server, int(rt_build["id"]))  # type: ignore[call-overload]
+                assert ended["state"] == "succeeded", rt_log  # publishing checked every vermagic is rt_kernel
+                rt_logs += rt_log
+            assert rt_logs.count(f"kernel sources: downloading {rt_url}") == 1, rt_logs  # then kept
+            assert "kernel-rt-devel" in rt_logs
         finally:
             stop_server(server)

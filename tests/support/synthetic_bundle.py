@@ -510,7 +510,7 @@ def make_iso(directory: Path, iso_path: Path) -> Path:
 
 
 KERNEL_DEVEL_SPEC = """\
-Name: kernel-devel
+Name: {name}
 Version: {version}
 Release: {release}
 Summary: synthetic kernel sources for ofedrepo tests
@@ -535,8 +535,13 @@ echo {kernel} > %{{buildroot}}/usr/src/kernels/{kernel}/include/config/kernel.re
 def add_kernel_devel(repo: Path, kernel: str, build_seconds: int = 0, key: TestKey | None = None) -> Path:
     """Add ``kernel-devel-<kernel>`` (rpmbuild, signed with ``key`` as the distro signs it) to the yum repository
     ``repo`` and regenerate its metadata (createrepo_c), as a distro mirror does when it ships a kernel.
-    ``build_seconds`` slows the builds made against it, as ``make_kernel_sources``'s does."""
-    version, rest = kernel.split("-", 1)
+    ``build_seconds`` slows the builds made against it, as ``make_kernel_sources``'s does. An EL9 flavoured
+    kernel (``...x86_64+rt``, ``...aarch64+64k``) comes as ``kernel-rt-devel``/``kernel-64k-devel`` of the
+    version-release-arch before the ``+``, installing ``/usr/src/kernels/<kernel>``, as Rocky's RT repository has
+    it."""
+    base, _, flavor = kernel.partition("+")
+    name = f"kernel-{flavor}-devel" if flavor else "kernel-devel"
+    version, rest = base.split("-", 1)
     release, arch = rest.rsplit(".", 1)
     work = repo.parent / f"{repo.name}-rpmbuild-{kernel}"
     work.mkdir(parents=True)
@@ -546,7 +551,9 @@ def add_kernel_devel(repo: Path, kernel: str, build_seconds: int = 0, key: TestK
         else ""
     )
     spec_file = work / "kernel-devel.spec"
-    spec_file.write_text(KERNEL_DEVEL_SPEC.format(version=version, release=release, kernel=kernel, extra=delay))
+    spec_file.write_text(
+        KERNEL_DEVEL_SPEC.format(name=name, version=version, release=release, kernel=kernel, extra=delay)
+    )
     subprocess.run(install_pl.rpmbuild_argv(work, "-bb", "--target", arch, str(spec_file)), check=True,
                    capture_output=True)  # fmt: skip
     (repo / "Packages").mkdir(parents=True, exist_ok=True)
