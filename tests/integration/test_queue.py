@@ -4,6 +4,7 @@ import threading
 import time
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ofedrepo.builds import lifecycle, requests
@@ -18,9 +19,21 @@ KERNEL = "4.18.0-372.26.1.el8_6.x86_64"
 
 
 def enqueue(sessions: sessionmaker[Session], count: int = 1) -> list[int]:
+    """``count`` queued builds of one x86_64 bundle (workers claim builds by their bundle's arch)."""
     with transaction(sessions) as session:
+        bundle = session.scalar(select(Bundle).where(Bundle.name == IDENTITY.name))
+        if bundle is None:
+            bundle = Bundle(
+                name=IDENTITY.name, ofed_version=IDENTITY.ofed_version, distro=IDENTITY.distro, arch=IDENTITY.arch,
+                sha256="e" * 64,
+            )  # fmt: skip
+            session.add(bundle)
+            session.flush()
         repo_id = queries.get_or_create_repo(session, IDENTITY, KERNEL).id
-        queued = [Build(repo_id=repo_id, kernel=KERNEL, fingerprint=f"f{index}") for index in range(count)]
+        queued = [
+            Build(repo_id=repo_id, bundle_id=bundle.id, kernel=KERNEL, fingerprint=f"f{index}")
+            for index in range(count)
+        ]
         session.add_all(queued)
         session.flush()
         return [build.id for build in queued]
