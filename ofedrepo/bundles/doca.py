@@ -337,7 +337,7 @@ def unwrap_kernel_repo(wrapper: Path, kernel: str | None, destination: Path, lim
 
     extract_payload(wrapper, destination, limits, select, links="skip")
     where = f"/usr/share/{LOCAL_REPO_PACKAGE}-*/Modules/{kernel or '<kernel>'}/"
-    if not found or not any(destination.glob("*.rpm")):
+    if not found or not _package_paths(destination):
         raise NotABundle(f"{wrapper.name} holds no package under {where}")
     if len(found) > 1:
         raise NotABundle(f"{wrapper.name} holds the repositories of {len(found)} kernels; name one with --kernel")
@@ -355,6 +355,12 @@ def local_repo_header(package: Path) -> PackageHeader:
     return header
 
 
+def _package_paths(directory: Path) -> list[Path]:
+    """The package files of an unwrapped kernel repository: regular files only (a wrapper may hold a directory
+    named ``*.rpm``)."""
+    return sorted(path for path in directory.glob("*.rpm") if path.is_file() and not path.is_symlink())
+
+
 def _top_dir(seen: list[str]) -> str:
     """Where doca-kernel-support built, from its ``Building under /tmp/DOCA.XXXXXXXXXX`` line: the name of a
     directory of its ``/tmp`` (opened through ``ScratchDir``, which refuses anything but a real directory)."""
@@ -370,7 +376,7 @@ def _combined(stored: OpenedBundle, rebuilt: Path, scratch: Path) -> OpenedBundl
     (combined / "bundle").symlink_to(stored.root)
     os.rename(rebuilt, combined / "rebuilt")
     packages = [f"bundle/{key}" for key in stored.packages]
-    packages += [f"rebuilt/{path.name}" for path in sorted((combined / "rebuilt").glob("*.rpm"))]
+    packages += [f"rebuilt/{path.name}" for path in _package_paths(combined / "rebuilt")]
     return replace(stored, root=combined, packages=packages, owned=False)
 
 
