@@ -20,6 +20,7 @@ from rich.table import Table
 from cli.common import RichProgress, console, migrated_sessions, reports_errors, settings_of
 from ofedrepo.config import Settings
 from ofedrepo.errors import InvalidInput, OfedrepoError
+from ofedrepo.kinds import BundleKind
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -120,6 +121,14 @@ def request(
     ofed: Annotated[
         str | None, typer.Option("--ofed", help="The OFED version (default: the newest fitting bundle).")
     ] = None,
+    distro: Annotated[
+        str | None,
+        typer.Option("--distro", help="The distro tag, e.g. rhel9.4 (default: the image's, or the kernel's)."),
+    ] = None,
+    kind: Annotated[
+        BundleKind | None,
+        typer.Option("--kind", help="Only MLNX_OFED bundles, or only DOCA-OFED repositories (default: either)."),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Build again even if a build for this key succeeded.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the build log until the build ends.")] = False,
 ) -> None:
@@ -142,7 +151,11 @@ def request(
         image_id = outcome.image.id
     with sessions() as session:
         answer = requests.request_repo(
-            session, settings, requests.RepoRequest(kernel=kernel, image_id=image_id, ofed_version=ofed, force=force)
+            session,
+            settings,
+            requests.RepoRequest(
+                kernel=kernel, image_id=image_id, ofed_version=ofed, distro=distro, kind=kind, force=force
+            ),
         )
     location = _latest_url(settings, sessions, answer.repo_id)
     if answer.ready:

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from ofedrepo.errors import InvalidInput
 from ofedrepo.kernel import KernelRelease
 
-_TAG = re.compile(r"(?P<family>[a-z]+)(?P<version>[0-9][0-9a-z.]*)")
+#: ``rhel8.6``, ``rhel9``, ``sles15sp3``, ``ubuntu22.04``, ``rhel7.6alternate``, ``euleros2.0sp11``: numbers
+#: joined by single dots, then maybe a word and its number.
+_TAG = re.compile(r"(?P<family>[a-z]+)(?P<version>[0-9]+(?:\.[0-9]+)*(?:[a-z]+[0-9]*)?)")
 
 #: os-release ``ID`` values whose images take the ``rhel`` bundles.
 RHEL_FAMILY = frozenset({"rhel", "centos", "rocky", "almalinux", "alma", "ol", "oracle", "oraclelinux", "redhat"})

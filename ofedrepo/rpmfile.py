@@ -11,6 +11,10 @@ import rpm
 
 from ofedrepo.errors import InvalidInput
 
+# librpm writes each reason it refuses a package for to stderr ("error: x.rpm: signature hdr blob(4388): BAD"),
+# around the one-line error ofedrepo gives for the same package (InvalidInput below): it says only what
+# cannot be ignored.
+rpm.setVerbosity(rpm.RPMLOG_CRIT)
 # Headers are only read here; verifying signatures needs a keyring and is dnf's job on the client.
 _READ_ONLY_FLAGS = rpm._RPMVSF_NOSIGNATURES | rpm._RPMVSF_NODIGESTS
 _SIGNATURE_TAGS = ("RSAHEADER", "DSAHEADER", "SIGPGP", "SIGGPG")

@@ -190,7 +190,7 @@ def _answer(session: Session, settings: Settings, request: RepoRequest, read_onl
         published = (
             None
             if request.bundle_id or request.force
-            else queries.published_for(session, kernel, distro, arch, request.ofed_version)
+            else queries.published_for(session, kernel, distro, arch, request.ofed_version, request.kind)
         )
         if published is None:
             raise

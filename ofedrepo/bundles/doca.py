@@ -43,9 +43,18 @@ from typing import Any
 
 from ofedrepo.bundles.archive import Limits, extract_payload, is_regular_inside
 from ofedrepo.bundles.names import DOCA_VERSION, BundleIdentity
-from ofedrepo.bundles.unpack import OpenedBundle, real_packages
-from ofedrepo.bundles.vendor import COLLECTED, Note, Registration, StoredBundle, ToolEnded, ToolRun, Workspace
-from ofedrepo.distro import parse_ofed_distro
+from ofedrepo.bundles.unpack import OpenedBundle, marked_root, real_packages
+from ofedrepo.bundles.vendor import (
+    COLLECTED,
+    Note,
+    OpenedOutput,
+    Registration,
+    StoredBundle,
+    ToolEnded,
+    ToolRun,
+    Workspace,
+)
+from ofedrepo.distro import ofed_distro_for_kernel, parse_ofed_distro
 from ofedrepo.errors import BuildFailed, InvalidInput, NotABundle
 from ofedrepo.kernel import RPM_ARCHES, parse_kernel_release
 from ofedrepo.kinds import BundleKind
@@ -77,9 +86,11 @@ USERSPACE = "doca-ofed-userspace"
 KERNEL_METAPACKAGE_PREFIX = "doca-kernel-"
 _OFED_SOURCE = re.compile(r"MLNX_OFED_SRC-(?:[a-z][a-z0-9.]*-)?(?P<version>[0-9]+\.[0-9]+-[0-9]+(?:\.[0-9]+)*)\.tgz")
 _COMPACT_DISTRO = re.compile(r"(?P<family>[a-z]+)(?P<digits>[0-9]+)")
+#: Distros numbered by year and month (``ubuntu24.04``, ``openeuler22.03``): two digits of major release.
+_YEAR_VERSIONED = frozenset({"ubuntu", "openeuler"})
 #: NVIDIA's online tree, as the end of an imported directory's path.
 _ONLINE_TREE = re.compile(
-    r"(?:^|/)(?P<doca>[0-9]+\.[0-9]+\.[0-9]+)/(?P<distro>[a-z]+[0-9][0-9.]*)/(?P<arch>[a-z0-9_-]+)/*"
+    r"(?:^|/)(?P<doca>[0-9]+\.[0-9]+\.[0-9]+)/(?P<distro>[a-z]+[0-9][0-9.]*)/(?P<arch>[a-z0-9_-]+)/*\Z"
 )
 #: The online tree's arch directories: rpm's names, and NVIDIA's for Arm servers (``sbsa-arm64`` in 2.9.1 and
 #: 2.10.0, ``arm64-sbsa`` in 3.3.0: linux.mellanox.com URLs in public install scripts). ``arm64-dpu`` is
@@ -139,13 +150,17 @@ def package_list(present: Collection[str]) -> list[str]:
 
 
 def parse_compact_distro(text: str) -> str:
-    """``rhel95`` → ``rhel9.5``, ``rhel9`` → ``rhel9``, ``rhel100`` → ``rhel10.0``: the ``doca-host`` package's
-    release writes the distro without its dot; ofedrepo's tags (and images) have it."""
-    match = _COMPACT_DISTRO.fullmatch(text)
+    """``rhel95`` → ``rhel9.5``, ``rhel9`` → ``rhel9``, ``rhel100`` → ``rhel10.0``, ``ubuntu2404`` →
+    ``ubuntu24.04``: the ``doca-host`` package's release writes the distro without its dot; ofedrepo's tags
+    (and images) have it."""
+    match = _COMPACT_DISTRO.fullmatch(text) if len(text) <= 32 else None
     if not match:
         raise NotABundle(f"cannot read a distro from {text[:40]!r}")
     family, digits = match.group("family"), match.group("digits")
-    major_length = 2 if digits.startswith("1") and len(digits) >= 2 else 1
+    if family in _YEAR_VERSIONED:
+        major_length = 2
+    else:
+        major_length = 2 if digits.startswith("1") and len(digits) >= 2 else 1
     major, minor = digits[:major_length], digits[major_length:]
     return parse_ofed_distro(f"{family}{major}" + (f".{minor}" if minor else "")).tag
 
@@ -181,7 +196,7 @@ def _named_tree(names: Sequence[str]) -> tuple[str, str, str, str] | None:
     """(DOCA version, distro tag, arch, the path's words) from the first name ending like NVIDIA's online tree."""
     for name in names:
         match = _ONLINE_TREE.search(name) if len(name) <= 4096 else None
-        if match and match.end() == len(name):
+        if match:
             tree = f"doca/{match['doca']}/{match['distro']}/{match['arch']}"
             arch = _TREE_ARCHES.get(match["arch"])
             try:
@@ -339,8 +354,12 @@ def unwrap_kernel_repo(wrapper: Path, kernel: str | None, destination: Path, lim
     where = f"/usr/share/{LOCAL_REPO_PACKAGE}-*/Modules/{kernel or '<kernel>'}/"
     if not found or not _package_paths(destination):
         raise NotABundle(f"{wrapper.name} holds no package under {where}")
+    kernels = {found_kernel for _, found_kernel in found}
+    if len(kernels) > 1:
+        raise NotABundle(f"{wrapper.name} holds the repositories of {len(kernels)} kernels; name one with --kernel")
     if len(found) > 1:
-        raise NotABundle(f"{wrapper.name} holds the repositories of {len(found)} kernels; name one with --kernel")
+        releases = ", ".join(sorted(doca for doca, _ in found)[:4])
+        raise NotABundle(f"{wrapper.name} holds {kernels.pop()}'s repository for several DOCA releases ({releases})")
     return found.pop()
 
 
@@ -391,7 +410,7 @@ class DocaOfed:
         MLNX_OFED's ``.mlnx``: read as a DOCA repository, and refused as one, saying what it lacks."""
         if source.is_file():
             return is_rpm_file(source)
-        if not source.is_dir() or (source / ".mlnx").exists():
+        if not source.is_dir() or marked_root(source) is not None:
             return False
         return any(path.name.startswith("doca-") for path in _package_files(source))
 
@@ -487,10 +506,13 @@ class DocaOfed:
             yield _combined(opened, scratch / "rebuilt", scratch)
 
     def recognises_output(self, source: Path) -> bool:
-        """``doca-kernel-repo-*.rpm``, or a directory holding the ``doca-kernel-<K'>`` metapackage (its
-        ``Modules/<K>/`` repository)."""
+        """A ``doca-kernel-repo`` package (by its header: a download may be named anything), or a directory
+        holding the ``doca-kernel-<K'>`` metapackage (its ``Modules/<K>/`` repository)."""
         if source.is_file():
-            return source.name.startswith(f"{WRAPPER}-") and is_rpm_file(source)
+            try:
+                return is_rpm_file(source) and read_header(source).name == WRAPPER
+            except InvalidInput:
+                return False
         return source.is_dir() and any(
             path.name.startswith(KERNEL_METAPACKAGE_PREFIX) and not path.name.startswith(WRAPPER)
             for path in source.glob("*.rpm")
@@ -504,10 +526,11 @@ class DocaOfed:
         registered: Callable[[BundleKind], list[StoredBundle]],
         workspace: Workspace,
         note: Note,
-    ) -> Iterator[OpenedBundle]:
+    ) -> Iterator[OpenedOutput]:
         """The kernel's packages (from the wrapper, or its ``Modules/<K>/`` directory) with the userspace packages
-        of the registered DOCA repository they were built from: the same DOCA version and arch. Where repositories
-        of several distros match, which one is not guessed: publish through a build instead."""
+        of the registered DOCA repository they were built from: the same DOCA version and arch, for the kernel's
+        distro where the kernel tells it. Where repositories of several distros match, which one is not guessed:
+        publish through a build instead. The kernel is the one the wrapper's path names."""
         scratch = workspace.data.new_scratch(workspace.data.work, "doca-output")
         try:
             rebuilt = scratch / "rebuilt"
@@ -515,22 +538,27 @@ class DocaOfed:
                 doca_version, kernel = unwrap_kernel_repo(source, kernel, rebuilt, workspace.limits)
             else:
                 doca_version, kernel = self._modules_directory(source, kernel, rebuilt)
-            arch = parse_kernel_release(kernel).arch
+            release = parse_kernel_release(kernel)
+            if release.arch is None:
+                raise InvalidInput(f"{source.name} holds packages for {kernel}, a kernel that names no architecture")
+            distro = ofed_distro_for_kernel(release)
             fitting = [
                 stored
                 for stored in registered(BundleKind.DOCA)
-                if (stored.identity.doca_version, stored.identity.arch) == (doca_version, arch)
+                if (stored.identity.doca_version, stored.identity.arch) == (doca_version, release.arch)
+                and (distro is None or self.fits_distro(stored.identity.distro, distro.tag))
             ]
             names = sorted({stored.name for stored in fitting})
             if len(names) != 1:  # the same repository registered twice (its package and its tree) is one
                 listed = ", ".join(names) or "none is registered"
+                fit = f" and {distro}" if distro else ""
                 raise InvalidInput(
-                    f"{source.name} was built from DOCA {doca_version} for {arch}: publishing it needs the one "
-                    f"registered DOCA repository of that release and arch (ofedrepo bundle add); {listed}"
+                    f"{source.name} was built from DOCA {doca_version} for {kernel}: publishing it needs the one "
+                    f"registered DOCA repository of that release, {release.arch}{fit} (ofedrepo bundle add); {listed}"
                 )
             note(f"with the userspace packages of {fitting[0].name}")
             with self.open_stored(fitting[0], workspace, note) as opened:
-                yield _combined(opened, rebuilt, scratch)
+                yield OpenedOutput(_combined(opened, rebuilt, scratch), kernel)
         finally:
             remove_tree(scratch)
 

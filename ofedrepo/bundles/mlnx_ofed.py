@@ -14,7 +14,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ofedrepo.bundles.unpack import OpenedBundle, open_bundle
-from ofedrepo.bundles.vendor import COLLECTED, Note, Registration, StoredBundle, ToolEnded, ToolRun, Workspace
+from ofedrepo.bundles.vendor import (
+    COLLECTED,
+    Note,
+    OpenedOutput,
+    Registration,
+    StoredBundle,
+    ToolEnded,
+    ToolRun,
+    Workspace,
+)
 from ofedrepo.errors import BuildFailed, NotABundle
 from ofedrepo.kinds import BundleKind
 from ofedrepo.rpmfile import module_kernels, read_header
@@ -155,10 +164,10 @@ class MlnxOfed:
         registered: Callable[[BundleKind], list[StoredBundle]],
         workspace: Workspace,
         note: Note,
-    ) -> Iterator[OpenedBundle]:
+    ) -> Iterator[OpenedOutput]:
         """An ``-ext`` bundle holds everything a version needs: no registered bundle is asked for."""
         with open_bundle(source, workspace.data, workspace.limits, workspace.libraries) as opened:
-            yield opened
+            yield OpenedOutput(opened, kernel)
 
     def dib_packages(self, present: Collection[str]) -> list[str]:
         return package_list(present)

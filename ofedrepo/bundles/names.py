@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import rpm
 
 from ofedrepo.distro import parse_ofed_distro
-from ofedrepo.errors import InvalidBundleName, NotABundle
+from ofedrepo.errors import InvalidBundleName, InvalidInput, NotABundle
 from ofedrepo.kernel import RPM_ARCHES
 from ofedrepo.kinds import BundleKind
 
@@ -40,17 +40,35 @@ _DOCA_NAME = re.compile(
     rf"{DOCA_PREFIX}-(?P<doca>{_DOCA_VERSION})-(?P<version>{_VERSION})-(?P<distro>[a-z]+[0-9][0-9a-z.]*)-(?P<arch>[a-z0-9_]+)"
 )
 DOCA_VERSION = re.compile(_DOCA_VERSION)
+#: The longest OFED and DOCA versions taken: NVIDIA's are about a dozen characters (``25.10-1.2.8.0``,
+#: ``3.2.0``); the bounds keep a name within its column (200) and a file name's 255 bytes.
+MAX_OFED_VERSION, MAX_DOCA_VERSION = 48, 24
 
 
 @dataclass(frozen=True)
 class BundleIdentity:
-    """What a bundle is: OFED version, distro tag and architecture; for DOCA bundles also the DOCA version."""
+    """What a bundle is: OFED version, distro tag and architecture; for DOCA bundles also the DOCA version.
+
+    Every part is checked when an identity is made, whichever input it came from: they become a directory of
+    the published tree, database columns and the lines of a ``.repo`` file."""
 
     ofed_version: str
     distro: str
     arch: str
     kind: BundleKind = BundleKind.MLNX_OFED
     doca_version: str | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.ofed_version) > MAX_OFED_VERSION or not _VERSION_ONLY.fullmatch(self.ofed_version):
+            raise NotABundle(f"{self.ofed_version[:60]!r} is not an OFED version (e.g. 5.8-3.0.7.0)")
+        parse_ofed_distro(self.distro)
+        if self.arch not in RPM_ARCHES:
+            raise NotABundle(f"{self.arch[:40]!r} is not an architecture")
+        if (self.kind == BundleKind.DOCA) != (self.doca_version is not None):
+            raise NotABundle(f"a DOCA version belongs to DOCA-OFED repositories only, not {self.kind}")
+        doca = self.doca_version
+        if doca is not None and (len(doca) > MAX_DOCA_VERSION or not DOCA_VERSION.fullmatch(doca)):
+            raise NotABundle(f"{doca[:60]!r} is not a DOCA version (e.g. 3.2.0)")
 
     @property
     def name(self) -> str:
@@ -85,23 +103,27 @@ def strip_archive_suffix(filename: str) -> str:
 def parse_bundle_name(name: str) -> BundleName:
     """Parse a bundle name, with or without ``-ext`` and an archive suffix; or a DOCA bundle's name."""
     stem = strip_archive_suffix(name)
-    doca = _DOCA_NAME.fullmatch(stem) if len(stem) <= 200 else None
-    if doca and doca.group("arch") in RPM_ARCHES:
-        identity = BundleIdentity(
-            doca.group("version"),
-            doca.group("distro"),
-            doca.group("arch"),
-            kind=BundleKind.DOCA,
-            doca_version=doca.group("doca"),
-        )
-        return BundleName(identity=identity, ext=False)
-    match = _NAME.fullmatch(stem) if len(stem) <= 200 else None
-    if not match or match.group("arch") not in RPM_ARCHES:
-        raise InvalidBundleName(
-            f"{name[:80]!r} is not an MLNX_OFED bundle name "
-            f"(expected {PREFIX}-<version>-<distro>-<arch>, e.g. {PREFIX}-5.8-3.0.7.0-rhel8.6-x86_64)"
-        )
-    identity = BundleIdentity(match.group("version"), match.group("distro"), match.group("arch"))
+    refusal = InvalidBundleName(
+        f"{name[:80]!r} is not an MLNX_OFED bundle name "
+        f"(expected {PREFIX}-<version>-<distro>-<arch>, e.g. {PREFIX}-5.8-3.0.7.0-rhel8.6-x86_64)"
+    )
+    try:
+        doca = _DOCA_NAME.fullmatch(stem) if len(stem) <= 200 else None
+        if doca and doca.group("arch") in RPM_ARCHES:
+            identity = BundleIdentity(
+                doca.group("version"),
+                doca.group("distro"),
+                doca.group("arch"),
+                kind=BundleKind.DOCA,
+                doca_version=doca.group("doca"),
+            )
+            return BundleName(identity=identity, ext=False)
+        match = _NAME.fullmatch(stem) if len(stem) <= 200 else None
+        if not match:
+            raise refusal
+        identity = BundleIdentity(match.group("version"), match.group("distro"), match.group("arch"))
+    except InvalidInput:
+        raise refusal from None
     return BundleName(identity=identity, ext=match.group("ext") is not None)
 
 

@@ -63,14 +63,23 @@ def _read_marker(root: Path, name: str, limit: int = _MARKER_MAX_BYTES) -> str |
 _NO_MARKER = "not an MLNX_OFED bundle: no .mlnx file at its top (nor in its single top directory)"
 
 
-def _find_root(directory: Path) -> Path:
-    """The bundle root: ``directory`` itself, or the single directory inside it (how tarballs are made)."""
+def marked_root(directory: Path) -> Path | None:
+    """Where an MLNX_OFED bundle's ``.mlnx`` is: ``directory`` itself, or the single directory inside it (how
+    tarballs are made); None when neither holds one."""
     if (directory / ".mlnx").exists():
         return directory
     children = [child for child in directory.iterdir() if child.is_dir() and not child.is_symlink()]
     if len(children) == 1 and (children[0] / ".mlnx").exists():
         return children[0]
-    raise NotABundle(_NO_MARKER)
+    return None
+
+
+def _find_root(directory: Path) -> Path:
+    """The bundle root (``marked_root``), or the refusal that says where ``.mlnx`` was looked for."""
+    root = marked_root(directory)
+    if root is None:
+        raise NotABundle(_NO_MARKER)
+    return root
 
 
 def _shaped_like_a_bundle(names: list[str]) -> None:

@@ -100,6 +100,16 @@ class ToolEnded:
     """The first group of each output line ``ToolRun.watch`` matched, in order."""
 
 
+@dataclass(frozen=True)
+class OpenedOutput:
+    """A rebuild tool's output made elsewhere (``ofedrepo publish``), opened."""
+
+    bundle: OpenedBundle
+    kernel: str | None
+    """The kernel it was built for, where the output itself says (DOCA's wrapper does; an ``-ext`` bundle holding
+    the GA kernel's modules too may not)."""
+
+
 class Vendor(Protocol):
     """One vendor's files and rebuild tool (see the module's docstring)."""
 
@@ -158,7 +168,7 @@ class Vendor(Protocol):
         registered: Callable[[BundleKind], list[StoredBundle]],
         workspace: Workspace,
         note: Note,
-    ) -> AbstractContextManager[OpenedBundle]:
+    ) -> AbstractContextManager[OpenedOutput]:
         """The package set of a tool's output made elsewhere; ``registered`` finds the stored bundle it was
         built from, for a vendor whose output holds only the kernel's packages."""
         ...

@@ -10,8 +10,9 @@ like any other unsigned package.
 The spec is made of validated tokens (names, versions) and text of our own only: nothing from a package's
 summary, description or scriptlets reaches it, because rpmbuild expands macros (``%(...)`` runs a command)
 and a bundle must not be able to run code on the publishing host that way. For the same reason the
-regenerated packages carry no scriptlets. One rpmbuild makes them all, as subpackages of a main package
-that has no files (and so is not built itself).
+regenerated packages carry no scriptlets. One rpmbuild per architecture makes them all, as subpackages of a
+main package that has no files (and so is not built itself): each keeps its original's architecture
+(MLNX_OFED's are noarch, DOCA's ``doca-ofed`` is x86_64), so dnf sees the same package, newer.
 """
 
 import re
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from ofedrepo import process
 from ofedrepo.errors import InvalidInput, ToolFailed
+from ofedrepo.kernel import RPM_ARCHES
 from ofedrepo.repos.packageset import Rewrite, kver_tag
 from ofedrepo.rpmfile import Dependency
 
@@ -46,15 +48,15 @@ def regenerated_release(release: str, kernel: str) -> str:
     return f"{release}.kver.{kver_tag(kernel)}"
 
 
-def render_spec(rewrites: list[Rewrite], kernel: str) -> str:
-    """The spec building every rewritten package; ``kernel`` is a validated kernel release."""
+def render_spec(rewrites: list[Rewrite], kernel: str, arch: str = "noarch") -> str:
+    """The spec building every rewritten package of ``arch``; ``kernel`` is a validated kernel release."""
     lines = [
         "Name: ofedrepo-metadata",
         "Version: 1",
         "Release: 1",
         f"Summary: MLNX_OFED metadata packages regenerated for kernel {kernel}",
         "License: GPLv2 or BSD",
-        "BuildArch: noarch",
+        *(["BuildArch: noarch"] if arch == "noarch" else []),
         "AutoReqProv: no",
         "",
         "%description",
@@ -92,26 +94,36 @@ def render_spec(rewrites: list[Rewrite], kernel: str) -> str:
     return "\n".join(lines)
 
 
-def rpmbuild_argv(topdir: Path, spec: Path) -> list[str]:
+def rpmbuild_argv(topdir: Path, spec: Path, arch: str = "noarch") -> list[str]:
     """rpmbuild with nothing taken from the host: its own topdir and rpm database (Debian's default is
-    ``~/.rpmdb``), no build-id links, no post-install processing."""
+    ``~/.rpmdb``), no build-id links, no post-install processing. The packages hold no compiled file, so any
+    ``--target`` builds on any host."""
     return [
-        "rpmbuild", "-bb", "--target", "noarch", "--nodeps",
+        "rpmbuild", "-bb", "--target", arch, "--nodeps",
         "--define", f"_topdir {topdir}", "--define", f"_dbpath {topdir}/rpmdb",
-        "--define", "_build_id_links none", "--define", "__os_install_post %{nil}", str(spec),
+        "--define", "_build_id_links none", "--define", "__os_install_post %{nil}",
+        "--define", "debug_package %{nil}", str(spec),
     ]  # fmt: skip
 
 
 def build(rewrites: list[Rewrite], kernel: str, topdir: Path, home: Path) -> list[Path]:
-    """Build the regenerated packages under ``topdir``; return them."""
-    if not rewrites:
-        return []
-    topdir.mkdir(parents=True)
-    spec = topdir / SPEC_NAME
-    spec.write_text(render_spec(rewrites, kernel))
-    argv = rpmbuild_argv(topdir, spec)
-    output = process.run(argv, env=process.clean_environment(home), timeout=RPMBUILD_TIMEOUT, cwd=topdir)
-    built = sorted((topdir / "RPMS").rglob("*.rpm"))
-    if len(built) != len(rewrites):
-        raise ToolFailed(argv, 0, f"made {len(built)} metadata packages of {len(rewrites)}\n{output}")
+    """Build the regenerated packages under ``topdir``, one rpmbuild per architecture; return them."""
+    by_arch: dict[str, list[Rewrite]] = {}
+    for rewrite in rewrites:
+        arch = rewrite.original.arch
+        if arch not in RPM_ARCHES:
+            raise InvalidInput(f"{rewrite.original.nevra}: cannot regenerate a package of architecture {arch[:20]!r}")
+        by_arch.setdefault(arch, []).append(rewrite)
+    built: list[Path] = []
+    for arch, group in sorted(by_arch.items()):
+        arch_topdir = topdir / arch
+        arch_topdir.mkdir(parents=True)
+        spec = arch_topdir / SPEC_NAME
+        spec.write_text(render_spec(group, kernel, arch))
+        argv = rpmbuild_argv(arch_topdir, spec, arch)
+        output = process.run(argv, env=process.clean_environment(home), timeout=RPMBUILD_TIMEOUT, cwd=arch_topdir)
+        made = sorted((arch_topdir / "RPMS").rglob("*.rpm"))
+        if len(made) != len(group):
+            raise ToolFailed(argv, 0, f"made {len(made)} metadata packages of {len(group)}\n{output}")
+        built += made
     return built

@@ -173,8 +173,8 @@ class Publisher:
         progress.step(f"Opening {source.name}")
         store = BundleStore(self.settings, self.sessions)
         vendor = vendor_for_output(source)
-        with vendor.open_output(source, kernel, store.registered, store.workspace, progress.note) as bundle:
-            return self.publish_opened(bundle, kernel, build_id, progress)
+        with vendor.open_output(source, kernel, store.registered, store.workspace, progress.note) as output:
+            return self.publish_opened(output.bundle, output.kernel, build_id, progress)
 
     @PUBLISH_SECONDS.time()
     def publish_opened(

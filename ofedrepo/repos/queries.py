@@ -7,8 +7,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from ofedrepo.bundles.names import BundleIdentity, compare_ofed_versions
-from ofedrepo.errors import NotFound
+from ofedrepo.bundles.names import BundleIdentity, compare_ofed_versions, parse_bundle_name
+from ofedrepo.bundles.vendors import vendor_of
+from ofedrepo.errors import InvalidBundleName, NotFound
+from ofedrepo.kinds import BundleKind
 from ofedrepo.models import Repo, RepoVersion
 from ofedrepo.repos.repofile import RepoLocation
 from ofedrepo.storage import LATEST
@@ -59,17 +61,27 @@ def highest_number(session: Session, repo_id: int) -> int:
     return session.scalar(query) or 0
 
 
-def published_for(session: Session, kernel: str, distro: str, arch: str, ofed_version: str | None) -> Repo | None:
-    """The repo with a version for ``kernel`` that fits (the newest OFED version unless one is named), however
-    it was published: the answer to a request no registered bundle can build, after ``ofedrepo publish``."""
-    query = select(Repo).where(Repo.kernel == kernel, Repo.distro == distro, Repo.arch == arch, Repo.versions.any())
+def published_for(
+    session: Session, kernel: str, distro: str, arch: str, ofed_version: str | None, kind: BundleKind | None
+) -> Repo | None:
+    """The repo with a version for ``kernel`` that fits (the newest OFED version unless one is named; of ``kind``
+    when given; a distro its vendor says the repo's bundle serves), however it was published: the answer to a
+    request no registered bundle can build, after ``ofedrepo publish``."""
+    query = select(Repo).where(Repo.kernel == kernel, Repo.arch == arch, Repo.versions.any())
     if ofed_version:
         query = query.where(Repo.ofed_version == ofed_version)
+
+    def fits(repo: Repo) -> bool:
+        try:
+            repo_kind = parse_bundle_name(repo.bundle_name).identity.kind
+        except InvalidBundleName:
+            return False
+        return (kind is None or repo_kind == kind) and vendor_of(repo_kind).fits_distro(repo.distro, distro)
 
     def newer_first(left: Repo, right: Repo) -> int:
         return compare_ofed_versions(right.ofed_version, left.ofed_version)
 
-    repos = sorted(session.scalars(query), key=cmp_to_key(newer_first))
+    repos = sorted(filter(fits, session.scalars(query)), key=cmp_to_key(newer_first))
     return repos[0] if repos else None
 
 

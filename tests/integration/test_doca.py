@@ -198,8 +198,10 @@ def test_a_doca_repo_for_a_kernel_installs_its_modules_without_dkms(
         (module,) = (root / "installroot" / "lib" / "modules" / kernel).rglob("mlx5_core.ko")
         assert module_vermagic(module) == kernel
         listing = dnf(root, definition, "list", "--installed").stdout
-        installed = {line.split()[0].rsplit(".", 1)[0] for line in listing.splitlines()[1:] if line.strip()}
+        named = {line.split()[0] for line in listing.splitlines()[1:] if line.strip()}
+        installed = {name.rsplit(".", 1)[0] for name in named}
         assert "kmod-mlnx-ofa_kernel" in installed and not {name for name in installed if "dkms" in name}, listing
+    assert f"doca-ofed.{spec.arch}" in named, listing  # regenerated for the kernel, of its original's arch
 
 
 def test_a_compile_failure_shows_its_component_log(service: RunningServer, inputs: Inputs) -> None:
@@ -225,15 +227,19 @@ def test_the_ga_kernel_of_a_31_repository_needs_no_rebuild(service: RunningServe
 # The model's own behaviours, run as the sandboxed worker runs it.
 
 
-@pytest.fixture(scope="module")
-def tools(tmp_path_factory: pytest.TempPathFactory, inputs: Inputs) -> Path:
-    root = tmp_path_factory.mktemp("doca-tools")
+def unpacked_tools(root: Path, inputs: Inputs, spec: DocaSpec) -> Path:
+    """The spec's doca-kernel-support and driver sources, as they would install under /opt/mellanox/doca."""
     limits = Limits(10**10, 10_000)
-    tree = inputs.trees[DOCA_32]
+    tree = inputs.trees[spec]
     workspace = Workspace(DataDir(root / "var").ensure(), limits, "upstream")
     with DocaOfed().register(tree, [str(tree)], workspace, None) as registration:
         packages = [registration.opened.root / registration.facts[key] for key in ("tool_package", "source_package")]
-        return unpack_tools(packages, root / "tools", limits)
+        return unpack_tools(sorted(set(packages)), root / "tools", limits)
+
+
+@pytest.fixture(scope="module")
+def tools(tmp_path_factory: pytest.TempPathFactory, inputs: Inputs) -> Path:
+    return unpacked_tools(tmp_path_factory.mktemp("doca-tools"), inputs, DOCA_32)
 
 
 def run_tool(
@@ -381,3 +387,25 @@ def test_ofedrepo_publish_takes_doca_kernel_support_output(
     )  # fmt: skip
     assert other.returncode != 0 and "registered DOCA repository" in other.stderr, other.stderr
     assert "Traceback" not in other.stderr
+
+
+def test_a_31_wrapper_publishes_for_the_kernel_it_names_whatever_its_file_is_called(
+    service: RunningServer, inputs: Inputs, tmp_path: Path, prepared_builder: None
+) -> None:
+    """A 3.1 repository holds the GA kernel's kmods too, so its packages alone do not say which kernel a rebuild
+    is for: the wrapper's ``Modules/<K>/`` does. A download keeps no file name: the header says what it is."""
+    registered(service, inputs, DOCA_31, "online-tree")
+    kernel = "5.14.0-570.46.1.el9_6.x86_64"
+    sources = make_kernel_sources(tmp_path / "kernels", kernel)
+    built = run_tool(unpacked_tools(tmp_path, inputs, DOCA_31), tmp_path / "tmp", sources, "-s", str(sources))
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wrapper,) = (tmp_path / "tmp").glob("DOCA.*/doca-kernel-repo-*.rpm")
+    download = tmp_path / "download.rpm"
+    shutil.copyfile(wrapper, download)
+    done = subprocess.run(
+        [str(VENV_BIN / "ofedrepo"), "publish", str(download), "--json"],
+        env=service.environment, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    published = json.loads(done.stdout)
+    assert (published["bundle"], published["kernel"]) == (DOCA_31.name, kernel)

@@ -36,6 +36,8 @@ def test_parses_other_versions() -> None:
         "MLNX_EN-5.8-3.0.7.0-rhel8.6-x86_64",
         "MLNX_OFED_LINUX-5.8-3.0.7.0-rhel8.6-amd64",
         "MLNX_OFED_LINUX-5.8-3.0.7.0-rhel8.6-x86_64;id",
+        "MLNX_OFED_LINUX-5.8-3.0.7.0-rhel8..6-x86_64",
+        "MLNX_OFED_LINUX-5.8-3" + ".0" * 60 + "-rhel8.6-x86_64",  # a version no column or file name holds
     ],
 )
 def test_rejects_bad_names(bad: str) -> None:

@@ -33,12 +33,16 @@ def test_non_rpm_distros_are_refused_by_name() -> None:
         ofed_distro_for_os("ubuntu", "22.04")
 
 
-@pytest.mark.parametrize("tag", ["rhel8.6", "sles15sp3", "ubuntu22.04", "ol9.2"])
+@pytest.mark.parametrize(
+    "tag", ["rhel8.6", "sles15sp3", "ubuntu22.04", "ol9.2", "rhel9", "rhel7.6alternate", "euleros2.0sp11"]
+)
 def test_parses_tags(tag: str) -> None:
     assert parse_ofed_distro(tag).tag == tag
 
 
-@pytest.mark.parametrize("bad", ["", "8.6", "rhel", "rhel8.6;x", "RHEL8.6", "rhel/8"])
+@pytest.mark.parametrize(
+    "bad", ["", "8.6", "rhel", "rhel8.6;x", "RHEL8.6", "rhel/8", "rhel9..6", "rhel9.6.", "rhel9.6x.1"]
+)
 def test_rejects_bad_tags(bad: str) -> None:
     with pytest.raises(InvalidInput):
         parse_ofed_distro(bad)

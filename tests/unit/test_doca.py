@@ -46,7 +46,10 @@ def test_doca_names_round_trip() -> None:
     assert identity.dib_version == "25.10-1"
 
 
-@pytest.mark.parametrize(("compact", "tag"), [("rhel95", "rhel9.5"), ("rhel9", "rhel9"), ("rhel100", "rhel10.0")])
+@pytest.mark.parametrize(
+    ("compact", "tag"),
+    [("rhel95", "rhel9.5"), ("rhel9", "rhel9"), ("rhel100", "rhel10.0"), ("ubuntu2404", "ubuntu24.04")],
+)
 def test_doca_writes_distros_without_their_dot(compact: str, tag: str) -> None:
     assert parse_compact_distro(compact) == tag
 
@@ -62,6 +65,9 @@ def test_identity_comes_from_the_local_repo_package_or_the_online_trees_path() -
     assert facts["packages"] == ["c", "d"] and set(facts["left_out"]) == {"a", "b"}
     tree, _ = identify(headers, None, ["x86_64", "/srv/mirror/doca/3.2.0/rhel9/x86_64"])
     assert tree == identity
+    # the tree's words are the path's last three, wherever else a version-like directory is
+    nested, _ = identify(headers, None, ["/srv/1.2.3/rhel8/x86_64/doca/3.2.0/rhel9/x86_64/"])
+    assert nested == identity
     arm = package("kmod-iser", f"{OFED}.rhel9u6", modules("5.14.0-570.12.1.el9_6.aarch64", "ib_iser"), arch="aarch64")
     (arm_identity, _) = identify({"a": EXTRA, "b": SOURCE, "d": arm}, None, ["/m/doca/3.2.0/rhel9/arm64-sbsa"])
     assert arm_identity.arch == "aarch64"
@@ -135,3 +141,13 @@ def test_the_work_directory_is_read_from_the_tools_output(name: str) -> None:
     match = BUILDING_UNDER.search(f"Building under /tmp/{name}\n".encode())
     assert match is not None and match.group(1) == f"/tmp/{name}".encode()
     assert BUILDING_UNDER.search(b"Building under /tmp/DOCA.x/../../etc\n") is None
+
+
+@pytest.mark.parametrize(
+    ("ofed", "doca"),
+    [("25.10-1." + "2" * 60, "3.2.0"), ("25.10-1.2.8.0", "3.2." + "0" * 40)],
+)
+def test_an_over_long_or_malformed_version_is_refused_before_it_names_anything(ofed: str, doca: str) -> None:
+    source = package("doca-ofed-source", "1", (f"{RESOURCES}/MLNX_OFED_SRC-{ofed}.tgz",), arch="noarch")
+    with pytest.raises(NotABundle, match="is not an? (OFED|DOCA) version"):
+        identify({"a": EXTRA, "b": source, "d": REBUILT}, None, [f"/srv/doca/{doca}/rhel9/x86_64"])

@@ -46,3 +46,11 @@ def test_names_or_versions_that_could_inject_into_the_spec_are_refused(hostile: 
 def test_rpmbuild_takes_nothing_from_the_host() -> None:
     argv = rpmbuild_argv(Path("/t"), Path("/t/spec"))
     assert argv[:3] == ["rpmbuild", "-bb", "--target"] and "_dbpath /t/rpmdb" in argv and "--nodeps" in argv
+
+
+def test_an_arch_metapackage_is_regenerated_for_its_own_arch() -> None:
+    doca = rewrite(name="doca-ofed", version="3.2.0")
+    doca = replace(doca, original=replace(doca.original, arch="x86_64"))
+    spec = render_spec([doca], K, "x86_64")
+    assert "BuildArch" not in spec and "%package -n doca-ofed\n" in spec
+    assert rpmbuild_argv(Path("/t"), Path("/t/spec"), "x86_64")[2:4] == ["--target", "x86_64"]
