@@ -5,7 +5,7 @@ from fastapi import FastAPI
 from api import errors, metrics
 from api.answers import AnswerCache
 from api.auth import AuthenticateFirst
-from api.routes import builds, bundles, feeds, health, images, pages, repos, tree
+from api.routes import builds, bundles, docs, feeds, health, images, kernel_sources, pages, repos, tree
 from api.timeouts import BodyDeadline
 from api.uploads import CapJsonBodies
 from ofedrepo import __version__
@@ -24,6 +24,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="MLNX_OFED kernel modules rebuilt for the kernel inside your images, published as yum "
         "repositories for DiskImage-Builder's `mlnx-ofed` element.",
+        docs_url=None,  # served by api.routes.docs, with its assets (never from a CDN)
+        redoc_url=None,
     )
     engine = make_engine(settings.resolved_database_url)
     app.state.settings = settings
@@ -48,6 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(bundles.router)
     app.include_router(builds.router)
     app.include_router(feeds.router)
+    app.include_router(kernel_sources.router)
     app.include_router(pages.router)
+    docs.install(app)
 
     return app

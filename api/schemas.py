@@ -11,6 +11,7 @@ from api.deps import MAX_ID
 from ofedrepo.bundles.store import BundleView
 from ofedrepo.bundles.vendors import dib_package_list
 from ofedrepo.images.catalog import ImageView
+from ofedrepo.kept_sources import KeptSources
 from ofedrepo.kinds import BundleKind
 from ofedrepo.models import Build, KernelFeed, RepoVersion
 from ofedrepo.repos.queries import RepoView
@@ -190,6 +191,19 @@ class FeedOut(BaseModel):
     @classmethod
     def of(cls, feed: KernelFeed) -> "FeedOut":
         return cls.model_validate(feed, from_attributes=True)
+
+
+class KeptSourcesOut(BaseModel):
+    kernel: str
+    package: str = Field(description="The `kernel-devel` (`kernel-rt-devel`...) package they were unpacked from")
+    url: str = Field(description="Where it was downloaded from")
+    size: int = Field(description="Bytes of the unpacked tree")
+    kept_at: datetime
+    last_used: datetime = Field(description="When a build last used them (retention keeps the most recent)")
+
+    @classmethod
+    def of(cls, kept: KeptSources) -> "KeptSourcesOut":
+        return cls.model_validate(kept, from_attributes=True)
 
 
 class DibSnippet(BaseModel):

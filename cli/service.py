@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.common import console, reports_errors, settings_of
-from ofedrepo import db
+from cli.common import reports_errors, settings_of
+from ofedrepo import db, logs
 
 if TYPE_CHECKING:
     pass
+
+log = logging.getLogger(__name__)
 
 
 def verbosity() -> list[str]:
@@ -37,6 +39,7 @@ def serve(
     import uvicorn
 
     settings = settings_of(context)
+    logs.configure(settings.log_format, logging.INFO)
     from ofedrepo.metrics_sharing import share_between_processes
     from ofedrepo.storage import DataDir
 
@@ -44,9 +47,12 @@ def serve(
     share_between_processes(DataDir(settings.data_dir).ensure().root / "run" / "metrics")
     db.upgrade(db.make_engine(settings.resolved_database_url))
     with_worker = settings.embedded_worker if worker is None else worker
-    console.print(
-        f"serving on http://{host or settings.host}:{port or settings.port} (data in {settings.data_dir}"
-        f"{', with an embedded worker' if with_worker else ', no worker: run `ofedrepo worker`'})"
+    log.info(
+        "serving on http://%s:%s (data in %s%s)",
+        host or settings.host,
+        port or settings.port,
+        settings.data_dir,
+        ", with an embedded worker" if with_worker else ", no worker: run `ofedrepo worker`",
     )
     # The embedded worker is a process of its own: the API never runs build code, and a build that crashes
     # cannot take the API down. It reads the same settings (the environment and config file) and ends with us.
@@ -66,6 +72,7 @@ def serve(
             host=host or settings.host,
             port=port or settings.port,
             log_level="info",
+            log_config=None,  # its loggers go through ours (cli.logs): one format, JSON included
             workers=workers,
             http="api.timeouts:DeadlineHttpToolsProtocol",
             loop="uvloop",
@@ -93,6 +100,7 @@ def worker_command(
 ) -> None:
     """Claim queued builds and run them until stopped (SIGTERM/SIGINT put running builds back in the queue)."""
     settings = settings_of(context)
+    logs.configure(settings.log_format, logging.INFO)
     if die_with_parent:  # the worker `ofedrepo serve` embeds: killed with it, as it was when it ran inside it
         from ofedrepo.process import die_with_parent as stop_with_parent
 
@@ -111,9 +119,10 @@ def worker_command(
         from ofedrepo.metrics import process_registry
 
         start_http_server(metrics_port, addr=settings.host, registry=process_registry())
-    console.print(
-        f"worker: {concurrency or settings.worker_concurrency} slot(s), "
-        f"database {settings.resolved_database_url.split('@')[-1]}"
+    log.info(
+        "worker: %d slot(s), database %s",
+        concurrency or settings.worker_concurrency,
+        settings.resolved_database_url.split("@")[-1],
     )
     from workers.worker import main
 

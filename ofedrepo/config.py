@@ -179,6 +179,12 @@ class Settings(BaseSettings):
     bundle_max_upload_size: int = Field(
         20 * GiB, gt=0, description="Largest bundle upload accepted, in bytes; larger ones get 413."
     )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="The service's log on standard error: `text` lines, or `json`, one object per line (`time`, "
+        "`level`, `logger`, `message`) for a log collector. `serve` and `worker` log builds queued, started, "
+        "succeeded and failed (with the reason), versions published and feed polls.",
+    )
     embedded_worker: bool = Field(
         True, description="`ofedrepo serve` also runs a worker (`--no-worker` or false: builds need `ofedrepo worker`)."
     )
@@ -310,6 +316,14 @@ class Settings(BaseSettings):
         Path("/usr/src/kernels"),
         description="Where kernel sources live, one directory per kernel release (`<root>/<K>/Makefile`).",
     )
+    kernel_sources_keep: int = Field(
+        30,
+        ge=1,
+        description="Kernels whose downloaded `kernel-devel` sources stay in `<data_dir>/kernel-sources/`, the most "
+        "recently used first; retention removes the others (never while a build uses them). A build for a kernel "
+        "the mirror has since dropped (Rocky 9 keeps the newest kernel of a minor release only) builds from them. "
+        "`GET /api/v1/kernel-sources` lists them.",
+    )
     kernel_devel_repos: Annotated[list[MirrorSource], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated yum repositories searched for `kernel-devel-<K>` when "
@@ -362,6 +376,19 @@ class Settings(BaseSettings):
     @classmethod
     def _tokens_from_text(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator(
+        "data_dir", "signing_key_file", "import_dirs", "module_sign_priv_key", "module_sign_pub_key",
+        "kernel_sources_root",
+    )  # fmt: skip
+    @classmethod
+    def _absolute(cls, value: Path | list[Path] | None) -> Path | list[Path] | None:
+        """Every path setting is absolute once loaded, whatever directory each tool then runs in: bubblewrap
+        resolves a relative mount source against its own working directory, rpm's ``--dbpath`` must begin with
+        ``/`` (the default data dir, ``var``, broke both)."""
+        if isinstance(value, list):
+            return [Path(os.path.abspath(item)) for item in value]
+        return None if value is None else Path(os.path.abspath(value))
 
     @field_validator("worker_arches", mode="before")
     @classmethod

@@ -7,6 +7,8 @@ all use the ``rhel<major>.<minor>`` bundles; that is the mapping this module own
 import re
 from dataclasses import dataclass
 
+import rpm
+
 from ofedrepo.errors import InvalidInput
 from ofedrepo.kernel import KernelRelease
 
@@ -51,6 +53,21 @@ def parse_ofed_distro(tag: str) -> OfedDistro:
     return OfedDistro(family=match.group("family"), version=match.group("version"))
 
 
+def compare_distros(left: str, right: str) -> int:
+    """-1, 0 or 1 as the tag ``left`` is older than, the same as or newer than ``right`` (``rhel8.10`` >
+    ``rhel8.9``); tags of different families compare by name."""
+    left_distro, right_distro = parse_ofed_distro(left), parse_ofed_distro(right)
+    if left_distro.family != right_distro.family:
+        return (left > right) - (left < right)
+    return int(rpm.labelCompare(("0", left_distro.version, ""), ("0", right_distro.version, "")))
+
+
+def names_distro(wanted: str, tag: str) -> bool:
+    """Whether the distro tag ``wanted`` names the tag ``tag``: the same tag, or its major release alone (``ol8``
+    names ``ol8.6``: what a UEK kernel tells)."""
+    return tag == wanted or (wanted[-1:].isdigit() and "." not in wanted and tag.startswith(wanted + "."))
+
+
 def ofed_distro_for_os(distro_id: str, os_version: str) -> OfedDistro:
     """The bundle tag for an installed OS: RHEL-family ``8.6`` → ``rhel8.6``; others are not supported."""
     if distro_id.lower() not in RHEL_FAMILY:
@@ -65,7 +82,9 @@ def ofed_distro_for_os(distro_id: str, os_version: str) -> OfedDistro:
 
 
 def ofed_distro_for_kernel(kernel: KernelRelease) -> OfedDistro | None:
-    """The RHEL bundle tag a kernel belongs to, from ``el8_6`` or, for a plain ``el8``, its release number.
+    """The RHEL bundle tag a kernel belongs to, from ``el8_6`` or, for a plain ``el8``, its release number; for a
+    UEK kernel, Oracle Linux's major release (``ol8``): one UEK serves several minor releases, and NVIDIA builds
+    the Oracle Linux bundles (``ol8.6``) for UEK.
 
     None when the kernel says nothing usable (not an EL kernel, or a release number before any known minor).
     """
@@ -73,6 +92,8 @@ def ofed_distro_for_kernel(kernel: KernelRelease) -> OfedDistro | None:
     if el is None:
         return None
     major, minor = el
+    if kernel.is_uek:
+        return OfedDistro("ol", str(major))
     if minor is not None:
         return OfedDistro("rhel", f"{major}.{minor}")
     found = None

@@ -35,7 +35,7 @@ _EL8_RT = re.compile(r"\.rt[0-9]+\.")
 def devel_package_names(kernel: "KernelRelease") -> list[str]:
     """The ``*-devel`` packages that may carry a kernel's sources, the most specific first."""
     names = ["kernel-devel"]
-    if "uek" in kernel.release:
+    if kernel.is_uek:
         names.insert(0, "kernel-uek-devel")
     if _EL8_RT.search(kernel.release):
         names.insert(0, "kernel-rt-devel")
@@ -83,6 +83,12 @@ class KernelRelease:
             return None
         minor = match.group("minor")
         return int(match.group("major")), int(minor) if minor is not None else None
+
+    @property
+    def is_uek(self) -> bool:
+        """Oracle's Unbreakable Enterprise Kernel (``5.4.17-2136.300.7.el8uek.x86_64``)."""
+        tag = self.dist_tag
+        return tag is not None and tag.endswith("uek")
 
     @property
     def release_number(self) -> int:

@@ -34,6 +34,7 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any, Protocol
 
+from ofedrepo import logs
 from ofedrepo.builds.lifecycle import StopReason
 from ofedrepo.config import Settings
 from ofedrepo.db import unreachable_database
@@ -97,7 +98,7 @@ def _child(
 ) -> None:
     os.setsid()
     threading.Thread(target=_end_with_worker, args=(worker,), name="worker-watch", daemon=True).start()
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_format, log_level)
 
     def should_stop() -> StopReason | None:
         code = stop_code.value

@@ -317,12 +317,12 @@ class Pipeline:
             )
             return self._publish_own_packages(job, build_log)
         self._preflight(job, build_log)
-        sources = KernelSources(self.settings, self.data, build_log.note).find(job.kernel)
         home = scratch / "home"
         home.mkdir(parents=True)
         vendor = vendor_of(job.bundle.identity.kind)
-        run = vendor.tool_run(job.bundle, job.kernel, sources, scratch, self.workspace)
-        ended = self._run_tool(job, run, scratch, home, build_log, should_stop)
+        with KernelSources(self.settings, self.data, build_log.note).held(job.kernel) as sources:
+            run = vendor.tool_run(job.bundle, job.kernel, sources, scratch, self.workspace)
+            ended = self._run_tool(job, run, scratch, home, build_log, should_stop)
         with vendor.collect(job.bundle, job.kernel, run, ended, scratch, self.workspace, build_log.note) as rebuilt:
             if rebuilt is None:
                 lifecycle.mark_no_rebuild(self.sessions, job.id, self.worker_id)

@@ -16,7 +16,7 @@ from types import FrameType
 
 from sqlalchemy.exc import DBAPIError
 
-from ofedrepo.builds import lifecycle
+from ofedrepo.builds import lifecycle, requests
 from ofedrepo.builds.feeds import poll_due_feeds
 from ofedrepo.builds.lifecycle import StopReason
 from ofedrepo.config import Settings
@@ -170,10 +170,28 @@ class Worker:
                 break
             child.wait(0.2)
         if child.exitcode == 0 and not child.killed:
-            log.info("build %d ended", build_id)
+            self._log_outcome(build_id)
             return
         remove_leftovers(self.settings, self.pipeline.data, build_id, attempt)
         self._recorded(build_id, lambda: self._end_abnormally(build_id, child))
+
+    def _log_outcome(self, build_id: int) -> None:
+        """The line an operator reads in the service's log: how the build its process recorded ended."""
+        with self.sessions() as session:
+            build = requests.get_build(session, build_id)
+            state, error, number, name, kernel = (
+                build.state,
+                build.error,
+                build.version_number,
+                build.repo.bundle_name,
+                build.kernel,
+            )
+        if state == BuildState.SUCCEEDED:
+            log.info("build %d succeeded: %s for %s, version %s", build_id, name, kernel, number)
+        elif state == BuildState.FAILED:
+            log.warning("build %d failed: %s for %s: %s", build_id, name, kernel, error)
+        else:
+            log.info("build %d ended %s: %s for %s", build_id, state.value, name, kernel)
 
     def _end_abnormally(self, build_id: int, child: BuildProcess) -> None:
         """Record how a build whose process was killed, or ended without recording it, ended.

@@ -13,8 +13,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from api.auth import TOKEN_COOKIE, cross_site, token_is_valid
 from api.deps import DataDirDep, IdPath, ReadSessionDep, SessionScopedRoute, SettingsDep
 from api.routes.repos import dib_snippet, repo_file_text
-from api.schemas import BuildOut, BundleOut, FeedOut, ImageOut, RepoOut
+from api.schemas import BuildOut, BundleOut, FeedOut, ImageOut, KeptSourcesOut, RepoOut
 from api.templating import templates
+from ofedrepo import kept_sources
 from ofedrepo.builds import feeds, requests
 from ofedrepo.bundles import store
 from ofedrepo.images import catalog
@@ -79,8 +80,9 @@ def bundles_page(request: Request, session: ReadSessionDep) -> HTMLResponse:
 
 
 @router.get("/ui/feeds", response_class=HTMLResponse)
-def feeds_page(request: Request, session: ReadSessionDep) -> HTMLResponse:
-    return page(request, "feeds", feeds=[FeedOut.of(feed) for feed in feeds.list_feeds(session)])
+def feeds_page(request: Request, session: ReadSessionDep, data: DataDirDep) -> HTMLResponse:
+    kept = [KeptSourcesOut.of(sources) for sources in kept_sources.list_kept(data)]
+    return page(request, "feeds", feeds=[FeedOut.of(feed) for feed in feeds.list_feeds(session)], kept=kept)
 
 
 @router.get("/ui/login", response_class=HTMLResponse)

@@ -19,6 +19,8 @@ and port (or ``mirror_redirect_hosts``); whatever a hostile or broken feed makes
 metadata, wrong checksums, metadata past the caps, a mirror that is down, slow or malformed) is refused
 with a stable reason kept in the feed's ``error`` (``mirrors`` lists them; the details are in the log), and
 the next feed of the round is polled all the same. Only a database that cannot be reached stops the round.
+The sources of the kernels within the bound are downloaded and kept as soon as a poll finds them
+(``ofedrepo.kept_sources``): the mirror may drop them before a build asks.
 What a feed sends is stored only when its column holds it whole: an ETag or Last-Modified longer than its
 column is not kept as a validator (the feed is then read unconditionally), and kernel strings pass the
 grammar (at most 128 characters) first. Kernel strings that fail the grammar are skipped one by one.
@@ -39,13 +41,16 @@ from sqlalchemy import String, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ofedrepo import kept_sources
 from ofedrepo.builds import mirrors, requests
+from ofedrepo.builds.kernel_sources import KernelSources
 from ofedrepo.config import Settings
 from ofedrepo.db import read_only, transaction, unreachable_database
 from ofedrepo.distro import ofed_distro_for_kernel
-from ofedrepo.errors import InvalidKernelRelease, OfedrepoError
+from ofedrepo.errors import BuildFailed, InvalidKernelRelease, OfedrepoError
 from ofedrepo.kernel import FLAVOR_PACKAGES, KernelRelease, parse_kernel_release
 from ofedrepo.models import Build, BuildState, Bundle, KernelFeed, Priority, utcnow
+from ofedrepo.storage import DataDir
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +289,25 @@ def poll(sessions: sessionmaker[Session], settings: Settings, feed_id: int, url:
             "kernel feed %s: %d kernel(s) within the bound, %d build(s) queued", url, len(chosen), len(report.queued)
         )
     _record(sessions, feed_id, report, snapshot)
+    if report.changed:  # once per kernel the feed offers anew: a download that failed is the build's to retry
+        _keep_sources(settings, url, [kernel for kernel in report.kernels if kernel not in known])
     return report
+
+
+def _keep_sources(settings: Settings, url: str, kernels: list[str]) -> None:
+    """Download the sources of the kernels a feed offers as soon as it offers them: a mirror that keeps only the
+    newest kernel of a minor release drops the others' ``kernel-devel`` (``ofedrepo.kept_sources``)."""
+    data = DataDir(settings.data_dir)
+    sources = KernelSources(settings, data, lambda line: None)
+    for kernel in kernels[: settings.kernel_sources_keep]:
+        if kept_sources.is_complete(data, kernel) or (settings.kernel_sources_root / kernel / "Makefile").is_file():
+            continue
+        try:
+            sources.keep(kernel)
+        except BuildFailed as error:
+            log.warning("kernel feed %s: the sources of %s could not be kept: %s", url, kernel, error)
+        else:
+            log.info("kernel feed %s: kept the sources of %s", url, kernel)
 
 
 def _refusal(url: str, error: Exception) -> str:

@@ -1,26 +1,30 @@
 """Kernel sources for a build: a local tree, or ``kernel-devel-<K>`` fetched from a yum repository.
 
-Looked for in order: ``<kernel_sources_root>/<K>`` (where ``kernel-devel`` installs them), the cache of
-earlier downloads (``<data_dir>/kernel-sources/<K>``), then each configured repository's metadata
+Looked for in order: ``<kernel_sources_root>/<K>`` (where ``kernel-devel`` installs them), the sources kept from
+an earlier download (``ofedrepo.kept_sources``), then each configured repository's metadata
 (``repodata/repomd.xml`` → primary, read by ``ofedrepo.builds.mirrors``). A package found is downloaded, its checksum
 checked against the metadata, and only its ``/usr/src/kernels/<K>/`` tree is unpacked, by the one safe
-extractor (``ofedrepo.bundles.archive.extract_payload``: streamed, bounded, links judged by where they resolve).
+extractor (``ofedrepo.bundles.archive.extract_payload``: streamed, bounded, links judged by where they resolve),
+and kept. Kernel feeds download what they find as soon as they find it (``keep``): a mirror that drops an old
+``kernel-devel`` when a newer one appears cannot leave a later build without its sources.
 """
 
 import logging
 import os
 import tempfile
 import uuid
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
 
+from ofedrepo import kept_sources
 from ofedrepo.builds import mirrors
 from ofedrepo.bundles.archive import Limits, extract_payload
 from ofedrepo.config import MirrorSource, Settings
 from ofedrepo.errors import BuildFailed, InvalidInput
 from ofedrepo.kernel import devel_package_names, parse_kernel_release
 from ofedrepo.rpmsignature import verify_signature
-from ofedrepo.storage import PARTIAL_PREFIX, DataDir, exclusive_lock, remove_tree
+from ofedrepo.storage import PARTIAL_PREFIX, DataDir, exclusive_lock, remove_tree, tree_usage
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +36,27 @@ class KernelSources:
         self.note = note
         self.limits = Limits.of(settings)
 
-    def find(self, kernel: str) -> Path:
-        """The directory to pass as ``-s``; ``BuildFailed`` saying where it looked when there is none."""
+    @contextmanager
+    def held(self, kernel: str) -> Iterator[Path]:
+        """The directory to pass as ``-s``, kept from removal while the block runs; ``BuildFailed`` saying where
+        it looked when there is none."""
         local = self.settings.kernel_sources_root / kernel
         if (local / "Makefile").is_file():
             self.note(f"kernel sources: {local}")
-            return local
-        cached = self.data.kernel_sources / kernel / "usr" / "src" / "kernels" / kernel
-        if (cached / "Makefile").is_file():
-            self.note(f"kernel sources: {cached} (downloaded earlier)")
-            return cached
+            yield local
+            return
+        for _ in range(2):  # a retention run may remove them between their download and their use: once
+            with kept_sources.in_use(self.data, kernel) as kept:
+                if kept is not None:
+                    self.note(f"kernel sources: {kept} (downloaded earlier)")
+                    yield kept
+                    return
+            self.keep(kernel)
+        raise BuildFailed(f"kernel sources for {kernel} were removed as they were downloaded; try again")
+
+    def keep(self, kernel: str) -> Path:
+        """Download and keep ``kernel``'s ``kernel-devel`` sources, unless they are kept already."""
+        local = self.settings.kernel_sources_root / kernel
         names = devel_package_names(parse_kernel_release(kernel))
         wanted = " or ".join(f"{name}-{kernel}" for name in names)
         if not self.settings.kernel_package_repos:
@@ -50,9 +65,9 @@ class KernelSources:
                 f"{wanted} from (OFEDREPO_KERNEL_DEVEL_REPOS, OFEDREPO_KERNEL_FEEDS)"
             )
         refusals = []
-        with exclusive_lock(self.data.locks / "kernel-sources" / f"{kernel}.lock"):
-            if (cached / "Makefile").is_file():
-                return cached
+        with exclusive_lock(kept_sources.lock_file(self.data, kernel)):
+            if kept_sources.is_complete(self.data, kernel):
+                return kept_sources.tree(self.data, kernel)
             for source in self.settings.kernel_package_repos:
                 try:
                     found = self._fetch_from(source, kernel, names)
@@ -89,7 +104,7 @@ class KernelSources:
             self.note(f"kernel sources: downloading {url}")
             mirrors.download(url, rpm_path, (package.checksum_type, package.pkgId), reach=reach)
             self._check_signature(rpm_path, source)
-            return self._unpack(rpm_path, kernel)
+            return self._unpack(rpm_path, kernel, PurePosixPath(package.location_href).name, url)
 
     def _check_signature(self, package: Path, source: MirrorSource) -> None:
         """The distro's signature, as dnf checks it with the repository's ``gpgkey``; unless the operator said
@@ -100,8 +115,8 @@ class KernelSources:
         signer = verify_signature(package, list(source.gpgkeys), self.data.work)
         self.note(f"kernel sources: signature of key {signer} verified")
 
-    def _unpack(self, package: Path, kernel: str) -> Path:
-        """Unpack the package's ``/usr/src/kernels/<K>/`` into the cache, atomically, through the one safe
+    def _unpack(self, package: Path, kernel: str, name: str, url: str) -> Path:
+        """Unpack the package's ``/usr/src/kernels/<K>/`` into the kept sources, atomically, through the one safe
         extractor (its links into the installed system, ``build`` and the like, are dropped)."""
         partial = self.data.kernel_sources / f"{PARTIAL_PREFIX}{uuid.uuid4().hex}"
         prefix = f"/usr/src/kernels/{kernel}"
@@ -116,10 +131,11 @@ class KernelSources:
                 raise BuildFailed(f"kernel sources: {error}") from None
             if count == 0:
                 raise BuildFailed(f"{package.name} holds nothing under {prefix}")
+            kept_sources.record(partial, kernel, name, url, tree_usage(partial).bytes)
         except BaseException:
             remove_tree(partial)  # a full disk or a bad member leaves no half tree
             raise
         final = self.data.kernel_sources / kernel
         os.rename(partial, final)
         self.note(f"kernel sources: unpacked {count} files of {prefix} into {final}")
-        return final / prefix.lstrip("/")
+        return kept_sources.tree(self.data, kernel)

@@ -20,7 +20,8 @@ workers from owning one build:
 - heartbeat: renews the leases of the builds a worker is running (not of every build it owns: one whose slot
   died must expire) and reports which of them a client cancelled, which are no longer its own, and which a
   person's request waiting for a slot preempts (the most recently started builds a kernel feed queued, one
-  per waiting request, chosen the same way by every worker so that no more are stopped than needed).
+  per waiting request, on workers that build the request's architecture, chosen the same way by every worker
+  so that no more are stopped than needed).
 - cancel (a client): ``queued`` → ``cancelled`` at once; ``running`` → ``cancel_requested``, which its worker
   acts on, unless the build has already published its version (then the cancel is refused: 409). The flag
   outlives its worker: whatever ends or requeues a build that carries it (release, reap, a finish as
@@ -181,22 +182,36 @@ def heartbeat(
 
 
 def _preempted(session: Session, worker_id: str, waiting_since: datetime) -> set[int]:
-    """My feed builds that requests waiting since ``waiting_since`` take the slots of: the most recently
-    started feed builds anywhere, one per waiting request; the same answer for every worker."""
-    waiting = session.scalar(
-        select(func.count())
+    """My feed builds that requests waiting since ``waiting_since`` take the slots of: for each waiting request,
+    the most recently started feed build (not given to another request yet) on a worker that builds the request's
+    architecture (a worker that declares none builds any); the same answer for every worker."""
+    waiting = session.execute(
+        select(Bundle.arch, func.count())
         .select_from(Build)
+        .join(Bundle, Build.bundle_id == Bundle.id)
         .where(Build.state == QUEUED, Build.priority >= Priority.REQUEST, Build.created_at <= waiting_since)
-    )
+        .group_by(Bundle.arch)
+        .order_by(Bundle.arch)
+    ).all()
     if not waiting:
         return set()
+    builds_arches = {worker.id: set(worker.arches) for worker in session.scalars(select(Worker))}
     victims = session.execute(
         select(Build.id, Build.worker_id)
         .where(Build.state == RUNNING, Build.priority < Priority.REQUEST)
         .order_by(Build.started_at.desc(), Build.id.desc())
-        .limit(waiting)
-    )
-    return {build_id for build_id, owner in victims if owner == worker_id}
+    ).all()
+    taken: set[int] = set()
+    mine: set[int] = set()
+    for arch, count in waiting:
+        able = [
+            (build_id, owner)
+            for build_id, owner in victims
+            if build_id not in taken and (not builds_arches.get(owner or "") or arch in builds_arches[owner or ""])
+        ][:count]
+        taken |= {build_id for build_id, _ in able}
+        mine |= {build_id for build_id, owner in able if owner == worker_id}
+    return mine
 
 
 def hold(session: Session, build_id: int, worker_id: str, lease_seconds: float) -> StopReason | None:

@@ -12,6 +12,7 @@ A new build is born ``queued`` here; every transition after that is in ``ofedrep
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,12 +27,14 @@ from ofedrepo.builds import lifecycle
 from ofedrepo.bundles.names import BundleIdentity, compare_ofed_versions
 from ofedrepo.bundles.vendors import vendor_of
 from ofedrepo.config import Settings
-from ofedrepo.distro import ofed_distro_for_kernel, parse_ofed_distro
+from ofedrepo.distro import compare_distros, ofed_distro_for_kernel, parse_ofed_distro
 from ofedrepo.errors import InvalidInput, NotFound
 from ofedrepo.kernel import parse_kernel_release
 from ofedrepo.kinds import BundleKind
 from ofedrepo.models import ACTIVE_STATES, Build, BuildState, Bundle, Image, Priority, Worker, utcnow
 from ofedrepo.repos import queries
+
+log = logging.getLogger(__name__)
 
 #: Changes whenever the way ofedrepo builds changes in a way that should produce new versions.
 BUILDER_REVISION = "2"
@@ -117,10 +120,14 @@ def choose_bundle(
         raise InvalidInput(f"no MLNX_OFED bundle or DOCA-OFED repository fits {wanted}; bundles: {available}")
 
     def newer_first(left: Bundle, right: Bundle) -> int:
-        return compare_ofed_versions(right.ofed_version, left.ofed_version)
+        """The newer OFED version first; of one version, the newer distro (a kernel naming a major release alone,
+        as UEK's does, is fitted by the bundles of every minor: the newest minor's userspace is the best guess)."""
+        by_version = compare_ofed_versions(right.ofed_version, left.ofed_version)
+        return by_version or compare_distros(right.distro, left.distro)
 
     ordered = sorted(fitting, key=cmp_to_key(newer_first))
-    newest = [bundle for bundle in ordered if bundle.ofed_version == ordered[0].ofed_version]
+    first = (ordered[0].ofed_version, ordered[0].distro)
+    newest = [bundle for bundle in ordered if (bundle.ofed_version, bundle.distro) == first]
     if len(newest) > 1:
         listed = ", ".join(f"id {bundle.id} (sha256 {bundle.sha256[:12]})" for bundle in newest)
         raise InvalidInput(
@@ -245,6 +252,8 @@ def _answer(session: Session, settings: Settings, request: RepoRequest, read_onl
         session.commit()
         return RequestOutcome(repo.id, active.id, ready=False)
     session.commit()
+    asked_by = f"kernel feed {request.feed_id}" if request.feed_id is not None else "a request"
+    log.info("build %d queued by %s: %s for %s", build.id, asked_by, bundle.name, kernel)
     return RequestOutcome(repo.id, build.id, ready=False, queued=True)
 
 
@@ -255,8 +264,10 @@ def get_build(session: Session, build_id: int) -> Build:
     return build
 
 
-def list_builds(session: Session, limit: int = 200) -> list[Build]:
-    return list(session.scalars(select(Build).order_by(Build.id.desc()).limit(limit)))
+def list_builds(session: Session, limit: int = 200, state: BuildState | None = None) -> list[Build]:
+    """The newest ``limit`` builds (of ``state`` when given), newest first."""
+    query = select(Build).order_by(Build.id.desc()).limit(limit)
+    return list(session.scalars(query if state is None else query.where(Build.state == state)))
 
 
 def read_log(log_file: Path, offset: int = 0, limit: int = 4 * 1024 * 1024) -> bytes:

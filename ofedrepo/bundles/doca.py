@@ -54,7 +54,7 @@ from ofedrepo.bundles.vendor import (
     ToolRun,
     Workspace,
 )
-from ofedrepo.distro import ofed_distro_for_kernel, parse_ofed_distro
+from ofedrepo.distro import names_distro, ofed_distro_for_kernel, parse_ofed_distro
 from ofedrepo.errors import BuildFailed, InvalidInput, NotABundle
 from ofedrepo.kernel import RPM_ARCHES, parse_kernel_release
 from ofedrepo.kinds import BundleKind
@@ -452,8 +452,9 @@ class DocaOfed:
 
     def fits_distro(self, bundle_distro: str, wanted: str) -> bool:
         """A repository of the tag (``rhel9.6``), or of its major (from DOCA 3.2 NVIDIA publishes one repository
-        per major release, ``rhel9``, for every minor)."""
-        return bundle_distro in (wanted, wanted.split(".", 1)[0])
+        per major release, ``rhel9``, for every minor); a kernel that names a major release alone (UEK's ``ol8``)
+        fits the repositories of its minors."""
+        return bundle_distro == wanted.split(".", 1)[0] or names_distro(wanted, bundle_distro)
 
     def tool_run(
         self, stored: StoredBundle, kernel: str, sources: Path, scratch: Path, workspace: Workspace

@@ -24,6 +24,7 @@ from ofedrepo.bundles.vendor import (
     ToolRun,
     Workspace,
 )
+from ofedrepo.distro import names_distro
 from ofedrepo.errors import BuildFailed, NotABundle
 from ofedrepo.kinds import BundleKind
 from ofedrepo.rpmfile import module_kernels, read_header
@@ -116,8 +117,9 @@ class MlnxOfed:
             yield opened
 
     def fits_distro(self, bundle_distro: str, wanted: str) -> bool:
-        """A bundle is built for one distro tag (``rhel8.6``) and serves images of that tag only."""
-        return bundle_distro == wanted
+        """A bundle is built for one distro tag (``rhel8.6``) and serves images of that tag only, or kernels that
+        name its major release alone (UEK's ``ol8``)."""
+        return names_distro(wanted, bundle_distro)
 
     def tool_run(
         self, stored: StoredBundle, kernel: str, sources: Path, scratch: Path, workspace: Workspace

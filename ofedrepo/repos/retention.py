@@ -5,6 +5,8 @@ less than the grace period ago stays too: a client that resolved ``latest`` to i
 be downloading from it (``OFEDREPO_GC_GRACE_SECONDS``). Within those rules a policy keeps the newest
 ``keep`` versions of each repo and/or everything younger than ``older_than``.
 
+Downloaded kernel sources are kept up to ``OFEDREPO_KERNEL_SOURCES_KEEP`` kernels (``ofedrepo.kept_sources``).
+
 ``plan_versions`` is pure; ``collect_garbage`` looks at the database and the data dir and, unless it is a
 dry run, removes what the plan names: a version's row and directory together, under the repo's publish lock
 (the directory is renamed away first, so a reader never sees half a version).
@@ -15,11 +17,13 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from ofedrepo import kept_sources
 from ofedrepo.config import Settings
 from ofedrepo.db import transaction
 from ofedrepo.errors import InvalidInput
@@ -136,6 +140,10 @@ def collect_garbage(
         report.freed.append(Freed(what, leftover, disk_usage(leftover)))
         if not dry_run:
             _remove_tree(data, leftover)
+    for kept in kept_sources.beyond(data, settings.kernel_sources_keep):
+        freed = Freed(f"kernel sources of {kept.kernel}", data.kernel_sources / kept.kernel, kept.size)
+        if dry_run or kept_sources.remove(data, kept.kernel, partial(_remove_tree, data)):
+            report.freed.append(freed)
     return report
 
 

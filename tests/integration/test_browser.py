@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from tests.conftest import RunningServer, start_server, stop_server
 from tests.support.synthetic_bundle import BundleSpec, make_kernel_sources
@@ -121,3 +121,23 @@ def test_ui_actions_without_logging_in_say_so(server: RunningServer, page: Page)
     page.fill("#token", "not-the-token")
     page.click("button[type=submit]")
     expect(page.locator("[role=alert]")).to_contain_text("not one of this service's tokens")
+
+
+def test_the_api_docs_render_with_no_other_host_reachable(server: RunningServer, page: Page) -> None:
+    """Every request the page makes to another host is refused: Swagger UI still lists the operations."""
+    refused: list[str] = []
+
+    def only_the_service(route: Route) -> None:
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_the_service)
+    page.goto(server.url + "/docs")
+    expect(page.locator(".opblock-summary-path", has_text="/api/v1/repos").first).to_be_visible(timeout=20_000)
+    assert refused == []
+    page.goto(server.url + "/ui/feeds")  # the feeds page, with the kept kernel sources, needs no other host either
+    expect(page.locator("h2", has_text="Kept kernel sources")).to_be_visible()
+    assert refused == []

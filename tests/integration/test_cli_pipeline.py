@@ -6,6 +6,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import SYNTHETIC_BUILD_HOST, VENV_BIN
 from tests.support.synthetic_bundle import BundleSpec, make_kernel_sources
 
@@ -14,11 +16,12 @@ MISSING_KERNEL = "4.18.0-372.70.1.el8_6.x86_64"
 
 
 def cli_environment(tmp_path: Path) -> dict[str, str]:
+    """What an operator's shell holds: no data dir named (the default, ``var`` in the working directory, is what
+    ``make run`` uses), the kernel sources and the synthetic build host's settings."""
     sources = tmp_path / "kernels"
     make_kernel_sources(sources, KERNEL)
     environment = {
-        **os.environ,
-        "OFEDREPO_DATA_DIR": str(tmp_path / "var"),
+        **{name: value for name, value in os.environ.items() if name != "OFEDREPO_DATA_DIR"},
         "OFEDREPO_KERNEL_SOURCES_ROOT": str(sources),
         "OFEDREPO_QUEUE_POLL_INTERVAL": "0.2",
         "COLUMNS": "200",
@@ -34,7 +37,11 @@ def ofedrepo(environment: dict[str, str], *arguments: str) -> subprocess.Complet
     )
 
 
-def test_bundle_add_then_request_and_follow_the_build(tmp_path: Path, bundle_tgz: Path) -> None:
+def test_bundle_add_then_request_and_follow_the_build(
+    tmp_path: Path, bundle_tgz: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the defaults: the relative data dir ``var`` (every tool the build runs needs absolute paths)."""
+    monkeypatch.chdir(tmp_path)
     environment = cli_environment(tmp_path)
     added = ofedrepo(environment, "bundle", "add", str(bundle_tgz), "--json")
     assert added.returncode == 0, added.stderr
@@ -49,18 +56,35 @@ def test_bundle_add_then_request_and_follow_the_build(tmp_path: Path, bundle_tgz
         assert built.returncode == 0, built.stdout + built.stderr
         assert "mlnx_add_kernel_support.sh" in built.stdout + built.stderr  # the log was followed
         assert built.stdout.rstrip().endswith(f"/repos/{BundleSpec().name}/{KERNEL}/latest")
+        assert (tmp_path / "var" / "repos" / BundleSpec().name / KERNEL / "latest" / "RPMS").is_dir()
         again = ofedrepo(environment, "request", "--kernel", KERNEL)
         assert again.returncode == 0 and "already built" in again.stdout
 
         failed = ofedrepo(environment, "request", "--kernel", MISSING_KERNEL, "--wait")
         assert failed.returncode != 0 and "failed" in failed.stderr and "Traceback" not in failed.stderr
         assert f"no kernel sources for {MISSING_KERNEL}" in failed.stdout + failed.stderr
+
+        # The listings, piped: one line per row, identifiers whole, the failure's reason shown.
+        builds = ofedrepo(environment, "builds")
+        (succeeded,) = [line for line in builds.stdout.splitlines() if " succeeded " in line]
+        assert BundleSpec().name in succeeded and KERNEL in succeeded, builds.stdout
+        (failed_line,) = ofedrepo(environment, "builds", "--state", "failed").stdout.splitlines()[2:]
+        assert MISSING_KERNEL in failed_line and "no kernel sources" in failed_line
+        repos = ofedrepo(environment, "repos").stdout
+        assert f"/repos/{BundleSpec().name}/{KERNEL}/latest" in repos, repos
+        assert [bundle["name"] for bundle in json.loads(ofedrepo(environment, "bundles", "--json").stdout)] == [
+            BundleSpec().name
+        ]
+        done = json.loads(ofedrepo(environment, "builds", "--json", "--state", "succeeded").stdout)[0]["id"]
+        too_late = ofedrepo(environment, "cancel", str(done))
+        assert too_late.returncode != 0 and too_late.stderr.startswith("error: ") and "Traceback" not in too_late.stderr
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0
 
 
-def test_bad_input_gets_one_clear_line(tmp_path: Path) -> None:
+def test_bad_input_gets_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     environment = cli_environment(tmp_path)
     not_a_bundle = ofedrepo(environment, "bundle", "add", "/etc/hostname")
     assert not_a_bundle.returncode != 0 and "Traceback" not in not_a_bundle.stderr and not_a_bundle.stderr.strip()
@@ -70,3 +94,8 @@ def test_bad_input_gets_one_clear_line(tmp_path: Path) -> None:
     assert neither.returncode != 0 and "exactly one of --kernel and --image" in neither.stderr
     nothing_fits = ofedrepo(environment, "request", "--kernel", KERNEL)
     assert nothing_fits.returncode != 0 and "or DOCA-OFED repository fits" in nothing_fits.stderr
+    no_build = ofedrepo(environment, "cancel", "7")
+    assert no_build.returncode != 0 and no_build.stderr == "error: no build with id 7\n"
+    for command in ("inspect", "request", "builds", "bundle add"):  # flags are shown as flags
+        shown = ofedrepo(environment, *command.split(), "--help")
+        assert shown.returncode == 0 and "<bool>" not in shown.stdout, shown.stdout

@@ -5,6 +5,7 @@ printing its log, installs the package list from the version it got and removes 
 """
 
 import re
+import shutil
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,7 +16,7 @@ import pytest
 
 from tests.conftest import TARGET_KERNEL, RunningServer, start_server, stop_server
 from tests.integration.test_pipeline import ENDED, module_vermagic, wait_for
-from tests.support.build_chroot import make_build_chroot, run_in_chroot, run_phase, stage_hooks
+from tests.support.build_chroot import make_build_chroot, make_kernel_package, run_in_chroot, run_phase, stage_hooks
 from tests.support.synthetic_bundle import make_kernel_sources
 
 ELEMENT = Path(__file__).parents[2] / "elements" / "ofedrepo-mlnx-ofed"
@@ -99,6 +100,25 @@ def test_the_element_builds_for_the_newest_kernel_and_installs_its_modules(
     assert not (build_root / REPO_FILE).exists()  # DIB_MLNX_OFED_DELETE_REPO defaults to y
     for package in ("mlnx-ofed-hpc", "mlnx-fw-updater"):  # the stock element's default list
         assert run_in_chroot(build_root, ["rpm", "-q", package]).returncode == 0, package
+
+
+def test_an_el9_rt_kernel_is_asked_for_as_it_boots_with_its_flavour(
+    build_root: Path, hooks: Path, service: RunningServer, tmp_path: Path
+) -> None:
+    """EL9's kernel-rt-core is 5.14.0-362.8.1.el9_3.x86_64 as a package and boots as ...+rt: the element asks
+    for what ``uname -r`` will say (no bundle here fits EL9: the refusal that follows is not this test's)."""
+    rt_kernel = "5.14.0-362.8.1.el9_3.x86_64+rt"
+    package = make_kernel_package(tmp_path, rt_kernel, "kernel-rt-core")
+    shutil.copy(package, build_root / "tmp" / package.name)
+    installed = run_in_chroot(build_root, ["rpm", "-i", "--nodeps", f"/tmp/{package.name}"])
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    try:
+        ran = run_phase(build_root, hooks, "post-install", element_environment(service))
+        output = ran.stdout + ran.stderr
+        assert f"kernel {rt_kernel} (the newest installed kernel package)" in output, output
+    finally:
+        assert run_in_chroot(build_root, ["rpm", "-e", "--nodeps", "kernel-rt-core"]).returncode == 0
+        (build_root / "tmp" / package.name).unlink()
 
 
 def test_a_published_kernel_is_answered_at_once_and_the_repo_pinned_to_its_version(

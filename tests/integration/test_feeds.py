@@ -225,6 +225,14 @@ def fed_service(tmp_path_factory: pytest.TempPathFactory, bundle_tgz: Path) -> I
             stop_server(running)
 
 
+def kept_sources(server: RunningServer) -> list[dict[str, str]]:
+    return list(httpx.get(f"{server.url}/api/v1/kernel-sources", timeout=10).json())
+
+
+def kept_kernels(server: RunningServer) -> list[str]:
+    return [entry["kernel"] for entry in kept_sources(server)]
+
+
 def builds(server: RunningServer) -> list[dict[str, object]]:
     return list(httpx.get(f"{server.url}/api/v1/builds", timeout=10).json())
 
@@ -249,9 +257,9 @@ def test_a_kernel_dropped_into_a_feed_is_built_before_anyone_asks(
     done = wait_for(server, int(first["id"]), ENDED, timeout=120)  # type: ignore[call-overload]
     log = build_log(server, int(first["id"]))  # type: ignore[call-overload]
     assert done["state"] == "succeeded", log
-    assert (
-        f"kernel sources: downloading {server.environment['OFEDREPO_KERNEL_FEEDS'].split()[0]}" in log
-    )  # from the feed
+    feed_url = server.environment["OFEDREPO_KERNEL_FEEDS"].split()[0]
+    kept = httpx.get(f"{server.url}/api/v1/kernel-sources", timeout=10).json()
+    assert (FEED_KERNELS[0], True) in [(entry["kernel"], entry["url"].startswith(feed_url)) for entry in kept], kept
 
     add_kernel_devel(mirror, FEED_KERNELS[1], build_seconds=6)  # slow: a person will ask meanwhile
     add_kernel_devel(mirror, FEED_KERNELS[2])
@@ -344,6 +352,8 @@ def test_el9_feeds_follow_appstream_and_keep_the_sources_a_mirror_dropped(
         }
         server = start_server(tmp_path / "var", tmp_path / "serve.log", environment, worker=True)
         try:
+            # no bundle yet: the poll keeps the kernel's sources all the same, before the mirror can drop them
+            wait_until(lambda: kept_kernels(server) == [old_kernel])
             assert upload(server, "bundles", first).status_code == 201
             (built,) = wait_for_feed_builds(server, 1)
             assert built["kernel"] == old_kernel
@@ -364,6 +374,7 @@ def test_el9_feeds_follow_appstream_and_keep_the_sources_a_mirror_dropped(
             again = wait_for(server, asked.json()["build"]["id"], ENDED, timeout=180)
             log = build_log(server, asked.json()["build"]["id"])
             assert again["state"] == "succeeded" and "(downloaded earlier)" in log, log
+            assert set(kept_kernels(server)) == {old_kernel, new_kernel}
 
             # EL9's RT kernel: kernel-rt-devel for <ver>-<rel>.<arch>+rt, modules whose vermagic is exactly that.
             rt_kernel = "5.14.0-427.42.1.el9_4.x86_64+rt"
@@ -376,7 +387,8 @@ def test_el9_feeds_follow_appstream_and_keep_the_sources_a_mirror_dropped(
                 rt_log = build_log(server, int(rt_build["id"]))  # type: ignore[call-overload]
                 assert ended["state"] == "succeeded", rt_log  # publishing checked every vermagic is rt_kernel
                 rt_logs += rt_log
-            assert rt_logs.count(f"kernel sources: downloading {rt_url}") == 1, rt_logs  # then kept
-            assert "kernel-rt-devel" in rt_logs
+            assert rt_logs.count(f"kernel sources: downloading {rt_url}") <= 1, rt_logs  # by the feed or a build
+            (rt_sources,) = [entry for entry in kept_sources(server) if entry["kernel"] == rt_kernel]
+            assert rt_sources["package"].startswith("kernel-rt-devel-") and rt_sources["url"].startswith(rt_url)
         finally:
             stop_server(server)

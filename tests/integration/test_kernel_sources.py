@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ofedrepo import kept_sources
 from ofedrepo.builds.kernel_sources import KernelSources
 from ofedrepo.config import MirrorSource, Settings
 from ofedrepo.errors import BuildFailed
@@ -107,7 +108,7 @@ def fetch(tmp_path: Path, package: Path, source: str) -> tuple[Path | BuildFaile
     repo = mirror_of(package, tmp_path / "mirror")
     with sources_from(tmp_path, repo, source) as (sources, notes, data):
         try:
-            return sources.find(KERNEL), notes, data
+            return sources.keep(KERNEL), notes, data
         except BuildFailed as error:
             return error, notes, data
 
@@ -123,9 +124,13 @@ def signed_copy(package: Path, key: vendor.TestKey, directory: Path) -> Path:
 def test_a_package_signed_by_the_distros_key_is_unpacked(
     tmp_path: Path, plain_package: Path, test_key: vendor.TestKey, keys: dict[str, Path]
 ) -> None:
-    found, notes, _ = fetch(tmp_path, signed_copy(plain_package, test_key, tmp_path / "s"), f"gpgkey={keys['distro']}")
+    signed = signed_copy(plain_package, test_key, tmp_path / "s")
+    found, notes, data = fetch(tmp_path, signed, f"gpgkey={keys['distro']}")
     assert isinstance(found, Path) and (found / "Makefile").is_file(), notes
     assert any("signature of key" in note and "verified" in note for note in notes), notes
+    (kept,) = kept_sources.list_kept(data)  # kept, and described without walking the tree
+    assert (kept.kernel, kept.package) == (KERNEL, plain_package.name) and kept.size > 0, kept
+    assert kept.url.startswith("http://127.0.0.1:") and kept.url.endswith(plain_package.name), kept
 
 
 @pytest.mark.parametrize("signer", ["nobody", "another key"])

@@ -11,7 +11,7 @@ from ofedrepo.builds import lifecycle, requests
 from ofedrepo.bundles.names import BundleIdentity
 from ofedrepo.db import transaction
 from ofedrepo.errors import Conflict
-from ofedrepo.models import Build, BuildState, Bundle, Priority, RepoVersion
+from ofedrepo.models import Build, BuildState, Bundle, Priority, RepoVersion, Worker
 from ofedrepo.repos import queries
 
 IDENTITY = BundleIdentity("5.8-3.0.7.0", "rhel8.6", "x86_64")
@@ -164,6 +164,37 @@ def test_a_waiting_request_preempts_the_most_recently_started_feed_build_only(
     assert lifecycle.release(sessions, newer, "b", attempt_counts=False)
     assert state_of(sessions, newer).attempts == attempts - 1  # a preempted attempt is not held against it
     assert lifecycle.claim(sessions, "b", lease_seconds=60) == request
+
+
+def test_a_waiting_request_preempts_only_a_feed_build_on_a_worker_of_its_arch(sessions: sessionmaker[Session]) -> None:
+    """An aarch64 request waiting for a slot stops nothing on an x86_64-only worker: the slot freed would be of no
+    use to it."""
+    feed_build, request = enqueue(sessions, 2)
+    lifecycle.register(sessions, "x86", concurrency=1, arches=["x86_64"])
+    with transaction(sessions) as session:
+        session.get(Build, feed_build).priority = Priority.FEED  # type: ignore[union-attr]
+    assert lifecycle.claim(sessions, "x86", lease_seconds=60, arches=["x86_64"]) == request
+    lifecycle.release(sessions, request, "x86")
+    with transaction(sessions) as session:
+        session.get(Build, request).priority = Priority.FEED  # type: ignore[union-attr]
+    assert lifecycle.claim(sessions, "x86", lease_seconds=60, arches=["x86_64"]) == feed_build
+    with transaction(sessions) as session:  # the request, now for an aarch64 bundle, waits
+        arm = Bundle(name="MLNX_OFED_LINUX-5.8-3.0.7.0-rhel8.6-aarch64", ofed_version="5.8-3.0.7.0", distro="rhel8.6",
+                     arch="aarch64", sha256="a" * 64)  # fmt: skip
+        session.add(arm)
+        session.flush()
+        waiting = session.get(Build, request)
+        assert waiting is not None
+        waiting.bundle_id, waiting.priority = arm.id, Priority.REQUEST
+
+    def beat() -> set[int]:
+        return lifecycle.heartbeat(sessions, "x86", lease_seconds=60, running={feed_build}, preempt_after=0.001,
+                                   arches=["x86_64"]).preempted  # fmt: skip
+
+    assert beat() == set()
+    with transaction(sessions) as session:  # declared for both: now the slot is of use to the request
+        session.get(Worker, "x86").arches = ["x86_64", "aarch64"]  # type: ignore[union-attr]
+    assert beat() == {feed_build}
 
 
 def test_a_cancel_stops_the_publish_or_comes_too_late_never_both(sessions: sessionmaker[Session]) -> None:

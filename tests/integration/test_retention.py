@@ -9,6 +9,7 @@ from pathlib import Path
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+from ofedrepo import kept_sources
 from ofedrepo.bundles.names import BundleIdentity
 from ofedrepo.config import Settings
 from ofedrepo.db import transaction
@@ -92,6 +93,40 @@ def test_orphaned_bundle_trees_and_stale_scratch_go(
     assert {item.path for item in report.freed} == {orphan, stale, half_unpacked} and report.total >= 4096
     assert not orphan.exists() and not stale.exists() and not half_unpacked.exists()
     assert fresh.exists() and cached.exists()
+
+
+def kept_tree(data: DataDir, kernel: str, last_used: float) -> Path:
+    """Sources kept as a download leaves them: the tree with its Makefile and the record beside it."""
+    partial = data.kernel_sources / f".partial-{kernel}"
+    (partial / "usr" / "src" / "kernels" / kernel).mkdir(parents=True)
+    (partial / "usr" / "src" / "kernels" / kernel / "Makefile").write_bytes(b"x" * 4096)
+    kept_sources.record(partial, kernel, f"kernel-devel-{kernel}.rpm", "http://mirror/Packages/", 4096)
+    os.rename(partial, data.kernel_sources / kernel)
+    os.utime(data.kernel_sources / kernel, (last_used, last_used))
+    return data.kernel_sources / kernel
+
+
+def test_kept_kernel_sources_beyond_the_bound_go_the_least_recently_used_first_never_one_in_use(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    data = DataDir(settings.data_dir).ensure()
+    now = time.time()
+    kernels = [f"4.18.0-372.{number}.1.el8_6.x86_64" for number in (9, 19, 26, 32)]
+    trees = {kernel: kept_tree(data, kernel, now - age * DAY) for age, kernel in enumerate(kernels)}
+    listed = kept_sources.list_kept(data)
+    assert [kept.kernel for kept in listed] == kernels  # the most recently used first
+    assert listed[0].package == f"kernel-devel-{kernels[0]}.rpm" and listed[0].size == 4096
+    bounded = settings.model_copy(update={"kernel_sources_keep": 2})
+    with kept_sources.in_use(data, kernels[3]) as held:  # a build is reading the oldest
+        assert held == trees[kernels[3]] / "usr" / "src" / "kernels" / kernels[3]
+        assert kept_sources.list_kept(data)[0].kernel == kernels[3]  # its use is recorded
+        os.utime(trees[kernels[3]], (now - 9 * DAY, now - 9 * DAY))  # as if another build had used it long ago
+        report = collect_garbage(bounded, sessions, None, dry_run=False)
+        assert {item.path for item in report.freed} == {trees[kernels[2]]}
+        assert trees[kernels[3]].exists() and not trees[kernels[2]].exists()
+    report = collect_garbage(bounded, sessions, None, dry_run=False)  # no longer held: it goes
+    assert {item.path for item in report.freed} == {trees[kernels[3]]}
+    assert [kept.kernel for kept in kept_sources.list_kept(data)] == kernels[:2]
 
 
 def test_gc_without_a_policy_says_what_it_needs(settings: Settings) -> None:

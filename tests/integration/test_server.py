@@ -436,3 +436,14 @@ def test_an_idle_keep_alive_connection_is_closed_and_a_prompt_one_is_not(impatie
             time.sleep(0.5)
         waited, _ = closed_after(connection)  # then uvicorn's keep-alive timeout (5 s) closes it
     assert waited < 8
+
+
+def test_the_api_docs_and_their_assets_come_from_the_service(client: httpx.Client) -> None:
+    """FastAPI's default /docs loads Swagger UI from a CDN: blank on a network that reaches no other host."""
+    for path in ("/docs", "/redoc"):
+        page = client.get(path)
+        assert page.status_code == 200 and "://" not in page.text, page.text
+        assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert assets and all(asset.startswith("/docs/assets/") for asset in assets), assets
+        for asset in assets:
+            assert client.get(asset).status_code == 200, asset

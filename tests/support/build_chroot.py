@@ -22,7 +22,7 @@ PACKAGES = ("rpm", "dnf", "curl")
 DIB_RUN_PARTS = Path(diskimage_builder.__file__).parent / "lib" / "dib-run-parts"
 
 KERNEL_CORE_SPEC = """\
-Name: kernel-core
+Name: {name}
 Version: {version}
 Release: {release}
 Summary: synthetic kernel for ofedrepo's element tests
@@ -47,14 +47,16 @@ echo synthetic > %{{buildroot}}/lib/modules/{kernel}/vmlinuz
 """
 
 
-def make_kernel_package(work: Path, kernel: str) -> Path:
-    """``kernel-core-<K>.rpm`` (rpmbuild), as a RHEL 8 build root installs it."""
-    version, rest = kernel.split("-", 1)
+def make_kernel_package(work: Path, kernel: str, name: str = "kernel-core") -> Path:
+    """``kernel-core-<K>.rpm`` (rpmbuild), as a RHEL 8 build root installs it; or another kernel package, such as
+    EL9's ``kernel-rt-core``, whose version-release.arch leaves out the ``+rt`` its ``kernel-uname-r`` (what
+    ``uname -r`` says once it boots) carries (the RHEL 9 kernel.spec's ``Provides: kernel-uname-r``)."""
+    version, rest = kernel.split("+", 1)[0].split("-", 1)
     release, arch = rest.rsplit(".", 1)
     topdir = work / f"rpmbuild-{kernel}"
     topdir.mkdir(parents=True)
-    spec_file = topdir / "kernel-core.spec"
-    spec_file.write_text(KERNEL_CORE_SPEC.format(version=version, release=release, kernel=kernel))
+    spec_file = topdir / f"{name}.spec"
+    spec_file.write_text(KERNEL_CORE_SPEC.format(name=name, version=version, release=release, kernel=kernel))
     subprocess.run(install_pl.rpmbuild_argv(topdir, "-bb", "--target", arch, str(spec_file)), check=True,
                    capture_output=True)  # fmt: skip
     (package,) = (topdir / "RPMS").rglob("*.rpm")

@@ -9,6 +9,7 @@ from ofedrepo.builds.mirrors import LOCATION_REFUSED, MirrorRefused, safe_href
 from ofedrepo.builds.requests import builder_fingerprint, choose_bundle, container_image
 from ofedrepo.bundles.mlnx_ofed import add_kernel_support_argv
 from ofedrepo.config import Settings
+from ofedrepo.distro import ofed_distro_for_kernel
 from ofedrepo.errors import BuildFailed, InvalidInput
 from ofedrepo.kernel import devel_package_names, parse_kernel_release, release_of_package
 from ofedrepo.kinds import BundleKind
@@ -53,6 +54,13 @@ def test_the_newest_fitting_bundle_is_chosen() -> None:
     assert choose_bundle(BUNDLES, "rhel8.6", "x86_64", None).id == 2
     assert choose_bundle(BUNDLES, "rhel8.6", "x86_64", "5.8-3.0.7.0").id == 1
     assert choose_bundle(BUNDLES, "rhel8.6", "aarch64", None).id == 4
+
+
+def test_a_uek_kernel_gets_the_newest_oracle_linux_bundle_of_its_major() -> None:
+    oracle = [bundle(6, "5.8-3.0.7.0", distro="ol8.6"), bundle(7, "5.8-3.0.7.0", distro="ol8.10"),
+              bundle(8, "5.8-3.0.7.0", distro="ol9.2")]  # fmt: skip
+    distro = ofed_distro_for_kernel(parse_kernel_release("5.4.17-2136.307.3.1.el8uek.x86_64"))
+    assert distro is not None and choose_bundle([*BUNDLES, *oracle], distro.tag, "x86_64", None).id == 7
 
 
 def test_nothing_fitting_lists_the_candidates() -> None:

@@ -1,6 +1,6 @@
 import pytest
 
-from ofedrepo.distro import ofed_distro_for_kernel, ofed_distro_for_os, parse_ofed_distro
+from ofedrepo.distro import names_distro, ofed_distro_for_kernel, ofed_distro_for_os, parse_ofed_distro
 from ofedrepo.errors import InvalidInput
 from ofedrepo.kernel import parse_kernel_release
 
@@ -13,6 +13,9 @@ from ofedrepo.kernel import parse_kernel_release
         ("3.10.0-514.el7.x86_64", "rhel7.3"),
         ("3.10.0-1160.88.1.el7.x86_64", "rhel7.9"),
         ("5.14.0-284.11.1.el9_2.x86_64", "rhel9.2"),
+        ("5.14.0-362.8.1.el9_3.x86_64+rt", "rhel9.3"),
+        ("5.14.0-362.8.1.el9_3.aarch64+64k", "rhel9.3"),
+        ("5.4.17-2136.307.3.1.el8uek.x86_64", "ol8"),  # UEK spans minor releases: Oracle Linux's major
     ],
 )
 def test_distro_tag_from_kernel(kernel: str, tag: str) -> None:
@@ -46,3 +49,9 @@ def test_parses_tags(tag: str) -> None:
 def test_rejects_bad_tags(bad: str) -> None:
     with pytest.raises(InvalidInput):
         parse_ofed_distro(bad)
+
+
+def test_a_major_release_names_its_minors_and_nothing_else() -> None:
+    assert names_distro("ol8", "ol8.6") and names_distro("rhel8.6", "rhel8.6")
+    assert not names_distro("ol8", "ol9.2") and names_distro("rhel8", "rhel8")
+    assert not names_distro("ol8", "rhel8.6") and not names_distro("rhel8.6", "rhel8.60")

@@ -30,6 +30,9 @@ def test_the_newest_of_each_minor_release_in_rpm_order() -> None:
         "4.18.0-477.10.1.el8_8.x86_64",
     ]
     assert refused == []
+    uek = ["5.4.17-2136.300.7.el8uek.x86_64", "5.4.17-2136.307.3.1.el8uek.x86_64", "5.15.0-101.103.2.1.el8uek.x86_64"]
+    chosen, refused = newest_per_minor(uek, keep=2)  # one UEK line serves every minor: grouped by major
+    assert [kernel.text for kernel in chosen] == uek[1:] and refused == []
 
 
 def test_strings_that_are_no_kernel_release_or_fit_no_minor_release_are_refused_with_a_reason() -> None:
