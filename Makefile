@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BROWSER_STAMP := $(VENV)/.browser-installed
 
-.PHONY: setup run test lint format bench builder-images clean
+.PHONY: setup run demo test lint format bench builder-images clean
 
 setup: $(STAMP)
 
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml scripts/install-system-packages.sh
 
 run: setup
 	$(BIN)/ofedrepo serve
+
+# The whole job on synthetic inputs (no NVIDIA download), proven by a dnf install, then serving to browse.
+demo: setup
+	$(BIN)/ofedrepo demo
 
 lint: setup
 	$(BIN)/ruff check .

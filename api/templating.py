@@ -5,7 +5,7 @@ from pathlib import Path
 
 from fastapi.templating import Jinja2Templates
 
-from ofedrepo.storage import human_size
+from ofedrepo.storage import human_duration, human_size
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
@@ -16,3 +16,4 @@ def short_time(iso: str) -> str:
 
 templates.env.filters["human_size"] = human_size
 templates.env.filters["short_time"] = short_time
+templates.env.globals["duration"] = human_duration

@@ -26,8 +26,8 @@ import httpx  # noqa: E402
 
 from bench.pipeline import start_service  # noqa: E402
 from bench.report import write_section  # noqa: E402
+from synthetic.bundle import BundleSpec, add_kernel_devel, make_bundle, make_test_key, make_tgz  # noqa: E402
 from tests.support.kernel_feed import serve  # noqa: E402
-from tests.support.synthetic_bundle import BundleSpec, add_kernel_devel, make_bundle, make_test_key, make_tgz  # noqa: E402
 
 
 def kernel(index: int) -> str:

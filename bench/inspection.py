@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/inspection.py [--rounds 2]
 
-Measures, on the test images of tests/support/disk_images.py (built here, or taken from
+Measures, on the test images of synthetic/images.py (built here, or taken from
 OFEDREPO_TEST_IMAGE_CACHE):
 1. wall time of one image, ofedrepo (fresh database each round) / virt-inspector (goal <= 1.0x);
 2. re-inspection of a known 256 MiB raw image against `sha256sum` of it (goal: hashing time only);
@@ -28,7 +28,7 @@ import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
 from bench.report import write_section  # noqa: E402
-from tests.support import disk_images  # noqa: E402
+from synthetic import images as disk_images  # noqa: E402
 
 OFEDREPO = str(Path(sys.executable).parent / "ofedrepo")
 

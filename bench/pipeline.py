@@ -30,7 +30,7 @@ from datetime import datetime  # noqa: E402
 import httpx  # noqa: E402
 
 from bench.report import write_section  # noqa: E402
-from tests.support.synthetic_bundle import (  # noqa: E402
+from synthetic.bundle import (  # noqa: E402
     STOCK_PACKAGES,
     BundleSpec,
     add_kernel_support,

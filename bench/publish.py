@@ -26,7 +26,7 @@ from ofedrepo.config import Settings  # noqa: E402
 from ofedrepo.db import make_engine, session_factory, upgrade  # noqa: E402
 from ofedrepo.repos.metadata import write_repodata  # noqa: E402
 from ofedrepo.repos.publish import Publisher  # noqa: E402
-from tests.support.synthetic_bundle import (  # noqa: E402
+from synthetic.bundle import (  # noqa: E402
     STOCK_PACKAGES,
     BundleSpec,
     add_kernel_support,

@@ -47,14 +47,14 @@ from ofedrepo.bundles.archive import Limits, extract  # noqa: E402
 from ofedrepo.config import Settings  # noqa: E402
 from ofedrepo.db import make_engine, session_factory, upgrade  # noqa: E402
 from ofedrepo.repos.publish import Publisher, PublishResult  # noqa: E402
-from tests.support.synthetic_bundle import (  # noqa: E402
+from synthetic.bundle import (  # noqa: E402
     BundleSpec,
     add_kernel_support,
     make_bundle,
     make_kernel_sources,
     make_test_key,
 )
-from tests.support.vendor.install_pl import rpmbuild_argv  # noqa: E402
+from synthetic.vendor.install_pl import rpmbuild_argv  # noqa: E402
 
 BIN = Path(sys.executable).parent
 KERNEL = "4.18.0-372.26.1.el8_6.x86_64"

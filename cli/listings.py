@@ -14,7 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli.common import console, migrated_sessions, reports_errors, settings_of
-from ofedrepo.models import BuildState, utcnow
+from ofedrepo.models import BuildState
+from ofedrepo.storage import human_duration
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of a table.")]
 #: Longest error text a builds table shows (the build's JSON and page have it whole).
@@ -44,16 +45,6 @@ def _print(columns: Sequence[str], rows: list[list[str]], documents: list[dict[s
         table_console().print(_table(columns, rows))
     else:
         console.print("none", highlight=False)
-
-
-def duration(started: datetime | None, finished: datetime | None) -> str:
-    """``1m05s``; how long so far while it runs; ``-`` before it starts."""
-    if started is None:
-        return "-"
-    seconds = int(((finished or utcnow()) - started).total_seconds())
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def _when(moment: datetime | None) -> str:
@@ -94,7 +85,7 @@ def list_builds(
         rows = [
             [
                 str(build.id), build.state, build.repo.bundle_name, build.kernel, _when(build.created_at),
-                duration(build.started_at, build.finished_at), (build.error or "")[:ERROR_SHOWN],
+                human_duration(build.started_at, build.finished_at), (build.error or "")[:ERROR_SHOWN],
             ]
             for build in builds
         ]  # fmt: skip

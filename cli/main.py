@@ -9,7 +9,7 @@ import typer
 from pydantic import ValidationError
 from rich.markup import escape
 
-from cli import bundles, database, images, listings, repos, service
+from cli import bundles, database, demo, images, listings, repos, service
 from cli.common import console
 from ofedrepo import logs
 from ofedrepo.config import Settings
@@ -38,6 +38,7 @@ app.command("builds")(listings.list_builds)
 app.command("bundles")(listings.list_bundles)
 app.command("images")(listings.list_images)
 app.command("cancel")(listings.cancel)
+app.command("demo")(demo.demo)
 db_app.command("upgrade")(database.db_upgrade)
 bundle_app.command("add")(bundles.bundle_add)
 

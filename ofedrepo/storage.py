@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 LATEST = "latest"
@@ -320,6 +321,17 @@ def human_size(size: int | None) -> str:
             return f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} GiB"
+
+
+def human_duration(started: datetime | None, finished: datetime | None = None) -> str:
+    """``1m05s``, ``2h03m``: how long a build took, or has been running (``finished`` None: until now); ``-``
+    before it starts."""
+    if started is None:
+        return "-"
+    seconds = max(0, int(((finished or datetime.now(UTC)) - started).total_seconds()))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def version_numbers(repo_dir: Path) -> list[int]:

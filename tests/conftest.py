@@ -21,9 +21,8 @@ from ofedrepo.bundles.archive import Limits, extract
 from ofedrepo.config import Settings
 from ofedrepo.db import make_engine, session_factory, upgrade
 from ofedrepo.repos.publish import Publisher
-from tests.support import disk_images as disk_image_specs
-from tests.support.disk_images import build_images
-from tests.support.synthetic_bundle import (
+from synthetic import images as disk_image_specs
+from synthetic.bundle import (
     CURRENT,
     LEGACY,
     SPLIT,
@@ -35,6 +34,7 @@ from tests.support.synthetic_bundle import (
     make_test_key,
     make_tgz,
 )
+from synthetic.images import build_images
 
 POSTGRES_URL = os.environ.get("OFEDREPO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TARGET_KERNEL = "4.18.0-372.26.1.el8_6.x86_64"
@@ -138,12 +138,13 @@ def variant(unpacked_ext: Path, parent: Path, index: int) -> Path:
 
 @pytest.fixture(scope="session")
 def disk_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The inspection test images (tests/support/disk_images.py), built in one appliance launch.
+    """The inspection test images (synthetic/images.py) and the demo's, built in one appliance launch.
 
     ``OFEDREPO_TEST_IMAGE_CACHE`` names a directory that keeps them between sessions (keyed by content).
     """
     cache = os.environ.get("OFEDREPO_TEST_IMAGE_CACHE")
-    return build_images(disk_image_specs.ALL, Path(cache) if cache else tmp_path_factory.mktemp("disk-images"))
+    specs = [*disk_image_specs.ALL, disk_image_specs.DEMO]
+    return build_images(specs, Path(cache) if cache else tmp_path_factory.mktemp("disk-images"))
 
 
 def postgres_available() -> str | None:

@@ -7,19 +7,19 @@ form stored in a ``SameSite=Strict`` cookie.
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from api.auth import TOKEN_COOKIE, cross_site, token_is_valid
 from api.deps import DataDirDep, IdPath, ReadSessionDep, SessionScopedRoute, SettingsDep
 from api.routes.repos import dib_snippet, repo_file_text
-from api.schemas import BuildOut, BundleOut, FeedOut, ImageOut, KeptSourcesOut, RepoOut
+from api.schemas import BuildOut, BundleOut, FeedOut, ImageOut, KeptSourcesOut, RepoOut, WorkerOut
 from api.templating import templates
 from ofedrepo import kept_sources
-from ofedrepo.builds import feeds, requests
+from ofedrepo.builds import feeds, matrix, requests
 from ofedrepo.bundles import store
 from ofedrepo.images import catalog
-from ofedrepo.models import ACTIVE_STATES
+from ofedrepo.models import ACTIVE_STATES, BuildState
 from ofedrepo.repos import queries
 
 router = APIRouter(tags=["pages"], route_class=SessionScopedRoute, include_in_schema=False)
@@ -48,9 +48,24 @@ def repo_page(request: Request, repo_id: IdPath, session: ReadSessionDep, settin
     return page(request, "repo", repo=out, dib=dib, repo_file=repo_file, builds=builds_of_repo)
 
 
+#: Builds a page of the builds list shows.
+BUILDS_PER_PAGE = 50
+
+
 @router.get("/ui/builds", response_class=HTMLResponse)
-def builds_page(request: Request, session: ReadSessionDep) -> HTMLResponse:
-    return page(request, "builds", builds=[BuildOut.of(build) for build in requests.list_builds(session)])
+def builds_page(
+    request: Request,
+    session: ReadSessionDep,
+    state: Annotated[BuildState | None, Query(description="Only builds in this state")] = None,
+    page_number: Annotated[int, Query(alias="page", ge=1, le=100_000)] = 1,
+) -> HTMLResponse:
+    """The builds, newest first, a page at a time, with their bundle, how long they took and why one failed."""
+    rows = requests.list_builds(session, BUILDS_PER_PAGE + 1, state, (page_number - 1) * BUILDS_PER_PAGE)
+    builds = [(BuildOut.of(build), build.repo.bundle_name) for build in rows[:BUILDS_PER_PAGE]]
+    return page(
+        request, "builds", builds=builds, state=state.value if state else None,
+        states=[each.value for each in BuildState], page_number=page_number, more=len(rows) > BUILDS_PER_PAGE,
+    )  # fmt: skip
 
 
 @router.get("/ui/builds/{build_id}", response_class=HTMLResponse)
@@ -61,7 +76,8 @@ def build_page(
     build = BuildOut.of(row, requests.waiting_reason(session, row, settings.build_lease_seconds))
     log = requests.read_log(data.build_log(build_id))
     text = log.decode("utf-8", "replace")
-    return page(request, "build", build=build, log=text, offset=len(log), live=build.state in ACTIVE_STATES)
+    live = build.state in ACTIVE_STATES
+    return page(request, "build", build=build, bundle=row.bundle, log=text, offset=len(log), live=live)
 
 
 @router.get("/ui/images", response_class=HTMLResponse)
@@ -70,13 +86,41 @@ def images_page(request: Request, session: ReadSessionDep) -> HTMLResponse:
 
 
 @router.get("/ui/images/{image_id}", response_class=HTMLResponse)
-def image_page(request: Request, image_id: IdPath, session: ReadSessionDep) -> HTMLResponse:
-    return page(request, "image", image=ImageOut.of(catalog.get_image(session, image_id)))
+def image_page(request: Request, image_id: IdPath, session: ReadSessionDep, settings: SettingsDep) -> HTMLResponse:
+    image = ImageOut.of(catalog.get_image(session, image_id))
+    base = settings.base_url
+    found = queries.repos_for_kernel(session, image.default_kernel)
+    return page(request, "image", image=image, repos=[RepoOut.of(queries.view(repo, base), base) for repo in found])
 
 
 @router.get("/ui/bundles", response_class=HTMLResponse)
 def bundles_page(request: Request, session: ReadSessionDep) -> HTMLResponse:
     return page(request, "bundles", bundles=[BundleOut.of(bundle) for bundle in store.list_bundles(session)])
+
+
+@router.get("/ui/bundles/{bundle_id}", response_class=HTMLResponse)
+def bundle_page(request: Request, bundle_id: IdPath, session: ReadSessionDep, settings: SettingsDep) -> HTMLResponse:
+    bundle = BundleOut.of(store.get_bundle(session, bundle_id))
+    base = settings.base_url
+    found = queries.repos_of_bundle(session, bundle.name)
+    return page(request, "bundle", bundle=bundle, repos=[RepoOut.of(queries.view(repo, base), base) for repo in found])
+
+
+@router.get("/ui/kernels", response_class=HTMLResponse)
+def kernels_page(request: Request, session: ReadSessionDep) -> HTMLResponse:
+    """Every kernel heard of (images, requests, feeds) by every bundle: each cell where that pair stands."""
+    return page(request, "kernels", matrix=matrix.kernel_matrix(session))
+
+
+@router.get("/ui/status", response_class=HTMLResponse)
+def status_page(request: Request, session: ReadSessionDep, settings: SettingsDep) -> HTMLResponse:
+    """The queue by architecture, the live workers with theirs, the kernel feeds."""
+    workers = [WorkerOut.model_validate(worker, from_attributes=True)
+               for worker in requests.live_workers(session, settings.build_lease_seconds)]  # fmt: skip
+    return page(
+        request, "status", queue=requests.queue_by_arch(session), workers=workers,
+        feeds=[FeedOut.of(feed) for feed in feeds.list_feeds(session)],
+    )  # fmt: skip
 
 
 @router.get("/ui/feeds", response_class=HTMLResponse)

@@ -19,7 +19,7 @@ from datetime import timedelta
 from functools import cmp_to_key
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -264,10 +264,24 @@ def get_build(session: Session, build_id: int) -> Build:
     return build
 
 
-def list_builds(session: Session, limit: int = 200, state: BuildState | None = None) -> list[Build]:
-    """The newest ``limit`` builds (of ``state`` when given), newest first."""
-    query = select(Build).order_by(Build.id.desc()).limit(limit)
+def list_builds(session: Session, limit: int = 200, state: BuildState | None = None, skip: int = 0) -> list[Build]:
+    """The newest ``limit`` builds (of ``state`` when given) after the newest ``skip``, newest first."""
+    query = select(Build).order_by(Build.id.desc()).offset(skip).limit(limit)
     return list(session.scalars(query if state is None else query.where(Build.state == state)))
+
+
+def queue_by_arch(session: Session) -> dict[str, dict[str, int]]:
+    """Queued and running builds by their bundle's architecture: ``{"x86_64": {"queued": 3, "running": 1}}``."""
+    counts: dict[str, dict[str, int]] = {}
+    rows = session.execute(
+        select(Bundle.arch, Build.state, func.count())
+        .join(Bundle, Build.bundle_id == Bundle.id)
+        .where(Build.state.in_(ACTIVE_STATES))
+        .group_by(Bundle.arch, Build.state)
+    )
+    for arch, state, count in rows:
+        counts.setdefault(arch, {})[BuildState(state).value] = count
+    return counts
 
 
 def read_log(log_file: Path, offset: int = 0, limit: int = 4 * 1024 * 1024) -> bytes:

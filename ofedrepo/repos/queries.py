@@ -85,6 +85,19 @@ def published_for(
     return repos[0] if repos else None
 
 
+def repos_for_kernel(session: Session, kernel: str) -> list[Repo]:
+    """Every bundle's repo for ``kernel`` (an image's page links them)."""
+    query = select(Repo).where(Repo.kernel == kernel).options(selectinload(Repo.versions), selectinload(Repo.builds))
+    return list(session.scalars(query.order_by(Repo.id)))
+
+
+def repos_of_bundle(session: Session, bundle_name: str) -> list[Repo]:
+    """Every kernel's repo of the bundle named ``bundle_name`` (its page lists them)."""
+    query = select(Repo).where(Repo.bundle_name == bundle_name)
+    query = query.options(selectinload(Repo.versions), selectinload(Repo.builds))
+    return list(session.scalars(query.order_by(Repo.id)))
+
+
 def list_repos(session: Session) -> list[Repo]:
     query = select(Repo).options(selectinload(Repo.versions), selectinload(Repo.builds)).order_by(Repo.id)
     return list(session.scalars(query))

@@ -12,7 +12,7 @@ from ofedrepo.bundles.archive import Extraction, Limits, extract
 from ofedrepo.bundles.unpack import open_bundle
 from ofedrepo.errors import InvalidInput, NotABundle, UnsafeArchive
 from ofedrepo.storage import MAX_TREE_DEPTH, DataDir, remove_tree, tree_usage
-from tests.support.synthetic_bundle import make_iso
+from synthetic.bundle import make_iso
 
 LIMITS = Limits(max_bytes=10_000, max_members=50)
 

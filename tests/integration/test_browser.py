@@ -1,10 +1,13 @@
 """The web UI in a real browser: Debian's Chromium driven by Playwright against the running server.
 
 The front page shows a published repo (its `DIB_MLNX_OFED_REPO` and copy button), a build page follows a
-running build's log as it grows, and the cancel button, sent with the login cookie's token, cancels it. The
-front page's screenshot is written to test-artifacts/front-page.png for people to look at.
+running build's log as it grows, and the cancel button, sent with the login cookie's token, cancels it. Every
+page's screenshot is kept for people to look at: in the session's temporary directory, or in the directory
+``OFEDREPO_TEST_ARTIFACTS`` names.
 """
 
+import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -14,10 +17,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
+from synthetic.bundle import BundleSpec, make_kernel_sources
 from tests.conftest import RunningServer, start_server, stop_server
-from tests.support.synthetic_bundle import BundleSpec, make_kernel_sources
 
-ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TOKEN = "ui-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -60,6 +62,15 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where screenshots go: never into the repository."""
+    named = os.environ.get("OFEDREPO_TEST_ARTIFACTS")
+    directory = Path(named) if named else tmp_path_factory.mktemp("screenshots")
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1200, "height": 900})
@@ -67,7 +78,7 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
-def test_the_front_page_shows_the_published_repo(server: RunningServer, page: Page) -> None:
+def test_the_front_page_shows_the_published_repo(server: RunningServer, page: Page, artifacts: Path) -> None:
     page.goto(server.url + "/")
     row = page.locator("#repos tbody tr", has_text=QUICK_KERNEL)
     expect(row).to_contain_text("published")
@@ -75,8 +86,6 @@ def test_the_front_page_shows_the_published_repo(server: RunningServer, page: Pa
     expect(row.locator("code")).to_have_text(latest)
     row.locator("button[data-copy]").click()  # headless Chromium may refuse the clipboard: then it selects
     expect(row.locator("button[data-copy]")).not_to_have_text("copy")
-    artifacts = ROOT / "test-artifacts"
-    artifacts.mkdir(exist_ok=True)
     page.screenshot(path=str(artifacts / "front-page.png"), full_page=True)
 
     row.locator("a", has_text=QUICK_KERNEL).click()
@@ -88,7 +97,7 @@ def test_the_front_page_shows_the_published_repo(server: RunningServer, page: Pa
 def test_a_narrow_screen_needs_no_sideways_scrolling(server: RunningServer, browser: Browser) -> None:
     context = browser.new_context(viewport={"width": 360, "height": 780})
     narrow = context.new_page()
-    for path in ("/", "/ui/builds", "/ui/bundles", "/ui/images"):
+    for path in ("/", "/ui/builds", "/ui/bundles", "/ui/bundles/1", "/ui/images", "/ui/kernels", "/ui/status"):
         narrow.goto(server.url + path)
         assert narrow.evaluate("document.documentElement.scrollWidth") <= 360 + 1, path
     context.close()
@@ -141,3 +150,27 @@ def test_the_api_docs_render_with_no_other_host_reachable(server: RunningServer,
     page.goto(server.url + "/ui/feeds")  # the feeds page, with the kept kernel sources, needs no other host either
     expect(page.locator("h2", has_text="Kept kernel sources")).to_be_visible()
     assert refused == []
+
+
+PAGES = {
+    "repos": "/", "kernels": "/ui/kernels", "builds": "/ui/builds", "builds-succeeded": "/ui/builds?state=succeeded",
+    "bundles": "/ui/bundles", "bundle": "/ui/bundles/1", "images": "/ui/images", "feeds": "/ui/feeds",
+    "status": "/ui/status",
+}  # fmt: skip
+
+
+def test_every_page_renders_and_is_kept_as_a_screenshot(server: RunningServer, page: Page, artifacts: Path) -> None:
+    for name, path in PAGES.items():
+        answer = page.goto(server.url + path)
+        assert answer is not None and answer.status == 200, path
+        page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)
+    page.goto(server.url + "/ui/kernels")  # the kernel built for the bundle: published, linked to its repo
+    row = page.locator("#kernels tbody tr", has_text=QUICK_KERNEL)
+    expect(row.locator("td").first).to_contain_text("published")
+    expect(row.locator("td a").first).to_have_attribute("href", re.compile(r"^/ui/repos/[0-9]+$"))
+    page.goto(server.url + "/ui/status")
+    expect(page.locator("#workers")).to_contain_text("x86_64")
+    page.goto(server.url + "/ui/builds?state=succeeded")
+    expect(page.locator("#builds tbody")).to_contain_text(BundleSpec().name)
+    page.goto(server.url + "/ui/bundles/1")
+    expect(page.locator("#bundle-repos")).to_contain_text(QUICK_KERNEL)

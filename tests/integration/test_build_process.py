@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from synthetic.bundle import make_kernel_devel_repo, make_kernel_sources
 from tests.conftest import RunningServer, free_port, start_server, stop_server
 from tests.integration.test_pipeline import ENDED, build_log, request, upload, wait_for, wait_for_log
-from tests.support.synthetic_bundle import make_kernel_devel_repo, make_kernel_sources
 
 SLOW = "4.18.0-372.13.1.el8_6.x86_64"  # its script runs for a minute
 STALLED = "4.18.0-372.90.1.el8_6.x86_64"  # its kernel-devel download never ends

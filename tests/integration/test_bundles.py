@@ -18,8 +18,8 @@ import pytest
 
 from ofedrepo.bundles.store import tree_digest
 from ofedrepo.uploads import sha256_file
+from synthetic.bundle import LEGACY, BundleSpec, make_iso, make_tgz
 from tests.conftest import VENV_BIN, RunningServer, service_environment, start_server, stop_server
-from tests.support.synthetic_bundle import LEGACY, BundleSpec, make_iso, make_tgz
 
 UPLOAD_LIMIT = 64 * 1024 * 1024
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from synthetic.bundle import BundleSpec, make_kernel_sources
 from tests.conftest import SYNTHETIC_BUILD_HOST, VENV_BIN
-from tests.support.synthetic_bundle import BundleSpec, make_kernel_sources
 
 KERNEL = "4.18.0-372.19.1.el8_6.x86_64"
 MISSING_KERNEL = "4.18.0-372.70.1.el8_6.x86_64"

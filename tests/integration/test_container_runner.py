@@ -17,12 +17,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ofedrepo.builds import lifecycle
 from ofedrepo.config import Settings
+from synthetic.bundle import make_kernel_sources
 from tests.conftest import RunningServer, start_server, start_worker, stop_server
 from tests.integration.test_dnf import dnf
 from tests.integration.test_pipeline import ENDED, build_log, module_vermagic, request, upload, wait_for, wait_for_log
 from tests.integration.test_queue import enqueue
 from tests.support.builder_image import build_containers, podman_settings
-from tests.support.synthetic_bundle import make_kernel_sources
 from workers.pipeline import remove_orphan_containers
 
 PLAIN = "4.18.0-372.19.1.el8_6.x86_64"

@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from synthetic.bundle import make_kernel_sources
 from tests.conftest import TARGET_KERNEL, RunningServer, start_server, stop_server
 from tests.integration.test_pipeline import ENDED, module_vermagic, wait_for
 from tests.support.build_chroot import make_build_chroot, make_kernel_package, run_in_chroot, run_phase, stage_hooks
-from tests.support.synthetic_bundle import make_kernel_sources
 
 ELEMENT = Path(__file__).parents[2] / "elements" / "ofedrepo-mlnx-ofed"
 #: Older in rpm's order than TARGET_KERNEL, newer in `sort -V`'s: the element must not boot the wrong one.

@@ -8,8 +8,8 @@ import httpx
 import pytest
 from elftools.elf.elffile import ELFFile
 
+from synthetic.bundle import BundleSpec
 from tests.conftest import TARGET_KERNEL, RunningServer
-from tests.support.synthetic_bundle import BundleSpec
 
 LATEST = f"/repos/{BundleSpec().name}/{TARGET_KERNEL}/latest"
 DNF_CONF = "[main]\ngpgcheck=1\nbest=True\nskip_if_unavailable=False\ninstall_weak_deps=False\n"

@@ -23,13 +23,9 @@ from ofedrepo.bundles.doca import TOOLS_PREFIX, DocaOfed, unpack_tools
 from ofedrepo.bundles.vendor import Workspace
 from ofedrepo.process import clean_environment
 from ofedrepo.storage import DataDir
-from tests.conftest import VENV_BIN, RunningServer, start_server, stop_server
-from tests.integration.test_dnf import dnf
-from tests.integration.test_pipeline import ENDED, build_log, module_vermagic, request, upload, wait_for
-from tests.integration.test_real_bundles import installed_kernels, repo_definition
-from tests.support import synthetic_bundle
-from tests.support.synthetic_bundle import make_kernel_sources
-from tests.support.synthetic_doca import (
+from synthetic import bundle as synthetic_bundle
+from synthetic.bundle import make_kernel_sources
+from synthetic.doca import (
     DOCA_31,
     DOCA_32,
     GENERATIONS,
@@ -38,6 +34,10 @@ from tests.support.synthetic_doca import (
     make_doca_tree,
     make_local_repo_package,
 )
+from tests.conftest import VENV_BIN, RunningServer, start_server, stop_server
+from tests.integration.test_dnf import dnf
+from tests.integration.test_pipeline import ENDED, build_log, module_vermagic, request, upload, wait_for
+from tests.integration.test_real_bundles import installed_kernels, repo_definition
 from workers.runner import host_layout, sandbox_argv
 
 Key = synthetic_bundle.TestKey

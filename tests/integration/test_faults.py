@@ -28,6 +28,7 @@ import pytest
 from ofedrepo.builds.kernel_sources import KernelSources
 from ofedrepo.db import SQLITE_BUSY_TIMEOUT_MS
 from ofedrepo.storage import DataDir
+from synthetic.bundle import BundleSpec, make_kernel_devel_repo, make_kernel_sources
 from tests.conftest import (
     POSTGRES_URL,
     TARGET_KERNEL,
@@ -50,7 +51,6 @@ from tests.integration.test_pipeline import (
     wait_for_log,
 )
 from tests.integration.test_publish import assert_complete
-from tests.support.synthetic_bundle import BundleSpec, make_kernel_devel_repo, make_kernel_sources
 
 DISK_MB = 24
 SLOWISH_KERNEL = "4.18.0-372.46.1.el8_6.x86_64"

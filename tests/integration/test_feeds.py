@@ -15,11 +15,11 @@ from ofedrepo.builds import feeds, lifecycle, mirrors, requests
 from ofedrepo.config import MirrorSource, Settings
 from ofedrepo.db import transaction
 from ofedrepo.models import Build, Bundle, KernelFeed, Priority
+from synthetic import bundle as synthetic_bundle
+from synthetic.bundle import BundleSpec, add_kernel_devel, make_bundle, make_kernel_sources, make_tgz
 from tests.conftest import RunningServer, start_server, stop_server
 from tests.integration.test_pipeline import ENDED, build_log, request, upload, wait_for
-from tests.support import synthetic_bundle
 from tests.support.kernel_feed import age, primary_xml, serve, write_metadata
-from tests.support.synthetic_bundle import BundleSpec, add_kernel_devel, make_bundle, make_kernel_sources, make_tgz
 
 FEED_KERNELS = ["4.18.0-372.10.1.el8_6.x86_64", "4.18.0-372.20.1.el8_6.x86_64", "4.18.0-372.30.1.el8_6.x86_64"]
 ASKED_KERNEL = "4.18.0-372.26.1.el8_6.x86_64"  # not in the feed: a person asks for it, with local sources

@@ -8,9 +8,9 @@ import httpx
 import pytest
 
 from ofedrepo.uploads import sha256_file
+from synthetic import images as specs
+from synthetic.images import hostile_images
 from tests.conftest import RunningServer, start_server, stop_server
-from tests.support import disk_images as specs
-from tests.support.disk_images import hostile_images
 
 UPLOAD_LIMIT = 16 * 1024 * 1024
 

@@ -15,9 +15,9 @@ import pytest
 from ofedrepo.errors import InvalidInput
 from ofedrepo.images.probe import probe
 from ofedrepo.uploads import sha256_file
+from synthetic import images as specs
+from synthetic.images import hostile_images
 from tests.conftest import VENV_BIN
-from tests.support import disk_images as specs
-from tests.support.disk_images import hostile_images
 
 GiB = 1024**3
 

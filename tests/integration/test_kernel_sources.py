@@ -20,11 +20,11 @@ from ofedrepo.builds.kernel_sources import KernelSources
 from ofedrepo.config import MirrorSource, Settings
 from ofedrepo.errors import BuildFailed
 from ofedrepo.storage import DataDir
+from synthetic import bundle as vendor
+from synthetic.bundle import make_test_key, sign
+from synthetic.vendor.install_pl import rpmbuild_argv
 from tests.conftest import make_settings
-from tests.support import synthetic_bundle as vendor
 from tests.support.kernel_feed import serve
-from tests.support.synthetic_bundle import make_test_key, sign
-from tests.support.vendor.install_pl import rpmbuild_argv
 
 KERNEL = "4.18.0-372.32.1.el8_6.x86_64"
 SPEC = """\

@@ -2,7 +2,7 @@
 
 Everything is real: the server and ``ofedrepo worker`` processes, SQLite or PostgreSQL, the synthetic
 bundle's own ``mlnx_add_kernel_support.sh`` (rpmbuild), libguestfs for the image and dnf reading the result.
-Kernel sources are stand-ins (tests/support/synthetic_bundle.py): a few of them ask the script to build
+Kernel sources are stand-ins (synthetic/bundle.py): a few of them ask the script to build
 slowly, so that a test can watch, cancel or kill a build half-way.
 """
 
@@ -20,6 +20,15 @@ import pytest
 from elftools.elf.elffile import ELFFile
 from prometheus_client.parser import text_string_to_metric_families
 
+from synthetic import bundle as vendor
+from synthetic import images as images
+from synthetic.bundle import (
+    BundleSpec,
+    make_bundle,
+    make_kernel_devel_repo,
+    make_kernel_sources,
+    make_tgz,
+)
 from tests.conftest import (
     RunningServer,
     free_port,
@@ -28,15 +37,6 @@ from tests.conftest import (
     stop_server,
 )
 from tests.integration.test_dnf import dnf
-from tests.support import disk_images as images
-from tests.support import synthetic_bundle as vendor
-from tests.support.synthetic_bundle import (
-    BundleSpec,
-    make_bundle,
-    make_kernel_devel_repo,
-    make_kernel_sources,
-    make_tgz,
-)
 
 #: Kernels of the bundle's distro (rhel8.6), each set up for one story.
 SLOW_KERNEL = "4.18.0-372.41.1.el8_6.x86_64"  # its script runs for a while, printing a line a second

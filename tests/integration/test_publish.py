@@ -19,8 +19,8 @@ from ofedrepo.repos import queries, signing
 from ofedrepo.repos.publish import Publisher
 from ofedrepo.rpmfile import read_header
 from ofedrepo.storage import DataDir, switch_symlink
+from synthetic.bundle import BundleSpec, make_iso
 from tests.conftest import OTHER_KERNEL, TARGET_KERNEL, VENV_BIN, variant
-from tests.support.synthetic_bundle import BundleSpec, make_iso
 
 BUNDLE = BundleSpec().name
 

@@ -19,11 +19,11 @@ import httpx
 import pytest
 
 from ofedrepo.repos.verify import SIGNATURE_MAGIC
+from synthetic.bundle import BundleSpec, add_kernel_support, make_kernel_sources, make_tgz
+from synthetic.vendor import mlnxofedinstall
 from tests.conftest import VENV_BIN, RunningServer, start_server, stop_server
 from tests.integration.test_dnf import dnf
 from tests.integration.test_pipeline import ENDED, build_log, module_vermagic, request, upload, wait_for
-from tests.support.synthetic_bundle import BundleSpec, add_kernel_support, make_kernel_sources, make_tgz
-from tests.support.vendor import mlnxofedinstall
 
 TARGETS = {
     "current": "4.18.0-372.26.1.el8_6.x86_64",

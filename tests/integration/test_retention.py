@@ -18,8 +18,8 @@ from ofedrepo.repos import queries
 from ofedrepo.repos.publish import Publisher
 from ofedrepo.repos.retention import Policy, collect_garbage
 from ofedrepo.storage import DataDir
+from synthetic.bundle import BundleSpec
 from tests.conftest import TARGET_KERNEL, VENV_BIN, variant
-from tests.support.synthetic_bundle import BundleSpec
 
 DAY = 86400
 

@@ -18,10 +18,10 @@ import httpx
 import pytest
 
 from ofedrepo.storage import remove_tree
+from synthetic.bundle import SCRIPT, make_kernel_sources, make_tgz
 from tests.conftest import TARGET_KERNEL, RunningServer, start_server, stop_server
 from tests.integration.test_pipeline import ENDED, build_log, wait_for
 from tests.support.builder_image import build_containers, podman_settings
-from tests.support.synthetic_bundle import SCRIPT, make_kernel_sources, make_tgz
 from workers.sandbox import CGROUP_PARENT, CGROUP_ROOT
 
 TOKEN = "sandbox-test-token"

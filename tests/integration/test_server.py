@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from synthetic.bundle import BundleSpec
 from tests.conftest import TARGET_KERNEL, RunningServer, start_server, stop_server
-from tests.support.synthetic_bundle import BundleSpec
 
 TREE = f"/repos/{BundleSpec().name}/{TARGET_KERNEL}"
 

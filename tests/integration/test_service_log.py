@@ -4,9 +4,9 @@ happened to each build, not only access lines."""
 import json
 from pathlib import Path
 
+from synthetic.bundle import BundleSpec
 from tests.conftest import TARGET_KERNEL, start_server, stop_server
 from tests.integration.test_pipeline import ENDED, request, upload, wait_for
-from tests.support.synthetic_bundle import BundleSpec
 
 MISSING_KERNEL = "4.18.0-372.71.1.el8_6.x86_64"  # no sources anywhere: its build fails
 

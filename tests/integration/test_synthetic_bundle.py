@@ -17,7 +17,7 @@ from elftools.elf.elffile import ELFFile
 
 from ofedrepo.bundles.archive import Limits, extract
 from ofedrepo.rpmfile import read_header
-from tests.support.synthetic_bundle import (
+from synthetic.bundle import (
     SCRIPT,
     STOCK_PACKAGES,
     BundleSpec,

@@ -23,9 +23,9 @@ from ofedrepo.config import Settings
 from ofedrepo.db import make_engine, session_factory, transaction
 from ofedrepo.models import Build, BuildState, RepoVersion
 from ofedrepo.repos.publish import Publisher
+from synthetic.bundle import CURRENT
 from tests.conftest import TARGET_KERNEL, make_settings
 from tests.integration.test_queue import enqueue, state_of
-from tests.support.synthetic_bundle import CURRENT
 from workers.pipeline import Pipeline
 from workers.worker import Worker
 

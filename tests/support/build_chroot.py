@@ -14,7 +14,7 @@ from pathlib import Path
 
 import diskimage_builder
 
-from tests.support.vendor import install_pl
+from synthetic.vendor import install_pl
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"

@@ -1,7 +1,7 @@
 """A builder image for the container runner's tests, made here: no registry is reachable, so the image is a
 debootstrapped Debian userland with the rpm tooling the synthetic bundles' script uses, imported with
 ``podman import``. Debian's rpm builds RPMs like a RHEL host's (the synthetic script never switches to DEB mode,
-see tests/support/vendor/mlnx_add_kernel_support.py). The image is tagged by what it holds and kept in podman's
+see synthetic/vendor/mlnx_add_kernel_support.py). The image is tagged by what it holds and kept in podman's
 storage, so a machine makes it once (about two minutes), as the element test's chroot is made once per session.
 
 This host runs hybrid cgroups v1, which crun refuses ("cgroups in hybrid mode not supported"), and its hard

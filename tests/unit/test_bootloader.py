@@ -8,7 +8,7 @@ from ofedrepo.images.bootloader import (
     parse_key_values,
 )
 from ofedrepo.kernel import parse_kernel_release
-from tests.support.disk_images import bls_entry, centos7_grub_cfg, grubenv
+from synthetic.images import bls_entry, centos7_grub_cfg, grubenv
 
 OLD, NEW = "4.18.0-372.9.1.el8.x86_64", "4.18.0-372.26.1.el8_6.x86_64"
 C_OLD, C_NEW = "3.10.0-514.el7.x86_64", "3.10.0-514.26.2.el7.x86_64"

@@ -16,7 +16,7 @@ from ofedrepo.kinds import BundleKind
 from ofedrepo.models import Bundle
 from ofedrepo.repos import verify
 from ofedrepo.repos.verify import vermagic
-from tests.support.vendor.kmod import kernel_module
+from synthetic.vendor.kmod import kernel_module
 from workers.runner import (
     CONTAINER_ID_RANGE,
     HostLayout,

@@ -3,7 +3,7 @@ import pytest
 from ofedrepo.errors import InvalidInput
 from ofedrepo.images.bootloader import BootConfig
 from ofedrepo.images.facts import GuestFacts, interpret, os_version
-from tests.support.disk_images import os_release
+from synthetic.images import os_release
 
 KERNEL = "4.18.0-372.26.1.el8_6.x86_64"
 

@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import guestfs
@@ -179,7 +179,7 @@ def _rpm_database(spec: ImageSpec, workdir: Path) -> Path | None:
     database = workdir / "db"
     (topdir / "SPECS").mkdir(parents=True)
     database.mkdir()
-    packages = []
+    packages: list[Path] = []
     for name, kernel in spec.rpm_kernels:
         version, rest = kernel.split("-", 1)
         release, arch = rest.rsplit(".", 1)
@@ -266,6 +266,20 @@ ROCKY8 = ImageSpec(
     # Names under /lib/modules that are not kernel releases: ignored, never passed on.
     directories=("/usr/lib/modules/extra", "/usr/lib/modules/$(reboot)"),
     elf_binary=True,
+)
+
+#: What ``ofedrepo demo`` inspects: the same Rocky 8.6, booting its errata kernel, which the bundle's packages
+#: are not built for (its GA kernel is ROCKY_OLD): a rebuild.
+DEMO = replace(
+    ROCKY8,
+    name="demo-rocky86",
+    files=tuple(
+        (path, grubenv(saved_entry=f"{MACHINE_ID}-{ROCKY_NEW}", kernelopts="root=/dev/sda1 ro"))
+        if path == "/boot/grub2/grubenv"
+        else (path, content)
+        for path, content in ROCKY8.files
+    ),
+    directories=(),
 )
 
 #: CentOS 7.3: os-release says only "7"; the minor is in /etc/centos-release; grub.cfg + saved_entry title.

@@ -17,7 +17,7 @@ DOCA metapackages (``doca-ofed``, ``doca-roce``, ``doca-kernel`` as arch package
 ``doca-all`` and the ``-userspace`` variants noarch), versioned ``<doca>-<build>``: dnf fetches
 ``doca-kernel-3.1.0-091000.x86_64.rpm`` from the 3.1.0 rhel9.6 repository (a public how-to,
 schmaustech/ufm-install-rhel9); ``doca-extra`` with the model of ``doca-kernel-support``
-(``tests/support/vendor/doca_kernel_support.py``); the driver sources ``MLNX_OFED_SRC-<ofed>.tgz`` (the kernel
+(``synthetic/vendor/doca_kernel_support.py``); the driver sources ``MLNX_OFED_SRC-<ofed>.tgz`` (the kernel
 source packages the tool rebuilds) and ``get_mlnx_ofed_version``: inside ``doca-extra`` up to DOCA 3.1 (3.1.0's
 ``doca-extra`` "bundled the tarball inside doca-extra itself", rollandf/doca-driver-build
 ``docs/install-pl-deprecation-plan.md`` B.1.1, which calls ``doca-ofed-source`` a later split; for 2.10 and 3.0
@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.synthetic_bundle import (
+from synthetic.bundle import (
     COMMON_USERSPACE,
     COMPONENTS,
     VENDOR,
@@ -44,7 +44,7 @@ from tests.support.synthetic_bundle import (
     run,
     sign,
 )
-from tests.support.vendor import install_pl, mlnxofedinstall
+from synthetic.vendor import install_pl, mlnxofedinstall
 
 TOOLS = "/opt/mellanox/doca/tools"
 #: What doca-ofed-userspace installs: the userspace stack, no kernel package.

@@ -15,7 +15,7 @@ Stock packages are signed with a throwaway key shipped as ``RPM-GPG-KEY-Mellanox
 packages built for the distro's GA kernel (real ELF ``.ko`` files with a ``vermagic``), the userspace
 packages, and ``mlnx-ofed-<group>`` metadata packages made by the bundle's own
 ``create_mlnx_ofed_installers.pl`` (so they ``Require`` the kmods). Each bundle's ``repodata/`` is stale on
-purpose. The tools inside the bundle are the models in ``tests/support/vendor/``.
+purpose. The tools inside the bundle are the models in ``synthetic/vendor/``.
 """
 
 import io
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pycdlib
 
-from tests.support.vendor import install_pl, mlnxofedinstall
+from synthetic.vendor import install_pl, mlnxofedinstall
 
 VENDOR = Path(__file__).parent / "vendor"
 SCRIPT = "mlnx_add_kernel_support.sh"
@@ -416,7 +416,9 @@ def make_bundle(spec: BundleSpec, key: TestKey, parent: Path) -> Path:
     install_tool(
         "mlnx_add_kernel_support.py", bundle / SCRIPT, {'GENERATION = "current"': f'GENERATION = "{spec.generation}"'}
     )
-    metadata_targets = [(target, f"--{name}-libs") for name, target in _by_libraries(variant_dirs)] or [(rpms, None)]
+    metadata_targets: list[tuple[Path, str | None]] = [
+        (target, f"--{name}-libs") for name, target in _by_libraries(variant_dirs)
+    ] or [(rpms, None)]
     for target, flag in metadata_targets:
         for group in mlnxofedinstall.GROUPS:
             for user_only in ([], ["--user-space-only"]) if group != "kernel-only" else ([],):

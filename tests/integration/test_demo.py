@@ -1,0 +1,31 @@
+"""`ofedrepo demo --no-serve` as a newcomer runs it: the whole job on synthetic inputs, through its own service,
+proven by a dnf install. Its inputs are the session's (the same generators make them; making them again would
+only repeat rpmbuild and an appliance launch that other tests already pay for)."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from synthetic.images import DEMO, ROCKY_NEW
+from tests.conftest import VENV_BIN, free_port
+
+
+def test_the_demo_does_the_whole_job_and_proves_it_with_an_install(
+    tmp_path: Path, bundle_tgz: Path, disk_images: dict[str, Path]
+) -> None:
+    inputs = tmp_path / "demo" / "inputs"
+    (inputs / "images").mkdir(parents=True)
+    shutil.copy(bundle_tgz, inputs / bundle_tgz.name)
+    shutil.copy(disk_images[DEMO.name], inputs / "images" / disk_images[DEMO.name].name)
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("OFEDREPO_")}
+    port = free_port()
+    done = subprocess.run(
+        [str(VENV_BIN / "ofedrepo"), "demo", "--no-serve", "--dir", str(tmp_path / "demo"), "--port", str(port)],
+        env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"boots {ROCKY_NEW}" in done.stderr and "mlnx_add_kernel_support.sh" in done.stderr  # the log, shown
+    assert f"mlx5_core.ko: vermagic {ROCKY_NEW}" in done.stderr, done.stderr
+    assert f"DIB_MLNX_OFED_REPO=http://127.0.0.1:{port}/repos/" in done.stdout
+    assert "Traceback" not in done.stderr
