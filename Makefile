@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BROWSER_STAMP := $(VENV)/.browser-installed
 
-.PHONY: setup run demo test lint format bench builder-images clean
+.PHONY: setup run demo test test-repeat lint format bench builder-images clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,11 @@ $(BROWSER_STAMP): scripts/install-system-packages.sh | $(STAMP)
 
 test: lint $(BROWSER_STAMP)
 	$(BIN)/pytest
+
+# The timing-sensitive modules N times under CPU load (TESTS="path ..." for others): flakiness shows here first.
+N ?= 3
+test-repeat: setup
+	scripts/test-repeat.sh $(N) $(TESTS)
 
 # The production runner's images, one per EL major (OFEDREPO_BUILD_RUNNER=podman|docker uses these names).
 ENGINE ?= podman

@@ -22,7 +22,7 @@ def test_the_demo_does_the_whole_job_and_proves_it_with_an_install(
     port = free_port()
     done = subprocess.run(
         [str(VENV_BIN / "ofedrepo"), "demo", "--no-serve", "--dir", str(tmp_path / "demo"), "--port", str(port)],
-        env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=900,
+        env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=540,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"boots {ROCKY_NEW}" in done.stderr and "mlnx_add_kernel_support.sh" in done.stderr  # the log, shown

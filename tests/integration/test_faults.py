@@ -169,8 +169,8 @@ def test_kernel_sources_unpacked_onto_a_full_disk_leave_no_half_tree(tmp_path: P
     data = DataDir(settings.data_dir).ensure()
     data.kernel_sources.mkdir(parents=True, exist_ok=True)
     fill(small_disk, leave_bytes=0)
-    with pytest.raises(OSError) as raised:
-        KernelSources(settings, data, lambda _: None)._unpack(package, kernel)
+    with pytest.raises(OSError, match="No space left") as raised:
+        KernelSources(settings, data, lambda _: None)._unpack(package, kernel, package.name, "http://mirror/")
     assert raised.value.errno == errno.ENOSPC
     assert list(data.kernel_sources.iterdir()) == []
 

@@ -282,7 +282,7 @@ def test_which_redirects_are_followed(origin: str, target: str, allowed: str, fo
 def test_a_kernel_devel_download_is_not_redirected_to_another_host(tmp_path: Path) -> None:
     (tmp_path / "kernel-devel.rpm").write_bytes(b"rpm")
     with serve(tmp_path) as elsewhere, scripted(lambda handler: redirect(handler, elsewhere + handler.path[1:])) as url:
-        with pytest.raises(mirrors.MirrorRefused) as refused:
+        with pytest.raises(mirrors.MirrorRefused, match="redirect") as refused:
             mirrors.download(url + "kernel-devel.rpm", tmp_path / "downloaded.rpm", None)
     assert str(refused.value) == mirrors.REDIRECT_REFUSED
 

@@ -45,7 +45,7 @@ def test_version_numbers_are_unique_per_repo(sessions: sessionmaker[Session]) ->
     with transaction(sessions) as session:
         repo_id = queries.get_or_create_repo(session, IDENTITY, KERNEL).id
         session.add(RepoVersion(repo_id=repo_id, number=1, source_digest="a", package_count=1, size_bytes=1))
-    with pytest.raises(IntegrityError), transaction(sessions) as session:
+    with pytest.raises(IntegrityError, match="(?i)unique|duplicate key"), transaction(sessions) as session:
         session.add(RepoVersion(repo_id=repo_id, number=1, source_digest="b", package_count=1, size_bytes=1))
 
 
@@ -88,7 +88,7 @@ def test_one_active_build_per_cache_key(sessions: sessionmaker[Session]) -> None
         key = {"repo_id": repo_id, "bundle_id": bundle.id, "kernel": KERNEL}
         session.add(Build(**key, fingerprint="f", state="succeeded"))
         session.add(Build(**key, fingerprint="f", state="queued"))
-    with pytest.raises(IntegrityError), transaction(sessions) as session:
+    with pytest.raises(IntegrityError, match="(?i)unique|duplicate key"), transaction(sessions) as session:
         session.add(Build(**key, fingerprint="f", state="running"))
     with transaction(sessions) as session:
         session.add(Build(**key, fingerprint="another builder", state="queued"))

@@ -55,7 +55,7 @@ def builder_image(work: Path, environment: dict[str, str]) -> str:
     root = work / "rootfs"
     subprocess.run(
         ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(root), MIRROR],
-        check=True, capture_output=True, timeout=900,
+        check=True, capture_output=True, timeout=540,  # within pytest's 600 s
     )  # fmt: skip
     # Debian's rpm keeps its database in ~/.rpmdb; a RHEL builder has it here.
     (root / "etc" / "rpm").mkdir(exist_ok=True)
@@ -65,7 +65,7 @@ def builder_image(work: Path, environment: dict[str, str]) -> str:
     with subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE) as tar:  # closed and waited for
         imported = subprocess.run(
             ["podman", "import", "-", name], stdin=tar.stdout, env=environment, capture_output=True, text=True,
-            timeout=600,
+            timeout=300,
         )  # fmt: skip
     if imported.returncode != 0:
         raise RuntimeError(f"podman import failed: {imported.stderr}")

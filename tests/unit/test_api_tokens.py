@@ -54,7 +54,7 @@ def test_a_blank_toml_list_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path:
 
 def test_the_message_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OFEDREPO_API_TOKENS", ",")
-    with pytest.raises(ValidationError) as raised:
+    with pytest.raises(ValidationError, match="names no token") as raised:
         Settings()
     (error,) = raised.value.errors()
     assert "\n" not in error["msg"] and "unset" in error["msg"]

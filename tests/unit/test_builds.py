@@ -64,7 +64,7 @@ def test_a_uek_kernel_gets_the_newest_oracle_linux_bundle_of_its_major() -> None
 
 
 def test_nothing_fitting_lists_the_candidates() -> None:
-    with pytest.raises(InvalidInput) as raised:
+    with pytest.raises(InvalidInput, match="no MLNX_OFED bundle or DOCA-OFED repository fits") as raised:
         choose_bundle(BUNDLES, "rhel7.9", "x86_64", None)
     assert "rhel7.9 x86_64" in str(raised.value) and "MLNX_OFED_LINUX-23.10-1.1.9.0-rhel9.2-x86_64 (id 3)" in str(
         raised.value

@@ -41,7 +41,7 @@ def test_parses_other_versions() -> None:
     ],
 )
 def test_rejects_bad_names(bad: str) -> None:
-    with pytest.raises(InvalidBundleName):
+    with pytest.raises(InvalidBundleName, match="is not an MLNX_OFED bundle name"):
         parse_bundle_name(bad)
 
 
@@ -77,5 +77,5 @@ def test_an_ext_bundle_whose_distro_file_says_skip_distro_check_is_placed_by_its
     ):
         identity_from_markers("5.8-3.0.7.0", "skip-distro-check", "x86_64", ["upload-1", "ext.tgz"])
     other_version = "MLNX_OFED_LINUX-5.9-1.0.0.0-rhel8.6-x86_64-ext"
-    with pytest.raises(NotABundle):
+    with pytest.raises(NotABundle, match="no name it came with tells the distro"):
         identity_from_markers("5.8-3.0.7.0", "skip-distro-check", "x86_64", [other_version])

@@ -47,7 +47,7 @@ def test_parses_tags(tag: str) -> None:
     "bad", ["", "8.6", "rhel", "rhel8.6;x", "RHEL8.6", "rhel/8", "rhel9..6", "rhel9.6.", "rhel9.6x.1"]
 )
 def test_rejects_bad_tags(bad: str) -> None:
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match="invalid MLNX_OFED distro tag"):
         parse_ofed_distro(bad)
 
 

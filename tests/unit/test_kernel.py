@@ -46,13 +46,13 @@ def test_flavor_suffix_is_kept_apart() -> None:
     ],
 )
 def test_rejects_hostile_strings(hostile: str) -> None:
-    with pytest.raises(InvalidKernelRelease):
+    with pytest.raises(InvalidKernelRelease, match="kernel release"):
         parse_kernel_release(hostile)
     assert not is_kernel_release(hostile)
 
 
 def test_error_message_does_not_echo_control_characters() -> None:
-    with pytest.raises(InvalidKernelRelease) as raised:
+    with pytest.raises(InvalidKernelRelease, match="invalid kernel release") as raised:
         parse_kernel_release("4.18.0-1\x1b[31m")
     assert "\x1b" not in str(raised.value)
 
