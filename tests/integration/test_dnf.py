@@ -1,6 +1,8 @@
 """A real dnf reads the served tree over HTTP, as image builds and DIB's mlnx-ofed element do."""
 
 import hashlib
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -10,6 +12,7 @@ from elftools.elf.elffile import ELFFile
 
 from synthetic.bundle import BundleSpec
 from tests.conftest import TARGET_KERNEL, RunningServer
+from tests.support.kernel_feed import serve
 
 LATEST = f"/repos/{BundleSpec().name}/{TARGET_KERNEL}/latest"
 DNF_CONF = "[main]\ngpgcheck=1\nbest=True\nskip_if_unavailable=False\ninstall_weak_deps=False\n"
@@ -92,10 +95,33 @@ def test_gpgcheck_install_of_the_hypervisor_set(
 
 
 def test_gpgcheck_is_really_on(tmp_path: Path, published_server: RunningServer) -> None:
-    """Control for the install above: with only the site key listed, vendor-signed packages are refused."""
+    """Control for the install above: with only the site key listed, vendor-signed packages are refused, and
+    nothing is installed."""
     repo = dib_style_repo(published_server).replace("RPM-GPG-KEY-Mellanox", "RPM-GPG-KEY-ofedrepo")
     failing = dnf(tmp_path, repo, "install", "mlnx-ofed-hypervisor", succeed=False)
-    assert "GPG" in failing.stdout + failing.stderr
+    output = failing.stdout + failing.stderr
+    assert re.search(r"Public key for \S+\.rpm is not installed|are not correct for this package", output), output
+    assert not (tmp_path / "installroot" / "lib" / "modules").exists()
+
+
+def test_a_package_altered_on_the_server_is_refused_by_its_checksum(
+    tmp_path: Path, published_server: RunningServer
+) -> None:
+    """A copy of the version whose one package had bytes changed after the metadata was made (a disk or a mirror
+    gone bad): dnf refuses the download, so a published version's metadata is what protects its packages."""
+    version = published_server.settings.data_dir / LATEST.removeprefix("/")
+    copy = tmp_path / "served"
+    shutil.copytree(version.resolve(), copy)
+    (package,) = (copy / "RPMS").glob("mlnx-ofa_kernel-modules-*.rpm")
+    altered = bytearray(package.read_bytes())
+    altered[len(altered) // 2] ^= 0xFF
+    package.write_bytes(bytes(altered))
+    with serve(copy) as url:
+        keys = f"{url}RPM-GPG-KEY-Mellanox"
+        repo = f"[mlnx_ofed]\nname=MLNX_OFED\nbaseurl={url}RPMS\nenabled=1\ngpgcheck=1\ngpgkey={keys}\n"
+        failing = dnf(tmp_path / "dnf", repo, "download", "--destdir", str(tmp_path / "d"), "mlnx-ofa_kernel-modules",
+                      succeed=False)  # fmt: skip
+    assert "checksum doesn't match" in failing.stdout + failing.stderr, failing.stdout + failing.stderr
 
 
 def signed_metadata_repo(server: RunningServer, version: str) -> str:
