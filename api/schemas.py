@@ -264,11 +264,13 @@ class RepoRequestIn(BaseModel):
     image_id: int | None = Field(
         None, ge=1, le=MAX_ID, description="An inspected image: its default kernel and distro are used"
     )
-    ofed_version: str | None = Field(None, description="Pick this OFED version (default: the newest that fits)")
-    distro: str | None = Field(
-        None, description="MLNX_OFED distro tag, e.g. `rhel8.6` (default: from the image or kernel)"
+    ofed_version: str | None = Field(
+        None, description="Pick this OFED version (default: the newest that fits)", max_length=64
     )
-    arch: str | None = Field(None, description="Default: from the kernel release")
+    distro: str | None = Field(
+        None, description="MLNX_OFED distro tag, e.g. `rhel8.6` (default: from the image or kernel)", max_length=32
+    )
+    arch: str | None = Field(None, description="Default: from the kernel release", max_length=16)
     bundle_id: int | None = Field(
         None, ge=1, le=MAX_ID, description="Use this bundle (when several have the same name and version)"
     )

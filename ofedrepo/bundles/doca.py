@@ -25,9 +25,9 @@ refused, saying which is missing. Those are the build's tools, not packages for 
 version leaves them out, with the wrapper packages (``doca-host``, ``doca-kernel-repo``).
 
 Generations (what the public sources show; ``docs/testing.md`` lists the same with the test model):
-2.9/2.10 LTS and 3.0: GA ``kmod-*`` for a RHEL minor (``rhel9.5``), sources in ``doca-ofed-source``;
-3.1: the same, with the sources inside ``doca-extra``; 3.2 and later: ``*-dkms`` only, one repository per
-major (``rhel9``), sources in ``doca-ofed-source``.
+2.9/2.10 LTS, 3.0 and 3.1: GA ``kmod-*`` for a RHEL minor (``rhel9.5``), the driver sources inside ``doca-extra``
+(``doca-ofed-source`` is a later split); 3.2 and later: ``*-dkms`` only, one repository per major (``rhel9``),
+sources in ``doca-ofed-source``.
 """
 
 import hashlib
@@ -79,8 +79,12 @@ NOT_PUBLISHED = {
     LOCAL_REPO_PACKAGE: "the wrapper of the repository ofedrepo publishes from",
     WRAPPER: "a wrapper of a kernel repository; ofedrepo publishes the packages inside",
 }
-#: The DOCA profiles: their version is the DOCA version (their release the build number alone).
-METAPACKAGES = ("doca-ofed", "doca-all", "doca-networking", "doca-roce", "doca-ofed-userspace")
+#: The DOCA profiles and their userspace variants, and ``doca-kernel``: their version is the DOCA version (their
+#: release the build number alone).
+METAPACKAGES = frozenset(
+    {f"doca-{profile}{variant}" for profile in ("ofed", "all", "networking", "roce") for variant in ("", "-userspace")}
+    | {"doca-kernel"}
+)
 #: The userspace stack without DKMS, and the prefix of the kernel metapackage doca-kernel-support makes.
 USERSPACE = "doca-ofed-userspace"
 KERNEL_METAPACKAGE_PREFIX = "doca-kernel-"
@@ -90,7 +94,7 @@ _COMPACT_DISTRO = re.compile(r"(?P<family>[a-z]+)(?P<digits>[0-9]+)")
 _YEAR_VERSIONED = frozenset({"ubuntu", "openeuler"})
 #: NVIDIA's online tree, as the end of an imported directory's path.
 _ONLINE_TREE = re.compile(
-    r"(?:^|/)(?P<doca>[0-9]+\.[0-9]+\.[0-9]+)/(?P<distro>[a-z]+[0-9][0-9.]*)/(?P<arch>[a-z0-9_-]+)/*\Z"
+    r"(?:^|/)doca/(?P<doca>[0-9]+\.[0-9]+\.[0-9]+)/(?P<distro>[a-z]+[0-9][0-9.]*)/(?P<arch>[a-z0-9_-]+)/*\Z"
 )
 #: The online tree's arch directories: rpm's names, and NVIDIA's for Arm servers (``sbsa-arm64`` in 2.9.1 and
 #: 2.10.0, ``arm64-sbsa`` in 3.3.0: linux.mellanox.com URLs in public install scripts). ``arm64-dpu`` is
@@ -103,11 +107,14 @@ _TREE_ARCHES = {
 #: doca-kernel-support's only word on where it builds (its work directory is a mktemp under /tmp: letters and
 #: digits from mktemp(1), with underscores from other mkdtemp implementations).
 BUILDING_UNDER = re.compile(rb"Building under (/tmp/DOCA\.[A-Za-z0-9_]{1,64})\s*$")
-_LOCAL_REPO = re.compile(rf"/usr/share/{LOCAL_REPO_PACKAGE}-[^/]+/repo/")
+_LOCAL_REPO = re.compile(rf"/usr/share/(?P<host>{LOCAL_REPO_PACKAGE}-[^/]+)/repo/")
 #: What ``doca-kernel-repo`` installs: ``/usr/share/doca-host-<ver>[-<build>...]/Modules/<K>/*.rpm``.
 _MODULES = re.compile(
-    rf"/usr/share/{LOCAL_REPO_PACKAGE}-(?P<doca>[0-9]+\.[0-9]+\.[0-9]+)[^/]*/Modules/(?P<kernel>[^/]+)/(?P<name>[^/]+\.rpm)"
+    rf"/usr/share/{LOCAL_REPO_PACKAGE}-(?P<doca>[0-9]+\.[0-9]+\.[0-9]+)(?:-[^/]*)?/Modules/(?P<kernel>[^/]+)/(?P<name>[^/]+\.rpm)"
 )
+#: ``doca-host-<ver>``, or ``doca-host-<ver>-<build>...`` (NVIDIA's Debian package names it so): the directory
+#: that holds a local repository or a kernel repository's ``Modules/``.
+_HOST_DIRECTORY = re.compile(rf"{LOCAL_REPO_PACKAGE}-(?P<doca>[0-9]+\.[0-9]+\.[0-9]+)(?:-.*)?")
 
 
 def is_rpm_file(path: Path) -> bool:
@@ -303,11 +310,11 @@ def read_doca_tree(
     return Registration(opened, kernels, tool_checksum(root / facts["tool_package"]), facts)
 
 
-def unpack_local_repo(package: Path, destination: Path, limits: Limits) -> None:
+def unpack_local_repo(package: Path, version: str, destination: Path, limits: Limits) -> None:
     """Write the repository in ``doca-host-*.rpm``'s payload into ``destination``; the ``.repo`` file it would
     install is skipped. The repository is at ``/usr/share/doca-host-<ver>/repo/`` (a public installer of 3.2.1
     reads ``/usr/share/doca-host-3.2.1/repo/Packages``; NVIDIA's Debian package names the directory
-    ``doca-host-<ver>-<build>-<ofed>-<distro>``): one such directory, whatever follows ``doca-host-``."""
+    ``doca-host-<ver>-<build>-<ofed>-<distro>``): one such directory, of the package's own ``version``."""
     found: set[str] = set()
 
     def select(name: str) -> str | None:
@@ -325,6 +332,10 @@ def unpack_local_repo(package: Path, destination: Path, limits: Limits) -> None:
     if not written:
         where = f"/usr/share/{LOCAL_REPO_PACKAGE}-<version>/repo/"
         raise NotABundle(f"{package.name} holds nothing under {where}: not a DOCA-Host local repository")
+    (directory,) = found
+    host = _HOST_DIRECTORY.fullmatch(directory.split("/")[3])
+    if host is None or host["doca"] != version:
+        raise NotABundle(f"{package.name} is DOCA-Host {version[:24]}, but its repository is {directory[:120]}")
 
 
 def unpack_tools(packages: list[Path], destination: Path, limits: Limits) -> Path:
@@ -372,6 +383,24 @@ def local_repo_header(package: Path) -> PackageHeader:
     if header.name != LOCAL_REPO_PACKAGE:
         raise NotABundle(f"{package.name}: a {header.name} package, not {LOCAL_REPO_PACKAGE}")
     return header
+
+
+def _header_name(path: Path) -> str:
+    """A package's name from its header; empty for what is not a readable package."""
+    try:
+        return read_header(path).name if path.is_file() and not path.is_symlink() else ""
+    except InvalidInput:
+        return ""
+
+
+def _wrapper_header(package: Path) -> None:
+    """Refuse, saying what it is instead, a package that is not a ``doca-kernel-repo``."""
+    name = _header_name(package)
+    if name == WRAPPER:
+        return
+    hint = " (a DOCA repository: register it with ofedrepo bundle add)" if name == LOCAL_REPO_PACKAGE else ""
+    shown_name = name[:60] or "unreadable"
+    raise InvalidInput(f"{package.name} is a {shown_name} package, not {WRAPPER}{hint}: nothing to publish")
 
 
 def _package_paths(directory: Path) -> list[Path]:
@@ -426,7 +455,7 @@ class DocaOfed:
         header = local_repo_header(source)
         scratch = workspace.data.new_scratch(workspace.data.work, "unpack")
         try:
-            unpack_local_repo(source, scratch / "repo", workspace.limits)
+            unpack_local_repo(source, header.version, scratch / "repo", workspace.limits)
             yield read_doca_tree(scratch / "repo", True, names, local_repo=header)
         finally:
             remove_tree(scratch)
@@ -449,6 +478,16 @@ class DocaOfed:
         headers = {relative: read_header(stored.root / relative) for relative in packages}
         tree = f"doca/{stored.identity.doca_version}/{stored.identity.distro}/{stored.identity.arch}"
         return identify(headers, None, [tree])[1]
+
+    def confirm_names(self, identity: BundleIdentity, names: Sequence[str]) -> None:
+        """The same tree imported again by a path naming another release, distro or arch is refused, as it would
+        have been the first time (its content, not its path, made the checksum that found it)."""
+        named = _named_tree(names)
+        if named is not None and named[:3] != (identity.doca_version, identity.distro, identity.arch):
+            raise NotABundle(
+                f"this repository is registered as {identity.name}, but its path names {named[3]}: packages of "
+                "another release, distro or arch than the path says"
+            )
 
     def fits_distro(self, bundle_distro: str, wanted: str) -> bool:
         """A repository of the tag (``rhel9.6``), or of its major (from DOCA 3.2 NVIDIA publishes one repository
@@ -507,16 +546,15 @@ class DocaOfed:
             yield _combined(opened, scratch / "rebuilt", scratch)
 
     def recognises_output(self, source: Path) -> bool:
-        """A ``doca-kernel-repo`` package (by its header: a download may be named anything), or a directory
-        holding the ``doca-kernel-<K'>`` metapackage (its ``Modules/<K>/`` repository)."""
+        """A package file (MLNX_OFED's output is an archive or a directory; ``open_output`` says when the package
+        is not a ``doca-kernel-repo``, whatever its file is called), or a directory holding a ``doca-kernel-<K'>``
+        metapackage, by its header (its ``Modules/<K>/`` repository; the repository's own ``doca-kernel`` is not
+        one)."""
         if source.is_file():
-            try:
-                return is_rpm_file(source) and read_header(source).name == WRAPPER
-            except InvalidInput:
-                return False
+            return is_rpm_file(source)
         return source.is_dir() and any(
-            path.name.startswith(KERNEL_METAPACKAGE_PREFIX) and not path.name.startswith(WRAPPER)
-            for path in source.glob("*.rpm")
+            _header_name(path).startswith(KERNEL_METAPACKAGE_PREFIX) and not path.name.startswith(WRAPPER)
+            for path in sorted(source.glob(f"{KERNEL_METAPACKAGE_PREFIX}*.rpm"))[:16]
         )
 
     @contextmanager
@@ -536,6 +574,7 @@ class DocaOfed:
         try:
             rebuilt = scratch / "rebuilt"
             if source.is_file():
+                _wrapper_header(source)
                 doca_version, kernel = unwrap_kernel_repo(source, kernel, rebuilt, workspace.limits)
             else:
                 doca_version, kernel = self._modules_directory(source, kernel, rebuilt)
@@ -543,19 +582,24 @@ class DocaOfed:
             if release.arch is None:
                 raise InvalidInput(f"{source.name} holds packages for {kernel}, a kernel that names no architecture")
             distro = ofed_distro_for_kernel(release)
+            if distro is None:  # every repository of the release would fit: which userspace is not guessed
+                raise InvalidInput(
+                    f"cannot tell which distro {kernel} is for, so which registered DOCA repository's userspace goes "
+                    "with it: publish it through a build (a request with its distro)"
+                )
             fitting = [
                 stored
                 for stored in registered(BundleKind.DOCA)
                 if (stored.identity.doca_version, stored.identity.arch) == (doca_version, release.arch)
-                and (distro is None or self.fits_distro(stored.identity.distro, distro.tag))
+                and self.fits_distro(stored.identity.distro, distro.tag)
             ]
             names = sorted({stored.name for stored in fitting})
             if len(names) != 1:  # the same repository registered twice (its package and its tree) is one
                 listed = ", ".join(names) or "none is registered"
-                fit = f" and {distro}" if distro else ""
                 raise InvalidInput(
                     f"{source.name} was built from DOCA {doca_version} for {kernel}: publishing it needs the one "
-                    f"registered DOCA repository of that release, {release.arch}{fit} (ofedrepo bundle add); {listed}"
+                    f"registered DOCA repository of that release, {release.arch} and {distro} (ofedrepo bundle add); "
+                    f"{listed}"
                 )
             note(f"with the userspace packages of {fitting[0].name}")
             with self.open_stored(fitting[0], workspace, note) as opened:
@@ -568,8 +612,8 @@ class DocaOfed:
         """A copy of the packages of ``.../doca-host-<ver>/Modules/<K>/``: the path tells the version and kernel."""
         absolute = Path(os.path.abspath(source))
         parent = absolute.parent
-        doca_version = DOCA_VERSION.match(parent.parent.name.removeprefix(f"{LOCAL_REPO_PACKAGE}-"))
-        if parent.name != "Modules" or not parent.parent.name.startswith(f"{LOCAL_REPO_PACKAGE}-") or not doca_version:
+        host = _HOST_DIRECTORY.fullmatch(parent.parent.name)
+        if parent.name != "Modules" or host is None:
             raise InvalidInput(
                 f"{source}: a directory of DOCA kernel packages is published from where the wrapper installs it, "
                 f"/usr/share/{LOCAL_REPO_PACKAGE}-<version>/Modules/<kernel>/; or publish the {WRAPPER} package"
@@ -582,7 +626,7 @@ class DocaOfed:
             if not is_regular_inside(package, absolute):
                 raise InvalidInput(f"{package.name}: not a file inside {source}")
             shutil.copyfile(package, destination / package.name)
-        return doca_version.group(0), absolute.name
+        return host["doca"], absolute.name
 
     def dib_packages(self, present: Collection[str]) -> list[str]:
         return package_list(present)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from ofedrepo.bundles.names import BundleIdentity
 from ofedrepo.bundles.unpack import OpenedBundle, open_bundle
 from ofedrepo.bundles.vendor import (
     COLLECTED,
@@ -115,6 +116,9 @@ class MlnxOfed:
     def open_stored(self, stored: StoredBundle, workspace: Workspace, note: Note) -> Iterator[OpenedBundle]:
         with open_bundle(stored.root, workspace.data, workspace.limits, workspace.libraries, [stored.name]) as opened:
             yield opened
+
+    def confirm_names(self, identity: BundleIdentity, names: Sequence[str]) -> None:
+        """Its marker files, not its names, say what a bundle is: the same content is the same bundle."""
 
     def fits_distro(self, bundle_distro: str, wanted: str) -> bool:
         """A bundle is built for one distro tag (``rhel8.6``) and serves images of that tag only, or kernels that

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ofedrepo.bundles.archive import Limits
 from ofedrepo.bundles.names import BundleIdentity
 from ofedrepo.bundles.vendor import StoredBundle, Workspace
-from ofedrepo.bundles.vendors import vendor_for_input
+from ofedrepo.bundles.vendors import vendor_for_input, vendor_of
 from ofedrepo.config import Settings
 from ofedrepo.errors import InvalidInput, NotFound
 from ofedrepo.kinds import BundleKind
@@ -192,12 +192,14 @@ class BundleStore:
         return Candidate(path=copy, name=copy.name, sha256=sha256, scratch=scratch)
 
     def add(self, candidate: Candidate, progress: Callable[[str], None] | None = None) -> tuple[BundleView, bool]:
-        """Register the bundle (unless its sha256 is known); True when this call stored it."""
-        known = self.find(candidate.sha256)
+        """Register the bundle (unless its sha256 is known: then what it arrived as must not name another
+        identity than the stored one); True when this call stored it."""
+        names = [candidate.name, *([candidate.origin] if candidate.origin else [])]
+        known = self._known(candidate.sha256, names)
         if known:
             return known, False
         with exclusive_lock(self.data.locks / "bundles" / f"{candidate.sha256}.lock"):
-            known = self.find(candidate.sha256)
+            known = self._known(candidate.sha256, names)
             if known:
                 return known, False
             target = self.data.bundles / candidate.sha256
@@ -206,7 +208,6 @@ class BundleStore:
             if progress:
                 progress(f"Unpacking {candidate.name}")
             vendor = vendor_for_input(candidate.path)
-            names = [candidate.name, *([candidate.origin] if candidate.origin else [])]
             with vendor.register(candidate.path, names, self.workspace, progress) as registration:
                 opened = registration.opened
                 target.mkdir(parents=True)
@@ -241,6 +242,13 @@ class BundleStore:
                     return existing, False
                 log.info("stored bundle %s (%s) as %s", identity.name, candidate.sha256[:12], stored)
                 return BundleView.of(row), True
+
+    def _known(self, sha256: str, names: list[str]) -> BundleView | None:
+        known = self.find(sha256)
+        if known is not None:
+            identity = BundleIdentity(known.ofed_version, known.distro, known.arch, known.kind, known.doca_version)
+            vendor_of(known.kind).confirm_names(identity, names)
+        return known
 
     def find(self, sha256: str) -> BundleView | None:
         with self.sessions() as session:

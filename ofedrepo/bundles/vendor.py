@@ -127,6 +127,11 @@ class Vendor(Protocol):
         """Identify and open a new input; ``names`` are what it arrived as (file name, imported path)."""
         ...
 
+    def confirm_names(self, identity: BundleIdentity, names: Sequence[str]) -> None:
+        """Refuse (``NotABundle``) when ``names`` (what an input already registered under ``identity`` arrived as
+        this time) say it is something else: registering the same content again must not bypass identification."""
+        ...
+
     def open_stored(
         self, stored: StoredBundle, workspace: Workspace, note: Note
     ) -> AbstractContextManager[OpenedBundle]:

@@ -379,6 +379,22 @@ def test_ofedrepo_publish_takes_doca_kernel_support_output(
     (modules,) = unpacked.glob("usr/share/doca-host-*/Modules/*")
     assert publish(modules)["version"] in (1, 2)
 
+    # A kernel whose distro cannot be told: which repository's userspace goes with it is not guessed.
+    unknown = unpacked / "usr" / "share" / modules.parent.parent.name / "Modules" / "6.1.0-13.fc.x86_64"
+    shutil.copytree(modules, unknown)
+    refused = subprocess.run(
+        [str(VENV_BIN / "ofedrepo"), "publish", str(unknown)], env=service.environment, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "cannot tell which distro 6.1.0-13.fc.x86_64 is for" in refused.stderr
+    # A repository's own package is not a tool's output: it says what to do with it instead.
+    repository = subprocess.run(
+        [str(VENV_BIN / "ofedrepo"), "publish", str(inputs.local_repos[DOCA_32])], env=service.environment,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert repository.returncode != 0 and "is a doca-host package" in repository.stderr, repository.stderr
+    assert "ofedrepo bundle add" in repository.stderr
+
     # Without the DOCA release it was built from registered, it is refused in one line.
     other = subprocess.run(
         [str(VENV_BIN / "ofedrepo"), "publish", str(wrapper)],
@@ -409,3 +425,14 @@ def test_a_31_wrapper_publishes_for_the_kernel_it_names_whatever_its_file_is_cal
     assert done.returncode == 0, done.stdout + done.stderr
     published = json.loads(done.stdout)
     assert (published["bundle"], published["kernel"]) == (DOCA_31.name, kernel)
+
+
+def test_the_same_tree_under_a_path_naming_another_release_is_refused(service: RunningServer, inputs: Inputs) -> None:
+    """Its checksum finds the registered repository; the path it came by must still agree with it."""
+    registered(service, inputs, DOCA_31, "online-tree")
+    renamed = inputs.root / "renamed" / "doca" / "3.2.0" / DOCA_31.tag / DOCA_31.arch
+    if not renamed.exists():
+        shutil.copytree(inputs.trees[DOCA_31], renamed, symlinks=True)
+    answer = httpx.post(f"{service.url}/api/v1/bundles", json={"path": str(renamed)}, timeout=120)
+    assert answer.status_code == 422, answer.text
+    assert f"registered as {DOCA_31.name}, but its path names doca/3.2.0/" in answer.json()["detail"]

@@ -88,6 +88,11 @@ def test_what_cannot_be_identified_is_refused_saying_why() -> None:
         identify({"a": EXTRA, "b": SOURCE, "c": META}, None, ["x86_64", "/srv/doca31"])
     with pytest.raises(NotABundle, match="packages of another DOCA release"):
         identify({"a": EXTRA, "b": SOURCE, "c": META}, None, ["/srv/doca/3.1.0/rhel9.6/x86_64"])
+    doca_kernel_31 = package("doca-kernel", "091000", (), version="3.1.0", requires=("kmod-iser",))
+    with pytest.raises(NotABundle, match="packages of another DOCA release"):  # doca-kernel is a profile too
+        identify({"a": EXTRA, "b": SOURCE, "k": doca_kernel_31}, None, ["/srv/doca/3.2.0/rhel9/x86_64"])
+    with pytest.raises(NotABundle, match="by a path ending in doca/<version>/<distro>/<arch>"):
+        identify({"a": EXTRA, "b": SOURCE, "c": META}, None, ["/srv/mirror/3.2.0/rhel9/x86_64"])  # no doca/
     with pytest.raises(NotABundle, match="one architecture"):
         identify({"a": EXTRA, "b": SOURCE, "c": META}, None, ["/srv/doca/3.2.0/rhel9/aarch64"])
 
