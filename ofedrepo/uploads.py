@@ -13,6 +13,7 @@ the check and the read, and a file from elsewhere is read, or one file stored un
 import errno
 import hashlib
 import os
+import re
 import stat
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +26,8 @@ from ofedrepo.errors import InvalidInput, TooLarge
 from ofedrepo.storage import DataDir, remove_tree
 
 MAX_NAME = 255
+#: A file name given to tools as it is: NVIDIA's names (``MLNX_OFED_LINUX-…-x86_64.tgz``, ``doca-host-….rpm``).
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}")
 CHUNK = 1024 * 1024
 
 
@@ -242,11 +245,15 @@ def discard(candidate: Candidate) -> None:
 
 
 class UploadSink:
-    """Receives an upload into ``<data>/uploads``: hashed as it arrives, refused past ``limit`` bytes."""
+    """Receives an upload into a directory of its own under ``<data>/uploads``: hashed as it arrives, refused
+    past ``limit`` bytes, then called by the client's file name, so that what reads it (and every refusal) names
+    the file the client sent."""
 
     def __init__(self, data: DataDir, limit: int, setting: str) -> None:
         data.uploads.mkdir(parents=True, exist_ok=True)
-        self.path = data.uploads / f"upload-{uuid.uuid4().hex}"
+        self._directory = data.uploads / f"upload-{uuid.uuid4().hex}"
+        self._directory.mkdir()
+        self.path = self._directory / "upload"
         self.limit = limit
         self.setting = setting
         self.size = 0
@@ -264,8 +271,13 @@ class UploadSink:
         self._file.close()
         if self.size == 0:
             raise InvalidInput("the upload is empty")
-        return Candidate(path=self.path, name=display_name(name), sha256=self._digest.hexdigest())
+        shown = display_name(name)
+        if _PLAIN_NAME.fullmatch(shown):  # others (spaces, commas, a leading dash) stay "upload" on disk
+            named = self._directory / shown
+            os.rename(self.path, named)
+            self.path = named
+        return Candidate(path=self.path, name=shown, sha256=self._digest.hexdigest())
 
     def discard(self) -> None:
         self._file.close()
-        self.path.unlink(missing_ok=True)
+        remove_tree(self._directory)

@@ -169,6 +169,39 @@ Release: {release}%{{?_kmp_build_num}}%{{?_dist}}
 """
 
 
+#: What redhat-rpm-config's find-debuginfo adds to a KMP build on a RHEL builder, where
+#: ``_enable_debug_packages`` is on by default: a ``-debuginfo`` per package with modules and the source
+#: package's ``-debugsource`` (rollandf/doca-driver-build ``docs/install-pl-deprecation-plan.md`` §11.6: a
+#: 47 MB ``kmod-mlnx-ofa_kernel-debuginfo`` and a 2 MB ``mlnx-ofa_kernel-debugsource`` in doca-kernel-support's
+#: harvest). Off where the macro is not defined (Debian's rpm; the repositories NVIDIA publishes, in which no
+#: public listing shows a debug package).
+DEBUG_PACKAGES = """
+%if 0%{{?_enable_debug_packages}} && "%{{KMP}}" == "1"
+%package -n kmod-{kmp_name}-debuginfo
+Summary: Debug information for kmod-{kmp_name}
+Release: {release}%{{?_kmp_build_num}}%{{?_dist}}
+%description -n kmod-{kmp_name}-debuginfo
+Debug symbols of {name}'s kernel modules.
+%files -n kmod-{kmp_name}-debuginfo
+/usr/lib/debug%{{moddir}}
+%package -n {name}-debugsource
+Summary: Debug sources for {name}
+%description -n {name}-debugsource
+Sources of {name}, for debuggers.
+%files -n {name}-debugsource
+/usr/src/debug/{name}-%{{version}}
+%endif
+"""
+
+DEBUG_INSTALL = """
+%if 0%{{?_enable_debug_packages}} && "%{{KMP}}" == "1"
+mkdir -p %{{buildroot}}/usr/lib/debug%{{moddir}} %{{buildroot}}/usr/src/debug/{name}-%{{version}}
+for module in {modules}; do echo "$module symbols" > %{{buildroot}}/usr/lib/debug%{{moddir}}/$module.ko.debug; done
+echo sources > %{{buildroot}}/usr/src/debug/{name}-%{{version}}/README
+%endif
+"""
+
+
 def kernel_spec(component: Component, ofed_version: str) -> str:
     version = component.version or ofed_version.split("-")[0]
     release = component.release or "OFED." + ofed_version.replace("-", ".") + ".1"
@@ -214,9 +247,12 @@ def kernel_spec(component: Component, ofed_version: str) -> str:
             "echo symbols > %{buildroot}/usr/src/ofa_kernel/%{_arch}/%{KVERSION}/Module.symvers\n"
             "echo sources > %{buildroot}/usr/src/ofa_kernel-%{version}/README\n"
         )
+    modules = " ".join(component.modules)
+    packages += DEBUG_PACKAGES.format(name=main, kmp_name=component.kmp_name, release=release)
+    install += DEBUG_INSTALL.format(name=main, modules=modules)
     return KERNEL_SPEC.format(
         name=main, version=version, release=release, main_kver=int(component.main_kver or not component.utilities),
-        modules=" ".join(component.modules), packages=packages, install=install,
+        modules=modules, packages=packages, install=install,
     )  # fmt: skip
 
 
@@ -333,6 +369,16 @@ def install_tool(source: str, destination: Path, replacements: dict[str, str] | 
     destination.chmod(0o755)
 
 
+#: A kernel tree's top Makefile, as far as tools ask it: ``make -s kernelrelease`` prints the release that
+#: include/config/kernel.release holds (doca-kernel-support -s reads the kernel version so, VENDOR sources [A2]).
+KERNEL_MAKEFILE = """\
+# kernel {kernel}
+KERNELRELEASE = $(shell cat include/config/kernel.release 2> /dev/null)
+kernelrelease:
+\t@echo "$(KERNELRELEASE)"
+"""
+
+
 def make_kernel_sources(
     root: Path, kernel: str, release: str | None = None, build_seconds: int = 0, compile_error: str | None = None
 ) -> Path:
@@ -342,7 +388,7 @@ def make_kernel_sources(
     "compiler" prints, failing, for every module built against these sources."""
     sources = root / kernel
     (sources / "include" / "config").mkdir(parents=True, exist_ok=True)
-    (sources / "Makefile").write_text(f"# kernel {kernel}\nKERNELRELEASE = {release or kernel}\n")
+    (sources / "Makefile").write_text(KERNEL_MAKEFILE.format(kernel=kernel))
     (sources / "include" / "config" / "kernel.release").write_text(f"{release or kernel}\n")
     if build_seconds:
         (sources / ".synthetic-build-delay").write_text(str(build_seconds))
@@ -526,7 +572,8 @@ What add-kernel-support builds against: /usr/src/kernels/{kernel}.
 %build
 %install
 mkdir -p %{{buildroot}}/usr/src/kernels/{kernel}/include/config
-printf '# kernel {kernel}\\nKERNELRELEASE = {kernel}\\n' > %{{buildroot}}/usr/src/kernels/{kernel}/Makefile
+cat > %{{buildroot}}/usr/src/kernels/{kernel}/Makefile <<'MAKEFILE'
+{makefile}MAKEFILE
 echo {kernel} > %{{buildroot}}/usr/src/kernels/{kernel}/include/config/kernel.release
 {extra}
 %files
@@ -554,7 +601,14 @@ def add_kernel_devel(repo: Path, kernel: str, build_seconds: int = 0, key: TestK
     )
     spec_file = work / "kernel-devel.spec"
     spec_file.write_text(
-        KERNEL_DEVEL_SPEC.format(name=name, version=version, release=release, kernel=kernel, extra=delay)
+        KERNEL_DEVEL_SPEC.format(
+            name=name,
+            version=version,
+            release=release,
+            kernel=kernel,
+            extra=delay,
+            makefile=KERNEL_MAKEFILE.format(kernel=kernel),
+        )  # fmt: skip
     )
     subprocess.run(install_pl.rpmbuild_argv(work, "-bb", "--target", arch, str(spec_file)), check=True,
                    capture_output=True)  # fmt: skip

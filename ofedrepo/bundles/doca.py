@@ -89,7 +89,7 @@ METAPACKAGES = frozenset(
 USERSPACE = "doca-ofed-userspace"
 KERNEL_METAPACKAGE_PREFIX = "doca-kernel-"
 _OFED_SOURCE = re.compile(r"MLNX_OFED_SRC-(?:[a-z][a-z0-9.]*-)?(?P<version>[0-9]+\.[0-9]+-[0-9]+(?:\.[0-9]+)*)\.tgz")
-_COMPACT_DISTRO = re.compile(r"(?P<family>[a-z]+)(?P<digits>[0-9]+)")
+_COMPACT_DISTRO = re.compile(r"(?P<family>[a-z]+)(?P<digits>[0-9]+)(?P<service_pack>sp[0-9]+)?")
 #: Distros numbered by year and month (``ubuntu24.04``, ``openeuler22.03``): two digits of major release.
 _YEAR_VERSIONED = frozenset({"ubuntu", "openeuler"})
 #: NVIDIA's online tree, as the end of an imported directory's path.
@@ -158,8 +158,9 @@ def package_list(present: Collection[str]) -> list[str]:
 
 def parse_compact_distro(text: str) -> str:
     """``rhel95`` → ``rhel9.5``, ``rhel9`` → ``rhel9``, ``rhel100`` → ``rhel10.0``, ``ubuntu2404`` →
-    ``ubuntu24.04``: the ``doca-host`` package's release writes the distro without its dot; ofedrepo's tags
-    (and images) have it."""
+    ``ubuntu24.04``, ``sles15sp6`` → ``sles15sp6``: the ``doca-host`` package's release writes the distro
+    without its dot; ofedrepo's tags (and images) have it. SUSE's service pack is already how MLNX_OFED's tags
+    write it."""
     match = _COMPACT_DISTRO.fullmatch(text) if len(text) <= 32 else None
     if not match:
         raise NotABundle(f"cannot read a distro from {text[:40]!r}")
@@ -169,7 +170,8 @@ def parse_compact_distro(text: str) -> str:
     else:
         major_length = 2 if digits.startswith("1") and len(digits) >= 2 else 1
     major, minor = digits[:major_length], digits[major_length:]
-    return parse_ofed_distro(f"{family}{major}" + (f".{minor}" if minor else "")).tag
+    service_pack = match.group("service_pack") or ""
+    return parse_ofed_distro(f"{family}{major}" + (f".{minor}" if minor else "") + service_pack).tag
 
 
 def _single(headers: dict[str, PackageHeader], name: str) -> str:
@@ -423,9 +425,9 @@ def _combined(stored: OpenedBundle, rebuilt: Path, scratch: Path) -> OpenedBundl
     combined.mkdir()
     (combined / "bundle").symlink_to(stored.root)
     os.rename(rebuilt, combined / "rebuilt")
-    packages = [f"bundle/{key}" for key in stored.packages]
-    packages += [f"rebuilt/{path.name}" for path in _package_paths(combined / "rebuilt")]
-    return replace(stored, root=combined, packages=packages, owned=False)
+    rebuilt_packages = [f"rebuilt/{path.name}" for path in _package_paths(combined / "rebuilt")]
+    packages = [f"bundle/{key}" for key in stored.packages] + rebuilt_packages
+    return replace(stored, root=combined, packages=packages, owned=False, rebuilt=frozenset(rebuilt_packages))
 
 
 class DocaOfed:

@@ -50,6 +50,9 @@ class OpenedBundle:
     library_set: str | None
     """The ``RPMS/`` subdirectory taken from a split bundle (``UPSTREAM_LIBS``), None for a flat one."""
     owned: bool
+    rebuilt: frozenset[str] = frozenset()
+    """Packages the rebuild tool made for the kernel (``packages`` keys), where their headers alone cannot tell
+    them from the repository's (DOCA's KMP builds leave no kernel in a userspace package's release)."""
 
 
 def _read_marker(root: Path, name: str, limit: int = _MARKER_MAX_BYTES) -> str | None:

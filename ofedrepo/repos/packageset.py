@@ -10,14 +10,23 @@ packages that 5.x copies of the script deleted, so ``yum install mlnx-ofed-<grou
    or a build tree under ``/usr/src/ofa_kernel/<arch>/<other>/``, or its release says ``.kver.<other>``;
    so is a DKMS package (``*-dkms``, DOCA-OFED's only kernel packages from DOCA 3.2): it would compile its
    modules on the node at install time, where the version holds them built for the kernel already;
-2. the same package (name, EVR, arch) reached twice is kept once;
-3. a metadata package (requirements and nothing but documentation, whatever its arch) with a requirement that
+2. the same package (name, EVR, arch) reached twice is kept once; a debug package (``*-debuginfo``,
+   ``*-debugsource``: doca-kernel-support's harvest holds a 47 MB ``kmod-mlnx-ofa_kernel-debuginfo``,
+   rollandf/doca-driver-build ``docs/install-pl-deprecation-plan.md`` §11.6) is left out: no package list
+   installs symbols;
+3. a package of the repository whose name and arch a package built for this kernel also has is left out: the
+   rebuilt ``mlnx-ofa_kernel``, ``knem`` or ``-source`` stands next to the stock one, and with both in one
+   version dnf would choose by how their dist tags sort (``.rhel9u6`` against the builder's ``.rocky9u6``;
+   confluent-docs' DOCA 2.10/3.0 how-tos patch the tool over such "down-levelled" packages). "Built for this
+   kernel" is what ``is_for`` says, or the tool's own output (``rebuilt``) where a KMP build's userspace package
+   names no kernel;
+4. a metadata package (requirements and nothing but documentation, whatever its arch) with a requirement that
    no kept package satisfies is rewritten: a requirement on a kernel package (``kmod-*``, ``*-kmp-*``, or one
    that only left-out packages provide) becomes an exact ``=`` on the packages built for this kernel that
    install the same modules, or failing that have the non-KMP name (``kmod-<x>`` → ``<x>-modules``, ``<x>``,
    ``<x>`` without ``-mlnx``; ``<x>-dkms`` → ``kmod-<x>``, ``kmod-<x>-mlnx``, ``<x>-modules``); one with no
    counterpart is dropped, and the note says so;
-4. any other package that requires what only left-out packages provide is left out too, until nothing
+5. any other package that requires what only left-out packages provide is left out too, until nothing
    more changes.
 
 ``infer_kernel`` tells, from the same headers, which kernel a bundle was rebuilt for.
@@ -41,6 +50,7 @@ _KVER = ".kver."
 _KMP_FLAVOR = re.compile(r"-kmp-[a-z0-9_]+$")
 _DOCS = "/usr/share/doc/"
 _DKMS = "-dkms"
+_DEBUG_SUFFIXES = ("-debuginfo", "-debugsource")
 
 
 @dataclass(frozen=True)
@@ -242,17 +252,40 @@ def _rewrite(
     return Rewrite(key=key, original=header, requires=tuple(dict.fromkeys(requires)), notes=tuple(notes))
 
 
-def choose(headers: dict[str, PackageHeader], kernel: str) -> Selection:
-    """Decide what the version of ``kernel`` publishes from ``headers`` (keyed by the package's path)."""
+def _not_published_reason(header: PackageHeader, kernel: str) -> str | None:
+    if header.name.endswith(_DKMS):
+        return f"a DKMS package: it would compile its modules on the node; this version holds them built for {kernel}"
+    if header.name.endswith(_DEBUG_SUFFIXES):
+        return "debug symbols: no package list installs them"
+    return other_kernel_reason(header, kernel)
+
+
+def _replaced_by_rebuilt(
+    headers: dict[str, PackageHeader], kept: list[str], kernel: str, rebuilt: frozenset[str]
+) -> dict[str, str]:
+    """Rule 3: the repository's packages whose name and arch a package built for ``kernel`` also has."""
+    made: dict[tuple[str, str], PackageHeader] = {}
+    for key in kept:
+        header = headers[key]
+        if key in rebuilt or is_for(header, kernel):
+            made.setdefault((header.name, header.arch), header)
+    replaced = {}
+    for key in kept:
+        header = headers[key]
+        stands_in = made.get((header.name, header.arch))
+        if stands_in is not None and stands_in is not header and key not in rebuilt and not is_for(header, kernel):
+            replaced[key] = f"replaced by {stands_in.nevra}, built for {kernel}"
+    return replaced
+
+
+def choose(headers: dict[str, PackageHeader], kernel: str, rebuilt: frozenset[str] = frozenset()) -> Selection:
+    """Decide what the version of ``kernel`` publishes from ``headers`` (keyed by the package's path);
+    ``rebuilt``: the keys of packages the rebuild tool made for ``kernel``."""
     left: dict[str, str] = {}
     seen: dict[tuple[str, str, str], str] = {}
     for key in sorted(headers):
         header = headers[key]
-        reason = (
-            f"a DKMS package: it would compile its modules on the node, and this version holds them built for {kernel}"
-            if header.name.endswith(_DKMS)
-            else other_kernel_reason(header, kernel)
-        )
+        reason = _not_published_reason(header, kernel)
         identity = (header.name, header.evr, header.arch)
         if reason:
             left[key] = reason
@@ -260,6 +293,7 @@ def choose(headers: dict[str, PackageHeader], kernel: str) -> Selection:
             left[key] = f"the same package as {seen[identity]}"
         else:
             seen[identity] = key
+    left |= _replaced_by_rebuilt(headers, [key for key in sorted(headers) if key not in left], kernel, rebuilt)
     changed = True
     while changed:
         changed = False

@@ -197,7 +197,7 @@ class Publisher:
         kernel = packageset.infer_kernel(headers, requested_kernel)
         if bundle.library_set:
             progress.note(f"library set: RPMS/{bundle.library_set} (OFEDREPO_BUNDLE_LIBRARIES)")
-        selection = packageset.choose(headers, kernel)
+        selection = packageset.choose(headers, kernel, bundle.rebuilt)
         left_out = [f"{Path(left.key).name}: {left.reason}" for left in selection.left_out]
         for line in left_out:
             progress.note(f"left out {line}")

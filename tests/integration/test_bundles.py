@@ -115,6 +115,23 @@ def test_what_is_not_a_bundle_is_refused_saying_what_is_missing(
     assert [path.name for path in (server.settings.data_dir / "uploads").iterdir()] == []
 
 
+@pytest.mark.parametrize(
+    ("sent", "called"),
+    [("MLNX_OFED_LINUX-5.8-3.0.7.0-rhel8.6-x86_64.tgz", "MLNX_OFED_LINUX-5.8-3.0.7.0-rhel8.6-x86_64.tgz"),
+     ("doca-host-3.1.0-091000_25.07_rhel96.x86_64.rpm", "doca-host-3.1.0-091000_25.07_rhel96.x86_64.rpm"),
+     ("-rf my bundle,v2.tgz", "upload")],
+)  # fmt: skip
+def test_a_refused_upload_is_named_as_the_client_sent_it(
+    server: RunningServer, tmp_path: Path, sent: str, called: str
+) -> None:
+    """Refusals name the file the client sent, never the service's own name for it on disk; a name a tool
+    could misread (a leading dash, spaces, commas) is kept off the disk."""
+    refused = httpx.post(f"{server.url}/api/v1/bundles", files={"file": (sent, b"not an archive" * 100)}, timeout=60)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"].startswith(f"{called}: ") and "upload-" not in refused.json()["detail"]
+    assert list((server.settings.data_dir / "uploads").iterdir()) == []
+
+
 def test_an_upload_over_the_limit_gets_413(server: RunningServer, tmp_path: Path) -> None:
     big = tmp_path / "big.tgz"
     with big.open("wb") as handle:

@@ -156,6 +156,7 @@ def test_what_does_not_tell_what_it_is_is_refused_saying_why(
     (lying / "README").write_text("a mirror under another name\n")
     refused = httpx.post(f"{service.url}/api/v1/bundles", json={"path": str(lying)}, timeout=120)
     assert refused.status_code == 422 and "another DOCA release" in refused.json()["detail"], refused.text
+    registered(service, inputs, DOCA_32, "online-tree")  # the page lists what is registered, beside no refusal
     page = httpx.get(f"{service.url}/ui/bundles", timeout=10).text
     assert "DOCA 3.2.0" in page and DOCA_32.name in page
 
@@ -190,6 +191,15 @@ def test_a_doca_repo_for_a_kernel_installs_its_modules_without_dkms(
     assert "gpgcheck=1" in definition
     listed = dnf(tmp_path / "files", definition, "repoquery", "-q", "-l", "*").stdout.split()
     assert {path.split("/")[3] for path in listed if path.startswith("/lib/modules/")} == {kernel}
+    offered = dnf(tmp_path / "files", definition, "repoquery", "-q", "--qf", "%{name}.%{arch} %{release}", "*")
+    releases = dict(line.split() for line in offered.stdout.splitlines())
+    assert len(releases) == len(offered.stdout.splitlines()), f"one package of each name and arch: {offered.stdout}"
+    assert not [name for name in releases if "-debuginfo." in name or "-debugsource." in name], releases
+    assert re.search(r"left out kmod-mlnx-ofa_kernel-debuginfo-\S+: debug symbols", log), log
+    if not spec.dkms:  # the repository's own mlnx-ofa_kernel stands next to the rebuilt one: only the latter
+        stock = "." + spec.tag.replace(".", "u")
+        assert not releases[f"mlnx-ofa_kernel.{spec.arch}"].endswith(stock), releases
+        assert re.search(rf"left out mlnx-ofa_kernel-\S+{stock}\S*: replaced by mlnx-ofa_kernel-", log), log
 
     for packages_to_install in (pkglist.split(), ["doca-ofed"]):  # the plain doca-ofed pulls no DKMS either
         root = tmp_path / packages_to_install[0]
@@ -275,8 +285,14 @@ def test_the_tool_model_behaves_as_nvidias(tools: Path, tmp_path: Path, prepared
     assert sorted(path.name for path in (top / "packages" / KERNEL).iterdir())[:2] == ["iser", "isert"]
     (wrapper,) = top.glob("doca-kernel-repo-*.rpm")
     assert wrapper.name == f"doca-kernel-repo-25.10.1.2.8.0-1.kver.{kernel_metapackage(KERNEL)[12:]}.x86_64.rpm"
-    kmods = [path.name for path in (top / "packages" / KERNEL).rglob("kmod-iser-*.rpm")]
-    assert kmods == [f"kmod-iser-25.10-OFED.25.10.1.2.8.0.1.1.{dist_of_this_host()}.x86_64.rpm"]  # .1: above stock
+    kmods = sorted(path.name for path in (top / "packages" / KERNEL / "iser").glob("kmod-iser*.rpm"))
+    release = f"25.10-OFED.25.10.1.2.8.0.1.1.{dist_of_this_host()}.x86_64.rpm"  # .1: above stock
+    assert kmods == [f"kmod-iser-{release}", f"kmod-iser-debuginfo-{release}"]  # debug packages in the harvest
+    # The kernel's version is what `make kernelrelease` says in the tree, not the directory's name.
+    renamed = tmp_path / "renamed"
+    shutil.copytree(sources, renamed)
+    by_make = run_tool(tools, tmp_path / "by-make", renamed, "-s", str(renamed), "-d")
+    assert f"for kernel {KERNEL} " in by_make.stdout, by_make.stdout
 
 
 def dist_of_this_host() -> str:

@@ -48,7 +48,14 @@ def test_doca_names_round_trip() -> None:
 
 @pytest.mark.parametrize(
     ("compact", "tag"),
-    [("rhel95", "rhel9.5"), ("rhel9", "rhel9"), ("rhel100", "rhel10.0"), ("ubuntu2404", "ubuntu24.04")],
+    [
+        ("rhel95", "rhel9.5"),
+        ("rhel9", "rhel9"),
+        ("rhel100", "rhel10.0"),
+        ("ubuntu2404", "ubuntu24.04"),
+        ("sles15sp6", "sles15sp6"),
+        ("openeuler2203sp4", "openeuler22.03sp4"),
+    ],  # fmt: skip
 )
 def test_doca_writes_distros_without_their_dot(compact: str, tag: str) -> None:
     assert parse_compact_distro(compact) == tag

@@ -139,3 +139,38 @@ def test_the_kernel_of_a_bundle() -> None:
     twice = package("iser", f"{OFED}.kver.x", modules("4.18.0-372.32.1.el8_6.x86_64", "ib_iser"))
     with pytest.raises(InvalidInput, match="several kernels"):
         infer_kernel({"g.rpm": STOCK_KMOD, "t.rpm": twice}, None)
+
+
+def test_the_rebuilt_package_of_a_name_replaces_the_repositorys_and_debug_packages_stay_out() -> None:
+    """DOCA <= 3.1: the tool's KMP build makes a userspace mlnx-ofa_kernel whose release names no kernel, beside
+    the repository's; only the rebuilt one is published, so dnf never chooses by how dist tags sort."""
+    stock_utils = package("mlnx-ofa_kernel", f"{OFED}.rhel9u6", ("/etc/init.d/openibd",), signer="a")
+    rebuilt_utils = package("mlnx-ofa_kernel", f"{OFED}.debian12", ("/etc/init.d/openibd",))
+    rebuilt_kmod = package("kmod-mlnx-ofa_kernel", f"{OFED}.1.debian12", modules(K, "mlx5_core"))
+    debuginfo = package("kmod-mlnx-ofa_kernel-debuginfo", f"{OFED}.1.debian12", (f"/usr/lib/debug/lib/modules/{K}/x",))
+    headers = {
+        "bundle/stock-utils.rpm": stock_utils,
+        "bundle/rdma.rpm": RDMA,
+        "rebuilt/utils.rpm": rebuilt_utils,
+        "rebuilt/kmod.rpm": rebuilt_kmod,
+        "rebuilt/debuginfo.rpm": debuginfo,
+    }
+    rebuilt = frozenset(key for key in headers if key.startswith("rebuilt/"))
+    selection = choose(headers, K, rebuilt)
+    assert selection.kept == ("bundle/rdma.rpm", "rebuilt/kmod.rpm", "rebuilt/utils.rpm")
+    reasons = {left.key: left.reason for left in selection.left_out}
+    assert reasons == {
+        "bundle/stock-utils.rpm": f"replaced by {rebuilt_utils.nevra}, built for {K}",
+        "rebuilt/debuginfo.rpm": "debug symbols: no package list installs them",
+    }
+    # Told nothing about its origin, a package whose release names no kernel stands beside the stock one.
+    assert "bundle/stock-utils.rpm" in choose(headers, K).kept
+
+
+def test_an_ext_bundles_stock_userspace_package_gives_way_to_the_one_rebuilt_for_the_kernel() -> None:
+    """MLNX_OFED: the non-KMP rebuild names the kernel in every release (``.kver.<K_>``), headers alone tell."""
+    rebuilt_utils = package("mlnx-ofa_kernel", f"{OFED}.kver.{K_}", ("/usr/sbin/ibdev2netdev",))
+    headers = {"RPMS/stock.rpm": UTILS, "RPMS/rebuilt.rpm": rebuilt_utils, "RPMS/modules.rpm": REBUILT}
+    selection = choose(headers, K)
+    assert selection.kept == ("RPMS/modules.rpm", "RPMS/rebuilt.rpm")
+    assert selection.left_out[0].reason == f"replaced by {rebuilt_utils.nevra}, built for {K}"
