@@ -66,6 +66,11 @@ class DocaSpec:
     """DOCA 3.2 and later: no prebuilt kernel modules, only DKMS packages."""
     sources_in_extra: bool = True
     """Up to DOCA 3.1 the driver sources are inside ``doca-extra``; from 3.2 in ``doca-ofed-source``."""
+    tool_sets_dist: bool = True
+    """Whether doca-kernel-support's rpmbuild defines ``_dist`` (from /etc/os-release, as the 26.07 tool does:
+    rollandf/doca-driver-build deprecation plan §11.6). DOCA 2.10 and 3.0 define none: xcat2/confluent-docs
+    ``doca3-0-install.md`` patches the line to add ``--define "_dist .rhel9u5"``, because without it the rebuilt
+    ``mlnx-ofa_kernel-devel`` and ``-source`` sort below the repository's and are "down-leveled"."""
 
     @property
     def ofed_short(self) -> str:
@@ -90,8 +95,12 @@ class DocaSpec:
         return f"doca-host-{self.doca_version}-{self.local_repo_release}.{self.arch}.rpm"
 
 
-DOCA_210 = DocaSpec("2.10.0", "093000", "25.01-0.6.0.0", "rhel95", "rhel9.5", "5.14.0-503.11.1.el9_5.x86_64")
-DOCA_30 = DocaSpec("3.0.0", "058000", "25.04-0.6.1.0", "rhel95", "rhel9.5", "5.14.0-503.11.1.el9_5.x86_64")
+DOCA_210 = DocaSpec(
+    "2.10.0", "093000", "25.01-0.6.0.0", "rhel95", "rhel9.5", "5.14.0-503.11.1.el9_5.x86_64", tool_sets_dist=False
+)
+DOCA_30 = DocaSpec(
+    "3.0.0", "058000", "25.04-0.6.1.0", "rhel95", "rhel9.5", "5.14.0-503.11.1.el9_5.x86_64", tool_sets_dist=False
+)
 DOCA_31 = DocaSpec("3.1.0", "091000", "25.07-0.9.7.0", "rhel96", "rhel9.6", "5.14.0-570.12.1.el9_6.x86_64")
 DOCA_32 = DocaSpec(
     "3.2.0",
@@ -225,8 +234,11 @@ def _tools(spec: DocaSpec, work: Path, out: Path) -> None:
     (tool_dir / "resources").mkdir(parents=True, exist_ok=True)
     text = (VENDOR / "doca_kernel_support.py").read_text()
     assert 'DOCA_VERSION = "0.0.0"' in text
+    assert "SETS_DIST = True" in text
     (tool_dir / "doca-kernel-support").write_text(
-        text.replace('DOCA_VERSION = "0.0.0"', f'DOCA_VERSION = "{spec.doca_version}"')
+        text.replace('DOCA_VERSION = "0.0.0"', f'DOCA_VERSION = "{spec.doca_version}"').replace(
+            "SETS_DIST = True", f"SETS_DIST = {spec.tool_sets_dist}"
+        )
     )
     (tool_dir / "doca-kernel-support").chmod(0o755)
     (tool_dir / "resources" / "find-provides.ksyms").write_text("#!/bin/sh\n# kernel symbol provides\ncat >/dev/null\n")
@@ -235,7 +247,9 @@ def _tools(spec: DocaSpec, work: Path, out: Path) -> None:
     (extra_stage / "usr" / "share" / "doc" / "doca-extra" / "doca-kernel-support.adoc").write_text(
         "= doca-kernel-support\n"
     )
-    built = payload_package(work, "doca-extra", tools_version, "1", "noarch", extra_stage, requires)
+    # doca-extra-2607.0.10-1.el9 (the deprecation plan, option A): the EL major in its release.
+    el_release = "1.el" + spec.tag.removeprefix("rhel").split(".")[0]
+    built = payload_package(work, "doca-extra", tools_version, el_release, "noarch", extra_stage, requires)
     shutil.move(built, out / built.name)
 
 

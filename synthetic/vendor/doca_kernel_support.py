@@ -15,7 +15,8 @@ exec /usr/bin/env python3 "$0" "$@"
 # - `-k K` builds against /lib/modules/K/build, which EL9's kernel-devel does not make, so without it:
 #   "Could not determine kernel version from source directory"; `-s SRC` takes the tree and its release;
 # - DISTRO comes from /etc/os-release (ID:VERSION_ID), with no override; the KMP dist tag is made from it
-#   (`.rhel9u6`, `.almalinux9u8`; on any other ID the same rule: `.debian12`);
+#   (`.rhel9u6`, `.almalinux9u8`; on any other ID the same rule: `.debian12`), except in DOCA 2.10 and 3.0,
+#   whose rpmbuild defines no `_dist` (xcat2/confluent-docs `doca3-0-install.md` patches it in);
 # - checks its build dependencies with `rpm -q --whatprovides` and `dnf install`s the missing ones, which
 #   fails offline;
 # - `TOP_DIR=$(mktemp -d /tmp/DOCA.XXXXXXXXXX)`, announced as "Building under <dir>"; the sources are untarred
@@ -47,6 +48,7 @@ import tempfile
 from pathlib import Path
 
 DOCA_VERSION = "0.0.0"  # the factory writes the DOCA release this copy belongs to
+SETS_DIST = True  # False for DOCA 2.10 and 3.0, whose rpmbuild line defines no _dist (synthetic/doca.py)
 TOOLS = Path("/opt/mellanox/doca/tools")
 RES_FOLDER = TOOLS / "resources"
 RPM_REBUILD_MODULES = [
@@ -200,7 +202,7 @@ def main(argv: list[str]) -> int:
         topdir = top / f"topdir-{component}"
         command = rpmbuild(
             topdir, "--rebuild", "--target", arch, "--define", f"KVERSION {kernel}", "--define", "_kmp_build_num .1",
-            "--define", f"K_SRC {source}", "--define", "KMP 1", "--define", f"_dist {dist}",
+            "--define", f"K_SRC {source}", "--define", "KMP 1", *(["--define", f"_dist {dist}"] if SETS_DIST else []),
             "--define", "_enable_debug_packages 1", str(srpms[0]),
         )  # fmt: skip
         with log.open("w") as output:
