@@ -270,7 +270,8 @@ class Settings(BaseSettings):
     module_sign_pub_key: Path | None = Field(
         None,
         description="Secure Boot: the certificate (public key) passed as `MODULE_SIGN_PUB_KEY`, the one enrolled "
-        "(MOK) on the nodes. With both set, every rebuilt module must carry a signature or the build fails.",
+        "(MOK) on the nodes. With both set, every rebuilt module must carry a signature that verifies against it, "
+        "or the build fails.",
     )
     bundle_libraries: Literal["upstream", "mlnx"] = Field(
         "upstream",

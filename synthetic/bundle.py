@@ -369,6 +369,20 @@ def install_tool(source: str, destination: Path, replacements: dict[str, str] | 
     destination.chmod(0o755)
 
 
+def make_module_signing_keys(directory: Path, name: str = "ofedrepo test module signing") -> tuple[Path, Path]:
+    """A Secure Boot module signing pair as a kernel build makes it: ``signing_key.pem`` (the private key) and
+    ``signing_key.x509`` (the self-signed certificate, DER), for ``OFEDREPO_MODULE_SIGN_PRIV_KEY`` and
+    ``OFEDREPO_MODULE_SIGN_PUB_KEY``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    private_key, certificate = directory / "signing_key.pem", directory / "signing_key.x509"
+    subprocess.run(
+        ["openssl", "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", f"/CN={name}",
+         "-keyout", str(private_key), "-outform", "DER", "-out", str(certificate)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return private_key, certificate
+
+
 #: A kernel tree's top Makefile, as far as tools ask it: ``make -s kernelrelease`` prints the release that
 #: include/config/kernel.release holds (doca-kernel-support -s reads the kernel version so, VENDOR sources [A2]).
 KERNEL_MAKEFILE = """\

@@ -298,8 +298,8 @@ class Pipeline:
         return BuildState.QUEUED
 
     @property
-    def _signing_modules(self) -> bool:
-        return self.settings.module_sign_priv_key is not None
+    def _module_certificate(self) -> Path | None:
+        return self.settings.module_sign_pub_key
 
     def _build(self, job: BuildJob, scratch: Path, build_log: BuildLog, should_stop: StopCheck) -> int:
         self.publisher.recover(job.repo_id, job.bundle_name, job.kernel)
@@ -331,7 +331,7 @@ class Pipeline:
             if stop:
                 raise Stopped(stop)
             result = self.publisher.publish_opened(
-                rebuilt, job.kernel, job.id, build_log, self._signing_modules, self._still_mine(job)
+                rebuilt, job.kernel, job.id, build_log, self._module_certificate, self._still_mine(job)
             )
         return self._published(result, build_log)
 

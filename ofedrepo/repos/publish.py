@@ -183,10 +183,11 @@ class Publisher:
         requested_kernel: str | None,
         build_id: int | None,
         progress: Progress,
-        signed_modules: bool = False,
+        module_certificate: Path | None = None,
         fence: Fence | None = None,
     ) -> PublishResult:
-        """Publish the package set ``bundle`` offers for the kernel; ``signed_modules`` requires module signatures.
+        """Publish the package set ``bundle`` offers for the kernel; ``module_certificate`` requires every module
+        to be signed by its key.
 
         ``fence`` runs in the transaction that records the new version, and raises to stop it: a build's
         worker checks there that the build is still its own.
@@ -204,10 +205,11 @@ class Publisher:
         for rewrite in selection.rewrites:
             progress.note(f"regenerating {rewrite.original.name} for {kernel}: {'; '.join(rewrite.notes)}")
         progress.step("Verifying kernel modules")
-        verified = verify_kernel_packages([bundle.root / key for key in selection.kept], kernel, signed_modules)
+        verified = verify_kernel_packages([bundle.root / key for key in selection.kept], kernel, module_certificate)
+        signed = f", all signed by the key of {module_certificate.name}" if module_certificate else ""
         progress.note(
             f"verified: {verified.modules} kernel modules in {verified.packages} packages are under "
-            f"/lib/modules/{kernel}/ with vermagic {kernel}" + (", all signed" if signed_modules else "")
+            f"/lib/modules/{kernel}/ with vermagic {kernel}{signed}"
         )
         kept = {Path(key).name: digests[key] for key in selection.kept}
         plans = [f"{rewrite.original.nevra} {' '.join(map(str, rewrite.requires))}" for rewrite in selection.rewrites]

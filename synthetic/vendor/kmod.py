@@ -3,13 +3,16 @@
 
 ``kmod.py write PATH NAME VERMAGIC`` writes a real ELF64 relocatable object (what a ``.ko`` is) whose
 ``.modinfo`` section carries ``vermagic=<VERMAGIC> ...``, as kbuild takes it from the kernel tree's
-``UTS_RELEASE``. ``kmod.py sign PATH PRIVATE PUBLIC`` appends a signature the way the kernel's ``sign-file``
-lays it out (signature, ``struct module_signature``, ``~Module signature appended~\\n``); the signature
-itself is a digest, not PKCS#7: no kernel ever loads these modules.
+``UTS_RELEASE``. ``kmod.py sign PATH PRIVATE PUBLIC`` signs it as the kernel's ``scripts/sign-file`` does:
+a detached PKCS#7 (CMS) signature in DER, SHA-256, without certificates or signed attributes (sign-file's
+``CMS_NOCERTS | CMS_BINARY | CMS_NOSMIMECAP | CMS_NOATTR``, here by ``openssl cms -sign``), then
+``struct module_signature`` (id_type PKEY_ID_PKCS7, the signature's length) and
+``~Module signature appended~\\n``. PRIVATE is the key (PEM), PUBLIC the certificate (DER or PEM), as
+``MODULE_SIGN_PRIV_KEY``/``MODULE_SIGN_PUB_KEY`` name them for the kernel packages' specs.
 """
 
-import hashlib
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -46,8 +49,12 @@ def kernel_module(name: str, vermagic: str) -> bytes:
     return body + bytes(section_headers_offset - len(body)) + b"".join(sections)
 
 
-def signed(module: bytes, private_key: bytes, public_key: bytes) -> bytes:
-    signature = hashlib.sha256(module + private_key + public_key).digest()
+def signed(module: bytes, private_key: Path, certificate: Path) -> bytes:
+    signature = subprocess.run(
+        ["openssl", "cms", "-sign", "-binary", "-noattr", "-nocerts", "-nosmimecap", "-md", "sha256",
+         "-outform", "DER", "-signer", str(certificate), "-inkey", str(private_key)],
+        input=module, capture_output=True, check=True,
+    ).stdout  # fmt: skip
     trailer = struct.pack(">BBBBB3xI", 0, 0, PKEY_ID_PKCS7, 0, 0, len(signature))
     return module + signature + trailer + SIGNATURE_MAGIC
 
@@ -60,7 +67,7 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[:1] == ["sign"] and len(argv) == 4:
         path = Path(argv[1])
-        path.write_bytes(signed(path.read_bytes(), Path(argv[2]).read_bytes(), Path(argv[3]).read_bytes()))
+        path.write_bytes(signed(path.read_bytes(), Path(argv[2]), Path(argv[3])))
         return 0
     sys.stderr.write("usage: kmod.py write PATH NAME VERMAGIC | kmod.py sign PATH PRIVATE_KEY PUBLIC_KEY\n")
     return 2

@@ -8,7 +8,6 @@ elsewhere; the model's own behaviours (-k on EL9, offline dependency installs, o
 checked by running it."""
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -22,9 +21,10 @@ from ofedrepo.bundles.archive import Limits
 from ofedrepo.bundles.doca import TOOLS_PREFIX, DocaOfed, unpack_tools
 from ofedrepo.bundles.vendor import Workspace
 from ofedrepo.process import clean_environment
+from ofedrepo.repos.verify import signature_problem
 from ofedrepo.storage import DataDir
 from synthetic import bundle as synthetic_bundle
-from synthetic.bundle import make_kernel_sources
+from synthetic.bundle import make_kernel_sources, make_module_signing_keys
 from synthetic.doca import (
     DOCA_31,
     DOCA_32,
@@ -90,17 +90,14 @@ def service(
     for kernel in (KERNEL, KERNEL_95):
         make_kernel_sources(kernels, kernel)
     make_kernel_sources(kernels, BROKEN_KERNEL, compile_error=COMPILER_ERROR)
-    keys = root / "module-signing"
-    keys.mkdir()
-    (keys / "signing_key.pem").write_bytes(os.urandom(64))
-    (keys / "signing_key.x509").write_bytes(os.urandom(64))
+    private_key, certificate = make_module_signing_keys(root / "module-signing")
     environment = {
         "OFEDREPO_KERNEL_SOURCES_ROOT": str(kernels),
         "OFEDREPO_WORKER_CONCURRENCY": "2",
         "OFEDREPO_QUEUE_POLL_INTERVAL": "0.2",
         "OFEDREPO_IMPORT_DIRS": str(inputs.root),
-        "OFEDREPO_MODULE_SIGN_PRIV_KEY": str(keys / "signing_key.pem"),
-        "OFEDREPO_MODULE_SIGN_PUB_KEY": str(keys / "signing_key.x509"),
+        "OFEDREPO_MODULE_SIGN_PRIV_KEY": str(private_key),
+        "OFEDREPO_MODULE_SIGN_PUB_KEY": str(certificate),
     }
     running = start_server(root / "var", root / "serve.log", environment, worker=True)
     try:
@@ -176,7 +173,8 @@ def test_a_doca_repo_for_a_kernel_installs_its_modules_without_dkms(
     assert build["state"] == "succeeded", log
     assert re.search(r"Building under /tmp/DOCA\.\w+", log) and "Missing package mlnx-nfsrdma, skipping" in log
     assert "==> doca-kernel-support output <==" in log and "mlnx_add_kernel_support.sh" not in log
-    assert "module signing: MODULE_SIGN_PRIV_KEY and MODULE_SIGN_PUB_KEY are passed" in log and "all signed" in log
+    assert "module signing: MODULE_SIGN_PRIV_KEY and MODULE_SIGN_PUB_KEY are passed" in log
+    assert "all signed by the key of signing_key.x509" in log
     assert "not published: doca-extra-" in log
 
     repo = httpx.get(f"{service.url}/api/v1/repos/{build['repo_id']}", timeout=10).json()
@@ -207,6 +205,8 @@ def test_a_doca_repo_for_a_kernel_installs_its_modules_without_dkms(
         assert installed_kernels(root) == {kernel}
         (module,) = (root / "installroot" / "lib" / "modules" / kernel).rglob("mlx5_core.ko")
         assert module_vermagic(module) == kernel
+        certificate = Path(service.environment["OFEDREPO_MODULE_SIGN_PUB_KEY"])
+        assert signature_problem(module.read_bytes(), certificate) is None
         listing = dnf(root, definition, "list", "--installed").stdout
         named = {line.split()[0] for line in listing.splitlines()[1:] if line.strip()}
         installed = {name.rsplit(".", 1)[0] for name in named}
