@@ -270,7 +270,7 @@ def test_a_running_build_streams_its_log_and_cancel_kills_its_process_group(serv
     before = httpx.get(f"{service.url}/api/v1/builds/{build_id}/log", timeout=10)
     assert before.headers["X-Build-State"] == "running"
     offset = int(before.headers["X-Log-Offset"])
-    time.sleep(2.5)
+    wait_for_log(service, build_id, "(4/")  # two more seconds of the script's output
     grown = httpx.get(f"{service.url}/api/v1/builds/{build_id}/log", params={"offset": offset}, timeout=10)
     assert "compiling kernel modules" in grown.text
     assert script_processes(SLOW_KERNEL)
@@ -413,10 +413,11 @@ def test_cancel_a_queued_build(tmp_path: Path, sources_root: Path, bundle_tgz: P
         # A worker arriving later finds nothing to do; a new request queues a new build.
         worker = start_worker(server, tmp_path / "worker.log")
         try:
-            time.sleep(1.5)
-            assert build_of(server, build_id)["state"] == "cancelled"
             fresh = request(server, kernel=PLAIN_KERNEL).json()["build"]["id"]
             assert fresh != build_id and wait_for(server, fresh, ENDED)["state"] == "succeeded"
+            # The worker has claimed and built since: the cancelled build was never taken.
+            cancelled_build = build_of(server, build_id)
+            assert cancelled_build["state"] == "cancelled" and cancelled_build["started_at"] is None, cancelled_build
         finally:
             stop_workers([worker])
     finally:

@@ -79,15 +79,20 @@ def test_an_expired_lease_goes_back_to_the_queue_then_fails(sessions: sessionmak
 
 
 def test_heartbeats_keep_a_lease_and_report_cancels(sessions: sessionmaker[Session]) -> None:
+    """Each beat moves the lease's end later (never a race with the clock: the lease is long, its renewal is
+    read back); that an unrenewed lease expires is the test above."""
     (build_id,) = enqueue(sessions)
     lifecycle.register(sessions, "alive", concurrency=1)
-    assert lifecycle.claim(sessions, "alive", lease_seconds=0.5) == build_id
+    assert lifecycle.claim(sessions, "alive", lease_seconds=60) == build_id
+    ends = [state_of(sessions, build_id).lease_expires_at]
     for _ in range(3):
-        time.sleep(0.2)
-        assert lifecycle.heartbeat(sessions, "alive", lease_seconds=0.5, running={build_id}) == lifecycle.Beat(
+        time.sleep(0.01)  # the clock moves on between beats
+        assert lifecycle.heartbeat(sessions, "alive", lease_seconds=60, running={build_id}) == lifecycle.Beat(
             set(), set()
         )
+        ends.append(state_of(sessions, build_id).lease_expires_at)
         assert lifecycle.reap(sessions, max_attempts=3, worker_timeout=60) == lifecycle.Reaped([], [])
+    assert all(ends) and ends == sorted(set(ends)), ends  # renewed at every beat
     with sessions() as session:
         assert lifecycle.cancel(session, build_id).cancel_requested
     assert lifecycle.heartbeat(sessions, "alive", lease_seconds=0.5, running={build_id}).cancelled == {build_id}
@@ -116,12 +121,16 @@ def test_only_running_builds_are_renewed_and_lost_ones_are_reported(sessions: se
     """A build whose slot died is not renewed: it expires and goes back to the queue for another worker."""
     orphan, running = enqueue(sessions, 2)
     lifecycle.register(sessions, "half", concurrency=2)
-    assert lifecycle.claim(sessions, "half", lease_seconds=0.4) == orphan
-    assert lifecycle.claim(sessions, "half", lease_seconds=0.4) == running
-    for _ in range(3):
-        time.sleep(0.2)
-        assert lifecycle.heartbeat(sessions, "half", lease_seconds=0.4, running={running}).lost == set()
-    assert lifecycle.reap(sessions, max_attempts=3, worker_timeout=60) == lifecycle.Reaped([orphan], [])
+    assert lifecycle.claim(sessions, "half", lease_seconds=0.2) == orphan
+    assert lifecycle.claim(sessions, "half", lease_seconds=0.2) == running
+    # The beat renews only the running build (for a minute: no race with a slow machine); the orphan's short
+    # lease runs out, however long that takes here.
+    assert lifecycle.heartbeat(sessions, "half", lease_seconds=60, running={running}).lost == set()
+    deadline = time.monotonic() + 30
+    while (reaped := lifecycle.reap(sessions, max_attempts=3, worker_timeout=60)) == lifecycle.Reaped([], []):
+        assert time.monotonic() < deadline, "the orphan's lease never expired"
+        time.sleep(0.05)
+    assert reaped == lifecycle.Reaped([orphan], [])
     assert lifecycle.claim(sessions, "other", lease_seconds=60) == orphan
     # If "half" still believed it ran the orphan, its next beat says it is not its own any more.
     assert lifecycle.heartbeat(sessions, "half", lease_seconds=0.4, running={orphan, running}).lost == {orphan}

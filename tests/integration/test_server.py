@@ -371,8 +371,10 @@ def impatient_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runni
 
 
 def connect(server: RunningServer) -> socket.socket:
+    """A raw connection whose reads give up after 30 s: a server that never cuts a client off fails a test by
+    that timeout, however slow this machine (the deadlines tested are a few seconds)."""
     address = urlsplit(server.url)
-    return socket.create_connection((address.hostname, address.port), timeout=10)
+    return socket.create_connection((address.hostname, address.port), timeout=30)
 
 
 def closed_after(connection: socket.socket) -> tuple[float, bytes]:
@@ -382,6 +384,18 @@ def closed_after(connection: socket.socket) -> tuple[float, bytes]:
     while chunk := connection.recv(4096):
         said += chunk
     return time.monotonic() - start, said
+
+
+def _closed_by_peer(connection: socket.socket) -> bool:
+    """Whether the server has closed its end (a read that would not block finds end of stream)."""
+    connection.setblocking(False)
+    try:
+        return connection.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    finally:
+        connection.setblocking(True)
+        connection.settimeout(30)
 
 
 def read_response(connection: socket.socket) -> bytes:
@@ -399,21 +413,25 @@ def read_response(connection: socket.socket) -> bytes:
 def test_a_client_that_connects_and_says_nothing_is_cut_off(impatient_server: RunningServer) -> None:
     with connect(impatient_server) as connection:
         waited, said = closed_after(connection)
-    assert 1.0 <= waited < 5 and said == b""
+    assert waited >= 1.0 and said == b""  # not before the 1.5 s deadline
 
 
 def test_a_request_head_sent_a_byte_at_a_time_is_cut_off(impatient_server: RunningServer) -> None:
-    """Each byte arrives well within the deadline, the whole head does not: the clock is not reset per byte."""
-    start = time.monotonic()
+    """Each byte arrives well within the deadline, the whole head does not: the clock is not reset per byte,
+    so the server cuts the client off while it is still sending (130 bytes take 13 s at this pace)."""
+    head = b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100
+    sent = 0
     with connect(impatient_server) as connection:
         try:
-            for byte in b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100:
+            for byte in head:
                 connection.sendall(bytes([byte]))
+                sent += 1
                 time.sleep(0.1)
+                if sent % 5 == 0 and _closed_by_peer(connection):
+                    break
         except OSError:
             pass  # reset: the server closed the connection while we were still sending
-        closed_after(connection)
-    assert time.monotonic() - start < 6
+    assert sent < len(head), "the server let a head arrive a byte at a time for 13 s"
 
 
 def test_a_body_that_stops_arriving_gets_408(impatient_server: RunningServer) -> None:
@@ -424,7 +442,7 @@ def test_a_body_that_stops_arriving_gets_408(impatient_server: RunningServer) ->
         connection.sendall(head + b'{"kernel": ')
         waited, said = closed_after(connection)
     status_line, _, rest = said.partition(b"\r\n")
-    assert status_line == b"HTTP/1.1 408 Request Timeout" and 1.0 <= waited < 5
+    assert status_line == b"HTTP/1.1 408 Request Timeout" and waited >= 1.0
     assert json.loads(rest.split(b"\r\n\r\n", 1)[1])["detail"] == "the request body stopped arriving for 1.5 s"
 
 
@@ -434,8 +452,7 @@ def test_an_idle_keep_alive_connection_is_closed_and_a_prompt_one_is_not(impatie
             connection.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
             assert read_response(connection).startswith(b"HTTP/1.1 200")
             time.sleep(0.5)
-        waited, _ = closed_after(connection)  # then uvicorn's keep-alive timeout (5 s) closes it
-    assert waited < 8
+        closed_after(connection)  # then uvicorn's keep-alive timeout (5 s) closes it, well before 30 s
 
 
 def test_the_api_docs_and_their_assets_come_from_the_service(client: httpx.Client) -> None:

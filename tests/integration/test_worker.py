@@ -32,16 +32,19 @@ from workers.worker import Worker
 
 @pytest.fixture
 def worker_settings(tmp_path: Path, database_url: str, engine: Engine) -> Settings:
-    """Short leases and a quick poll, on the test's database (migrated by the ``engine`` fixture)."""
+    """A quick poll, on the test's database (migrated by the ``engine`` fixture). Leases are long: a loaded
+    machine that delays a heartbeat must not turn one attempt into two; the test that needs a lease to expire
+    sets a short one itself."""
     settings = make_settings(tmp_path / "var", database_url)
-    return settings.model_copy(update={"build_lease_seconds": 1.2, "queue_poll_interval": 0.1})
+    return settings.model_copy(update={"build_lease_seconds": 30, "queue_poll_interval": 0.1})
 
 
 def run_until(worker: Worker, done: Callable[[], bool], timeout: float = 30) -> None:
     worker.start()
     try:
         deadline = time.monotonic() + timeout
-        while not done() and time.monotonic() < deadline:
+        while not done():
+            assert time.monotonic() < deadline, "the worker never got there"
             time.sleep(0.1)
     finally:
         worker.stop()
@@ -81,8 +84,8 @@ def breaks_once(settings: Settings, build_id: int, worker_id: str, deadline: flo
 
 
 def crashes_once(settings: Settings, build_id: int, worker_id: str, deadline: float, should_stop: object) -> None:
-    """A stand-in build whose first run dies of a segmentation fault, as a C extension on bad input would."""
-    if recorded_run(settings, build_id) == 1:
+    """A stand-in build: build 1 dies of a segmentation fault, as a C extension on bad input would."""
+    if recorded_run(settings, build_id) == 1 and build_id == 1:
         os.kill(os.getpid(), signal.SIGSEGV)
     finishes(settings, build_id, worker_id)
 
@@ -114,6 +117,7 @@ def test_a_build_whose_process_dies_of_a_signal_fails_with_it_and_the_worker_goe
     worker_settings: Settings, sessions: sessionmaker[Session]
 ) -> None:
     crashed, next_one = enqueue(sessions, 2)
+    assert crashed == 1  # the one crashes_once crashes
     worker = Worker(worker_settings, concurrency=1, target=crashes_once)
     run_until(worker, lambda: state_of(sessions, next_one).state == "succeeded")
     build = state_of(sessions, crashed)
@@ -127,7 +131,7 @@ def test_a_build_stuck_in_a_python_step_ends_at_its_deadline(
 ) -> None:
     """It never looks whether to stop: at the deadline it is asked, and killed when it does not."""
     (build_id,) = enqueue(sessions)
-    settings = worker_settings.model_copy(update={"build_timeout": 2, "build_lease_seconds": 60})
+    settings = worker_settings.model_copy(update={"build_timeout": 2})
     worker = Worker(settings, concurrency=1, target=hangs)
     run_until(worker, lambda: state_of(sessions, build_id).state == "failed", timeout=60)
     build = state_of(sessions, build_id)
@@ -154,7 +158,8 @@ def test_a_build_whose_end_cannot_be_written_goes_back_to_the_queue(
 
     monkeypatch.setattr(lifecycle, "finish", unwritable)
     monkeypatch.setattr(lifecycle, "release", unwritable)
-    worker = Worker(worker_settings, concurrency=1, target=breaks_once)
+    expiring = worker_settings.model_copy(update={"build_lease_seconds": 1.2})  # left to expire, then retried
+    worker = Worker(expiring, concurrency=1, target=breaks_once)
     run_until(worker, lambda: state_of(sessions, unlucky).state == "succeeded")
     build = state_of(sessions, unlucky)
     assert (build.state, build.attempts, runs_of(worker_settings, unlucky)) == ("succeeded", 2, 2)
