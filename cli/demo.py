@@ -10,6 +10,7 @@ published repo with the real dnf into a throwaway root, with ``gpgcheck=1``, and
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -61,6 +62,31 @@ def _inputs(directory: Path) -> tuple[Path, Path, Path]:
     return tgz, image, sources
 
 
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _demo_port(asked: int | None, default: int) -> int:
+    """The port asked for, which must be free; else the default (``OFEDREPO_PORT``) when free, else any free port
+    (``make run`` may be serving on the default): the demo never talks to a service other than its own."""
+    if asked is not None:
+        if not _port_is_free(asked):
+            raise OfedrepoError(f"port {asked} is in use on 127.0.0.1: pass another with --port")
+        return asked
+    if _port_is_free(default):
+        return default
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        chosen: int = probe.getsockname()[1]
+    _step(f"Port {default} is in use (make run?): the demo serves on {chosen}")
+    return chosen
+
+
 def _start_service(directory: Path, inputs: Path, sources: Path, port: int) -> tuple[subprocess.Popen[bytes], str]:
     url = f"http://127.0.0.1:{port}"
     environment = {name: value for name, value in os.environ.items() if not name.startswith("OFEDREPO_")}
@@ -81,13 +107,13 @@ def _start_service(directory: Path, inputs: Path, sources: Path, port: int) -> t
     process = subprocess.Popen(argv, env=environment, stdout=log, stderr=log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break  # it could not start (the port taken meanwhile): whatever answers there is not the demo's
         try:
-            if httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200 and process.poll() is None:
                 return process, url
         except httpx.TransportError:
             pass
-        if process.poll() is not None:
-            break
         time.sleep(0.3)
     process.kill()
     raise OfedrepoError(f"the demo's service did not start on {url} (port in use? see {directory / 'serve.log'})")
@@ -148,7 +174,9 @@ def demo(
     directory: Annotated[
         Path, typer.Option("--dir", help="Where the demo keeps its inputs, its own data dir and its log.")
     ] = DEFAULT_DIRECTORY,
-    port: Annotated[int | None, typer.Option(help="The demo service's port (default: OFEDREPO_PORT).")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="The demo service's port (default: OFEDREPO_PORT, or a free one if in use).")
+    ] = None,
     serve: Annotated[
         bool, typer.Option("--serve/--no-serve", help="Keep serving afterwards for you to browse (Ctrl-C stops).")
     ] = True,
@@ -159,7 +187,7 @@ def demo(
     directory = directory.absolute()
     tgz, image, sources = _inputs(directory / "inputs")
     _step("Starting the service (its own data dir, SQLite, an embedded worker)")
-    process, url = _start_service(directory, directory / "inputs", sources, port or settings.port)
+    process, url = _start_service(directory, directory / "inputs", sources, _demo_port(port, settings.port))
     try:
         with httpx.Client(base_url=url, timeout=600) as client:
             bundle = _answer(client.post("/api/v1/bundles", json={"path": str(tgz)}), 200, 201)
