@@ -25,6 +25,8 @@ CONFIG_FILE_VARIABLE = "OFEDREPO_CONFIG_FILE"
 
 GiB = 1024**3
 #: What an architecture's name may be (rpm's and uname's: x86_64, aarch64, ppc64le).
+#: What a bearer token may be made of: visible ASCII (RFC 6750 allows fewer; a wider set refuses nothing real).
+_TOKEN = re.compile(r"[!-~]+")
 _ARCH = re.compile(r"[a-z0-9_]{1,16}")
 
 #: Builder images by distro major: the ones `make builder-images` builds from `builders/el*/Containerfile`.
@@ -135,7 +137,8 @@ class Settings(BaseSettings):
         validate_default=False,  # unset is "no authentication"; only a value that was given is checked
         description="Comma-separated bearer tokens. When set, every mutating API call needs "
         '`Authorization: Bearer <token>`. Unset: no authentication. Set but blank (`""`, `,`, an empty '
-        "list, a blank token) stops the service: it never turns authentication off.",
+        "list, a blank token) stops the service: it never turns authentication off. Tokens are printable "
+        "ASCII.",
     )
     signing_enabled: bool = Field(
         True,
@@ -437,6 +440,11 @@ class Settings(BaseSettings):
             )
         if "" in tokens:
             raise ValueError("holds a blank token (an empty item between commas); remove it")
+        if not all(isinstance(token, str) and _TOKEN.fullmatch(token) for token in tokens):
+            raise ValueError(
+                "holds a token with a character clients cannot send in a header, or one no one can see in a file "
+                "(a space, a zero-width or control character): tokens are printable ASCII"
+            )
         return tokens
 
     @field_validator("build_container_images", mode="before")

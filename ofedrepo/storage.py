@@ -20,9 +20,10 @@ single ``rename(2)``.
 
 import fcntl
 import os
+import stat
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -96,6 +97,8 @@ class DataDir:
         ):
             path.mkdir(parents=True, exist_ok=True)
         self.keys.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Builds' scratch is reached by the sandbox uid through unguessable names, never listed by anyone else.
+        os.chmod(self.work, 0o711)
         return self
 
     def repo_dir(self, bundle_name: str, kernel: str) -> Path:
@@ -109,9 +112,13 @@ class DataDir:
         """A fresh, unique, not-yet-existing path below ``parent``."""
         return parent / f"{prefix}-{uuid.uuid4().hex}"
 
-    def keep_failed_build(self, scratch: Path, build_id: int) -> Path:
-        """Set a failed build's scratch aside under a name retention recognises; its age starts now."""
-        kept = self.work / f"{FAILED_BUILD_PREFIX}{build_id}-{uuid.uuid4().hex[:8]}"
+    def keep_failed_build(self, scratch: Path, build_id: int) -> Path | None:
+        """Set a failed build's scratch aside under a name retention recognises; its age starts now. Its files
+        lose their set-ID bits first; a tree too deep to walk whole is removed instead (None)."""
+        if not clear_set_id_bits(scratch):
+            remove_tree(scratch)
+            return None
+        kept = self.work / f"{FAILED_BUILD_PREFIX}{build_id}-{uuid.uuid4().hex[:32]}"
         os.rename(scratch, kept)
         os.utime(kept)
         return kept
@@ -183,31 +190,20 @@ class TreeUsage:
     too_deep: bool = False
 
 
-def tree_usage(root: Path, max_depth: int = MAX_TREE_DEPTH) -> TreeUsage:
-    """What the file or tree at ``root`` takes, walked by directory descriptors (paths of any length), links
-    never followed, one descriptor per level held; what vanishes or cannot be read meanwhile is passed over (a
-    build may be writing it)."""
-    try:
-        top = os.open(root, _DIRECTORY_FLAGS)
-    except OSError:
-        try:
-            return TreeUsage(os.lstat(root).st_blocks * 512, 1)
-        except OSError:
-            return TreeUsage(0, 0)
-    total, entries, too_deep = os.fstat(top).st_blocks * 512, 1, False
+def _walk(root: Path, visit: Callable[[int, os.DirEntry[str]], None], max_depth: int) -> bool:
+    """Call ``visit(directory descriptor, entry)`` for every entry below ``root``, walked by directory
+    descriptors (paths of any length), links never followed, one descriptor per level held; what vanishes or
+    cannot be read meanwhile is passed over (a build may be writing it). True when it went deeper than walked."""
+    top = os.open(root, _DIRECTORY_FLAGS)
+    too_deep = False
     stack: list[tuple[int, int, list[str]]] = []
 
     def enter(descriptor: int, depth: int) -> None:
-        nonlocal total, entries
         directories = []
         try:
             with os.scandir(descriptor) as listing:
                 for entry in listing:
-                    try:
-                        total += entry.stat(follow_symlinks=False).st_blocks * 512
-                    except OSError:
-                        continue
-                    entries += 1
+                    visit(descriptor, entry)
                     if entry.is_dir(follow_symlinks=False):
                         directories.append(entry.name)
         except OSError:
@@ -229,7 +225,65 @@ def tree_usage(root: Path, max_depth: int = MAX_TREE_DEPTH) -> TreeUsage:
             enter(os.open(name, _DIRECTORY_FLAGS, dir_fd=descriptor), depth + 1)
         except OSError:
             continue
+    return too_deep
+
+
+def tree_usage(root: Path, max_depth: int = MAX_TREE_DEPTH) -> TreeUsage:
+    """What the file or tree at ``root`` takes (see ``_walk``)."""
+    try:
+        top = os.lstat(root)
+    except OSError:
+        return TreeUsage(0, 0)
+    if not stat.S_ISDIR(top.st_mode):
+        return TreeUsage(top.st_blocks * 512, 1)
+    total, entries = top.st_blocks * 512, 1
+
+    def count(_: int, entry: os.DirEntry[str]) -> None:
+        nonlocal total, entries
+        try:
+            total += entry.stat(follow_symlinks=False).st_blocks * 512
+        except OSError:
+            return
+        entries += 1
+
+    try:
+        too_deep = _walk(root, count, max_depth)
+    except OSError:
+        return TreeUsage(total, entries)
     return TreeUsage(total, entries, too_deep)
+
+
+_SET_ID = stat.S_ISUID | stat.S_ISGID
+#: Opening a file a tool made to change its mode: never through a link, never blocking on a FIFO.
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+def clear_set_id_bits(root: Path, max_depth: int = MAX_TREE_DEPTH) -> bool:
+    """Take the set-user-ID and set-group-ID bits off every regular file below ``root``, changed on the opened
+    file (``fchmod``), never through a link: a tool's script may leave a setuid copy of a shell owned by its
+    sandbox uid, which any local user could run to become that uid outside any sandbox. True when the whole
+    tree was walked (False: deeper than ``max_depth``, or ``root`` unreadable)."""
+
+    def clear(descriptor: int, entry: os.DirEntry[str]) -> None:
+        try:
+            if not entry.is_file(follow_symlinks=False) or not entry.stat(follow_symlinks=False).st_mode & _SET_ID:
+                return
+            file = os.open(entry.name, _FILE_FLAGS, dir_fd=descriptor)
+        except OSError:
+            return
+        try:
+            status = os.fstat(file)
+            if stat.S_ISREG(status.st_mode):
+                os.fchmod(file, stat.S_IMODE(status.st_mode) & ~_SET_ID)
+        except OSError:
+            pass
+        finally:
+            os.close(file)
+
+    try:
+        return not _walk(root, clear, max_depth)
+    except OSError:
+        return False
 
 
 def disk_usage(root: Path) -> int:

@@ -258,6 +258,9 @@ class Pipeline:
             )
             return
         kept = self.data.keep_failed_build(scratch, job.id)
+        if kept is None:
+            build_log.note("the script's scratch is not kept: its tree is deeper than can be walked")
+            return
         hours = self.settings.build_keep_failed_seconds / 3600
         build_log.note(f"the script's work and log directories are kept in {kept} for {hours:g} h")
 

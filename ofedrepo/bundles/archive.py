@@ -207,19 +207,41 @@ def _made(relative: str, make: "Callable[[], _T]") -> "_T":
 def _resolved(link: Path) -> str | None:
     """Where ``link`` leads, followed by the kernel itself through every other link (never by recursion of
     ours, which thousands of chained links exhaust); None when the chain loops or is too long. A link to
-    nothing is judged by its target's text, as the kernel would resolve it once that target existed."""
+    nothing yet leads where the kernel takes the longest part of its target that exists (links and ``..`` in it
+    followed as the kernel follows them, never read as text: ``d/..`` is not ``.`` when ``d`` is a link), then
+    the missing rest; a rest that climbs (``..`` below a name that does not exist yet) is judged nowhere."""
     try:
         descriptor = os.open(link, os.O_PATH | os.O_CLOEXEC)
     except FileNotFoundError:
-        target = os.readlink(link)
-        base = _resolved(link.parent) or "/"
-        return os.path.normpath(target if target.startswith("/") else os.path.join(base, target))
+        return _resolved_dangling(link)
     except OSError:
         return None
     try:
         return os.readlink(f"/proc/self/fd/{descriptor}")
     finally:
         os.close(descriptor)
+
+
+def _resolved_dangling(link: Path) -> str | None:
+    target = os.readlink(link)
+    base = _resolved(link.parent)
+    if base is None:
+        return None
+    parts = (target if target.startswith("/") else os.path.join(base, target)).split("/")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            descriptor = os.open("/".join(parts[:cut]) or "/", os.O_PATH | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return None
+        try:
+            existing = os.readlink(f"/proc/self/fd/{descriptor}")
+        finally:
+            os.close(descriptor)
+        rest = [part for part in parts[cut:] if part not in ("", ".")]
+        return None if ".." in rest else os.path.join(existing, *rest)
+    return None
 
 
 #: Bundles are mostly RPMs, compressed already: their archives unpack to about their own size. An archive

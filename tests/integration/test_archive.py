@@ -102,6 +102,10 @@ def test_not_an_archive(tmp_path: Path) -> None:
         [("sub/up", ".."), ("sub/up/escape", "x")],
         # The target is reached through an earlier link: textually inside, really outside.
         [("sub/up", ".."), ("out", "sub/up/../..")],
+        # A link to nothing yet, through a link: `d/..` is not `.` when d is a link (the target would exist later).
+        [("a/b/d", "../.."), ("a/b/later", "d/../../../../FUTURE/x")],
+        # A link to nothing yet that climbs below a missing name.
+        [("a/later", "missing/../../../x")],
     ],
 )
 def test_chained_links_never_reach_outside(tmp_path: Path, links: list[tuple[str, str]]) -> None:

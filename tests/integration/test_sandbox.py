@@ -10,6 +10,7 @@ them: as root.
 """
 
 import shutil
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,9 @@ try "make a user namespace" "unshare --user --map-root-user true"
 try "see the worker" "kill -0 {worker}"
 try "ptrace the worker" "python3 -c 'import ctypes, sys; sys.exit(ctypes.CDLL(None).ptrace(16, {worker}, 0, 0) != 0)'"
 try "set its own uid" "python3 -c 'import os; os.setuid(1)'"
+# Set-ID copies of a shell, owned by the sandbox uid, for a local user to become it later: left in the scratch
+cp /bin/sh "$PWD/suid-sh" && chmod 4755 "$PWD/suid-sh" && mkdir -p "$PWD/deeper" && cp /bin/sh "$PWD/deeper/sgid-sh" \
+    && chmod 2755 "$PWD/deeper/sgid-sh" && echo "SETID: left"
 exit 1
 """
 )
@@ -271,6 +275,12 @@ def test_a_hostile_script_has_no_capability_and_reaches_nothing(
     assert not (data / "repos" / "pwned").exists() and not list((data / "bundles").rglob("pwned"))
     assert not Path("/usr/pwned").exists()
     assert f"uid {SANDBOX_UID} outside" in run.log
+    # The failed build's scratch is kept for a while: without set-ID bits, in a directory nobody else can list.
+    assert "SETID: left" in run.log and "are kept in" in run.log, run.log
+    assert stat.S_IMODE((data / "work").stat().st_mode) == 0o711
+    kept = [path for path in (data / "work").rglob("*") if path.is_file() and not path.is_symlink()]
+    assert any(path.name == "suid-sh" for path in kept), kept
+    assert not [path for path in kept if path.stat().st_mode & (stat.S_ISUID | stat.S_ISGID)]
 
 
 def test_limits_contain_a_fork_bomb_a_memory_hog_and_a_disk_filler(

@@ -29,7 +29,7 @@ Summary: synthetic kernel for ofedrepo's element tests
 License: GPLv2
 AutoReqProv: no
 Provides: kernel = {version}-{release}
-Provides: kernel-uname-r = {kernel}
+Provides: {uname_provide} = {kernel}
 
 %description
 What DIB's bootloader element boots: /boot/vmlinuz-{kernel} and /lib/modules/{kernel}.
@@ -47,16 +47,21 @@ echo synthetic > %{{buildroot}}/lib/modules/{kernel}/vmlinuz
 """
 
 
-def make_kernel_package(work: Path, kernel: str, name: str = "kernel-core") -> Path:
+def make_kernel_package(
+    work: Path, kernel: str, name: str = "kernel-core", uname_provide: str = "kernel-uname-r"
+) -> Path:
     """``kernel-core-<K>.rpm`` (rpmbuild), as a RHEL 8 build root installs it; or another kernel package, such as
     EL9's ``kernel-rt-core``, whose version-release.arch leaves out the ``+rt`` its ``kernel-uname-r`` (what
-    ``uname -r`` says once it boots) carries (the RHEL 9 kernel.spec's ``Provides: kernel-uname-r``)."""
+    ``uname -r`` says once it boots) carries (the RHEL 9 kernel.spec's ``Provides: kernel-uname-r``); UEK's
+    ``kernel-uek-core`` provides ``kernel-uek-uname-r`` (oracle/linux-uek ``uek-rpm/ol10/kernel-uek.spec``)."""
     version, rest = kernel.split("+", 1)[0].split("-", 1)
     release, arch = rest.rsplit(".", 1)
     topdir = work / f"rpmbuild-{kernel}"
     topdir.mkdir(parents=True)
     spec_file = topdir / f"{name}.spec"
-    spec_file.write_text(KERNEL_CORE_SPEC.format(name=name, version=version, release=release, kernel=kernel))
+    spec_file.write_text(
+        KERNEL_CORE_SPEC.format(name=name, version=version, release=release, kernel=kernel, uname_provide=uname_provide)
+    )
     subprocess.run(install_pl.rpmbuild_argv(topdir, "-bb", "--target", arch, str(spec_file)), check=True,
                    capture_output=True)  # fmt: skip
     (package,) = (topdir / "RPMS").rglob("*.rpm")

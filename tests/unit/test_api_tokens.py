@@ -39,6 +39,13 @@ def test_a_blank_token_beside_real_ones_is_refused(monkeypatch: pytest.MonkeyPat
         Settings()
 
 
+@pytest.mark.parametrize("value", ["\u200b", "alpha,be\u200bta", "a b", "caf\u00e9", "to\x7fken"])
+def test_a_token_no_one_can_see_or_send_is_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("OFEDREPO_API_TOKENS", value)
+    with pytest.raises(ValidationError, match="tokens are printable ASCII"):
+        Settings()
+
+
 @pytest.mark.parametrize(
     ("toml", "message"),
     [("api_tokens = []", "no token"), ('api_tokens = ["", "  "]', "no token"), ('api_tokens = ["a", " "]', "blank")],
