@@ -28,7 +28,12 @@ _DIST_TAG = re.compile(r"(?:^|\.)(?P<tag>el(?P<major>[0-9]+)(?:_(?P<minor>[0-9]+
 #: kernel-64k-devel); EL8's RT kernels say ``.rt7.`` in the release instead, with the same packages; Oracle's
 #: UEK says ``uek`` (kernel-uek-devel). VENDOR: Mellanox/doca-driver-build's entrypoint handles ``+rt`` and
 #: ``+64k``.
-FLAVOR_PACKAGES = {"rt": "kernel-rt", "64k": "kernel-64k"}
+#: EL9 flavours as ``uname -r`` writes them (``…x86_64+rt``) and the packages that carry them (kernel.spec's
+#: ``kernel-<variant>-core``/``-devel``), the most specific first: ``kernel-rt-debug-devel`` is not ``+rt``'s.
+FLAVOR_PACKAGES = {
+    "rt-debug": "kernel-rt-debug", "64k-debug": "kernel-64k-debug", "debug": "kernel-debug", "rt": "kernel-rt",
+    "64k": "kernel-64k",
+}  # fmt: skip
 _EL8_RT = re.compile(r"\.rt[0-9]+\.")
 
 

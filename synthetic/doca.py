@@ -274,7 +274,9 @@ def make_doca_tree(spec: DocaSpec, key: TestKey, parent: Path, without: tuple[st
             package.unlink()
         kernel_packages = _dkms_packages(spec, work, root)
     else:
-        kernel_packages = [f"kmod-{component.kmp_name}" for component in COMPONENTS]
+        # doca-kernel leaves out kmod-mlnx-nvme (a DOCA 3.1 rhel9.6 `dnf install doca-kernel` pulls none:
+        # schmaustech/ufm-install-rhel9), as the tool's doca-kernel-<K'> leaves out nvme, nfsrdma and fwctl.
+        kernel_packages = [f"kmod-{component.kmp_name}" for component in COMPONENTS if component.name != "mlnx-nvme"]
     release = "1." + spec.ofed_version.split("-")[1].replace(".", "")
     build_userspace([*COMMON_USERSPACE, *mlnxofedinstall.LIBRARIES["upstream"]], spec.ofed_short, release, spec.arch,
                     root, work)  # fmt: skip
@@ -312,9 +314,11 @@ def make_local_repo_package(spec: DocaSpec, tree: Path, key: TestKey, parent: Pa
     return target
 
 
-#: What doca-kernel-support probes for with `rpm -q --whatprovides` before it builds.
+#: What doca-kernel-support probes for with `rpm -q --whatprovides` before it builds (rollandf/doca-driver-build
+#: poc/dks/run-rhel.sh, "Everything rpm_install_build_deps() probes"; the plan's §12.4: "eleven packages").
 BUILD_DEPENDENCIES = [
-    "createrepo", "rpm-build", "kernel-rpm-macros", "kernel-abi-stablelists", "make", "gcc", "elfutils-libelf-devel",
+    "createrepo_c", "rpm-build", "gcc", "autoconf", "automake", "libtool", "elfutils-libelf-devel", "binutils",
+    "kernel-headers", "kernel-rpm-macros", "kernel-abi-stablelists",
 ]  # fmt: skip
 RPM_DATABASE = Path("/var/lib/rpm")
 DEPENDENCIES_PACKAGE = "ofedrepo-test-doca-build-dependencies"

@@ -56,8 +56,9 @@ RPM_REBUILD_MODULES = [
     "kernel-mft",
 ]  # fmt: skip
 NOT_IN_METAPACKAGE = ("mlnx-nvme", "mlnx-nfsrdma", "fwctl")
-BUILD_DEPENDENCIES = [
-    "createrepo", "rpm-build", "kernel-rpm-macros", "kernel-abi-stablelists", "make", "gcc", "elfutils-libelf-devel",
+BUILD_DEPENDENCIES = [  # rpm_install_build_deps (rollandf/doca-driver-build poc/dks/run-rhel.sh)
+    "createrepo_c", "rpm-build", "gcc", "autoconf", "automake", "libtool", "elfutils-libelf-devel", "binutils",
+    "kernel-headers", "kernel-rpm-macros", "kernel-abi-stablelists",
 ]  # fmt: skip
 RPM_DATABASE = "/var/lib/rpm"
 SHORT = {

@@ -143,6 +143,8 @@ def test_devel_packages_per_kernel_flavour() -> None:
     assert names("4.18.0-372.9.1.rt7.166.el8.x86_64")[0] == "kernel-rt-devel"
     assert names("5.14.0-362.8.1.el9_3.x86_64+rt") == ["kernel-rt-devel"]
     assert names("5.14.0-362.8.1.el9_3.aarch64+64k") == ["kernel-64k-devel"]
+    assert names("5.14.0-362.8.1.el9_3.x86_64+debug") == ["kernel-debug-devel"]
+    assert names("5.14.0-362.8.1.el9_3.x86_64+rt-debug") == ["kernel-rt-debug-devel"]
 
 
 def test_the_kernel_a_package_is_for_carries_its_flavour() -> None:
@@ -154,6 +156,8 @@ def test_the_kernel_a_package_is_for_carries_its_flavour() -> None:
     el8_rt = release_of_package("kernel-rt-devel", "4.18.0", "513.5.1.rt7.307.el8_9", "x86_64")
     assert el8_rt == "4.18.0-513.5.1.rt7.307.el8_9.x86_64"
     assert release_of_package("kernel-devel", "5.14.0", "362.8.1.el9_3", "x86_64") == "5.14.0-362.8.1.el9_3.x86_64"
+    rt_debug = release_of_package("kernel-rt-debug-devel", "5.14.0", "362.8.1.el9_3", "x86_64")
+    assert rt_debug == "5.14.0-362.8.1.el9_3.x86_64+rt-debug"
 
 
 @pytest.mark.parametrize("href", ["/etc/passwd", "../x.rpm", "Packages/../../x.rpm", "http://evil/x.rpm", "", "a\\b"])

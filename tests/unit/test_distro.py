@@ -16,6 +16,8 @@ from ofedrepo.kernel import parse_kernel_release
         ("5.14.0-362.8.1.el9_3.x86_64+rt", "rhel9.3"),
         ("5.14.0-362.8.1.el9_3.aarch64+64k", "rhel9.3"),
         ("5.4.17-2136.307.3.1.el8uek.x86_64", "ol8"),  # UEK spans minor releases: Oracle Linux's major
+        ("5.14.0-687.5.1.el9.x86_64", "rhel9.8"),
+        ("6.12.0-124.8.1.el10.x86_64", "rhel10.1"),
     ],
 )
 def test_distro_tag_from_kernel(kernel: str, tag: str) -> None:
