@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from ofedrepo.bundles.store import BundleStore
 from ofedrepo.config import Settings
 from ofedrepo.images.catalog import ImageCatalog
+from ofedrepo.models import MAX_ID
 from ofedrepo.storage import DataDir
 
 T = TypeVar("T")
@@ -94,8 +95,6 @@ async def get_bundle_store(request: Request) -> BundleStore:
     return store
 
 
-#: Row ids are 32-bit integers on PostgreSQL; larger numbers cannot name anything (422, not a database error).
-MAX_ID = 2**31 - 1
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A row id")]
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -7,13 +7,12 @@ from fastapi import Query
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
-from api.deps import MAX_ID
 from ofedrepo.bundles.store import BundleView
 from ofedrepo.bundles.vendors import dib_package_list
 from ofedrepo.images.catalog import ImageView
 from ofedrepo.kept_sources import KeptSources
 from ofedrepo.kinds import BundleKind
-from ofedrepo.models import Build, KernelFeed, RepoVersion
+from ofedrepo.models import MAX_ID, Build, KernelFeed, RepoVersion
 from ofedrepo.repos.queries import RepoView
 from ofedrepo.repos.repofile import RepoLocation
 

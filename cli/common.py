@@ -19,7 +19,7 @@ from rich.progress import (
 
 from ofedrepo import db
 from ofedrepo.config import Settings
-from ofedrepo.errors import InvalidInput, OfedrepoError, disk_full, disk_full_message
+from ofedrepo.errors import Conflict, InvalidInput, NotFound, OfedrepoError, disk_full, disk_full_message
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -29,7 +29,8 @@ Command = TypeVar("Command", bound=Callable[..., Any])
 
 
 def reports_errors(command: Command) -> Command:
-    """One clear line and a non-zero exit instead of a traceback: 2 for bad input, 1 for anything else."""
+    """One clear line and a non-zero exit instead of a traceback: 2 for bad input (what it names does not exist
+    or cannot be done in its state too), 1 for anything else."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -37,7 +38,7 @@ def reports_errors(command: Command) -> Command:
             return command(*args, **kwargs)
         except OfedrepoError as error:
             console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2 if isinstance(error, InvalidInput) else 1) from None
+            raise typer.Exit(2 if isinstance(error, InvalidInput | NotFound | Conflict) else 1) from None
         except OSError as error:
             if not disk_full(error):
                 raise
@@ -52,6 +53,14 @@ def migrated_sessions(settings: Settings) -> "sessionmaker[Session]":
     engine = db.make_engine(settings.resolved_database_url)
     db.upgrade(engine)
     return db.session_factory(engine)
+
+
+def table_console() -> Console:
+    """Standard output for tables. Identifiers (kernels, bundle names, URLs) are never folded, cut or dropped
+    with their column: a table is as wide as its content, piped or not (Rich would fit it to 80 columns, or to
+    the terminal by cutting cells); on a terminal a long line wraps as the terminal wraps it, so that copying a
+    kernel release copies all of it."""
+    return Console(highlight=False, width=100_000)
 
 
 def settings_of(context: typer.Context) -> Settings:

@@ -175,7 +175,10 @@ def demo(
         Path, typer.Option("--dir", help="Where the demo keeps its inputs, its own data dir and its log.")
     ] = DEFAULT_DIRECTORY,
     port: Annotated[
-        int | None, typer.Option(help="The demo service's port (default: OFEDREPO_PORT, or a free one if in use).")
+        int | None,
+        typer.Option(
+            min=1, max=65535, help="The demo service's port (default: OFEDREPO_PORT, or a free one if in use)."
+        ),
     ] = None,
     serve: Annotated[
         bool, typer.Option("--serve/--no-serve", help="Keep serving afterwards for you to browse (Ctrl-C stops).")

@@ -7,11 +7,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cli.common import console, hashing_progress, migrated_sessions, reports_errors, settings_of
+from cli.common import console, hashing_progress, migrated_sessions, reports_errors, settings_of, table_console
 from ofedrepo.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -59,7 +58,7 @@ def inspect(
         ]
         sys.stdout.write(json.dumps(documents[0] if len(documents) == 1 else documents, indent=2) + "\n")
     else:
-        output = Console(highlight=False)
+        output = table_console()
         for outcome in outcomes:
             if outcome.image:
                 output.print(image_table(outcome.image))
@@ -68,11 +67,12 @@ def inspect(
 
 
 def image_table(image: "ImageView") -> Table:
-    """One image as a two-column table: readable in 80 columns, where a wide table would fold every cell."""
+    """One image as a two-column table (fields down the side, so a narrow terminal wraps only long values), its
+    values never folded: a kernel release or a checksum stays whole for copying."""
     # Every value comes from the image or its uploader: escaped, so that "[...]" is never read as markup.
     table = Table(title=escape(image.filename), title_justify="left", box=box.SIMPLE, show_header=False)
     table.add_column("field", style="bold")
-    table.add_column("value", overflow="fold")
+    table.add_column("value", no_wrap=True, overflow="ignore")
     others = [kernel for kernel in image.kernels if kernel != image.default_kernel]
     rows = {
         "os": f"{image.distro} {image.os_version} ({image.arch})",

@@ -9,24 +9,16 @@ from typing import Annotated, Any
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cli.common import console, migrated_sessions, reports_errors, settings_of
-from ofedrepo.models import BuildState
+from cli.common import console, migrated_sessions, reports_errors, settings_of, table_console
+from ofedrepo.models import MAX_ID, BuildState
 from ofedrepo.storage import human_duration
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of a table.")]
 #: Longest error text a builds table shows (the build's JSON and page have it whole).
 ERROR_SHOWN = 100
-
-
-def table_console() -> Console:
-    """Standard output for tables. Identifiers (kernels, bundle names, URLs) are never folded: piped, the table is
-    as wide as its content (not 80 columns); on a terminal a long line wraps as the terminal wraps it, so that
-    copying a kernel release copies all of it."""
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 100_000)
 
 
 def _table(columns: Sequence[str], rows: list[list[str]]) -> Table:
@@ -130,14 +122,14 @@ def list_images(context: typer.Context, as_json: JsonFlag = False) -> None:
 
 @reports_errors
 def cancel(
-    context: typer.Context, build_id: Annotated[int, typer.Argument(help="The build to cancel.", min=1)]
+    context: typer.Context,
+    build_id: Annotated[int, typer.Argument(help="The build to cancel.", min=1, max=MAX_ID)],
 ) -> None:
     """Cancel a build: a queued one at once; a running one is stopped by its worker within seconds."""
     from ofedrepo.builds import lifecycle
-    from ofedrepo.db import transaction
 
     settings = settings_of(context)
-    with transaction(migrated_sessions(settings)) as session:
+    with migrated_sessions(settings)() as session:  # cancel commits (or rolls back) itself
         cancelled = lifecycle.cancel(session, build_id).state == BuildState.CANCELLED
     said = "cancelled" if cancelled else "stopping: its worker stops it within seconds"
     sys.stdout.write(f"build {build_id}: {said}\n")

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -17,7 +16,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from cli.common import RichProgress, console, migrated_sessions, reports_errors, settings_of
+from cli.common import RichProgress, console, migrated_sessions, reports_errors, settings_of, table_console
 from ofedrepo.config import Settings
 from ofedrepo.errors import InvalidInput, OfedrepoError
 from ofedrepo.kinds import BundleKind
@@ -109,7 +108,7 @@ def gc(
     for item in report.freed:
         table.add_row(escape(item.what), escape(str(item.path)), human_size(item.size))
     if report.freed:
-        Console(highlight=False).print(table)
+        table_console().print(table)
     sys.stdout.write(f"{verb} {human_size(report.total)} in {len(report.freed)} item(s)\n")
 
 

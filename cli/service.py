@@ -1,6 +1,7 @@
 """Running the service: `ofedrepo serve`, `ofedrepo worker`."""
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -39,6 +40,11 @@ def serve(
     import uvicorn
 
     settings = settings_of(context)
+    # The web processes and the embedded worker read their settings from the environment: what was given here
+    # goes there, so the default public URL (written into .repo files) names the address really served.
+    for variable, given in (("OFEDREPO_HOST", host), ("OFEDREPO_PORT", port)):
+        if given is not None:
+            os.environ[variable] = str(given)
     logs.configure(settings.log_format, logging.INFO)
     from ofedrepo.metrics_sharing import share_between_processes
     from ofedrepo.storage import DataDir
@@ -106,8 +112,6 @@ def worker_command(
 
         stop_with_parent(signal.SIGKILL)
     if metrics_port:
-        import os
-
         from ofedrepo.metrics_sharing import share_between_processes
         from ofedrepo.storage import DataDir
 

@@ -118,10 +118,11 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the database. Default: SQLite at `<data_dir>/ofedrepo.db`. "
         "Use PostgreSQL (`postgresql+psycopg://user@host/db`) when workers run on several hosts.",
     )
-    public_url: AnyHttpUrl = Field(
-        AnyHttpUrl("http://127.0.0.1:8000"),
+    public_url: AnyHttpUrl | None = Field(
+        None,
         description="The URL clients reach this service at; written into `.repo` files and DIB snippets, "
-        "so set it to the address your image builders and nodes use.",
+        "so set it to the address your image builders and nodes use. Default: `http://<host>:<port>` of "
+        "`OFEDREPO_HOST`/`OFEDREPO_PORT` (`127.0.0.1` for a wildcard host).",
     )
     host: str = Field("127.0.0.1", description="Address `ofedrepo serve` listens on.")
     port: int = Field(8000, ge=1, le=65535, description="Port `ofedrepo serve` listens on.")
@@ -507,5 +508,9 @@ class Settings(BaseSettings):
 
     @property
     def base_url(self) -> str:
-        """``public_url`` without a trailing slash, ready to have paths appended."""
-        return str(self.public_url).rstrip("/")
+        """``public_url`` without a trailing slash, ready to have paths appended; by default where ``serve``
+        listens (a port changed alone must not leave every URL pointing at the old one)."""
+        if self.public_url is not None:
+            return str(self.public_url).rstrip("/")
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"

@@ -46,6 +46,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+#: Row ids are 32-bit integers on PostgreSQL; larger numbers cannot name anything (refused as bad input, never
+#: a database error).
+MAX_ID = 2**31 - 1
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Timestamps stored as UTC and always returned timezone-aware (SQLite keeps no zone)."""
 

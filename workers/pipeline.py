@@ -224,6 +224,7 @@ class Pipeline:
                 return BuildState.FAILED
             finally:
                 remove_tree(scratch)
+                remove_tree(_private(scratch))
                 for expired in self.data.expired_failed_builds(self.settings.build_keep_failed_seconds):
                     remove_tree(expired)
             recorded = lifecycle.finish(self.sessions, job.id, self.worker_id, BuildState.SUCCEEDED, version=version)
@@ -326,7 +327,12 @@ class Pipeline:
         with KernelSources(self.settings, self.data, build_log.note).held(job.kernel) as sources:
             run = vendor.tool_run(job.bundle, job.kernel, sources, scratch, self.workspace)
             ended = self._run_tool(job, run, scratch, home, build_log, should_stop)
-        with vendor.collect(job.bundle, job.kernel, run, ended, scratch, self.workspace, build_log.note) as rebuilt:
+        # What the worker makes of the tool's output goes to a directory of its own beside the scratch, never
+        # into the scratch the tool could write: a link it planted there (`collected`, `rebuilt`) would have
+        # taken the worker's files anywhere on the host.
+        private = _private(scratch)
+        private.mkdir(mode=0o700)
+        with vendor.collect(job.bundle, job.kernel, run, ended, private, self.workspace, build_log.note) as rebuilt:
             if rebuilt is None:
                 lifecycle.mark_no_rebuild(self.sessions, job.id, self.worker_id)
                 return self._publish_own_packages(job, build_log)
@@ -595,3 +601,9 @@ class Stopped(Exception):
     def __init__(self, reason: StopReason) -> None:
         self.reason = reason
         super().__init__(reason.value)
+
+
+def _private(scratch: Path) -> Path:
+    """The worker's own directory for a run (in ``work/``, which only root writes; made after the tool ended, by
+    an exclusive mkdir), named after the scratch so that what removes an attempt's leftovers finds it."""
+    return scratch.with_name(scratch.name + "-worker")

@@ -63,7 +63,7 @@ def builds_page(
     rows = requests.list_builds(session, BUILDS_PER_PAGE + 1, state, (page_number - 1) * BUILDS_PER_PAGE)
     builds = [(BuildOut.of(build), build.repo.bundle_name) for build in rows[:BUILDS_PER_PAGE]]
     return page(
-        request, "builds", builds=builds, state=state.value if state else None,
+        request, "builds", builds=builds, chosen_state=state.value if state else None,
         states=[each.value for each in BuildState], page_number=page_number, more=len(rows) > BUILDS_PER_PAGE,
     )  # fmt: skip
 

@@ -4,12 +4,12 @@ from sqlalchemy.orm import Session
 
 from api.answers import FRESH_SECONDS, AnswerCache
 from api.auth import TOKEN_REQUIRED, TOKEN_RESPONSES
-from api.deps import MAX_ID, IdPath, ReadSessionDep, SessionDep, SessionScopedRoute, SettingsDep, in_read_session
+from api.deps import IdPath, ReadSessionDep, SessionDep, SessionScopedRoute, SettingsDep, in_read_session
 from api.schemas import ENV_CONTENT, AnswerFormat, DibSnippet, FormatQuery, RepoOut, RepoRequestIn, env_response
 from ofedrepo.builds import requests
 from ofedrepo.bundles.names import parse_bundle_name
 from ofedrepo.bundles.vendors import dib_package_list
-from ofedrepo.models import Repo
+from ofedrepo.models import MAX_ID, Repo
 from ofedrepo.repos import queries
 from ofedrepo.repos.repofile import (
     dib_environment,

@@ -233,10 +233,10 @@ def serve_directory(request: Request, directory: Path, segments: list[str]) -> R
 
 
 @router.api_route("/repos", methods=["GET", "HEAD"], include_in_schema=False)
-@router.api_route(
+@router.head("/repos/{path:path}", include_in_schema=False)  # the GET's twin: one operation id in the schema
+@router.get(
     "/repos/{path:path}",
-    methods=["GET", "HEAD"],
-    summary="The published yum tree",
+    summary="The published yum tree (HEAD too)",
     responses={
         206: {"description": "The single byte range asked for"},
         304: {"description": "Unchanged since the `ETag` or date the client has"},

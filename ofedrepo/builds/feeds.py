@@ -104,6 +104,8 @@ class PollReport:
     queued: list[int] = field(default_factory=list)
     """Builds queued by this poll."""
     error: str | None = None
+    new_kernels: list[str] = field(default_factory=list)
+    """Kernels this poll found anew, whose sources are kept once every due feed has been polled."""
 
 
 #: Kernels one feed offers at most, the newest kept: a feed naming a thousand minor releases would otherwise be
@@ -215,6 +217,11 @@ def poll_due_feeds(sessions: sessionmaker[Session], settings: Settings, work: Pa
             if unreachable_database(error):
                 raise
             reports.append(_failed(sessions, feed_id, url, error))
+    # Downloads (tens of MB, each from a mirror that may be slow) come after every feed was read: a slow one
+    # never keeps the other feeds from their poll.
+    for report in reports:
+        if report.new_kernels:
+            _keep_sources(settings, report.url, report.new_kernels)
     return reports
 
 
@@ -290,7 +297,7 @@ def poll(sessions: sessionmaker[Session], settings: Settings, feed_id: int, url:
         )
     _record(sessions, feed_id, report, snapshot)
     if report.changed:  # once per kernel the feed offers anew: a download that failed is the build's to retry
-        _keep_sources(settings, url, [kernel for kernel in report.kernels if kernel not in known])
+        report.new_kernels = [kernel for kernel in report.kernels if kernel not in known]
     return report
 
 

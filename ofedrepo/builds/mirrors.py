@@ -229,7 +229,7 @@ def read_packages(
     if (primary.size or 0) > max_bytes or (primary.size_open or 0) > max_bytes:
         raise MirrorRefused(TOO_LARGE, f"the primary metadata claims more than {max_bytes} bytes")
     href = safe_href(primary.location_href)
-    compressed = scratch / ("primary" + Path(href).suffix)
+    compressed = scratch / ("fetched-primary" + Path(href).suffix)  # never the name of what it decompresses to
     _fetch(base + href, compressed, reach, max_bytes, checksum=(primary.checksum_type, primary.checksum))
     plain = scratch / "primary.xml"
     _decompress(compressed, plain, max_bytes, reach.deadline)

@@ -182,5 +182,9 @@ def test_every_page_renders_and_is_kept_as_a_screenshot(server: RunningServer, p
     expect(page.locator("#workers")).to_contain_text("x86_64")
     page.goto(server.url + "/ui/builds?state=succeeded")
     expect(page.locator("#builds tbody")).to_contain_text(BundleSpec().name)
+    expect(page.locator("#state-filter strong")).to_have_text("succeeded")  # the filter shown is the one chosen
+    assert "Macro" not in page.content()
+    page.goto(server.url + "/ui/builds?state=failed&page=2")  # a page past the end still links back, filtered
+    expect(page.locator("#pages a")).to_have_attribute("href", "/ui/builds?page=1&state=failed")
     page.goto(server.url + "/ui/bundles/1")
     expect(page.locator("#bundle-repos")).to_contain_text(QUICK_KERNEL)

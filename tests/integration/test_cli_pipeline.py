@@ -99,3 +99,23 @@ def test_bad_input_gets_one_clear_line(tmp_path: Path, monkeypatch: pytest.Monke
     for command in ("inspect", "request", "builds", "bundle add"):  # flags are shown as flags
         shown = ofedrepo(environment, *command.split(), "--help")
         assert shown.returncode == 0 and "<bool>" not in shown.stdout, shown.stdout
+
+
+def test_cancel_from_the_cli_says_one_line_in_every_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bundle_tgz: Path
+) -> None:
+    """No worker runs: the request stays queued, and cancel ends it at once; again, and on ids that name
+    nothing or cannot, it answers in one line (exit 2 for what the command was asked wrongly)."""
+    monkeypatch.chdir(tmp_path)
+    environment = cli_environment(tmp_path)
+    assert ofedrepo(environment, "bundle", "add", str(bundle_tgz)).returncode == 0
+    asked = ofedrepo(environment, "request", "--kernel", KERNEL)
+    assert asked.returncode == 0, asked.stdout + asked.stderr
+    (queued,) = json.loads(ofedrepo(environment, "builds", "--json", "--state", "queued").stdout)
+    for _ in range(2):  # the second finds it cancelled already
+        cancelled = ofedrepo(environment, "cancel", str(queued["id"]))
+        said = (cancelled.returncode, cancelled.stdout, cancelled.stderr)
+        assert said == (0, f"build {queued['id']}: cancelled\n", "")
+    for build_id, message in (("7", "no build with id 7"), ("99999999999999999999", "less than or equal to")):
+        refused = ofedrepo(environment, "cancel", build_id)
+        assert refused.returncode == 2 and message in refused.stderr and "Traceback" not in refused.stderr, refused

@@ -150,6 +150,10 @@ for _ in range(9000):
 for number in range(3):
     with open(f"data-{{number}}", "wb") as output:
         output.write(bytes(30 * 1024 * 1024))
+        # written back at once: dirty pages count against the container's memory (cgroup v1), and a loaded
+        # disk would get the script OOM-killed before the scratch meter stops it for what this test is about
+        output.flush()
+        os.fsync(output.fileno())
 print("DEEP: written", flush=True)
 time.sleep(120)
 EOF
