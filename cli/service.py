@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -21,6 +22,41 @@ log = logging.getLogger(__name__)
 def verbosity() -> list[str]:
     """``-v`` when this command logs its steps, for a child command to do the same."""
     return ["-v"] if logging.getLogger().level <= logging.INFO else []
+
+
+class EmbeddedWorker:
+    """``ofedrepo worker`` as a process of ``serve``, started again whenever it ends (killed by the OOM killer,
+    say): a service whose worker died would answer health and take requests, and build nothing, for ever. Its
+    builds' leases expire and the new worker's reaper gives them back to the queue (or ends them, cancelled)."""
+
+    _RESTART_DELAY = 2.0
+
+    def __init__(self) -> None:
+        self._stopping = threading.Event()
+        self.process = self._start()
+        self._watcher = threading.Thread(target=self._watch, name="embedded-worker", daemon=True)
+        self._watcher.start()
+
+    @staticmethod
+    def _start() -> "subprocess.Popen[bytes]":
+        argv = [sys.executable, "-c", "from cli.main import main; main()", *verbosity(), "worker", "--die-with-parent"]
+        return subprocess.Popen(argv)
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self._RESTART_DELAY):
+            code = self.process.poll()
+            if code is not None and not self._stopping.is_set():
+                log.error("the embedded worker ended (exit status %s): starting another", code)
+                self.process = self._start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._watcher.join(timeout=self._RESTART_DELAY * 2)
+        self.process.terminate()  # its running builds go back to the queue
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
 
 
 @reports_errors
@@ -62,13 +98,7 @@ def serve(
     )
     # The embedded worker is a process of its own: the API never runs build code, and a build that crashes
     # cannot take the API down. It reads the same settings (the environment and config file) and ends with us.
-    embedded = (
-        subprocess.Popen(
-            [sys.executable, "-c", "from cli.main import main; main()", *verbosity(), "worker", "--die-with-parent"]
-        )  # fmt: skip
-        if with_worker
-        else None
-    )
+    embedded = EmbeddedWorker() if with_worker else None
     try:
         # By import string, as uvicorn needs for --workers: each process builds its own app (and the protocol,
         # which puts a deadline on request heads) from the same OFEDREPO_* settings this command read.
@@ -85,11 +115,7 @@ def serve(
         )
     finally:
         if embedded:
-            embedded.terminate()  # its running builds go back to the queue
-            try:
-                embedded.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                embedded.kill()
+            embedded.stop()
 
 
 @reports_errors

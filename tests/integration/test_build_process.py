@@ -6,6 +6,7 @@ API process runs no build code (the embedded worker is a process of its own, whi
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -132,3 +133,20 @@ def test_a_cancel_after_the_build_published_is_a_409(service: RunningServer) -> 
     assert wait_for(service, build_id, ENDED)["state"] == "succeeded"
     late = httpx.post(f"{service.url}/api/v1/builds/{build_id}/cancel", timeout=10)
     assert late.status_code == 409 and "succeeded" in late.json()["detail"]
+
+
+def test_a_killed_embedded_worker_is_started_again_and_builds_go_on(service: RunningServer) -> None:
+    """The OOM killer takes the embedded worker: serve starts another, which builds what is asked next."""
+    (worker,) = children_of(service.process.pid)
+    os.kill(worker, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while not (replacements := [pid for pid in children_of(service.process.pid) if pid != worker]):
+        assert time.monotonic() < deadline, "no worker was started again"
+        time.sleep(0.2)
+    assert b"worker" in Path(f"/proc/{replacements[0]}/cmdline").read_bytes()
+    build_id = request(service, kernel=QUICK, force=True).json()["build"]["id"]
+    assert wait_for(service, build_id, ENDED)["state"] == "succeeded", build_log(service, build_id)
+    assert (
+        "the embedded worker ended (exit status -9): starting another"
+        in (service.settings.data_dir.parent / "serve.log").read_text()
+    )
