@@ -225,3 +225,6 @@ def demo(
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
+        from ofedrepo.repos.signing import stop_agents_under
+
+        stop_agents_under(directory)  # the site key's and the proof's dnf keyring's

@@ -116,6 +116,9 @@ def serve(
     finally:
         if embedded:
             embedded.stop()
+        from ofedrepo.repos.signing import stop_agents_under
+
+        stop_agents_under(settings.data_dir)  # the site key's, started by publishing
 
 
 @reports_errors

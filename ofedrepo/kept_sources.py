@@ -56,6 +56,24 @@ def is_complete(data: DataDir, kernel: str) -> bool:
     return (tree(data, kernel) / "Makefile").is_file()
 
 
+def _wanted(data: DataDir, kernel: str) -> Path:
+    return data.locks / "kernel-sources" / f"{kernel}.wanted"
+
+
+def want(data: DataDir, kernel: str) -> None:
+    """Remember that a feed offered ``kernel`` and its sources could not be kept: tried again at each poll."""
+    _wanted(data, kernel).parent.mkdir(parents=True, exist_ok=True)
+    _wanted(data, kernel).touch()
+
+
+def wanted(data: DataDir, kernel: str) -> bool:
+    return _wanted(data, kernel).exists()
+
+
+def got(data: DataDir, kernel: str) -> None:
+    _wanted(data, kernel).unlink(missing_ok=True)
+
+
 def record(unpacked: Path, kernel: str, package: str, url: str, size: int) -> None:
     """Write ``kept.json`` into a tree being unpacked (``unpacked`` is the kernel's directory, before its rename)."""
     now = datetime.now(UTC).isoformat()

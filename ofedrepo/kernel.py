@@ -132,11 +132,16 @@ def parse_kernel_release(text: str) -> KernelRelease:
         )
     if ".." in text:
         raise InvalidKernelRelease(f"invalid kernel release {shown!r}: '..' is not allowed")
-    release, _, flavor = match.group("release").partition("+")
+    release, plus, flavor = match.group("release").partition("+")
     arch = None
     head, _, last = release.rpartition(".")
     if head and last in RPM_ARCHES:
         release, arch = head, last
+    if plus and flavor not in FLAVOR_PACKAGES:
+        known = ", ".join(f"+{name}" for name in FLAVOR_PACKAGES)
+        raise InvalidKernelRelease(f"invalid kernel release {shown!r}: its flavour is not one of {known}")
+    if flavor and "64k" in flavor and arch != "aarch64":
+        raise InvalidKernelRelease(f"invalid kernel release {shown!r}: 64k-page kernels are aarch64 kernels")
     return KernelRelease(text=text, version=match.group("version"), release=release, arch=arch, flavor=flavor or None)
 
 

@@ -19,6 +19,7 @@ single ``rename(2)``.
 """
 
 import fcntl
+import functools
 import os
 import stat
 import time
@@ -28,6 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from ofedrepo.errors import InvalidInput
 
 LATEST = "latest"
 FAILED_BUILD_PREFIX = "failed-build-"
@@ -100,6 +103,23 @@ class DataDir:
         # Builds' scratch is reached by the sandbox uid through unguessable names, never listed by anyone else.
         os.chmod(self.work, 0o711)
         return self
+
+    @functools.cached_property
+    def instance(self) -> str:
+        """This deployment's id (``<data>/instance-id``, made once, shared by the hosts that share the data dir):
+        what names its cgroups and containers, host-wide names that another deployment on the same host (a
+        staging beside production, a test run) must never take for its own."""
+        path = self.root / "instance-id"
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(path, "x") as created:
+                created.write(uuid.uuid4().hex[:12] + "\n")
+        except FileExistsError:
+            pass
+        text = path.read_text().strip()
+        if not text.isalnum() or not 1 <= len(text) <= 32:
+            raise InvalidInput(f"{path} holds no instance id (12 hex digits): remove it, and one is made again")
+        return text
 
     def repo_dir(self, bundle_name: str, kernel: str) -> Path:
         """``repos/<bundle>/<kernel>``; both parts must already be validated names."""

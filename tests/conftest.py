@@ -21,6 +21,7 @@ from ofedrepo.bundles.archive import Limits, extract
 from ofedrepo.config import Settings
 from ofedrepo.db import make_engine, session_factory, upgrade
 from ofedrepo.repos.publish import Publisher
+from ofedrepo.repos.signing import stop_agents_under
 from synthetic import images as disk_image_specs
 from synthetic.bundle import (
     CURRENT,
@@ -45,28 +46,12 @@ VENV_BIN = Path(sys.executable).parent
 SYNTHETIC_BUILD_HOST = {"OFEDREPO_BUILD_LOCAL_PREFLIGHT": "false"}
 
 
-def gpg_agents_under(root: Path) -> list[Path]:
-    """The GnuPG homes under ``root`` that a running gpg-agent serves (gpg starts one per home and leaves it)."""
-    homes = []
-    for status in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            argv = status.read_bytes().split(b"\0")
-        except OSError:  # it ended meanwhile
-            continue
-        if argv and argv[0].endswith(b"gpg-agent") and b"--homedir" in argv[:-1]:
-            home = Path(os.fsdecode(argv[argv.index(b"--homedir") + 1]))
-            if home.is_relative_to(root):
-                homes.append(home)
-    return homes
-
-
 @pytest.fixture(scope="session", autouse=True)
 def no_gpg_agent_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Every keyring the session made (the vendor's, the services' site keys, dnf's) had an agent started for it:
     stopped at the end, not left running by the dozen."""
     yield
-    for home in gpg_agents_under(tmp_path_factory.getbasetemp()):
-        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], capture_output=True, timeout=30)
+    stop_agents_under(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")

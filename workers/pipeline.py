@@ -189,7 +189,7 @@ class Pipeline:
     def run(self, build_id: int, should_stop: StopCheck, deadline: float | None = None) -> BuildState:
         """Run the build this worker has claimed and record how it ended (by ``deadline``, epoch seconds)."""
         job = self.job(build_id, deadline)
-        scratch = self.data.new_scratch(self.data.work, attempt_name(job.id, job.attempts))
+        scratch = self.data.new_scratch(self.data.work, attempt_name(self.data.instance, job.id, job.attempts))
         with self.data.build_log(job.id).open("ab") as stream:
             build_log = BuildLog(stream, self.settings.build_log_max_bytes)
             build_log.note(
@@ -441,12 +441,12 @@ class Pipeline:
                 command, layout, tool.inputs, [scratch], scratch, tool.placed, tool.tmp, staged,
                 tmpfs_bytes=confinement.max_memory // 4,
             )  # fmt: skip
-            cgroup = RunCgroup.create(attempt_name(job.id, job.attempts), confinement)
+            cgroup = RunCgroup.create(attempt_name(self.data.instance, job.id, job.attempts), confinement)
             command = confined_argv(command, confinement, cgroup, staged)
             environment["TMPDIR"] = "/tmp"  # the sandbox's own /tmp
         else:
             engine = self.settings.build_runner
-            name = f"{attempt_container_prefix(job.id, job.attempts)}{uuid.uuid4().hex[:8]}"
+            name = f"{attempt_container_prefix(self.data.instance, job.id, job.attempts)}{uuid.uuid4().hex[:8]}"
             image = container_image(self.settings, job.distro)
             command = container_argv(
                 engine, image, name, command, tool.inputs, scratch, home, confinement, signing, tool.placed, tool.tmp
@@ -511,28 +511,30 @@ class Pipeline:
         return ToolEnded(outcome.returncode, seen)
 
 
-def attempt_name(build_id: int, attempt: int) -> str:
+def attempt_name(instance: str, build_id: int, attempt: int) -> str:
     """What an attempt's scratch and cgroups are named after (``<name>-<hex>``): its leftovers are found by it
-    and by nothing of another attempt of the same build (another worker may have taken the build over)."""
-    return f"build-{build_id}-a{attempt}"
+    and by nothing of another attempt of the same build (another worker may have taken the build over), nor of
+    another deployment on this host (``DataDir.instance``: cgroups are host-wide)."""
+    return f"build-{instance}-{build_id}-a{attempt}"
 
 
-def attempt_container_prefix(build_id: int, attempt: int) -> str:
-    """What the names of an attempt's containers start with (``_CONTAINER_NAME`` reads them back)."""
-    return f"{CONTAINER_PREFIX}{build_id}-a{attempt}-"
+def attempt_container_prefix(instance: str, build_id: int, attempt: int) -> str:
+    """What the names of an attempt's containers start with (``_CONTAINER_NAME`` reads them back); the engine is
+    host-wide, so the deployment's id is in them too."""
+    return f"{CONTAINER_PREFIX}{instance}-{build_id}-a{attempt}-"
 
 
 def remove_leftovers(settings: Settings, data: DataDir, build_id: int, attempt: int) -> None:
     """Remove what an attempt whose process was killed (or died) left behind: the processes of its cgroups,
     its containers and its scratch. The vendor's sandbox ends with the build process (``bwrap
     --die-with-parent``); a container lives on in its engine until it is removed."""
-    name = attempt_name(build_id, attempt)
+    name = attempt_name(data.instance, build_id, attempt)
     for cgroup in RunCgroup.left_by(f"{name}-"):
         cgroup.kill()
         cgroup.remove()
     if settings.build_runner != "local":
         engine = settings.build_runner
-        prefix = attempt_container_prefix(build_id, attempt)
+        prefix = attempt_container_prefix(data.instance, build_id, attempt)
         try:
             names = run(container_names_argv(engine, prefix), env=engine_environment(), timeout=60).split()
             for name in names:
@@ -544,24 +546,28 @@ def remove_leftovers(settings: Settings, data: DataDir, build_id: int, attempt: 
         remove_tree(scratch)
 
 
-_CONTAINER_NAME = re.compile(rf"{CONTAINER_PREFIX}(?P<build>[0-9]+)-a(?P<attempt>[0-9]+)-[0-9a-f]+")
+_CONTAINER_NAME = re.compile(
+    rf"{CONTAINER_PREFIX}(?P<instance>[0-9a-z]+)-(?P<build>[0-9]+)-a(?P<attempt>[0-9]+)-[0-9a-f]+"
+)
 
 
 def remove_orphan_containers(settings: Settings, sessions: sessionmaker[Session]) -> list[str]:
-    """Remove this host's build containers that no running attempt owns any more (their worker was killed, or
-    its build process was, and the container lived on in its engine); the names removed."""
+    """Remove this deployment's build containers on this host that no running attempt owns any more (their
+    worker was killed, or its build process was, and the container lived on in its engine); the names removed.
+    Another deployment's containers (another data dir, on the same engine) are never this one's to judge."""
     if settings.build_runner == "local":
         return []
     engine = settings.build_runner
+    instance = DataDir(settings.data_dir).instance
     try:
-        names = run(container_names_argv(engine, CONTAINER_PREFIX), env=engine_environment(), timeout=60).split()
+        listed = run(container_names_argv(engine, CONTAINER_PREFIX), env=engine_environment(), timeout=60).split()
     except ToolFailed as error:
         log.warning("could not list build containers: %s", error)
         return []
     removed = []
-    for name in names:
+    for name in listed:
         match = _CONTAINER_NAME.fullmatch(name)
-        if match is None:
+        if match is None or match["instance"] != instance:
             continue
         with sessions() as session:
             if lifecycle.attempt_is_running(session, int(match["build"]), int(match["attempt"])):

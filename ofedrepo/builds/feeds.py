@@ -54,9 +54,11 @@ from ofedrepo.storage import DataDir
 
 log = logging.getLogger(__name__)
 
-#: The packages whose presence in a feed means "a kernel you can build for": they carry its sources.
+#: The packages whose presence in a feed means "a kernel you can build for": they carry its sources. Debug
+#: kernels (``kernel-debug-devel`` and kin) are left out: no overcloud image boots one, and in rpm order they
+#: would take the places of the kernels that are booted (a request may still ask for one).
 DEVEL_PACKAGES = frozenset(
-    {"kernel-devel", "kernel-uek-devel", *(f"{name}-devel" for name in FLAVOR_PACKAGES.values())}
+    {"kernel-devel", "kernel-uek-devel", *(f"{FLAVOR_PACKAGES[name]}-devel" for name in ("rt", "64k"))}
 )
 GIVEN_UP_STATES = (BuildState.FAILED, BuildState.CANCELLED)
 
@@ -296,8 +298,14 @@ def poll(sessions: sessionmaker[Session], settings: Settings, feed_id: int, url:
             "kernel feed %s: %d kernel(s) within the bound, %d build(s) queued", url, len(chosen), len(report.queued)
         )
     _record(sessions, feed_id, report, snapshot)
-    if report.changed:  # once per kernel the feed offers anew: a download that failed is the build's to retry
-        report.new_kernels = [kernel for kernel in report.kernels if kernel not in known]
+    # The sources of the kernels the feed offers anew, and of those whose download failed before (the mirror
+    # down for a poll): tried again at each poll, before the mirror drops the package.
+    data = DataDir(settings.data_dir)
+    report.new_kernels = [
+        kernel
+        for kernel in report.kernels
+        if (report.changed and kernel not in known) or kept_sources.wanted(data, kernel)
+    ]
     return report
 
 
@@ -312,8 +320,11 @@ def _keep_sources(settings: Settings, url: str, kernels: list[str]) -> None:
         try:
             sources.keep(kernel)
         except BuildFailed as error:
-            log.warning("kernel feed %s: the sources of %s could not be kept: %s", url, kernel, error)
+            kept_sources.want(data, kernel)
+            log.warning("kernel feed %s: the sources of %s could not be kept (tried again at the next poll): %s",
+                        url, kernel, error)  # fmt: skip
         else:
+            kept_sources.got(data, kernel)
             log.info("kernel feed %s: kept the sources of %s", url, kernel)
 
 

@@ -5,13 +5,14 @@ signs those packages with a site key: generated once under ``<data_dir>/keys/`` 
 imported from ``OFEDREPO_SIGNING_KEY_FILE``. Debian's rpm needs ``__gpg`` spelled out for ``rpmsign``.
 """
 
+import os
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ofedrepo import process
-from ofedrepo.errors import InvalidInput
+from ofedrepo.errors import InvalidInput, ToolFailed
 from ofedrepo.storage import DataDir, exclusive_lock
 
 GPG = "/usr/bin/gpg"
@@ -120,3 +121,29 @@ def sign_detached(path: Path, key: SiteKey) -> Path:
         env=key.environment(),
     )
     return signature
+
+
+def agent_homes_under(root: Path) -> list[Path]:
+    """The GnuPG homes under ``root`` that a running gpg-agent serves: gpg starts one per home (the site key's,
+    a dnf keyring's) and leaves it running after the process that used it ended."""
+    homes = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:  # it ended meanwhile
+            continue
+        if argv and argv[0].endswith(b"gpg-agent") and b"--homedir" in argv[:-1]:
+            home = Path(os.fsdecode(argv[argv.index(b"--homedir") + 1]))
+            if home.is_relative_to(root):
+                homes.append(home)
+    return homes
+
+
+def stop_agents_under(root: Path) -> None:
+    """Stop the gpg-agents of the homes under ``root`` (a service's data dir, the demo's directory) as it ends."""
+    for home in agent_homes_under(root):
+        try:
+            stop = ["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"]
+            process.run(stop, env=process.clean_environment(home), timeout=30)
+        except ToolFailed:
+            pass  # it ended by itself meanwhile, or gpgconf is gone: nothing is left to stop

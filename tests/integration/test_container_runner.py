@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ofedrepo.builds import lifecycle
 from ofedrepo.config import Settings
+from ofedrepo.storage import DataDir
 from synthetic.bundle import make_kernel_sources
 from tests.conftest import RunningServer, start_server, start_worker, stop_server
 from tests.integration.test_dnf import dnf
@@ -133,7 +134,12 @@ def test_containers_no_running_attempt_owns_are_swept(
     (build_id,) = enqueue(sessions)
     assert lifecycle.claim(sessions, "alive", lease_seconds=300) == build_id  # attempt 1 runs
     image = environment["OFEDREPO_BUILD_CONTAINER_IMAGES"].split("=", 1)[1]
-    names = [f"ofedrepo-build-{build_id}-a1-{os.getpid():x}", f"ofedrepo-build-{build_id + 1000}-a1-{os.getpid():x}"]
+    instance = DataDir(settings.data_dir).instance
+    names = [
+        f"ofedrepo-build-{instance}-{build_id}-a1-{os.getpid():x}",
+        f"ofedrepo-build-{instance}-{build_id + 1000}-a1-{os.getpid():x}",
+        f"ofedrepo-build-0another0-{build_id + 1000}-a1-{os.getpid():x}",  # another deployment's: never swept
+    ]
     for name in names:
         subprocess.run(["podman", "run", "-d", "--name", name, image, "sleep", "300"], env=engine, check=True,
                        capture_output=True)  # fmt: skip
@@ -142,7 +148,7 @@ def test_containers_no_running_attempt_owns_are_swept(
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("CONTAINERS_CONF", environment["CONTAINERS_CONF"])
             assert remove_orphan_containers(configured, sessions) == [names[1]]
-            assert build_containers(engine) == [names[0]]
+            assert sorted(build_containers(engine)) == sorted([names[0], names[2]])
     finally:
         for name in names:
             subprocess.run(

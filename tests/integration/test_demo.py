@@ -9,6 +9,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+from ofedrepo.repos.signing import agent_homes_under
 from synthetic.images import DEMO, ROCKY_NEW
 from tests.conftest import VENV_BIN
 
@@ -41,4 +42,5 @@ def test_the_demo_does_the_whole_job_and_proves_it_with_an_install(
     served = re.search(r"DIB_MLNX_OFED_REPO=http://127\.0\.0\.1:(\d+)/repos/", done.stdout)
     assert served and int(served.group(1)) != default, done.stdout
     assert "Traceback" not in done.stderr
+    assert agent_homes_under(tmp_path / "demo") == []  # the site key's and dnf's gpg-agents stopped with it
     assert busy.returncode != 0 and f"port {default} is in use on 127.0.0.1: pass another with --port" in busy.stderr

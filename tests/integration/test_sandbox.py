@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ofedrepo.storage import remove_tree
+from ofedrepo.storage import DataDir, remove_tree
 from synthetic.bundle import SCRIPT, make_kernel_sources, make_tgz
 from tests.conftest import TARGET_KERNEL, RunningServer, start_server, stop_server
 from tests.integration.test_pipeline import ENDED, build_log, wait_for
@@ -301,7 +301,8 @@ def test_limits_contain_a_fork_bomb_a_memory_hog_and_a_disk_filler(
     assert "is not kept: larger than" in run.log  # the kept scratch of failed builds has a budget
     assert not processes_of(SANDBOX_UID, sandboxed.settings.data_dir)  # the bomb's sleepers went with the build
     for hierarchy in ("pids", "memory"):
-        assert not list((CGROUP_ROOT / hierarchy / CGROUP_PARENT).glob(f"build-{run.build['id']}-*"))
+        instance = DataDir(sandboxed.settings.data_dir).instance
+        assert not list((CGROUP_ROOT / hierarchy / CGROUP_PARENT).glob(f"build-{instance}-{run.build['id']}-*"))
     assert not containers_of(sandboxed)  # the container went with the build
 
 

@@ -78,3 +78,16 @@ def test_el_version_and_release_number() -> None:
     assert parse_kernel_release("4.18.0-372.26.1.el8_6.x86_64").el_version == (8, 6)
     assert parse_kernel_release("3.10.0-514.el7.x86_64").el_version == (7, None)
     assert parse_kernel_release("3.10.0-514.el7.x86_64").release_number == 514
+
+
+@pytest.mark.parametrize(
+    "odd",
+    ["5.14.0-362.8.1.el9_3.x86_64+rt+rt", "5.14.0-362.8.1.el9_3.x86_64+", "5.14.0-362.8.1.el9_3.x86_64+RT",
+     "5.14.0-362.8.1.el9_3.x86_64+-", "5.14.0-362.8.1.el9_3.x86_64+rt.x86_64", "5.14.0-362.8.1.el9_3.x86_64+64k",
+     "5.14.0-362.8.1.el9_3.x86_64+64k-debug"],
+)  # fmt: skip
+def test_only_the_flavours_el9_names_are_taken(odd: str) -> None:
+    """A flavour is one the distribution builds (+rt, +64k, +debug and their debug kin); 64k only on aarch64."""
+    with pytest.raises(InvalidKernelRelease, match="flavour|64k-page kernels are aarch64"):
+        parse_kernel_release(odd)
+    assert parse_kernel_release("5.14.0-362.8.1.el9_3.aarch64+64k-debug").flavor == "64k-debug"
