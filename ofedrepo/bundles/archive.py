@@ -211,11 +211,16 @@ def _resolved(link: Path) -> str | None:
     followed as the kernel follows them, never read as text: ``d/..`` is not ``.`` when ``d`` is a link), then
     the missing rest; a rest that climbs (``..`` below a name that does not exist yet) is judged nowhere."""
     try:
-        descriptor = os.open(link, os.O_PATH | os.O_CLOEXEC)
+        return _where_kernel_leads(str(link))
     except FileNotFoundError:
         return _resolved_dangling(link)
     except OSError:
         return None
+
+
+def _where_kernel_leads(path: str) -> str:
+    """The real path of ``path``, as the kernel resolves it (every link and ``..`` followed by the kernel)."""
+    descriptor = os.open(path, os.O_PATH | os.O_CLOEXEC)
     try:
         return os.readlink(f"/proc/self/fd/{descriptor}")
     finally:
@@ -230,15 +235,11 @@ def _resolved_dangling(link: Path) -> str | None:
     parts = (target if target.startswith("/") else os.path.join(base, target)).split("/")
     for cut in range(len(parts) - 1, 0, -1):
         try:
-            descriptor = os.open("/".join(parts[:cut]) or "/", os.O_PATH | os.O_CLOEXEC)
+            existing = _where_kernel_leads("/".join(parts[:cut]) or "/")
         except FileNotFoundError:
             continue
         except OSError:
             return None
-        try:
-            existing = os.readlink(f"/proc/self/fd/{descriptor}")
-        finally:
-            os.close(descriptor)
         rest = [part for part in parts[cut:] if part not in ("", ".")]
         return None if ".." in rest else os.path.join(existing, *rest)
     return None
