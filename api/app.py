@@ -11,7 +11,13 @@ from api.uploads import CapJsonBodies
 from ofedrepo import __version__
 from ofedrepo.bundles.store import BundleStore
 from ofedrepo.config import Settings
-from ofedrepo.db import make_engine, read_only_sessions, session_factory
+from ofedrepo.db import (
+    REQUEST_LOCK_WAIT_SECONDS,
+    REQUEST_STATEMENT_SECONDS,
+    make_engine,
+    read_only_sessions,
+    session_factory,
+)
 from ofedrepo.images.catalog import ImageCatalog
 from ofedrepo.storage import DataDir
 
@@ -27,7 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # served by api.routes.docs, with its assets (never from a CDN)
         redoc_url=None,
     )
-    engine = make_engine(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url, REQUEST_LOCK_WAIT_SECONDS, REQUEST_STATEMENT_SECONDS)
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = session_factory(engine)

@@ -254,6 +254,13 @@ class Settings(BaseSettings):
         description="Bytes one build's scratch directory (the script's copy of the bundle, its build trees and "
         "output) may hold; past it the script is stopped and the build fails. Also the largest file it may write.",
     )
+    build_scratch_filesystem: bool = Field(
+        True,
+        description="Whether a root-run worker gives each build's scratch an ext4 filesystem of "
+        "`OFEDREPO_BUILD_MAX_SCRATCH_BYTES` (a sparse file beside it, loop-mounted `nosuid,nodev`), so that the "
+        "cap is a hard limit that no burst of writes overshoots; a failed build's kept scratch is then that image. "
+        "Off, or where the worker is not root or the host has no loop devices, the scratch is measured as it grows.",
+    )
     build_log_max_bytes: int = Field(
         100 * 1024**2,
         ge=64 * 1024,

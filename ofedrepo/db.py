@@ -6,6 +6,7 @@ write, so two processes never both read and then fail to upgrade to a write lock
 (``read_only``) begin deferred instead: they take no lock, so they never wait for a writer nor make one wait.
 """
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.resources import files
@@ -20,7 +21,14 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: How long a worker's or the CLI's statement waits for a lock another connection holds (SQLite's busy timeout,
+#: PostgreSQL's ``lock_timeout``): their transactions are short, and a build's step is worth waiting for.
+LOCK_WAIT_SECONDS = 30.0
+#: The same for a web request, with a bound on any statement it runs: a client is better told 503 with
+#: Retry-After at once than held for half a minute while another process holds the database (a stalled
+#: transaction, a vacuum), and its thread and connection are free again for the requests that can be answered.
+REQUEST_LOCK_WAIT_SECONDS = 5.0
+REQUEST_STATEMENT_SECONDS = 20.0
 #: libpq settings that bound how long a lost server (host down, link cut) can hold a query or a connect: by
 #: default a half-open TCP connection waits out the kernel's retransmissions, about 15 minutes, while a
 #: worker's leases expire. A URL's own query parameters take precedence.
@@ -54,15 +62,31 @@ def unreachable_database(error: BaseException) -> bool:
     return isinstance(error, OperationalError | InterfaceError | DisconnectionError | PoolTimeout)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets the pragmas and ``BEGIN IMMEDIATE`` described above."""
+def make_engine(url: str, lock_wait: float = LOCK_WAIT_SECONDS, statement_limit: float | None = None) -> Engine:
+    """An engine for ``url`` whose statements wait ``lock_wait`` seconds at most for a lock (and run
+    ``statement_limit`` seconds at most, on PostgreSQL); SQLite gets the pragmas and ``BEGIN IMMEDIATE``
+    described above. A wait past either fails with an ``OperationalError``, which the API answers 503."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        bounded = {name: value for name, value in NETWORK_TIMEOUTS.items() if name not in parsed.query}
+        bounded: dict[str, Any] = {name: value for name, value in NETWORK_TIMEOUTS.items() if name not in parsed.query}
+        if "options" not in parsed.query:
+            limits = [f"-c lock_timeout={round(lock_wait * 1000)}"]
+            if statement_limit is not None:
+                limits.append(f"-c statement_timeout={round(statement_limit * 1000)}")
+            bounded["options"] = " ".join(limits)
         return create_engine(url, pool_pre_ping=True, connect_args=bounded, **_POOL)
     if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **_POOL)
+        database = Path(parsed.database)
+        database.parent.mkdir(parents=True, exist_ok=True)
+        # Made here, readable by its owner alone (SQLite gives its -wal and -shm files the same mode): the data
+        # directory's top is readable by the web server that serves `repos/`, and the queue is nobody else's.
+        # Never opened here when it exists: closing any descriptor of a database file drops every POSIX lock this
+        # process's SQLite connections hold on it (writes were lost that way).
+        try:
+            os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        except FileExistsError:
+            pass
+    engine = create_engine(url, connect_args={"timeout": lock_wait}, **_POOL)
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
@@ -70,7 +94,7 @@ def make_engine(url: str) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={round(lock_wait * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

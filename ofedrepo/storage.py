@@ -138,10 +138,14 @@ class DataDir:
         if not clear_set_id_bits(scratch):
             remove_tree(scratch)
             return None
-        kept = self.work / f"{FAILED_BUILD_PREFIX}{build_id}-{uuid.uuid4().hex[:32]}"
+        kept = self.failed_build_name(build_id)
         os.rename(scratch, kept)
         os.utime(kept)
         return kept
+
+    def failed_build_name(self, build_id: int, suffix: str = "") -> Path:
+        """A fresh name for a failed build's kept scratch, which retention recognises (``failed_builds``)."""
+        return self.work / f"{FAILED_BUILD_PREFIX}{build_id}-{uuid.uuid4().hex[:32]}{suffix}"
 
     def expired_failed_builds(self, kept_seconds: float) -> Iterator[Path]:
         """Failed builds' scratch set aside longer ago than ``kept_seconds``."""

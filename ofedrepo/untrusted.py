@@ -22,6 +22,9 @@ from typing import BinaryIO
 from ofedrepo.errors import BuildFailed
 from ofedrepo.storage import MAX_TREE_DEPTH
 
+#: Bytes read at a time when a checked file is copied out of the scratch.
+COPY_CHUNK = 1024 * 1024
+
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 #: Entries one walk looks at, at most: a tool that makes a million files does not make each poll cost seconds.
@@ -160,8 +163,10 @@ class ScratchDir:
                 os.close(descriptor)
 
     def collect(self, relative: str, into: Path, max_bytes: int | None = None) -> Path:
-        """Link the checked file ``relative`` into ``into`` (a directory of ours on the same filesystem) by its
-        descriptor, and return that path: what readers then open is the inode that passed the checks."""
+        """Link the checked file ``relative`` into ``into`` (a directory of ours) by its descriptor, and return
+        that path: what readers then open is the inode that passed the checks. Where ``into`` is on another
+        filesystem (the scratch has one of its own, ``workers.scratch_volume``) the file is copied from that
+        descriptor instead, never more than ``max_bytes``."""
         into.mkdir(mode=0o700, exist_ok=True)
         target = into / _parts(relative)[-1]
         with self.open(relative, max_bytes) as opened:
@@ -170,9 +175,28 @@ class ScratchDir:
             proc = os.open("/proc", _DIRECTORY_FLAGS)
             try:
                 os.link(f"self/fd/{opened.fileno()}", target, src_dir_fd=proc, follow_symlinks=True)
+            except OSError as error:
+                if error.errno != errno.EXDEV:
+                    raise
+                _copy(opened, target, relative, max_bytes)
             finally:
                 os.close(proc)
         return target
+
+
+def _copy(opened: BinaryIO, target: Path, relative: str, max_bytes: int | None) -> None:
+    """Copy an opened file of the scratch to a new file of ours, failing past ``max_bytes`` (it was checked
+    when opened, and may have grown since)."""
+    copied = 0
+    with open(target, "xb") as output:
+        os.fchmod(output.fileno(), 0o600)
+        while chunk := opened.read(COPY_CHUNK):
+            copied += len(chunk)
+            if max_bytes is not None and copied > max_bytes:
+                output.close()
+                target.unlink()
+                raise UntrustedFile(f"{shown(relative)} is larger than {max_bytes} bytes")
+            output.write(chunk)
 
 
 def _parts(relative: str) -> list[str]:

@@ -8,12 +8,12 @@ set -euo pipefail
 
 debian_packages=(
   python3 python3-venv python3-guestfs python3-rpm python3-createrepo-c
-  libguestfs-tools rpm createrepo-c dnf dnf-plugins-core qemu-utils gnupg openssl xorriso perl bubblewrap
+  libguestfs-tools rpm createrepo-c dnf dnf-plugins-core qemu-utils gnupg openssl xorriso perl bubblewrap e2fsprogs
   debootstrap shellcheck podman runc util-linux
 )
 rhel_packages=(
   python3 python3-libguestfs python3-rpm python3-createrepo_c
-  libguestfs-tools-c rpm-build rpm-sign createrepo_c dnf dnf-plugins-core qemu-img gnupg2 openssl xorriso perl bubblewrap
+  libguestfs-tools-c rpm-build rpm-sign createrepo_c dnf dnf-plugins-core qemu-img gnupg2 openssl xorriso perl bubblewrap e2fsprogs
   debootstrap ShellCheck podman runc util-linux
 )
 

@@ -67,6 +67,7 @@ from workers.sandbox import (
     hand_over,
     staged_sources,
 )
+from workers.scratch_volume import ScratchVolume, detach, image_of, mounted_under
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,7 @@ class Pipeline:
         """Run the build this worker has claimed and record how it ended (by ``deadline``, epoch seconds)."""
         job = self.job(build_id, deadline)
         scratch = self.data.new_scratch(self.data.work, attempt_name(self.data.instance, job.id, job.attempts))
+        volume = ScratchVolume(scratch, self.settings.build_max_scratch_bytes, self.settings.build_scratch_filesystem)
         with self.data.build_log(job.id).open("ab") as stream:
             build_log = BuildLog(stream, self.settings.build_log_max_bytes)
             build_log.note(
@@ -197,13 +199,13 @@ class Pipeline:
                 f"{self.settings.build_max_attempts}, worker {self.worker_id}, process {os.getpid()}"
             )
             try:
-                version = self._build(job, scratch, build_log, should_stop)
+                version = self._build(job, volume, build_log, should_stop)
             except Stopped as stop:
                 return self._stopped(job.id, build_log, stop.reason)
             except OfedrepoError as error:
                 keep = isinstance(error, ScriptFailed) and self.settings.build_keep_failed_seconds > 0
                 if keep and scratch.exists():
-                    self._keep_failed(job, scratch, build_log)
+                    self._keep_failed(job, volume, build_log)
                 build_log.note(f"FAILED: {error}")
                 lifecycle.finish(self.sessions, job.id, self.worker_id, BuildState.FAILED, error=str(error))
                 return BuildState.FAILED
@@ -223,6 +225,7 @@ class Pipeline:
                 lifecycle.finish(self.sessions, job.id, self.worker_id, BuildState.FAILED, error=message)
                 return BuildState.FAILED
             finally:
+                volume.release()
                 remove_tree(scratch)
                 remove_tree(_private(scratch))
                 for expired in self.data.expired_failed_builds(self.settings.build_keep_failed_seconds):
@@ -249,8 +252,10 @@ class Pipeline:
             self.note(build_id, f"succeeded: version {number} (published before the build's process ended)")
         return True
 
-    def _keep_failed(self, job: BuildJob, scratch: Path, build_log: BuildLog) -> None:
-        """Set the failed script's scratch aside for a while, within the total budget for kept scratch."""
+    def _keep_failed(self, job: BuildJob, volume: ScratchVolume, build_log: BuildLog) -> None:
+        """Set the failed script's scratch aside for a while, within the total budget for kept scratch: its
+        directory, or the image of its filesystem (``scratch_volume``)."""
+        scratch = volume.scratch
         size = disk_usage(scratch)
         if not self.data.room_for_failed_build(size, self.settings.build_keep_failed_max_bytes):
             build_log.note(
@@ -258,12 +263,21 @@ class Pipeline:
                 f"({self.settings.build_keep_failed_max_bytes})"
             )
             return
-        kept = self.data.keep_failed_build(scratch, job.id)
-        if kept is None:
-            build_log.note("the script's scratch is not kept: its tree is deeper than can be walked")
-            return
         hours = self.settings.build_keep_failed_seconds / 3600
-        build_log.note(f"the script's work and log directories are kept in {kept} for {hours:g} h")
+        if volume.mounted:
+            image = self.data.failed_build_name(job.id, ".img")
+            if volume.keep_as(image):
+                build_log.note(
+                    f"the script's work and log directories are kept in {image} for {hours:g} h (an ext4 image: "
+                    f"mount -o loop,ro,nosuid,nodev,noexec {image} /mnt)"
+                )
+                return
+        else:
+            kept = self.data.keep_failed_build(scratch, job.id)
+            if kept is not None:
+                build_log.note(f"the script's work and log directories are kept in {kept} for {hours:g} h")
+                return
+        build_log.note("the script's scratch is not kept: its tree is deeper than can be walked")
 
     def stopped(self, build_id: int, reason: StopReason) -> BuildState:
         """Record a build stopped for ``reason`` from outside its run (its worker killed the build's process)."""
@@ -305,7 +319,7 @@ class Pipeline:
     def _module_certificate(self) -> Path | None:
         return self.settings.module_sign_pub_key
 
-    def _build(self, job: BuildJob, scratch: Path, build_log: BuildLog, should_stop: StopCheck) -> int:
+    def _build(self, job: BuildJob, volume: ScratchVolume, build_log: BuildLog, should_stop: StopCheck) -> int:
         self.publisher.recover(job.repo_id, job.bundle_name, job.kernel)
         with self.sessions() as session:
             published = queries.version_of_build(session, job.id)
@@ -321,12 +335,14 @@ class Pipeline:
             )
             return self._publish_own_packages(job, build_log)
         self._preflight(job, build_log)
+        volume.create(build_log.note)
+        scratch = volume.scratch
         home = scratch / "home"
-        home.mkdir(parents=True)
+        home.mkdir()
         vendor = vendor_of(job.bundle.identity.kind)
         with KernelSources(self.settings, self.data, build_log.note).held(job.kernel) as sources:
             run = vendor.tool_run(job.bundle, job.kernel, sources, scratch, self.workspace)
-            ended = self._run_tool(job, run, scratch, home, build_log, should_stop)
+            ended = self._run_tool(job, run, volume, home, build_log, should_stop)
         # What the worker makes of the tool's output goes to a directory of its own beside the scratch, never
         # into the scratch the tool could write: a link it planted there (`collected`, `rebuilt`) would have
         # taken the worker's files anywhere on the host.
@@ -406,12 +422,19 @@ class Pipeline:
         return 0 if self.settings.build_runner == "docker" else confinement.owner
 
     def _run_tool(
-        self, job: BuildJob, tool: ToolRun, scratch: Path, home: Path, build_log: BuildLog, should_stop: StopCheck
+        self,
+        job: BuildJob,
+        tool: ToolRun,
+        volume: ScratchVolume,
+        home: Path,
+        build_log: BuildLog,
+        should_stop: StopCheck,
     ) -> ToolEnded:
         """Run the vendor's tool in the sandbox or a builder container, confined (``workers.sandbox``), its output
         and the log files it writes under ``tool.logs`` streamed into the build log; how it ended, when it ended
         with one of ``tool.ok``."""
         confinement = Confinement.of(self.settings)
+        scratch = volume.scratch
         command = tool.command
         signing = self._signing_environment(scratch)
         if signing:
@@ -471,7 +494,7 @@ class Pipeline:
             build_log.note("module signing: MODULE_SIGN_PRIV_KEY and MODULE_SIGN_PUB_KEY are passed to the script")
         build_log.note("$ " + shlex.join(command))
         build_log.tool = tool.name
-        meter = ScratchMeter(scratch, confinement.max_scratch)
+        meter = ScratchMeter(scratch, confinement.max_scratch, volume.full)
         seen: list[str] = []
         try:
             with LogFollower(tool.logs, build_log.write, build_log.full) as follower:
@@ -494,7 +517,7 @@ class Pipeline:
                 f"{tool.name} did not finish within the build's {self.settings.build_timeout} s "
                 "(OFEDREPO_BUILD_TIMEOUT)"
             )
-        if outcome.stopped == StopReason.SCRATCH_FULL:
+        if outcome.stopped == StopReason.SCRATCH_FULL or (not outcome.stopped and volume.full()):
             raise ScriptFailed(
                 f"{tool.name} was stopped: its scratch directory grew past {confinement.max_scratch} bytes "
                 f"(OFEDREPO_BUILD_MAX_SCRATCH_BYTES; each file counts at least {ENTRY_COST} bytes, and no tree may "
@@ -543,7 +566,38 @@ def remove_leftovers(settings: Settings, data: DataDir, build_id: int, attempt: 
         except ToolFailed as error:
             log.warning("build %d: its containers could not be removed: %s", build_id, error)
     for scratch in data.work.glob(f"{name}-*"):
+        if scratch.is_mount():
+            detach(scratch)
         remove_tree(scratch)
+
+
+def remove_orphan_scratch_volumes(data: DataDir, sessions: sessionmaker[Session]) -> list[Path]:
+    """Detach and remove this deployment's scratch filesystems (``scratch_volume``) that no running attempt
+    owns: their worker was killed with its build, and nothing else would unmount them. Another worker on this
+    host may share the data directory: only attempts that are not running are touched."""
+    removed = []
+    for mount_point in mounted_under(data.work):
+        match = _SCRATCH_NAME.fullmatch(mount_point.name)
+        if match is None or match["instance"] != data.instance or _touched_lately(image_of(mount_point)):
+            continue  # an attempt that just ended releases (or keeps) its own in a moment
+        with sessions() as session:
+            if lifecycle.attempt_is_running(session, int(match["build"]), int(match["attempt"])):
+                continue
+        detach(mount_point)
+        remove_tree(mount_point)
+        remove_tree(image_of(mount_point))
+        removed.append(mount_point)
+    return removed
+
+
+def _touched_lately(path: Path, seconds: float = 120) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime < seconds
+    except OSError:
+        return False
+
+
+_SCRATCH_NAME = re.compile(r"build-(?P<instance>[0-9A-Za-z]+)-(?P<build>[0-9]+)-a(?P<attempt>[0-9]+)-[0-9a-f]{32}")
 
 
 _CONTAINER_NAME = re.compile(

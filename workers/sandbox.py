@@ -25,7 +25,7 @@ import signal
 import stat
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -254,15 +254,18 @@ ENTRY_COST = 4096
 
 class ScratchMeter:
     """How much a run's scratch directory holds (``storage.tree_usage``: by descriptors, links not followed), each
-    entry counted at least ``ENTRY_COST``; the run is stopped past its cap, or when its tree is deeper than is
-    walked (no build makes hundreds of levels; a tool that does hides what is below).
+    entry counted at least ``ENTRY_COST``; the run is stopped past its cap, when its tree is deeper than is
+    walked (no build makes hundreds of levels; a tool that does hides what is below), or when ``filled()`` says
+    the filesystem the scratch has to itself is full (``scratch_volume``: there the cap is a hard limit, and the
+    meter only ends a run that met it without waiting for the tool to give up).
 
     A walk costs time on a big build tree, so the meter walks again only after a multiple of the last walk's
     duration (at least every 0.2 s): its cost stays a small fraction of one core."""
 
-    def __init__(self, root: Path, limit: int) -> None:
+    def __init__(self, root: Path, limit: int, filled: Callable[[], bool] = lambda: False) -> None:
         self.root = root
         self.limit = limit
+        self.filled = filled
         self.measured = 0
         self._next = 0.0
 
@@ -271,6 +274,8 @@ class ScratchMeter:
         now = time.monotonic()
         if now < self._next:
             return None
+        if self.filled():
+            return StopReason.SCRATCH_FULL
         usage = tree_usage(self.root)
         self.measured = usage.bytes + usage.entries * ENTRY_COST
         spent = time.monotonic() - now

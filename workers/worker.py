@@ -24,7 +24,7 @@ from ofedrepo.db import make_engine, session_factory, upgrade
 from ofedrepo.models import BuildState
 from ofedrepo.repos.retention import Policy, automatic_policy, collect_garbage
 from workers.build_process import DATABASE_FAILED, STOP_GRACE, BuildProcess, Target, run_pipeline
-from workers.pipeline import Pipeline, remove_leftovers, remove_orphan_containers
+from workers.pipeline import Pipeline, remove_leftovers, remove_orphan_containers, remove_orphan_scratch_volumes
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ MAX_HEARTBEAT_INTERVAL = 2.0
 MIN_PREEMPT_WAIT = 2.0
 #: How often a worker looks whether a kernel feed is due (the feed's own interval decides whether it is).
 MAX_FEED_CHECK_INTERVAL = 10.0
-#: How often a worker of a container runner removes the build containers no running build owns.
+#: How often a worker removes the build containers and scratch filesystems no running build owns.
 ORPHAN_SWEEP_INTERVAL = 30.0
 
 
@@ -68,9 +68,10 @@ class Worker:
     def start(self) -> None:
         lifecycle.register(self.sessions, self.id, self.concurrency, self.settings.worker_arches)
         log.info("worker %s builds for %s", self.id, ", ".join(self.settings.worker_arches))
-        self.threads = [threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)]
-        if self.settings.build_runner != "local":
-            self.threads.append(threading.Thread(target=self._sweep_containers, name="container-sweep", daemon=True))
+        self.threads = [
+            threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True),
+            threading.Thread(target=self._sweep_orphans, name="orphan-sweep", daemon=True),
+        ]
         self.threads += [
             threading.Thread(target=self._slot, name=f"slot-{index}", daemon=True) for index in range(self.concurrency)
         ]
@@ -281,18 +282,20 @@ class Worker:
                     log.exception("heartbeat failed; retrying")
                 self._give_up_expired_leases(time.monotonic() - renewed_at)
 
-    def _sweep_containers(self) -> None:
-        """Remove this host's build containers no running attempt owns, at once (a killed worker's) and every
-        ``ORPHAN_SWEEP_INTERVAL``; in a thread of its own, as the engine may wait minutes on its storage lock
-        (another build pulling an image) and the heartbeat must not."""
+    def _sweep_orphans(self) -> None:
+        """Remove this host's build containers and scratch filesystems that no running attempt owns, at once (a
+        killed worker's) and every ``ORPHAN_SWEEP_INTERVAL``; in a thread of its own, as the engine may wait
+        minutes on its storage lock (another build pulling an image) and the heartbeat must not."""
         while True:
             try:
                 for name in remove_orphan_containers(self.settings, self.sessions):
                     log.warning("removed the container %s: no running build owns it", name)
+                for mount_point in remove_orphan_scratch_volumes(self.pipeline.data, self.sessions):
+                    log.warning("removed the scratch filesystem %s: no running build owns it", mount_point)
             except DBAPIError as error:
-                log.warning("container sweep: the database cannot be reached (%s)", str(error.orig).strip())
+                log.warning("orphan sweep: the database cannot be reached (%s)", str(error.orig).strip())
             except Exception:
-                log.exception("container sweep failed; trying again later")
+                log.exception("orphan sweep failed; trying again later")
             if self.stopping.wait(ORPHAN_SWEEP_INTERVAL):
                 return
 

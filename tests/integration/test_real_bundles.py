@@ -24,6 +24,7 @@ from synthetic.vendor import mlnxofedinstall
 from tests.conftest import VENV_BIN, RunningServer, start_server, stop_server
 from tests.integration.test_dnf import dnf
 from tests.integration.test_pipeline import ENDED, build_log, module_vermagic, request, upload, wait_for
+from tests.support.kept_scratch import kept_tree
 
 TARGETS = {
     "current": "4.18.0-372.26.1.el8_6.x86_64",
@@ -164,7 +165,9 @@ def test_a_compile_error_shows_in_the_build_log_and_the_scratch_is_kept(service:
     assert COMPILER_ERROR in log and "ERROR: Failed executing" in log and "\x1b[" not in log
     assert re.search(r"==> mlnx_iso\.[0-9]+_logs/OFED\.[0-9]+\.logs/mlnx-ofa_kernel-5\.8\.rpmbuild\.log <==", log)
     kept = Path(re.search(r"kept in (\S+) for 24 h", log).group(1))  # type: ignore[union-attr]
-    assert kept.name.startswith(f"failed-build-{build_id}-") and list(kept.rglob("mlnx_ofed_iso.*.log"))
+    assert kept.name.startswith(f"failed-build-{build_id}-")
+    with kept_tree(kept) as tree:
+        assert list(tree.rglob("mlnx_ofed_iso.*.log"))
 
 
 def test_the_local_runner_refuses_a_debian_host(tmp_path: Path, bundle_tgz: Path) -> None:

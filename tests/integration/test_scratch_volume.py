@@ -1,0 +1,77 @@
+"""A build's scratch on a filesystem of its own (``workers.scratch_volume``), with real loop mounts: the cap is a
+hard limit, a kept scratch is its image, and what a killed worker left mounted is swept."""
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from ofedrepo.storage import DataDir
+from tests.support.kept_scratch import kept_tree
+from workers.pipeline import attempt_name, remove_orphan_scratch_volumes
+from workers.scratch_volume import ScratchVolume, image_of, mounted_under
+
+CAP = 64 * 1024**2
+
+
+def test_a_burst_of_allocations_stops_at_the_cap_and_the_kept_image_has_no_set_id_bits(tmp_path: Path) -> None:
+    notes: list[str] = []
+    volume = ScratchVolume(tmp_path / "scratch", CAP, enabled=True)
+    volume.create(notes.append)
+    try:
+        assert notes == [f"scratch: a filesystem of its own, {CAP} bytes (OFEDREPO_BUILD_MAX_SCRATCH_BYTES)"]
+        assert volume.scratch.is_mount() and os.listdir(volume.scratch) == []
+        made = 0
+        for number in range(16):  # 512 MiB asked for at once, as a hostile script's fallocate burst does
+            if subprocess.run(["fallocate", "-l", "32M", str(volume.scratch / f"burst-{number}")]).returncode:
+                break
+            made += 1
+        assert made < 2 and volume.full()
+        allocated = sum(path.stat().st_blocks * 512 for path in volume.scratch.iterdir())
+        assert allocated <= CAP and image_of(volume.scratch).stat().st_blocks * 512 <= CAP
+        shell = volume.scratch / "suid-sh"
+        shell.write_bytes(b"")
+        shell.chmod(0o4755)
+        kept = tmp_path / "failed-build-1-kept.img"
+        assert volume.keep_as(kept)
+        assert not volume.scratch.is_mount() and not image_of(volume.scratch).exists()
+        with kept_tree(kept) as tree:
+            assert stat.S_IMODE((tree / "suid-sh").stat().st_mode) == 0o755
+    finally:
+        volume.release()
+
+
+def test_without_the_setting_the_scratch_is_a_plain_directory(tmp_path: Path) -> None:
+    notes: list[str] = []
+    volume = ScratchVolume(tmp_path / "scratch", CAP, enabled=False)
+    volume.create(notes.append)
+    assert volume.scratch.is_dir() and not volume.scratch.is_mount() and not volume.full()
+    assert notes == [
+        "scratch: measured against OFEDREPO_BUILD_MAX_SCRATCH_BYTES, not bounded by a filesystem: "
+        "OFEDREPO_BUILD_SCRATCH_FILESYSTEM is off"
+    ]
+
+
+def test_the_orphan_sweep_detaches_what_a_killed_worker_left_mounted(
+    tmp_path: Path, sessions: sessionmaker[Session]
+) -> None:
+    data = DataDir(tmp_path / "var").ensure()
+    left = ScratchVolume(data.new_scratch(data.work, attempt_name(data.instance, 7, 1)), CAP, enabled=True)
+    just_ended = ScratchVolume(data.new_scratch(data.work, attempt_name(data.instance, 8, 1)), CAP, enabled=True)
+    others = ScratchVolume(data.new_scratch(data.work, attempt_name("another0", 7, 1)), CAP, enabled=True)
+    try:
+        for volume in (left, just_ended, others):
+            volume.create(lambda _: None)
+        for volume in (left, others):
+            os.utime(volume.image, (1, 1))  # untouched for long: its worker is gone
+        # Build 7 is not running (it does not exist at all): its scratch is an orphan; build 8's just ended and
+        # releases its own; another deployment's is never this one's to judge.
+        assert remove_orphan_scratch_volumes(data, sessions) == [left.scratch]
+        assert not left.scratch.exists() and not left.image.exists()
+        assert sorted(mounted_under(data.work)) == sorted([just_ended.scratch, others.scratch])
+    finally:
+        for volume in (left, just_ended, others):
+            volume.mounted = volume.scratch.is_mount()
+            volume.release()
