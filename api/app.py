@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # bodies are capped.
     app.add_middleware(CapJsonBodies)
     app.add_middleware(AuthenticateFirst, settings=settings)
-    app.add_middleware(BodyDeadline, seconds=settings.http_timeout)
+    app.add_middleware(BodyDeadline, seconds=settings.http_timeout, min_rate=settings.http_min_body_rate)
     metrics.install(app)
     app.include_router(tree.router)  # first: yum clients make most requests, and routes are matched in order
     app.include_router(health.router)

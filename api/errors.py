@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from ofedrepo.db import unreachable_database
@@ -137,7 +138,15 @@ async def _database_error(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal error (see the server's log)"}, status_code=500)
 
 
+async def _client_gone(request: Request, error: Exception) -> Response:
+    """The client went away while sending its body (an aborted upload): one line, not a traceback; the answer
+    reaches no one."""
+    log.info("%s %s: the client disconnected before its request body was complete", request.method, request.url.path)
+    return Response(status_code=400)
+
+
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(OfedrepoError, _ofedrepo_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

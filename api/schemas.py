@@ -1,5 +1,6 @@
 """JSON shapes of the API (DESIGN.md, "REST API")."""
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Literal
 
@@ -7,6 +8,7 @@ from fastapi import Query
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
+from ofedrepo.builds import requests
 from ofedrepo.bundles.store import BundleView
 from ofedrepo.bundles.vendors import dib_package_list
 from ofedrepo.images.catalog import ImageView
@@ -89,7 +91,9 @@ class BuildOut(BaseModel):
     )
 
     @classmethod
-    def of(cls, build: Build, waiting: str | None = None) -> "BuildOut":
+    def of(cls, build: Build, live_arches: Collection[str] | None = None) -> "BuildOut":
+        """``live_arches`` (``requests.live_arches``), where the answer says why a queued build waits."""
+        waiting = None if live_arches is None else requests.waiting_reason(build, live_arches)
         return cls.model_validate(build, from_attributes=True).model_copy(update={"waiting": waiting})
 
     def env(self) -> dict[str, str | int | None]:
@@ -100,6 +104,7 @@ class BuildOut(BaseModel):
             "OFEDREPO_KERNEL": self.kernel,
             "OFEDREPO_VERSION": self.version_number,
             "OFEDREPO_ERROR": self.error,
+            "OFEDREPO_BUILD_WAITING": self.waiting,
         }
 
 
@@ -146,7 +151,7 @@ class RepoOut(BaseModel):
     build: BuildOut | None = Field(description="The latest build of this repo")
 
     @classmethod
-    def of(cls, view: RepoView, api_base: str) -> "RepoOut":
+    def of(cls, view: RepoView, api_base: str, live_arches: Collection[str] | None = None) -> "RepoOut":
         repo = view.repo
         return cls(
             id=repo.id,
@@ -161,7 +166,7 @@ class RepoOut(BaseModel):
             latest_url=view.latest.url,
             baseurl=view.latest.baseurl,
             repofile_url=f"{api_base}/api/v1/repos/{repo.id}/repofile",
-            build=BuildOut.of(repo.builds[-1]) if repo.builds else None,
+            build=BuildOut.of(repo.builds[-1], live_arches) if repo.builds else None,
         )
 
     def env(self) -> dict[str, str | int | None]:
@@ -174,6 +179,7 @@ class RepoOut(BaseModel):
             "OFEDREPO_PKGLIST": dib_package_list(self.bundle, latest.packages) if latest else None,
             "OFEDREPO_BUILD_ID": self.build.id if self.build else None,
             "OFEDREPO_BUILD_STATE": self.build.state if self.build else None,
+            "OFEDREPO_BUILD_WAITING": self.build.waiting if self.build else None,
         }
 
 

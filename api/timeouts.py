@@ -10,7 +10,10 @@ seconds:
   arrive within the deadline of its first byte (of the connection, for a new one); then the connection is
   closed. The clock is not reset by each byte, so a trickle does not keep it open.
 - ``BodyDeadline`` (a middleware): while a body is still arriving, each part must follow the previous one
-  within the deadline; otherwise the answer is 408 and the connection is closed.
+  within the deadline, and once the body's first deadline is past it must have averaged
+  ``OFEDREPO_HTTP_MIN_BODY_RATE`` bytes a second (a byte sent just before each deadline would otherwise hold
+  the connection, and a file descriptor, for ever: 20,000 such clients exhausted the process's descriptors);
+  otherwise the answer is 408 and the connection is closed.
 """
 
 import asyncio
@@ -88,11 +91,13 @@ class DeadlineHttpToolsProtocol(_HeadDeadline, HttpToolsProtocol):
 
 
 class BodyDeadline:
-    """408 when a request body stops arriving for ``seconds`` (see the module's docstring)."""
+    """408 when a request body stops arriving for ``seconds``, or arrives slower than ``min_rate`` bytes a
+    second on average once its first ``seconds`` are past (see the module's docstring)."""
 
-    def __init__(self, app: ASGIApp, seconds: float) -> None:
+    def __init__(self, app: ASGIApp, seconds: float, min_rate: int) -> None:
         self.app = app
         self.seconds = seconds
+        self.min_rate = min_rate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,15 +105,26 @@ class BodyDeadline:
             return
         body_complete = False
         response_started = False
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        received = 0
 
         async def receive_in_time() -> Message:
-            nonlocal body_complete
+            nonlocal body_complete, received
             if body_complete:  # afterwards the app waits for a disconnect, which may rightly take long
                 return await receive()
+            # By then the body so far should have arrived: a grace of one deadline, then min_rate.
+            due = started + self.seconds + received / self.min_rate
+            wait = min(self.seconds, due - loop.time())
+            too_slow = f"the request body arrived slower than {self.min_rate} bytes a second"
+            if wait <= 0:
+                raise HTTPException(408, too_slow)
             try:
-                message = await asyncio.wait_for(receive(), self.seconds)
+                message = await asyncio.wait_for(receive(), wait)
             except TimeoutError:
-                raise HTTPException(408, f"the request body stopped arriving for {self.seconds:g} s") from None
+                stopped = f"the request body stopped arriving for {self.seconds:g} s"
+                raise HTTPException(408, stopped if wait == self.seconds else too_slow) from None
+            received += len(message.get("body", b""))
             body_complete = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -59,6 +60,16 @@ class EmbeddedWorker:
             self.process.kill()
 
 
+def _raise_descriptor_limit() -> None:
+    """Every connection is a file descriptor: a service manager's default soft limit (1024) lets a few hundred
+    slow clients, each cut off only at its deadline, leave none for the next request or the database. The hard
+    limit is the operator's; the soft one is raised to it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.info("open files: limit raised from %d to %d", soft, hard)
+
+
 @reports_errors
 def serve(
     context: typer.Context,
@@ -88,6 +99,7 @@ def serve(
     # The web processes, the embedded worker and its build processes all count into one directory.
     share_between_processes(DataDir(settings.data_dir).ensure().root / "run" / "metrics")
     db.upgrade(db.make_engine(settings.resolved_database_url))
+    _raise_descriptor_limit()
     with_worker = settings.embedded_worker if worker is None else worker
     log.info(
         "serving on http://%s:%s (data in %s%s)",

@@ -133,6 +133,12 @@ class Settings(BaseSettings):
         description="Seconds a client has to send a request's head, and may pause while sending a body; then "
         "the connection is closed (head) or answered 408 (body).",
     )
+    http_min_body_rate: int = Field(
+        10 * 1024,
+        ge=1,
+        description="Bytes a second a request body (an upload) must average once its first `OFEDREPO_HTTP_TIMEOUT` "
+        "seconds are past; a slower one is answered 408 (a trickle would hold a connection for ever).",
+    )
     api_tokens: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         validate_default=False,  # unset is "no authentication"; only a value that was given is checked

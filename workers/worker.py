@@ -219,8 +219,12 @@ class Worker:
         if failure is None:
             if lifecycle.release(self.sessions, build_id, self.id):
                 self.pipeline.note(build_id, "the database failed under this build: back in the queue")
-        elif lifecycle.finish(self.sessions, build_id, self.id, BuildState.FAILED, error=failure):
-            self.pipeline.note(build_id, f"FAILED: {failure}")
+        else:
+            recorded = lifecycle.finish(self.sessions, build_id, self.id, BuildState.FAILED, error=failure)
+            if recorded == BuildState.CANCELLED:
+                self.pipeline.note(build_id, f"cancelled by request ({failure} before it could stop)")
+            elif recorded:
+                self.pipeline.note(build_id, f"FAILED: {failure}")
 
     def _recorded(self, build_id: int, record: Callable[[], object]) -> None:
         """``record`` how the build ended, retried while the database fails (once only when this worker stops);

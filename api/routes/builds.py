@@ -16,9 +16,10 @@ router = APIRouter(prefix="/api/v1/builds", tags=["builds"], route_class=Session
 
 
 @router.get("", response_model=list[BuildOut])
-def list_builds(session: ReadSessionDep) -> list[BuildOut]:
+def list_builds(session: ReadSessionDep, settings: SettingsDep) -> list[BuildOut]:
     """The most recent builds, newest first."""
-    return [BuildOut.of(build) for build in requests.list_builds(session)]
+    arches = requests.live_arches(session, settings.build_lease_seconds)
+    return [BuildOut.of(build, arches) for build in requests.list_builds(session)]
 
 
 @router.get("/{build_id}", response_model=BuildOut, responses={200: ENV_CONTENT, 404: {"description": "No such build"}})
@@ -26,7 +27,7 @@ def get_build(
     build_id: IdPath, session: ReadSessionDep, settings: SettingsDep, answer_format: AnswerFormat = FormatQuery
 ) -> BuildOut | Response:
     build = requests.get_build(session, build_id)
-    answer = BuildOut.of(build, requests.waiting_reason(session, build, settings.build_lease_seconds))
+    answer = BuildOut.of(build, requests.live_arches(session, settings.build_lease_seconds))
     return env_response(answer.env()) if answer_format == "env" else answer
 
 

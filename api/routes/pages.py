@@ -34,17 +34,19 @@ def page(request: Request, name: str, **context: Any) -> HTMLResponse:
 @router.get("/", response_class=HTMLResponse)
 def front_page(request: Request, session: ReadSessionDep, settings: SettingsDep) -> HTMLResponse:
     base = settings.base_url
-    repos = [RepoOut.of(queries.view(repo, base), base) for repo in queries.list_repos(session)]
+    arches = requests.live_arches(session, settings.build_lease_seconds)
+    repos = [RepoOut.of(queries.view(repo, base), base, arches) for repo in queries.list_repos(session)]
     return page(request, "repos", repos=repos)
 
 
 @router.get("/ui/repos/{repo_id}", response_class=HTMLResponse)
 def repo_page(request: Request, repo_id: IdPath, session: ReadSessionDep, settings: SettingsDep) -> HTMLResponse:
     repo = queries.get_repo(session, repo_id)
-    out = RepoOut.of(queries.view(repo, settings.base_url), settings.base_url)
+    arches = requests.live_arches(session, settings.build_lease_seconds)
+    out = RepoOut.of(queries.view(repo, settings.base_url), settings.base_url, arches)
     dib = dib_snippet(repo, settings.base_url, None) if repo.versions else None
     repo_file = repo_file_text(repo, settings.base_url, None) if repo.versions else None
-    builds_of_repo = [BuildOut.of(build) for build in reversed(repo.builds)]
+    builds_of_repo = [BuildOut.of(build, arches) for build in reversed(repo.builds)]
     return page(request, "repo", repo=out, dib=dib, repo_file=repo_file, builds=builds_of_repo)
 
 
@@ -56,12 +58,14 @@ BUILDS_PER_PAGE = 50
 def builds_page(
     request: Request,
     session: ReadSessionDep,
+    settings: SettingsDep,
     state: Annotated[BuildState | None, Query(description="Only builds in this state")] = None,
     page_number: Annotated[int, Query(alias="page", ge=1, le=100_000)] = 1,
 ) -> HTMLResponse:
     """The builds, newest first, a page at a time, with their bundle, how long they took and why one failed."""
     rows = requests.list_builds(session, BUILDS_PER_PAGE + 1, state, (page_number - 1) * BUILDS_PER_PAGE)
-    builds = [(BuildOut.of(build), build.repo.bundle_name) for build in rows[:BUILDS_PER_PAGE]]
+    arches = requests.live_arches(session, settings.build_lease_seconds)
+    builds = [(BuildOut.of(build, arches), build.repo.bundle_name) for build in rows[:BUILDS_PER_PAGE]]
     return page(
         request, "builds", builds=builds, chosen_state=state.value if state else None,
         states=[each.value for each in BuildState], page_number=page_number, more=len(rows) > BUILDS_PER_PAGE,
@@ -73,7 +77,7 @@ def build_page(
     request: Request, build_id: IdPath, session: ReadSessionDep, data: DataDirDep, settings: SettingsDep
 ) -> HTMLResponse:
     row = requests.get_build(session, build_id)
-    build = BuildOut.of(row, requests.waiting_reason(session, row, settings.build_lease_seconds))
+    build = BuildOut.of(row, requests.live_arches(session, settings.build_lease_seconds))
     log = requests.read_log(data.build_log(build_id))
     text = log.decode("utf-8", "replace")
     live = build.state in ACTIVE_STATES

@@ -60,15 +60,18 @@ def request_repo(
     request.app.state.answers.forget(outcome.repo_id)  # a client that asks next sees what this request did
     repo = queries.get_repo(reader, outcome.repo_id)
     response.status_code = 200 if outcome.ready else 202
-    answer = RepoOut.of(queries.view(repo, settings.base_url), settings.base_url)
+    arches = requests.live_arches(reader, settings.build_lease_seconds)
+    answer = RepoOut.of(queries.view(repo, settings.base_url), settings.base_url, arches)
     return env_response(answer.env(), response.status_code) if answer_format == "env" else answer
 
 
 @router.get("", response_model=list[RepoOut])
 def list_repos(session: ReadSessionDep, settings: SettingsDep) -> list[RepoOut]:
     """Every repo, with its versions and the URLs to give yum and DIB."""
+    arches = requests.live_arches(session, settings.build_lease_seconds)
     return [
-        RepoOut.of(queries.view(repo, settings.base_url), settings.base_url) for repo in queries.list_repos(session)
+        RepoOut.of(queries.view(repo, settings.base_url), settings.base_url, arches)
+        for repo in queries.list_repos(session)
     ]
 
 
@@ -86,7 +89,8 @@ async def get_repo(
 
         def answer(session: Session) -> Response:
             repo = queries.get_repo(session, repo_id)
-            out = RepoOut.of(queries.view(repo, settings.base_url), settings.base_url)
+            arches = requests.live_arches(session, settings.build_lease_seconds)
+            out = RepoOut.of(queries.view(repo, settings.base_url), settings.base_url, arches)
             if answer_format == "env":
                 return env_response(out.env())
             return Response(out.model_dump_json().encode(), media_type="application/json")

@@ -25,8 +25,8 @@ workers from owning one build:
 - cancel (a client): ``queued`` → ``cancelled`` at once; ``running`` → ``cancel_requested``, which its worker
   acts on, unless the build has already published its version (then the cancel is refused: 409). The flag
   outlives its worker: whatever ends or requeues a build that carries it (release, reap, a finish as
-  ``succeeded`` that published nothing new) makes it ``cancelled`` instead, so a cancel answered 202 is never
-  followed by another run.
+  ``succeeded`` that published nothing new, or as ``failed``: its process died before it could stop) makes it
+  ``cancelled`` instead, so a cancel answered 202 is never followed by another run nor by another end.
 - release (a preempted or stopping worker's build): ``running`` and mine → ``queued``; a preempted attempt
   does not count towards ``build_max_attempts``.
 - reap (any worker, periodically): a ``running`` build whose lease expired lost its worker (killed, host
@@ -356,11 +356,12 @@ def finish(
     version: int | None = None,
 ) -> BuildState | None:
     """``running`` and mine → ``state``: the state recorded, or None when the build is no longer mine (my lease
-    expired). A build a client cancelled ends ``cancelled`` rather than ``succeeded``: it got here without
-    publishing a version of its own (a cancel after the version is refused), finding its result already
-    published."""
+    expired). A build a client cancelled ends ``cancelled`` rather than ``succeeded`` or ``failed``: a cancel
+    answered 202 is kept. To succeed it got here without publishing a version of its own (a cancel after the
+    version is refused), finding its result already published; to fail, its process died (or it failed) before
+    the stop it was asked for."""
     values: dict[str, Any] = {"finished_at": utcnow(), "lease_expires_at": None}
-    if state == BuildState.SUCCEEDED:
+    if state in (BuildState.SUCCEEDED, BuildState.FAILED):
         values |= {
             "state": case((Build.cancel_requested, BuildState.CANCELLED.value), else_=state.value),
             "error": case((Build.cancel_requested, "cancelled while running"), else_=error),

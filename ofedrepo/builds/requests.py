@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cmp_to_key
@@ -303,12 +304,15 @@ def live_workers(session: Session, within_seconds: float) -> list[Worker]:
     return list(session.scalars(select(Worker).where(Worker.heartbeat_at >= cutoff).order_by(Worker.started_at)))
 
 
-def waiting_reason(session: Session, build: Build, within_seconds: float) -> str | None:
-    """Why a queued build is not taken, when no live worker builds for its bundle's architecture; None
-    otherwise (it waits for a free slot, if at all)."""
-    if build.state != BuildState.QUEUED or build.bundle is None:
+def live_arches(session: Session, within_seconds: float) -> frozenset[str]:
+    """The architectures the live workers build: read once for a whole answer (``waiting_reason``)."""
+    return frozenset(arch for worker in live_workers(session, within_seconds) for arch in worker.arches)
+
+
+def waiting_reason(build: Build, arches: Collection[str]) -> str | None:
+    """Why a queued build is not taken, when no live worker builds for its bundle's architecture (``arches``:
+    ``live_arches``); None otherwise (it waits for a free slot, if at all)."""
+    if build.state != BuildState.QUEUED or build.bundle is None or build.bundle.arch in arches:
         return None
     arch = build.bundle.arch
-    if any(arch in worker.arches for worker in live_workers(session, within_seconds)):
-        return None
     return f"no {arch} worker: it waits for a worker declared for {arch} (OFEDREPO_WORKER_ARCHES)"

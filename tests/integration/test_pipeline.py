@@ -471,6 +471,17 @@ def test_an_aarch64_bundle_waits_for_a_worker_declared_for_aarch64(tmp_path: Pat
         build = httpx.get(f"{server.url}/api/v1/builds/{build_id}", timeout=10).json()
         assert build["state"] == "queued" and build["waiting"].startswith("no aarch64 worker"), build
         assert "no aarch64 worker" in httpx.get(f"{server.url}/ui/builds/{build_id}", timeout=10).text
+        # Everywhere a client or a person meets the build: the builds list and page, the repo's own answer (JSON,
+        # and the env lines the DIB element reads), the repo and builds pages.
+        listed = httpx.get(f"{server.url}/api/v1/builds", timeout=10).json()
+        assert listed[0]["waiting"].startswith("no aarch64 worker"), listed
+        repo_url = f"{server.url}/api/v1/repos/{build['repo_id']}"
+        assert httpx.get(repo_url, timeout=10).json()["build"]["waiting"].startswith("no aarch64 worker")
+        assert "OFEDREPO_BUILD_WAITING='no aarch64 worker" in httpx.get(f"{repo_url}?format=env", timeout=10).text
+        again = httpx.post(f"{server.url}/api/v1/repos?format=env", json={"kernel": kernel}, timeout=10)
+        assert again.status_code == 202 and "OFEDREPO_BUILD_WAITING='no aarch64 worker" in again.text, again.text
+        for page in (f"/ui/repos/{build['repo_id']}", "/ui/builds", "/"):
+            assert "no aarch64 worker" in httpx.get(f"{server.url}{page}", timeout=10).text, page
         arm = start_worker(server, tmp_path / "arm.log", environment={"OFEDREPO_WORKER_ARCHES": "aarch64"})
         workers.append(arm)
         done = wait_for(server, build_id, ENDED, timeout=240)

@@ -110,6 +110,21 @@ def test_a_stopping_worker_releases_its_build(sessions: sessionmaker[Session]) -
     assert state_of(sessions, build_id).attempts == 2
 
 
+def test_a_cancelled_build_whose_process_died_before_stopping_ends_cancelled(sessions: sessionmaker[Session]) -> None:
+    """The cancel was answered 202; the build's process then died (a signal, a crash) before its worker told it
+    to stop: its end is the cancel the client was promised, not a failure."""
+    (build_id,) = enqueue(sessions)
+    assert lifecycle.claim(sessions, "w", lease_seconds=60) == build_id
+    with sessions() as session:
+        assert lifecycle.cancel(session, build_id).cancel_requested
+    died = "its process was killed by signal 9 (SIGKILL)"
+    assert lifecycle.finish(sessions, build_id, "w", BuildState.FAILED, error=died) == BuildState.CANCELLED
+    assert (state_of(sessions, build_id).state, state_of(sessions, build_id).error) == (
+        "cancelled",
+        "cancelled while running",
+    )
+
+
 def test_cancel_of_a_queued_build_is_immediate(sessions: sessionmaker[Session]) -> None:
     (build_id,) = enqueue(sessions)
     with sessions() as session:

@@ -4,6 +4,7 @@ import http.client
 import json
 import os
 import re
+import select
 import socket
 import time
 from collections.abc import Iterator
@@ -444,6 +445,46 @@ def test_a_body_that_stops_arriving_gets_408(impatient_server: RunningServer) ->
     status_line, _, rest = said.partition(b"\r\n")
     assert status_line == b"HTTP/1.1 408 Request Timeout" and waited >= 1.0
     assert json.loads(rest.split(b"\r\n\r\n", 1)[1])["detail"] == "the request body stopped arriving for 1.5 s"
+
+
+def test_a_body_trickled_a_byte_before_each_deadline_gets_408(impatient_server: RunningServer) -> None:
+    """Each byte comes well within the pause allowed, the body as a whole far below the minimum rate: the client
+    is cut off while it is still sending (300 bytes take 30 s at this pace)."""
+    body = b'{"kernel": "' + b"a" * 280 + b'"}'
+    head = b"POST /api/v1/repos HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    sent = 0
+    with connect(impatient_server) as connection:
+        connection.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body))
+        for byte in body:
+            connection.sendall(bytes([byte]))
+            sent += 1
+            time.sleep(0.1)
+            if select.select([connection], [], [], 0)[0]:  # the server has spoken (or closed)
+                break
+        _, said = closed_after(connection)
+    assert sent < len(body), "the server let a body arrive a byte at a time for 30 s"
+    status_line, _, rest = said.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 408 Request Timeout", said
+    detail = json.loads(rest.split(b"\r\n\r\n", 1)[1])["detail"]
+    assert detail == "the request body arrived slower than 10240 bytes a second"
+
+
+def test_an_upload_aborted_midway_is_one_log_line_not_a_traceback(impatient_server: RunningServer) -> None:
+    boundary = b"b0undary"
+    head = (
+        b"POST /api/v1/bundles HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=" + boundary
+        + b"\r\nContent-Length: 10000000\r\n\r\n--" + boundary
+        + b'\r\nContent-Disposition: form-data; name="file"; filename="b.tgz"\r\n\r\n'
+    )  # fmt: skip
+    with connect(impatient_server) as connection:
+        connection.sendall(head + bytes(200_000))
+    log = impatient_server.settings.data_dir.parent / "serve.log"
+    deadline = time.monotonic() + 30
+    while "disconnected before its request body" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "disconnected before its request body was complete" in log.read_text()
+    assert "Traceback" not in log.read_text()
+    assert not list((impatient_server.settings.data_dir / "uploads").iterdir())  # nothing of it is kept
 
 
 def test_an_idle_keep_alive_connection_is_closed_and_a_prompt_one_is_not(impatient_server: RunningServer) -> None:
