@@ -1,5 +1,6 @@
 """What every command shares: the console, settings, sessions, one line per error, progress bars."""
 
+import socket
 from collections.abc import Callable
 from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -98,3 +99,16 @@ def hashing_progress() -> Progress:
     """Bytes-read bars for hashing what the user named (a terminal only; gone once done)."""
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
     return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
+
+
+def address_taken(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be served on (another process listens there), or None. ``SO_REUSEADDR`` as
+    uvicorn sets it: a port a stopped server left in TIME_WAIT is free."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            return error.strerror or str(error)
+    return None

@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from cli.common import reports_errors, settings_of
+from cli.common import address_taken, reports_errors, settings_of
 from ofedrepo.errors import OfedrepoError
 
 #: Where the demo keeps its inputs, data and logs unless told otherwise (relative to the working directory).
@@ -62,23 +62,14 @@ def _inputs(directory: Path) -> tuple[Path, Path, Path]:
     return tgz, image, sources
 
 
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _demo_port(asked: int | None, default: int) -> int:
     """The port asked for, which must be free; else the default (``OFEDREPO_PORT``) when free, else any free port
     (``make run`` may be serving on the default): the demo never talks to a service other than its own."""
     if asked is not None:
-        if not _port_is_free(asked):
+        if address_taken("127.0.0.1", asked):
             raise OfedrepoError(f"port {asked} is in use on 127.0.0.1: pass another with --port")
         return asked
-    if _port_is_free(default):
+    if not address_taken("127.0.0.1", default):
         return default
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -192,6 +192,7 @@ def _follow(settings: Settings, sessions: "sessionmaker[Session]", build_id: int
 
     log_file = DataDir(settings.data_dir).build_log(build_id)
     offset = 0
+    told = None
     with console.status(f"build {build_id} waiting for a worker") as status:
         while True:
             chunk = requests.read_log(log_file, offset)
@@ -201,7 +202,11 @@ def _follow(settings: Settings, sessions: "sessionmaker[Session]", build_id: int
             with sessions() as session:
                 build = requests.get_build(session, build_id)
                 state, error = build.state, build.error
-            status.update(f"build {build_id} {state}")
+                waiting = requests.waiting_reason(build, requests.live_arches(session, settings.build_lease_seconds))
+            if waiting != told and waiting is not None:  # said once, not only in a spinner a pipe never shows
+                console.print(f"build {build_id} is not taken yet: {escape(waiting)}", highlight=False)
+            told = waiting
+            status.update(f"build {build_id} {state}" + (f" ({waiting})" if waiting else ""))
             if state in ENDED_STATES:
                 if not requests.read_log(log_file, offset):
                     if error and state != "succeeded":

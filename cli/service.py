@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.common import reports_errors, settings_of
+from cli.common import address_taken, reports_errors, settings_of
 from ofedrepo import db, logs
+from ofedrepo.errors import InvalidInput
 
 if TYPE_CHECKING:
     pass
@@ -60,6 +61,16 @@ class EmbeddedWorker:
             self.process.kill()
 
 
+def _check_free(host: str, port: int) -> None:
+    """Refuse at once, saying what to do, when the address is taken (another `ofedrepo serve`, `make run` left
+    running): uvicorn would only log its errno after migrations and the embedded worker had started."""
+    taken = address_taken(host, port)
+    if taken:
+        raise InvalidInput(
+            f"cannot serve on {host}:{port}: {taken} (another `ofedrepo serve`?): stop it, or pass --port"
+        )
+
+
 def _raise_descriptor_limit() -> None:
     """Every connection is a file descriptor: a service manager's default soft limit (1024) lets a few hundred
     slow clients, each cut off only at its deadline, leave none for the next request or the database. The hard
@@ -98,6 +109,7 @@ def serve(
 
     # The web processes, the embedded worker and its build processes all count into one directory.
     share_between_processes(DataDir(settings.data_dir).ensure().root / "run" / "metrics")
+    _check_free(host or settings.host, port or settings.port)
     db.upgrade(db.make_engine(settings.resolved_database_url))
     _raise_descriptor_limit()
     with_worker = settings.embedded_worker if worker is None else worker

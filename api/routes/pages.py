@@ -111,9 +111,14 @@ def bundle_page(request: Request, bundle_id: IdPath, session: ReadSessionDep, se
 
 
 @router.get("/ui/kernels", response_class=HTMLResponse)
-def kernels_page(request: Request, session: ReadSessionDep) -> HTMLResponse:
+def kernels_page(
+    request: Request,
+    session: ReadSessionDep,
+    page_number: Annotated[int, Query(alias="page", ge=1, le=100_000)] = 1,
+) -> HTMLResponse:
     """Every kernel heard of (images, requests, feeds) by every bundle: each cell where that pair stands."""
-    return page(request, "kernels", matrix=matrix.kernel_matrix(session))
+    shown = matrix.kernel_matrix(session, page_number)
+    return page(request, "kernels", matrix=shown, page_number=page_number)
 
 
 @router.get("/ui/status", response_class=HTMLResponse)
@@ -123,6 +128,7 @@ def status_page(request: Request, session: ReadSessionDep, settings: SettingsDep
                for worker in requests.live_workers(session, settings.build_lease_seconds)]  # fmt: skip
     return page(
         request, "status", queue=requests.queue_by_arch(session), workers=workers,
+        running=requests.running_by_worker(session),
         feeds=[FeedOut.of(feed) for feed in feeds.list_feeds(session)],
     )  # fmt: skip
 

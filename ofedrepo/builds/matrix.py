@@ -17,8 +17,8 @@ from ofedrepo.errors import InvalidKernelRelease
 from ofedrepo.kernel import KernelRelease, parse_kernel_release
 from ofedrepo.models import ACTIVE_STATES, Build, BuildState, Bundle, Image, KernelFeed, Repo, RepoVersion
 
-#: Rows shown at most, the newest kernels first (a feed's history is bounded by its own setting already).
-MAX_KERNELS = 300
+#: Rows a page shows, the newest kernels first.
+KERNELS_PER_PAGE = 100
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ class Row:
 class Matrix:
     bundles: list[Bundle]
     rows: list[Row]
+    more: bool = False
+    """Older kernels follow on the next page."""
 
 
 def fits(bundle: Bundle, kernel: KernelRelease) -> bool:
@@ -67,7 +69,12 @@ def cell(fitting: bool, latest_build: Build | None, published: RepoVersion | Non
     return Cell("not built" if fitting else "does not fit")
 
 
-def kernel_matrix(session: Session) -> Matrix:
+def kernel_matrix(session: Session, page: int = 1) -> Matrix:
+    """Page ``page`` (from 1) of the matrix: ``KERNELS_PER_PAGE`` kernels, the newest first.
+
+    A kernel's sources: ``image`` (an inspected image boots it), ``request`` (a person's or an image's request,
+    or a repo published from an `-ext` bundle), ``feed`` (a kernel feed offers it; what a feed queued is not
+    a request)."""
     bundles = list(session.scalars(select(Bundle).order_by(Bundle.id)))
     heard: dict[str, set[str]] = {}
 
@@ -76,7 +83,9 @@ def kernel_matrix(session: Session) -> Matrix:
 
     for image in session.scalars(select(Image)):
         hear(image.default_kernel, "image")
-    for kernel in session.scalars(select(Repo.kernel)):
+    asked = select(Build.kernel).where(Build.feed_id.is_(None))
+    published_unbuilt = select(Repo.kernel).where(~Repo.builds.any())
+    for kernel in session.scalars(asked.union(published_unbuilt)):
         hear(kernel, "request")
     for feed in session.scalars(select(KernelFeed)):
         for kernel in feed.kernels:
@@ -87,7 +96,9 @@ def kernel_matrix(session: Session) -> Matrix:
             releases.append(parse_kernel_release(text))
         except InvalidKernelRelease:  # stored by an older grammar: not shown
             continue
-    releases = sorted(releases, reverse=True)[:MAX_KERNELS]
+    first = (page - 1) * KERNELS_PER_PAGE
+    ordered = sorted(releases, reverse=True)
+    releases = ordered[first : first + KERNELS_PER_PAGE]
     wanted = [release.text for release in releases]
     latest: dict[tuple[int, str], Build] = {}
     for build in session.scalars(select(Build).where(Build.kernel.in_(wanted)).order_by(Build.id)):
@@ -112,4 +123,4 @@ def kernel_matrix(session: Session) -> Matrix:
             published = newest_versions.get(repo.id) if repo is not None else None
             cells.append(cell(fits(bundle, release), latest.get((bundle.id, release.text)), published, repo))
         rows.append(Row(release.text, sorted(heard[release.text]), cells))
-    return Matrix(bundles, rows)
+    return Matrix(bundles, rows, more=len(ordered) > first + KERNELS_PER_PAGE)

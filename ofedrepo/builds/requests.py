@@ -285,6 +285,15 @@ def queue_by_arch(session: Session) -> dict[str, dict[str, int]]:
     return counts
 
 
+def running_by_worker(session: Session) -> dict[str, list[Build]]:
+    """The builds each worker runs now, oldest first: ``{worker id: [build, ...]}``."""
+    running: dict[str, list[Build]] = {}
+    for build in session.scalars(select(Build).where(Build.state == BuildState.RUNNING).order_by(Build.started_at)):
+        if build.worker_id is not None:
+            running.setdefault(build.worker_id, []).append(build)
+    return running
+
+
 def read_log(log_file: Path, offset: int = 0, limit: int = 4 * 1024 * 1024) -> bytes:
     """The build log from ``offset`` (for clients following it as it grows); empty before it starts, and from
     an offset at or past its end (the end is compared first: seeking far past it fails with EINVAL)."""

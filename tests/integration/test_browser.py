@@ -153,9 +153,13 @@ def test_the_api_docs_render_with_no_other_host_reachable(server: RunningServer,
             refused.append(route.request.url)
             route.abort()
 
-    page.route("**/*", only_the_service)
+    page.route("**/*", only_the_service)  # sees every request that would leave the browser
     page.goto(server.url + "/docs")
     expect(page.locator(".opblock-summary-path", has_text="/api/v1/repos").first).to_be_visible(timeout=20_000)
+    assert refused == []
+    page.goto(server.url + "/redoc")  # its sidebar's logo came from cdn.redoc.ly
+    expect(page.locator("h1", has_text="ofedrepo")).to_be_visible(timeout=20_000)
+    expect(page.get_by_text("/api/v1/repos", exact=False).first).to_be_attached()
     assert refused == []
     page.goto(server.url + "/ui/feeds")  # the feeds page, with the kept kernel sources, needs no other host either
     expect(page.locator("h2", has_text="Kept kernel sources")).to_be_visible()
@@ -178,8 +182,12 @@ def test_every_page_renders_and_is_kept_as_a_screenshot(server: RunningServer, p
     row = page.locator("#kernels tbody tr", has_text=QUICK_KERNEL)
     expect(row.locator("td").first).to_contain_text("published")
     expect(row.locator("td a").first).to_have_attribute("href", re.compile(r"^/ui/repos/[0-9]+$"))
+    expect(row.locator("th")).to_contain_text("request")  # asked for by a person, and by nothing else
+    page.goto(server.url + "/ui/kernels?page=2")  # one page holds every kernel here: the next one says so
+    expect(page.locator("main")).to_contain_text("No kernels on this page")
     page.goto(server.url + "/ui/status")
     expect(page.locator("#workers")).to_contain_text("x86_64")
+    expect(page.locator("#workers")).to_contain_text(re.compile(r"idle|#[0-9]+"))  # what each worker builds
     page.goto(server.url + "/ui/builds?state=succeeded")
     expect(page.locator("#builds tbody")).to_contain_text(BundleSpec().name)
     expect(page.locator("#state-filter strong")).to_have_text("succeeded")  # the filter shown is the one chosen

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -48,14 +49,26 @@ def test_bundle_add_then_request_and_follow_the_build(
     assert json.loads(added.stdout)["name"] == BundleSpec().name
     assert ofedrepo(environment, "bundle", "add", str(bundle_tgz)).returncode == 0
 
+    # No worker yet: the waiting request says why nothing happens, then follows the build once one starts.
+    waiting = subprocess.Popen(
+        [str(VENV_BIN / "ofedrepo"), "request", "--kernel", KERNEL, "--wait"],
+        env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert waiting.stdout is not None
+    said = ""
+    while "is not taken yet" not in said:
+        line = waiting.stdout.readline()
+        assert line, f"request --wait ended without saying why its build waits: {said}"
+        said += line
+    assert "is not taken yet: no x86_64 worker" in said, said
     worker = subprocess.Popen(
         [str(VENV_BIN / "ofedrepo"), "worker"], env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        built = ofedrepo(environment, "request", "--kernel", KERNEL, "--wait")
-        assert built.returncode == 0, built.stdout + built.stderr
-        assert "mlnx_add_kernel_support.sh" in built.stdout + built.stderr  # the log was followed
-        assert built.stdout.rstrip().endswith(f"/repos/{BundleSpec().name}/{KERNEL}/latest")
+        rest, _ = waiting.communicate(timeout=300)
+        assert waiting.returncode == 0, said + rest
+        assert "mlnx_add_kernel_support.sh" in rest  # the log was followed
+        assert rest.rstrip().endswith(f"/repos/{BundleSpec().name}/{KERNEL}/latest")
         assert (tmp_path / "var" / "repos" / BundleSpec().name / KERNEL / "latest" / "RPMS").is_dir()
         again = ofedrepo(environment, "request", "--kernel", KERNEL)
         assert again.returncode == 0 and "already built" in again.stdout
@@ -94,6 +107,13 @@ def test_bad_input_gets_one_clear_line(tmp_path: Path, monkeypatch: pytest.Monke
     assert neither.returncode != 0 and "exactly one of --kernel and --image" in neither.stderr
     nothing_fits = ofedrepo(environment, "request", "--kernel", KERNEL)
     assert nothing_fits.returncode != 0 and "or DOCA-OFED repository fits" in nothing_fits.stderr
+    with socket.socket() as taken:  # `make run` left serving, say
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = ofedrepo(environment, "serve", "--port", str(port))
+    assert busy.returncode != 0 and "Traceback" not in busy.stderr
+    assert f"cannot serve on 127.0.0.1:{port}: Address already in use" in busy.stderr, busy.stderr
     no_build = ofedrepo(environment, "cancel", "7")
     assert no_build.returncode != 0 and no_build.stderr == "error: no build with id 7\n"
     for command in ("inspect", "request", "builds", "bundle add"):  # flags are shown as flags

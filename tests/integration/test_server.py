@@ -505,3 +505,6 @@ def test_the_api_docs_and_their_assets_come_from_the_service(client: httpx.Clien
         assert assets and all(asset.startswith("/docs/assets/") for asset in assets), assets
         for asset in assets:
             assert client.get(asset).status_code == 200, asset
+    assert client.get("/redoc").headers["Content-Security-Policy"] == "img-src 'self' data:"  # its maker's logo
+    icon = client.get("/favicon.ico")  # what every browser asks a site for
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml" and b"<svg" in icon.content
