@@ -128,9 +128,20 @@ class DataDir:
     def repo_lock(self, bundle_name: str, kernel: str) -> Path:
         return self.locks / bundle_name / f"{kernel}.lock"
 
-    def new_scratch(self, parent: Path, prefix: str) -> Path:
-        """A fresh, unique, not-yet-existing path below ``parent``."""
-        return parent / f"{prefix}-{uuid.uuid4().hex}"
+    def new_scratch(self, parent: Path, purpose: str) -> Path:
+        """A fresh, unique, not-yet-existing path below ``parent``: ``<purpose>-[<owner>-]<hex>`` (``owned_by``)."""
+        return parent / f"{scratch_prefix(purpose)}{uuid.uuid4().hex}"
+
+    def left_by(self, owner: str) -> list[Path]:
+        """What a process that called ``owned_by(owner)`` made in ``work/``, ``staging/`` and the kernel sources'
+        partial trees and did not remove: a killed build's leftovers, removed at once rather than at retention.
+        ``owner`` ends where a name's next ``-`` is (``-a1-`` never matches ``-a10-``)."""
+        found = []
+        for parent in (self.work, self.staging, self.kernel_sources):
+            for entry in list(parent.iterdir()) if parent.is_dir() else []:
+                if f"-{owner}-" in entry.name:
+                    found.append(entry)
+        return found
 
     def keep_failed_build(self, scratch: Path, build_id: int) -> Path | None:
         """Set a failed build's scratch aside under a name retention recognises; its age starts now. Its files
@@ -197,6 +208,22 @@ class DataDir:
         for entry in list(sources.iterdir()) if sources.is_dir() else []:
             if entry.name.startswith(PARTIAL_PREFIX) and entry.lstat().st_mtime < deadline:
                 yield entry
+
+
+_owner = ""
+
+
+def owned_by(owner: str) -> None:
+    """Name this process's scratch after ``owner`` from now on (``DataDir.new_scratch``): a build's process sets
+    its attempt's name, so that what it leaves when it is killed is found (``DataDir.left_by``). One owner per
+    process: a build's process runs one attempt; other processes leave it unset."""
+    global _owner
+    _owner = owner
+
+
+def scratch_prefix(purpose: str) -> str:
+    """How the names of this process's scratch for ``purpose`` start: ``<purpose>-`` or ``<purpose>-<owner>-``."""
+    return f"{purpose}-{_owner}-" if _owner else f"{purpose}-"
 
 
 #: How deep a tree is walked (by directory descriptors, one per level): builds' trees are a few dozen levels

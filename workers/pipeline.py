@@ -44,7 +44,7 @@ from ofedrepo.models import Build, BuildState
 from ofedrepo.process import clean_environment, run
 from ofedrepo.repos import queries
 from ofedrepo.repos.publish import Fence, Publisher, PublishResult
-from ofedrepo.storage import MAX_TREE_DEPTH, DataDir, disk_usage, remove_tree
+from ofedrepo.storage import MAX_TREE_DEPTH, DataDir, disk_usage, owned_by, remove_tree
 from workers.preflight import local_runner_problem, read_host_facts
 from workers.runner import (
     LogFollower,
@@ -190,7 +190,8 @@ class Pipeline:
     def run(self, build_id: int, should_stop: StopCheck, deadline: float | None = None) -> BuildState:
         """Run the build this worker has claimed and record how it ended (by ``deadline``, epoch seconds)."""
         job = self.job(build_id, deadline)
-        scratch = self.data.new_scratch(self.data.work, attempt_name(self.data.instance, job.id, job.attempts))
+        owned_by(attempt_name(self.data.instance, job.id, job.attempts))
+        scratch = self.data.new_scratch(self.data.work, "tool")
         volume = ScratchVolume(scratch, self.settings.build_max_scratch_bytes, self.settings.build_scratch_filesystem)
         with self.data.build_log(job.id).open("ab") as stream:
             build_log = BuildLog(stream, self.settings.build_log_max_bytes)
@@ -535,9 +536,10 @@ class Pipeline:
 
 
 def attempt_name(instance: str, build_id: int, attempt: int) -> str:
-    """What an attempt's scratch and cgroups are named after (``<name>-<hex>``): its leftovers are found by it
-    and by nothing of another attempt of the same build (another worker may have taken the build over), nor of
-    another deployment on this host (``DataDir.instance``: cgroups are host-wide)."""
+    """What an attempt's cgroups (``<name>-<hex>``) and scratch (``<purpose>-<name>-<hex>``: ``storage.owned_by``)
+    are named after: its leftovers are found by it and by nothing of another attempt of the same build (another
+    worker may have taken the build over), nor of another deployment on this host (``DataDir.instance``: cgroups
+    are host-wide)."""
     return f"build-{instance}-{build_id}-a{attempt}"
 
 
@@ -549,8 +551,10 @@ def attempt_container_prefix(instance: str, build_id: int, attempt: int) -> str:
 
 def remove_leftovers(settings: Settings, data: DataDir, build_id: int, attempt: int) -> None:
     """Remove what an attempt whose process was killed (or died) left behind: the processes of its cgroups,
-    its containers and its scratch. The vendor's sandbox ends with the build process (``bwrap
-    --die-with-parent``); a container lives on in its engine until it is removed."""
+    its containers, and its scratch of every kind (the tool's, unpacked bundles, a publish's staging, a
+    kernel-devel download, half-unpacked kernel sources), which would otherwise wait for retention. The vendor's
+    sandbox ends with the build process (``bwrap --die-with-parent``); a container lives on in its engine until
+    it is removed."""
     name = attempt_name(data.instance, build_id, attempt)
     for cgroup in RunCgroup.left_by(f"{name}-"):
         cgroup.kill()
@@ -565,10 +569,10 @@ def remove_leftovers(settings: Settings, data: DataDir, build_id: int, attempt: 
                     run(container_kill_argv(engine, name), env=engine_environment(), timeout=60)
         except ToolFailed as error:
             log.warning("build %d: its containers could not be removed: %s", build_id, error)
-    for scratch in data.work.glob(f"{name}-*"):
-        if scratch.is_mount():
-            detach(scratch)
-        remove_tree(scratch)
+    for left in data.left_by(name):
+        if left.is_mount():
+            detach(left)
+        remove_tree(left)
 
 
 def remove_orphan_scratch_volumes(data: DataDir, sessions: sessionmaker[Session]) -> list[Path]:
@@ -597,7 +601,7 @@ def _touched_lately(path: Path, seconds: float = 120) -> bool:
         return False
 
 
-_SCRATCH_NAME = re.compile(r"build-(?P<instance>[0-9A-Za-z]+)-(?P<build>[0-9]+)-a(?P<attempt>[0-9]+)-[0-9a-f]{32}")
+_SCRATCH_NAME = re.compile(r"tool-build-(?P<instance>[0-9A-Za-z]+)-(?P<build>[0-9]+)-a(?P<attempt>[0-9]+)-[0-9a-f]{32}")
 
 
 _CONTAINER_NAME = re.compile(

@@ -36,7 +36,7 @@ _ENVIRONMENT = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 
 def image_of(scratch: Path) -> Path:
     """The sparse file that holds ``scratch``'s filesystem; named after it, so that what removes an attempt's
-    leftovers (``build-<instance>-<id>-a<n>-*``) finds it."""
+    leftovers (``DataDir.left_by``) finds it."""
     return scratch.with_name(scratch.name + ".img")
 
 

@@ -12,7 +12,6 @@ and kept. Kernel feeds download what they find as soon as they find it (``keep``
 import logging
 import os
 import tempfile
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -24,7 +23,7 @@ from ofedrepo.config import MirrorSource, Settings
 from ofedrepo.errors import BuildFailed, InvalidInput
 from ofedrepo.kernel import devel_package_names, parse_kernel_release
 from ofedrepo.rpmsignature import verify_signature
-from ofedrepo.storage import PARTIAL_PREFIX, DataDir, exclusive_lock, remove_tree, tree_usage
+from ofedrepo.storage import PARTIAL_PREFIX, DataDir, exclusive_lock, remove_tree, scratch_prefix, tree_usage
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,7 @@ class KernelSources:
         base = mirrors.base_url(source.url)
         reach = mirrors.Reach(mirrors.Deadline(self.settings.build_timeout), self.settings.redirect_hosts)
         self.data.work.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="kernel-devel-", dir=self.data.work) as scratch_text:
+        with tempfile.TemporaryDirectory(prefix=scratch_prefix("kernel-devel"), dir=self.data.work) as scratch_text:
             scratch = Path(scratch_text)
             repomd = mirrors.read_repomd(base, scratch, reach=reach)
             assert repomd is not None  # only a conditional GET is answered 304
@@ -118,7 +117,7 @@ class KernelSources:
     def _unpack(self, package: Path, kernel: str, name: str, url: str) -> Path:
         """Unpack the package's ``/usr/src/kernels/<K>/`` into the kept sources, atomically, through the one safe
         extractor (its links into the installed system, ``build`` and the like, are dropped)."""
-        partial = self.data.kernel_sources / f"{PARTIAL_PREFIX}{uuid.uuid4().hex}"
+        partial = self.data.new_scratch(self.data.kernel_sources, PARTIAL_PREFIX.rstrip("-"))
         prefix = f"/usr/src/kernels/{kernel}"
 
         def select(name: str) -> str | None:

@@ -115,6 +115,7 @@ def test_a_build_process_killed_by_a_signal_fails_its_build_and_nothing_else(ser
     forced = request(service, kernel=QUICK, force=True).json()["build"]["id"]  # the worker goes on
     assert wait_for(service, forced, ENDED)["state"] == "succeeded"
     assert not [line for line in Path("/proc/self/mounts").read_text().splitlines() if "ofedrepo-sandbox" in line]
+    assert left_by_attempt(service, build_id) == []  # its scratch and the filesystem it had went with it
 
 
 def test_a_cancel_takes_effect_during_a_download_that_never_ends(service: RunningServer) -> None:
@@ -126,6 +127,16 @@ def test_a_cancel_takes_effect_during_a_download_that_never_ends(service: Runnin
     build = wait_for(service, build_id, ENDED, timeout=60)  # not the download's own two-hour deadline
     assert build["state"] == "cancelled", build
     assert "cancelled by request" in build_log(service, build_id)
+    assert left_by_attempt(service, build_id) == []  # the half-done download, at once rather than at retention
+
+
+def left_by_attempt(service: RunningServer, build_id: int) -> list[str]:
+    """What the build's first attempt left in the data directory's scratch places (named after the attempt)."""
+    data = service.settings.data_dir
+    places = [data / "work", data / "staging", data / "kernel-sources"]
+    found = [entry.name for place in places if place.is_dir() for entry in place.iterdir()]
+    mounted = [line for line in Path("/proc/self/mounts").read_text().splitlines() if str(data) in line]
+    return [name for name in found if f"-{build_id}-a1-" in name] + mounted
 
 
 def test_a_cancel_after_the_build_published_is_a_409(service: RunningServer) -> None:

@@ -343,7 +343,7 @@ def test_a_deep_tree_or_a_flood_of_empty_files_is_stopped_and_cleaned_up(
     for kept in work.glob("failed-build-*"):  # what retention does with them, however deep
         remove_tree(kept)
         assert not kept.exists()
-    assert not [entry for entry in work.iterdir() if entry.name.startswith("build-")]
+    assert not [entry for entry in work.iterdir() if entry.name.startswith("tool-")]
 
 
 def test_a_flood_of_output_is_cut_at_the_cap_and_odd_names_are_told_plainly(

@@ -58,9 +58,10 @@ def test_the_orphan_sweep_detaches_what_a_killed_worker_left_mounted(
     tmp_path: Path, sessions: sessionmaker[Session]
 ) -> None:
     data = DataDir(tmp_path / "var").ensure()
-    left = ScratchVolume(data.new_scratch(data.work, attempt_name(data.instance, 7, 1)), CAP, enabled=True)
-    just_ended = ScratchVolume(data.new_scratch(data.work, attempt_name(data.instance, 8, 1)), CAP, enabled=True)
-    others = ScratchVolume(data.new_scratch(data.work, attempt_name("another0", 7, 1)), CAP, enabled=True)
+    left, just_ended, others = (
+        ScratchVolume(data.work / f"tool-{attempt_name(instance, build_id, 1)}-{'0' * 32}", CAP, enabled=True)
+        for instance, build_id in ((data.instance, 7), (data.instance, 8), ("another0", 7))
+    )
     try:
         for volume in (left, just_ended, others):
             volume.create(lambda _: None)
