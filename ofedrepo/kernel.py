@@ -35,27 +35,46 @@ FLAVOR_PACKAGES = {
     "64k": "kernel-64k",
 }  # fmt: skip
 _EL8_RT = re.compile(r"\.rt[0-9]+\.")
+#: Flavours written after the arch with a dot, not a ``+``, and their packages: EL7's debug kernel
+#: (``3.10.0-1160.119.1.el7.x86_64.debug``, kernel-debug-devel, sources in ``/usr/src/kernels/<K>``) and Oracle's
+#: 64k-page UEK (``…el9uek.aarch64.64k``, the ``kernel-uek64k-*`` packages of version-release ``<K>`` without
+#: ``.64k``: Oracle's UEK R7U3 and UEK 8 release notes; an OCI tool maps ``*.el9uek.aarch64.64k`` to
+#: ``kernel-uek64k-modules-extra-${K%.64k}``).
+DOTTED_FLAVORS = frozenset({"debug", "64k"})
+UEK_64K_PACKAGE = "kernel-uek64k"
 
 
 def devel_package_names(kernel: "KernelRelease") -> list[str]:
     """The ``*-devel`` packages that may carry a kernel's sources, the most specific first."""
+    el8_rt = _EL8_RT.search(kernel.release) is not None
+    if kernel.is_uek and kernel.flavor == "64k":
+        return [f"{UEK_64K_PACKAGE}-devel"]
+    if el8_rt and kernel.flavor == "debug":  # 4.18.0-353.rt7.138.el8.x86_64+debug
+        return ["kernel-rt-debug-devel"]
+    if kernel.flavor in FLAVOR_PACKAGES:
+        return [f"{FLAVOR_PACKAGES[kernel.flavor]}-devel"]
     names = ["kernel-devel"]
     if kernel.is_uek:
         names.insert(0, "kernel-uek-devel")
-    if _EL8_RT.search(kernel.release):
+    if el8_rt:
         names.insert(0, "kernel-rt-devel")
-    if kernel.flavor in FLAVOR_PACKAGES:
-        names = [f"{FLAVOR_PACKAGES[kernel.flavor]}-devel"]
     return names
 
 
 def release_of_package(name: str, version: str, release: str, arch: str) -> str:
     """The ``uname -r`` a kernel package (``kernel-devel``, ``kernel-rt-core``...) is for: version-release.arch,
-    with the flavour of an EL9 flavoured package (``+rt``, ``+64k``) appended."""
+    with its flavour appended as that generation writes it: ``+rt``, ``+64k`` on EL8 and later, ``+debug`` for
+    EL8's RT debug kernel (its ``rt`` is in the release), ``.debug`` on EL7, ``.64k`` for UEK."""
     uname = f"{version}-{release}.{arch}"
+    if name.startswith(f"{UEK_64K_PACKAGE}-"):
+        return f"{uname}.64k"
+    if _EL8_RT.search(f".{release}."):
+        return f"{uname}+debug" if name.startswith("kernel-rt-debug-") else uname
+    dist = _DIST_TAG.search(release)
+    el7 = dist is not None and dist.group("major") == "7"
     for flavor, prefix in FLAVOR_PACKAGES.items():
-        if name.startswith(prefix + "-") and not _EL8_RT.search(f".{release}."):
-            return f"{uname}+{flavor}"
+        if name.startswith(prefix + "-"):
+            return f"{uname}.{flavor}" if el7 and flavor in DOTTED_FLAVORS else f"{uname}+{flavor}"
     return uname
 
 
@@ -64,8 +83,9 @@ def release_of_package(name: str, version: str, release: str, arch: str) -> str:
 class KernelRelease:
     """A validated kernel release, e.g. ``4.18.0-372.26.1.el8_6.x86_64``.
 
-    ``release`` excludes the architecture; ``flavor`` is a ``+debug``-style suffix. Instances compare
-    by rpm version ordering (librpm's ``rpmvercmp``), so ``...-372.9...`` sorts before ``...-372.26...``.
+    ``release`` excludes the architecture; ``flavor`` is the suffix after it (``+debug``, or EL7's ``.debug``).
+    Instances compare by rpm version ordering (librpm's ``rpmvercmp``), so ``...-372.9...`` sorts before
+    ``...-372.26...``.
     """
 
     text: str
@@ -135,6 +155,9 @@ def parse_kernel_release(text: str) -> KernelRelease:
     release, plus, flavor = match.group("release").partition("+")
     arch = None
     head, _, last = release.rpartition(".")
+    if not plus and last in DOTTED_FLAVORS and head.rpartition(".")[2] in RPM_ARCHES:
+        flavor = last  # EL7's …x86_64.debug, UEK's …aarch64.64k
+        head, _, last = head.rpartition(".")
     if head and last in RPM_ARCHES:
         release, arch = head, last
     if plus and flavor not in FLAVOR_PACKAGES:

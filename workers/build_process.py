@@ -71,7 +71,7 @@ def run_pipeline(
         engine.dispose()
 
 
-def _context() -> ForkServerContext:
+def process_context() -> ForkServerContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["workers.pipeline"])
     return context
@@ -134,7 +134,7 @@ class BuildProcess:
     def start(
         cls, settings: Settings, build_id: int, worker_id: str, deadline: float, target: Target = run_pipeline
     ) -> "BuildProcess":
-        context = _context()
+        context = process_context()
         stop_code: Synchronized[int] = context.Value("i", 0, lock=False)
         watched, lifeline = context.Pipe(duplex=False)
         process = context.Process(

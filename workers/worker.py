@@ -16,14 +16,15 @@ from types import FrameType
 
 from sqlalchemy.exc import DBAPIError
 
+from ofedrepo import logs
 from ofedrepo.builds import lifecycle, requests
-from ofedrepo.builds.feeds import poll_due_feeds
+from ofedrepo.builds.feeds import keep_sources, poll_due_feeds
 from ofedrepo.builds.lifecycle import StopReason
 from ofedrepo.config import Settings
 from ofedrepo.db import make_engine, session_factory, upgrade
 from ofedrepo.models import BuildState
 from ofedrepo.repos.retention import Policy, automatic_policy, collect_garbage
-from workers.build_process import DATABASE_FAILED, STOP_GRACE, BuildProcess, Target, run_pipeline
+from workers.build_process import DATABASE_FAILED, STOP_GRACE, BuildProcess, Target, process_context, run_pipeline
 from workers.pipeline import Pipeline, remove_leftovers, remove_orphan_containers, remove_orphan_scratch_volumes
 
 log = logging.getLogger(__name__)
@@ -335,12 +336,35 @@ class Worker:
         check_every = min(self.settings.kernel_feed_interval, MAX_FEED_CHECK_INTERVAL)
         while not self.stopping.is_set():
             try:
-                poll_due_feeds(self.sessions, self.settings, self.pipeline.data.work)
+                poll_due_feeds(self.sessions, self.settings, self.pipeline.data.work, keep_sources_apart)
             except DBAPIError as error:
                 log.warning("kernel feeds: the database cannot be reached (%s); retrying", str(error.orig).strip())
             except Exception:
                 log.exception("kernel feeds: polling failed; trying again later")
             self.stopping.wait(check_every)
+
+
+def keep_sources_apart(settings: Settings, url: str, kernels: list[str]) -> None:
+    """``feeds.keep_sources`` in a process of its own, as a build runs: it downloads mirror packages and reads
+    them with librpm and the unpacker, and a crash there (a C library on a hostile package) or a hang must end
+    that process only, never the worker's heartbeat and slots. Bounded by ``OFEDREPO_BUILD_TIMEOUT``; what
+    it could not keep is tried again at the next poll (``kept_sources.want``)."""
+    process = process_context().Process(
+        target=_keep_sources_child, args=(settings, url, kernels, logging.getLogger().level), name="keep-sources"
+    )
+    process.start()
+    process.join(settings.build_timeout)
+    if process.is_alive():
+        process.kill()
+        process.join()
+        log.warning("kernel feed %s: keeping sources took longer than %g s: stopped", url, settings.build_timeout)
+    elif process.exitcode:
+        log.warning("kernel feed %s: keeping sources ended with status %s", url, process.exitcode)
+
+
+def _keep_sources_child(settings: Settings, url: str, kernels: list[str], log_level: int) -> None:
+    logs.configure(settings.log_format, log_level)
+    keep_sources(settings, url, kernels)
 
 
 def main(settings: Settings, concurrency: int | None = None) -> None:

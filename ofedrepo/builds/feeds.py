@@ -31,7 +31,7 @@ import logging
 import re
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,7 +48,7 @@ from ofedrepo.config import Settings
 from ofedrepo.db import read_only, transaction, unreachable_database
 from ofedrepo.distro import ofed_distro_for_kernel
 from ofedrepo.errors import BuildFailed, InvalidKernelRelease, OfedrepoError
-from ofedrepo.kernel import FLAVOR_PACKAGES, KernelRelease, parse_kernel_release
+from ofedrepo.kernel import FLAVOR_PACKAGES, UEK_64K_PACKAGE, KernelRelease, parse_kernel_release
 from ofedrepo.models import Build, BuildState, Bundle, KernelFeed, Priority, utcnow
 from ofedrepo.storage import DataDir
 
@@ -58,7 +58,12 @@ log = logging.getLogger(__name__)
 #: kernels (``kernel-debug-devel`` and kin) are left out: no overcloud image boots one, and in rpm order they
 #: would take the places of the kernels that are booted (a request may still ask for one).
 DEVEL_PACKAGES = frozenset(
-    {"kernel-devel", "kernel-uek-devel", *(f"{FLAVOR_PACKAGES[name]}-devel" for name in ("rt", "64k"))}
+    {
+        "kernel-devel",
+        "kernel-uek-devel",
+        f"{UEK_64K_PACKAGE}-devel",
+        *(f"{FLAVOR_PACKAGES[name]}-devel" for name in ("rt", "64k")),
+    }
 )
 GIVEN_UP_STATES = (BuildState.FAILED, BuildState.CANCELLED)
 
@@ -202,8 +207,16 @@ def read_feed(
     return Snapshot(True, etag, modified, checksum, kernels)
 
 
-def poll_due_feeds(sessions: sessionmaker[Session], settings: Settings, work: Path) -> list[PollReport]:
-    """Poll every configured feed whose turn it is (and that no other worker claimed); queue what they bring.
+#: How the sources a feed offers anew are kept: ``keep_sources`` itself, or a caller's way of running it (the
+#: worker runs it in a process of its own).
+KeepSources = Callable[[Settings, str, list[str]], None]
+
+
+def poll_due_feeds(
+    sessions: sessionmaker[Session], settings: Settings, work: Path, keep: "KeepSources | None" = None
+) -> list[PollReport]:
+    """Poll every configured feed whose turn it is (and that no other worker claimed); queue what they bring;
+    then ``keep`` (``keep_sources`` by default) the sources of the kernels they offer anew.
 
     A feed that fails, however, fails alone: its error is recorded and the next feed is polled. Only a
     database that cannot be reached (which no other feed could use either) ends the round early."""
@@ -223,7 +236,7 @@ def poll_due_feeds(sessions: sessionmaker[Session], settings: Settings, work: Pa
     # never keeps the other feeds from their poll.
     for report in reports:
         if report.new_kernels:
-            _keep_sources(settings, report.url, report.new_kernels)
+            (keep or keep_sources)(settings, report.url, report.new_kernels)
     return reports
 
 
@@ -309,7 +322,7 @@ def poll(sessions: sessionmaker[Session], settings: Settings, feed_id: int, url:
     return report
 
 
-def _keep_sources(settings: Settings, url: str, kernels: list[str]) -> None:
+def keep_sources(settings: Settings, url: str, kernels: list[str]) -> None:
     """Download the sources of the kernels a feed offers as soon as it offers them: a mirror that keeps only the
     newest kernel of a minor release drops the others' ``kernel-devel`` (``ofedrepo.kept_sources``)."""
     data = DataDir(settings.data_dir)
@@ -351,7 +364,15 @@ def queue_known_kernels(sessions: sessionmaker[Session], settings: Settings, bun
                 kernels.append(parse_kernel_release(text))
             except InvalidKernelRelease:  # stored by an older grammar: the next poll judges it again
                 continue
-        queued += _queue(sessions, settings, feed_id, kernels, bundle_id)
+        new = _queue(sessions, settings, feed_id, kernels, bundle_id)
+        if new:  # counted as the feed's, as a poll counts what it queues
+            with transaction(sessions) as session:
+                session.execute(
+                    update(KernelFeed)
+                    .where(KernelFeed.id == feed_id)
+                    .values(builds_queued=KernelFeed.builds_queued + len(new))
+                )
+        queued += new
     if queued:
         log.info("bundle %d: %d build(s) queued for kernels its feeds already found", bundle_id, len(queued))
     return queued

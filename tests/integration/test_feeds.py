@@ -316,6 +316,11 @@ def test_a_bundle_registered_after_a_poll_gets_its_feed_builds_at_once(tmp_path:
             assert upload(server, "bundles", bundle_tgz).status_code == 201
             fed = [build for build in builds(server) if build["feed_id"] is not None]
             assert [build["kernel"] for build in fed] == [FEED_KERNELS[0]]
+            # Counted as the feed's, in its answer and its metric, as a poll's builds are.
+            (feed,) = httpx.get(feeds_url, timeout=10).json()
+            assert feed["builds_queued"] == 1, feed
+            metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+            assert f'ofedrepo_kernel_feed_builds_queued_total{{feed="{feed["url"]}"}} 1.0' in metrics, metrics
         finally:
             stop_server(server)
 

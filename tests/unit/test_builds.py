@@ -145,6 +145,10 @@ def test_devel_packages_per_kernel_flavour() -> None:
     assert names("5.14.0-362.8.1.el9_3.aarch64+64k") == ["kernel-64k-devel"]
     assert names("5.14.0-362.8.1.el9_3.x86_64+debug") == ["kernel-debug-devel"]
     assert names("5.14.0-362.8.1.el9_3.x86_64+rt-debug") == ["kernel-rt-debug-devel"]
+    # Older generations' names: EL7's debug kernel, EL8's RT debug kernel, Oracle's 64k-page UEK.
+    assert names("3.10.0-1160.119.1.el7.x86_64.debug") == ["kernel-debug-devel"]
+    assert names("4.18.0-353.rt7.138.el8.x86_64+debug") == ["kernel-rt-debug-devel"]
+    assert names("5.15.0-100.96.32.el9uek.aarch64.64k") == ["kernel-uek64k-devel"]
 
 
 def test_the_kernel_a_package_is_for_carries_its_flavour() -> None:
@@ -158,6 +162,15 @@ def test_the_kernel_a_package_is_for_carries_its_flavour() -> None:
     assert release_of_package("kernel-devel", "5.14.0", "362.8.1.el9_3", "x86_64") == "5.14.0-362.8.1.el9_3.x86_64"
     rt_debug = release_of_package("kernel-rt-debug-devel", "5.14.0", "362.8.1.el9_3", "x86_64")
     assert rt_debug == "5.14.0-362.8.1.el9_3.x86_64+rt-debug"
+    el7_debug = release_of_package("kernel-debug-devel", "3.10.0", "1160.119.1.el7", "x86_64")
+    assert el7_debug == "3.10.0-1160.119.1.el7.x86_64.debug"
+    el8_rt_debug = release_of_package("kernel-rt-debug-devel", "4.18.0", "353.rt7.138.el8", "x86_64")
+    assert el8_rt_debug == "4.18.0-353.rt7.138.el8.x86_64+debug"
+    uek_64k = release_of_package("kernel-uek64k-devel", "5.15.0", "100.96.32.el9uek", "aarch64")
+    assert uek_64k == "5.15.0-100.96.32.el9uek.aarch64.64k"
+    for uname in (el7_debug, el8_rt_debug, uek_64k):  # each parses back with its arch and flavour
+        parsed = parse_kernel_release(uname)
+        assert parsed.arch in ("x86_64", "aarch64") and parsed.flavor in ("debug", "64k")
 
 
 @pytest.mark.parametrize("href", ["/etc/passwd", "../x.rpm", "Packages/../../x.rpm", "http://evil/x.rpm", "", "a\\b"])
