@@ -54,6 +54,19 @@ def no_gpg_agent_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
     stop_agents_under(tmp_path_factory.getbasetemp())
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_scratch_filesystem_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests kill services mid-build, as a lost host does; the scratch filesystems their builds had stay mounted
+    until a worker's orphan sweep comes round, which a test's service does not live to see: detached at the end
+    (each holds a loop device of this host)."""
+    yield
+    base = str(tmp_path_factory.getbasetemp())
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        point = line.split()[1]
+        if point.startswith(base + "/"):
+            subprocess.run(["umount", "--lazy", point], capture_output=True, check=False)
+
+
 @pytest.fixture(scope="session")
 def test_key(tmp_path_factory: pytest.TempPathFactory) -> TestKey:
     return make_test_key(tmp_path_factory.mktemp("vendor-key") / "gnupg")

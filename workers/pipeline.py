@@ -199,38 +199,44 @@ class Pipeline:
                 f"build {job.id}: {job.bundle_name} for {job.kernel}, attempt {job.attempts} of "
                 f"{self.settings.build_max_attempts}, worker {self.worker_id}, process {os.getpid()}"
             )
+            # How it ended is recorded only after its scratch (and the filesystem it had) is gone: a build no
+            # longer running is what lets the orphan sweep take a scratch filesystem for a killed worker's.
+            version: int | None = None
+            stopped: StopReason | None = None
+            failure: str | None = None
             try:
                 version = self._build(job, volume, build_log, should_stop)
             except Stopped as stop:
-                return self._stopped(job.id, build_log, stop.reason)
+                stopped = stop.reason
             except OfedrepoError as error:
                 keep = isinstance(error, ScriptFailed) and self.settings.build_keep_failed_seconds > 0
                 if keep and scratch.exists():
                     self._keep_failed(job, volume, build_log)
-                build_log.note(f"FAILED: {error}")
-                lifecycle.finish(self.sessions, job.id, self.worker_id, BuildState.FAILED, error=str(error))
-                return BuildState.FAILED
+                failure = str(error)
+                build_log.note(f"FAILED: {failure}")
             except Exception as error:  # a bug of ours: keep the worker alive, keep the evidence in the log
                 if unreachable_database(error):  # the database, not the build, failed: the supervisor requeues it
                     build_log.note(f"the database could not be reached ({error!r}); the build is not failed for it")
                     raise
                 if disk_full(error):
                     assert isinstance(error, OSError)
-                    message = disk_full_message(error)
-                    build_log.note(f"FAILED: {message}")
-                    lifecycle.finish(self.sessions, job.id, self.worker_id, BuildState.FAILED, error=message)
-                    return BuildState.FAILED
-                build_log.note(f"FAILED: internal error: {error!r}\n{traceback.format_exc()}")
-                log.exception("build %d failed with an internal error", job.id)
-                message = f"internal error: {error!r}"
-                lifecycle.finish(self.sessions, job.id, self.worker_id, BuildState.FAILED, error=message)
-                return BuildState.FAILED
+                    failure = disk_full_message(error)
+                    build_log.note(f"FAILED: {failure}")
+                else:
+                    build_log.note(f"FAILED: internal error: {error!r}\n{traceback.format_exc()}")
+                    log.exception("build %d failed with an internal error", job.id)
+                    failure = f"internal error: {error!r}"
             finally:
                 volume.release()
                 remove_tree(scratch)
                 remove_tree(_private(scratch))
                 for expired in self.data.expired_failed_builds(self.settings.build_keep_failed_seconds):
                     remove_tree(expired)
+            if stopped is not None:
+                return self._stopped(job.id, build_log, stopped)
+            if failure is not None:
+                lifecycle.finish(self.sessions, job.id, self.worker_id, BuildState.FAILED, error=failure)
+                return BuildState.FAILED
             recorded = lifecycle.finish(self.sessions, job.id, self.worker_id, BuildState.SUCCEEDED, version=version)
             if recorded is None:
                 build_log.note("this worker's lease expired meanwhile; another worker owns the build now")
@@ -578,12 +584,13 @@ def remove_leftovers(settings: Settings, data: DataDir, build_id: int, attempt: 
 def remove_orphan_scratch_volumes(data: DataDir, sessions: sessionmaker[Session]) -> list[Path]:
     """Detach and remove this deployment's scratch filesystems (``scratch_volume``) that no running attempt
     owns: their worker was killed with its build, and nothing else would unmount them. Another worker on this
-    host may share the data directory: only attempts that are not running are touched."""
+    host may share the data directory: only attempts that are not running are touched (an attempt releases its
+    scratch before it records its end: ``Pipeline.run``)."""
     removed = []
     for mount_point in mounted_under(data.work):
         match = _SCRATCH_NAME.fullmatch(mount_point.name)
-        if match is None or match["instance"] != data.instance or _touched_lately(image_of(mount_point)):
-            continue  # an attempt that just ended releases (or keeps) its own in a moment
+        if match is None or match["instance"] != data.instance:
+            continue
         with sessions() as session:
             if lifecycle.attempt_is_running(session, int(match["build"]), int(match["attempt"])):
                 continue
@@ -592,13 +599,6 @@ def remove_orphan_scratch_volumes(data: DataDir, sessions: sessionmaker[Session]
         remove_tree(image_of(mount_point))
         removed.append(mount_point)
     return removed
-
-
-def _touched_lately(path: Path, seconds: float = 120) -> bool:
-    try:
-        return time.time() - path.stat().st_mtime < seconds
-    except OSError:
-        return False
 
 
 _SCRATCH_NAME = re.compile(r"tool-build-(?P<instance>[0-9A-Za-z]+)-(?P<build>[0-9]+)-a(?P<attempt>[0-9]+)-[0-9a-f]{32}")

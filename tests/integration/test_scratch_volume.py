@@ -8,7 +8,10 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from ofedrepo.builds import lifecycle
+from ofedrepo.models import BuildState
 from ofedrepo.storage import DataDir
+from tests.integration.test_queue import enqueue
 from tests.support.kept_scratch import kept_tree
 from workers.pipeline import attempt_name, remove_orphan_scratch_volumes
 from workers.scratch_volume import ScratchVolume, image_of, mounted_under
@@ -58,21 +61,23 @@ def test_the_orphan_sweep_detaches_what_a_killed_worker_left_mounted(
     tmp_path: Path, sessions: sessionmaker[Session]
 ) -> None:
     data = DataDir(tmp_path / "var").ensure()
-    left, just_ended, others = (
+    dead, running = enqueue(sessions, 2)
+    assert lifecycle.claim(sessions, "alive", lease_seconds=600) == dead
+    assert lifecycle.claim(sessions, "alive", lease_seconds=600) == running
+    lifecycle.finish(sessions, dead, "alive", BuildState.FAILED, error="its worker was killed")
+    left, building, others = (
         ScratchVolume(data.work / f"tool-{attempt_name(instance, build_id, 1)}-{'0' * 32}", CAP, enabled=True)
-        for instance, build_id in ((data.instance, 7), (data.instance, 8), ("another0", 7))
+        for instance, build_id in ((data.instance, dead), (data.instance, running), ("another0", dead))
     )
     try:
-        for volume in (left, just_ended, others):
+        for volume in (left, building, others):
             volume.create(lambda _: None)
-        for volume in (left, others):
-            os.utime(volume.image, (1, 1))  # untouched for long: its worker is gone
-        # Build 7 is not running (it does not exist at all): its scratch is an orphan; build 8's just ended and
-        # releases its own; another deployment's is never this one's to judge.
+        # The ended build's scratch is an orphan (an attempt releases its own before recording its end); the
+        # running one's is its own; another deployment's is never this one's to judge.
         assert remove_orphan_scratch_volumes(data, sessions) == [left.scratch]
         assert not left.scratch.exists() and not left.image.exists()
-        assert sorted(mounted_under(data.work)) == sorted([just_ended.scratch, others.scratch])
+        assert sorted(mounted_under(data.work)) == sorted([building.scratch, others.scratch])
     finally:
-        for volume in (left, just_ended, others):
+        for volume in (left, building, others):
             volume.mounted = volume.scratch.is_mount()
             volume.release()
