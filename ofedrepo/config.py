@@ -357,8 +357,8 @@ class Settings(BaseSettings):
         "EL9: AppStream; the RT repository for `kernel-rt-devel`; the vault for older minor releases), each with "
         "its `gpgkey=<file>` or `gpgcheck=0` as in `OFEDREPO_KERNEL_DEVEL_REPOS`. Workers poll them and queue a "
         "build, at a lower priority than people's requests, for each new `kernel-devel` (`kernel-rt-devel`, "
-        "`kernel-64k-devel`, `kernel-uek-devel`) release and each registered bundle it fits; the package found "
-        "there is also the build's kernel source.",
+        "`kernel-64k-devel`, `kernel-uek-devel`, `kernel-uek64k-devel`) release and each registered bundle it "
+        "fits; the package found there is also the build's kernel source.",
     )
     kernel_feed_interval: float = Field(
         300, gt=0, description="Seconds between two polls of a kernel feed (one worker polls each feed)."
