@@ -185,18 +185,32 @@ class ScratchDir:
 
 
 def _copy(opened: BinaryIO, target: Path, relative: str, max_bytes: int | None) -> None:
-    """Copy an opened file of the scratch to a new file of ours, failing past ``max_bytes`` (it was checked
-    when opened, and may have grown since)."""
-    copied = 0
+    """Copy an opened file of the scratch to a new file of ours, its holes kept as holes (``SEEK_DATA``): a
+    sparse file of any size costs the data disk only what the tool really wrote, which its own filesystem
+    bounded. Refused past ``max_bytes`` (checked when opened; the size is read again here)."""
+    source = opened.fileno()
+    size = os.fstat(source).st_size
+    if max_bytes is not None and size > max_bytes:
+        raise UntrustedFile(f"{shown(relative)} is larger than {max_bytes} bytes")
     with open(target, "xb") as output:
         os.fchmod(output.fileno(), 0o600)
-        while chunk := opened.read(COPY_CHUNK):
-            copied += len(chunk)
-            if max_bytes is not None and copied > max_bytes:
-                output.close()
-                target.unlink()
-                raise UntrustedFile(f"{shown(relative)} is larger than {max_bytes} bytes")
-            output.write(chunk)
+        offset = 0
+        while offset < size:
+            try:
+                start = os.lseek(source, offset, os.SEEK_DATA)
+            except OSError as error:
+                if error.errno == errno.ENXIO:  # no data past offset: the rest is a hole
+                    break
+                raise
+            end = min(os.lseek(source, start, os.SEEK_HOLE), size)
+            while start < end:
+                chunk = os.pread(source, min(COPY_CHUNK, end - start), start)
+                if not chunk:
+                    break
+                os.pwrite(output.fileno(), chunk, start)
+                start += len(chunk)
+            offset = end
+        os.ftruncate(output.fileno(), size)
 
 
 def _parts(relative: str) -> list[str]:

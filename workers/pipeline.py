@@ -44,7 +44,7 @@ from ofedrepo.models import Build, BuildState
 from ofedrepo.process import clean_environment, run
 from ofedrepo.repos import queries
 from ofedrepo.repos.publish import Fence, Publisher, PublishResult
-from ofedrepo.storage import MAX_TREE_DEPTH, DataDir, disk_usage, owned_by, remove_tree
+from ofedrepo.storage import MAX_TREE_DEPTH, DataDir, owned_by, remove_tree
 from workers.preflight import local_runner_problem, read_host_facts
 from workers.runner import (
     LogFollower,
@@ -71,6 +71,9 @@ from workers.scratch_volume import ScratchVolume, detach, image_of, mounted_unde
 
 log = logging.getLogger(__name__)
 
+#: Seconds a build's container may outlive the build's deadline (its worker kills it at the deadline; this is
+#: for a worker that was killed itself).
+CONTAINER_GRACE = 60
 #: Build containers are named ``<prefix><build id>-<random>``: what a killed build left can be found by name.
 CONTAINER_PREFIX = "ofedrepo-build-"
 
@@ -263,7 +266,7 @@ class Pipeline:
         """Set the failed script's scratch aside for a while, within the total budget for kept scratch: its
         directory, or the image of its filesystem (``scratch_volume``)."""
         scratch = volume.scratch
-        size = disk_usage(scratch)
+        size = volume.kept_size()
         if not self.data.room_for_failed_build(size, self.settings.build_keep_failed_max_bytes):
             build_log.note(
                 f"the script's scratch ({size} bytes) is not kept: larger than OFEDREPO_BUILD_KEEP_FAILED_MAX_BYTES "
@@ -479,8 +482,9 @@ class Pipeline:
             name = f"{attempt_container_prefix(self.data.instance, job.id, job.attempts)}{uuid.uuid4().hex[:8]}"
             image = container_image(self.settings, job.distro)
             command = container_argv(
-                engine, image, name, command, tool.inputs, scratch, home, confinement, signing, tool.placed, tool.tmp
-            )
+                engine, image, name, command, tool.inputs, scratch, home, confinement, signing, tool.placed, tool.tmp,
+                max_seconds=max(1, round(job.deadline - time.time())) + CONTAINER_GRACE,
+            )  # fmt: skip
             # The engine is the operator's: it needs the worker's environment (rootless podman's XDG_RUNTIME_DIR,
             # CONTAINERS_CONF, DOCKER_HOST), less ofedrepo's own settings; the tool inside gets only what -e gives.
             environment = engine_environment()
@@ -601,6 +605,25 @@ def remove_orphan_scratch_volumes(data: DataDir, sessions: sessionmaker[Session]
     return removed
 
 
+def remove_orphan_cgroups(data: DataDir, sessions: sessionmaker[Session]) -> list[str]:
+    """Kill and remove this deployment's build cgroups that no running attempt owns (their worker was killed
+    with its build: nothing else would remove them, and what a tool left running in one would run on)."""
+    removed = []
+    for cgroup in RunCgroup.left_by(f"build-{data.instance}-"):
+        name = cgroup.directories[0].name
+        match = _CGROUP_NAME.fullmatch(name)
+        if match is None:
+            continue
+        with sessions() as session:
+            if lifecycle.attempt_is_running(session, int(match["build"]), int(match["attempt"])):
+                continue
+        cgroup.kill()
+        cgroup.remove()
+        removed.append(name)
+    return removed
+
+
+_CGROUP_NAME = re.compile(r"build-[0-9A-Za-z]+-(?P<build>[0-9]+)-a(?P<attempt>[0-9]+)-[0-9a-f]{8}")
 _SCRATCH_NAME = re.compile(r"tool-build-(?P<instance>[0-9A-Za-z]+)-(?P<build>[0-9]+)-a(?P<attempt>[0-9]+)-[0-9a-f]{32}")
 
 
@@ -644,8 +667,10 @@ def engine_environment() -> dict[str, str]:
 
 
 def watching(watch: re.Pattern[bytes] | None, seen: list[str], write: Write) -> Write:
-    """``write``, remembering in ``seen`` the first group of each line of the tool's own output that ``watch``
-    matches (``ToolRun.watch``: what says where its results are)."""
+    """``write``, remembering in ``seen`` the first group of the last line of the tool's own output that ``watch``
+    matches (``ToolRun.watch``: what says where its results are). The last only: a tool that prints the line
+    without end would otherwise grow this process's memory without bound (2 GB in 25 s), the log's cap
+    notwithstanding."""
     if watch is None:
         return write
 
@@ -653,7 +678,7 @@ def watching(watch: re.Pattern[bytes] | None, seen: list[str], write: Write) -> 
         if not source:
             match = watch.search(data)
             if match:
-                seen.append(match.group(1).decode())
+                seen[:] = [match.group(1).decode("utf-8", "replace")]
         write(source, data)
 
     return both

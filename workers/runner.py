@@ -43,8 +43,9 @@ MAX_FOLLOWED = 256
 #: Terminal escape sequences: CSI (colours, cursor moves, clearing), OSC (window titles, the clipboard) and the
 #: other ESC sequences, ended by BEL or ST where they take a string.
 _ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[PX^_][^\x1b]*(?:\x1b\\)?|[ -~]?)")
-#: Control characters but newline and tab, C1 controls (8-bit CSI, OSC...) included.
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: Control characters but newline and tab, C1 controls (8-bit CSI, OSC...) included, and Unicode's
+#: bidirectional overrides and isolates (U+202A-U+202E, U+2066-U+2069), which make a line read otherwise than it is.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 #: The script's work copy of the bundle (``mlnx_iso.<pid>/``): the bundle's own files, not build logs.
 _WORK_COPY = re.compile(r"mlnx_iso\.[0-9]+")
 _COMPILER_ERROR = re.compile(r"(?:^|\s|:)(?:error|Error|ERROR):\s")
@@ -84,9 +85,12 @@ def container_argv(
     environment: dict[str, str] | None = None,
     placed: Sequence[tuple[Path, str]] = (),
     tmp: Path | None = None,
+    max_seconds: int | None = None,
 ) -> list[str]:
     """``podman``/``docker run`` of ``command`` with the same paths inside: inputs read-only, no network, no
-    capability, ``no-new-privileges``, the image's root read-only, the confinement's process and memory limits.
+    capability, ``no-new-privileges``, the image's root read-only, the confinement's process, memory and file
+    size limits, and (podman) ``max_seconds`` of life of its own: a container outlives a killed worker, and
+    nothing else would stop it until a worker's orphan sweep comes round.
 
     A root-run podman maps the container's root to the sandbox uid (``--uidmap``): root inside, unprivileged
     outside, as in the local runner's sandbox (a rootless engine does that mapping itself; docker cannot, per
@@ -113,7 +117,8 @@ def container_argv(
         engine, "run", "--rm", "--name", name, "--network=none", "--security-opt", "label=disable",
         "--cap-drop=ALL", "--security-opt", "no-new-privileges", "--read-only", "--cgroupns=private", *identities,
         f"--pids-limit={confinement.max_processes}", f"--memory={confinement.max_memory}",
-        f"--memory-swap={confinement.max_memory}", *mounts,
+        f"--memory-swap={confinement.max_memory}", f"--ulimit=fsize={confinement.max_scratch}",
+        *([f"--timeout={max_seconds}"] if engine == "podman" and max_seconds else []), *mounts,
         "-v", f"{writable}:{writable}:rw", "-w", str(writable),
         "-e", f"HOME={home}", "-e", "LANG=C.UTF-8", *variables, image, *command,
     ]  # fmt: skip

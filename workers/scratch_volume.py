@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ofedrepo.errors import ToolFailed
 from ofedrepo.process import run
-from ofedrepo.storage import clear_set_id_bits
+from ofedrepo.storage import clear_set_id_bits, disk_usage
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,18 @@ class ScratchVolume:
         except OSError:
             return False
         return status.f_bavail < status.f_blocks * FULL_SHARE or status.f_favail == 0
+
+    def kept_size(self) -> int:
+        """Bytes of disk the image would take if kept: blocks the tool freed are given back first (``fstrim``:
+        the loop device punches them out of the image), so deleted data is not counted, and sparse files
+        count what they hold. The whole tree's size without a filesystem of its own."""
+        if not self.mounted:
+            return disk_usage(self.scratch)
+        subprocess.run(["fstrim", str(self.scratch)], env=_ENVIRONMENT, capture_output=True, check=False)
+        try:
+            return os.stat(self.image).st_blocks * 512
+        except OSError:
+            return 0
 
     def keep_as(self, kept: Path) -> bool:
         """Detach the filesystem and keep its image as ``kept`` (its files' set-ID bits cleared first, so that

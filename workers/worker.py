@@ -25,7 +25,13 @@ from ofedrepo.db import make_engine, session_factory, upgrade
 from ofedrepo.models import BuildState
 from ofedrepo.repos.retention import Policy, automatic_policy, collect_garbage
 from workers.build_process import DATABASE_FAILED, STOP_GRACE, BuildProcess, Target, process_context, run_pipeline
-from workers.pipeline import Pipeline, remove_leftovers, remove_orphan_containers, remove_orphan_scratch_volumes
+from workers.pipeline import (
+    Pipeline,
+    remove_leftovers,
+    remove_orphan_cgroups,
+    remove_orphan_containers,
+    remove_orphan_scratch_volumes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -288,8 +294,8 @@ class Worker:
                 self._give_up_expired_leases(time.monotonic() - renewed_at)
 
     def _sweep_orphans(self) -> None:
-        """Remove this host's build containers and scratch filesystems that no running attempt owns, at once (a
-        killed worker's) and every ``ORPHAN_SWEEP_INTERVAL``; in a thread of its own, as the engine may wait
+        """Remove this host's build containers, scratch filesystems and cgroups that no running attempt owns, at
+        once (a killed worker's) and every ``ORPHAN_SWEEP_INTERVAL``; in a thread of its own, as the engine may wait
         minutes on its storage lock (another build pulling an image) and the heartbeat must not."""
         while True:
             try:
@@ -297,6 +303,8 @@ class Worker:
                     log.warning("removed the container %s: no running build owns it", name)
                 for mount_point in remove_orphan_scratch_volumes(self.pipeline.data, self.sessions):
                     log.warning("removed the scratch filesystem %s: no running build owns it", mount_point)
+                for cgroup in remove_orphan_cgroups(self.pipeline.data, self.sessions):
+                    log.warning("removed the cgroup %s: no running build owns it", cgroup)
             except DBAPIError as error:
                 log.warning("orphan sweep: the database cannot be reached (%s)", str(error.orig).strip())
             except Exception:

@@ -89,6 +89,22 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _LOCATION = re.compile(r"[\x21-\x7e]+")
 #: The fields a package record must have to be used: its release and where to fetch it, with its checksum.
 _PACKAGE_FIELDS = ("name", "version", "release", "arch", "location_href", "checksum_type", "pkgId")
+#: Records of the wanted packages one primary metadata may list: a distro's repository (its vault included)
+#: lists a few hundred kernel-devel releases; 600,000 small records took a worker to 1.8 GB.
+MAX_PACKAGES = 20_000
+
+
+@dataclass(frozen=True)
+class PackageRecord:
+    """What is kept of a primary metadata record: ``_PACKAGE_FIELDS``, not createrepo_c's whole package."""
+
+    name: str
+    version: str
+    release: str
+    arch: str
+    location_href: str
+    checksum_type: str
+    pkgId: str  # noqa: N815 (createrepo_c's name, kept so that both read alike)
 
 
 class MirrorRefused(OfedrepoError):
@@ -222,9 +238,8 @@ def read_repomd(
 
 def read_packages(
     base: str, primary: Any, scratch: Path, max_bytes: int, names: Collection[str], reach: Reach | None = None
-) -> list[Any]:
-    """The packages named ``names`` that the primary metadata lists (createrepo_c ``Package`` objects, each
-    with every field of ``_PACKAGE_FIELDS``)."""
+) -> list[PackageRecord]:
+    """The packages named ``names`` that the primary metadata lists, at most ``MAX_PACKAGES``."""
     reach = reach or Reach()
     if (primary.size or 0) > max_bytes or (primary.size_open or 0) > max_bytes:
         raise MirrorRefused(TOO_LARGE, f"the primary metadata claims more than {max_bytes} bytes")
@@ -233,25 +248,35 @@ def read_packages(
     _fetch(base + href, compressed, reach, max_bytes, checksum=(primary.checksum_type, primary.checksum))
     plain = scratch / "primary.xml"
     _decompress(compressed, plain, max_bytes, reach.deadline)
-    found: list[Any] = []
+    found: list[PackageRecord] = []
+    refused: list[MirrorRefused] = []  # createrepo_c turns what its callback raises into its own error
 
     def keep(package: Any) -> bool:
-        reach.deadline.check()  # raised inside createrepo_c's callback: it stops the parse
-        if package.name in names:
-            if not all(isinstance(getattr(package, name), str) for name in _PACKAGE_FIELDS):
-                raise MirrorRefused(NOT_METADATA, f"a {package.name} record misses a field")
-            found.append(package)
+        try:
+            reach.deadline.check()  # raised inside createrepo_c's callback: it stops the parse
+            if package.name in names:
+                fields = [getattr(package, name) for name in _PACKAGE_FIELDS]
+                if not all(isinstance(field, str) for field in fields):
+                    raise MirrorRefused(NOT_METADATA, f"a {package.name} record misses a field")
+                if len(found) >= MAX_PACKAGES:
+                    raise MirrorRefused(TOO_LARGE, f"the primary metadata lists over {MAX_PACKAGES} kernel packages")
+                found.append(PackageRecord(*fields))
+        except MirrorRefused as refusal:
+            refused.append(refusal)
+            raise
         return True
 
     try:
         cr.xml_parse_primary(str(plain), pkgcb=keep, do_files=False, warningcb=lambda *_: True)
     except cr.CreaterepoCError as error:
+        if refused:
+            raise refused[0] from None
         reach.deadline.check()
         raise MirrorRefused(NOT_METADATA, f"primary metadata: {str(error).strip()}") from None
     return found
 
 
-def kernel_release(package: Any) -> str:
+def kernel_release(package: PackageRecord) -> str:
     """The ``uname -r`` a kernel package (``kernel-devel``, ``kernel-rt-devel``...) is for."""
     return release_of_package(package.name, package.version, package.release, package.arch)
 

@@ -159,6 +159,20 @@ def test_a_corrupt_gzip_primary_is_not_metadata(
     assert feed_row(sessions, url).error == mirrors.NOT_METADATA
 
 
+def test_a_primary_listing_more_kernel_packages_than_any_distro_is_too_large(
+    sessions: sessionmaker[Session], settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """600,000 small records took a worker to 1.8 GB: past ``MAX_PACKAGES`` (here 10) the feed is refused, with
+    the refusal of its kind, not a parser's error."""
+    monkeypatch.setattr(mirrors, "MAX_PACKAGES", 10)
+    add_bundle(sessions)
+    version, release, arch = KERNEL
+    write_metadata(tmp_path, primary_xml([(version, f"{release}.{number}", arch) for number in range(11)]))
+    with serve(tmp_path) as url:
+        (report,) = poll(sessions, settings, url)
+    assert report.error == mirrors.TOO_LARGE and report.queued == [] and builds(sessions) == []
+
+
 def test_an_overlong_etag_is_not_kept_and_the_feed_still_builds(
     sessions: sessionmaker[Session], settings: Settings, tmp_path: Path
 ) -> None:

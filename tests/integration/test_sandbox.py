@@ -136,6 +136,7 @@ FLOOD = """#!/bin/bash
 t="${{@: -5:1}}"
 printf 'title\\033]0;owned\\007 clip\\033]52;c;cGFzc3dvcmQ=\\007 clear\\033[2J\\033[H c1\\302\\233 31m raw\\233 done\\n'
 printf 'in a log \\033]52;c;b3duZWQ=\\033\\\\ end\\n' > "$t/escapes.log"
+printf 'bidi \\342\\200\\256txt.exe\\n'  # U+202E: "exe.txt" on screen
 sleep 1.5  # the worker polls the logs twice a second
 python3 -c 'print(("flood " + "x" * 100 + "\\n") * 50000, end="")'
 touch "$t/$(printf 'ext-\\xff\\xfe.tgz')"
@@ -351,7 +352,8 @@ def test_a_flood_of_output_is_cut_at_the_cap_and_odd_names_are_told_plainly(
 ) -> None:
     run = run_hostile(sandboxed, bundle_dir, tmp_path, FLOOD)
     assert "clip" in run.log and "in a log" in run.log and " end" in run.log  # the text stays
-    assert not [character for character in "\x1b\x07\x9b" if character in run.log]  # its escapes do not
+    assert not [character for character in "\x1b\x07\x9b\u202e" if character in run.log]  # its escapes do not
+    assert "bidi txt.exe" in run.log
     log_file = sandboxed.settings.data_dir / "builds" / f"{run.build['id']}.log"
     assert log_file.stat().st_size < LOG_CAP + 16 * 1024
     assert "the build log reached its cap" in run.log and "FAILED: " in run.log

@@ -6,14 +6,17 @@ import stat
 import subprocess
 from pathlib import Path
 
+import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from ofedrepo.builds import lifecycle
 from ofedrepo.models import BuildState
 from ofedrepo.storage import DataDir
+from ofedrepo.untrusted import ScratchDir
 from tests.integration.test_queue import enqueue
 from tests.support.kept_scratch import kept_tree
-from workers.pipeline import attempt_name, remove_orphan_scratch_volumes
+from workers.pipeline import attempt_name, remove_orphan_cgroups, remove_orphan_scratch_volumes
+from workers.sandbox import Confinement, RunCgroup
 from workers.scratch_volume import ScratchVolume, image_of, mounted_under
 
 CAP = 64 * 1024**2
@@ -42,6 +45,28 @@ def test_a_burst_of_allocations_stops_at_the_cap_and_the_kept_image_has_no_set_i
         assert not volume.scratch.is_mount() and not image_of(volume.scratch).exists()
         with kept_tree(kept) as tree:
             assert stat.S_IMODE((tree / "suid-sh").stat().st_mode) == 0o755
+    finally:
+        volume.release()
+
+
+def test_a_sparse_output_is_copied_out_as_sparse_and_a_kept_image_counts_what_it_holds(tmp_path: Path) -> None:
+    """The tool's files are copied out of its filesystem (another one than the worker's): a 1.9 GB file of
+    holes took 1.9 GB of the data disk, 15 times the cap. And data the tool wrote and deleted is not kept."""
+    volume = ScratchVolume(tmp_path / "scratch", CAP, enabled=True)
+    volume.create(lambda _: None)
+    try:
+        with open(volume.scratch / "MLNX_OFED_LINUX-ext.tgz", "wb") as sparse:
+            sparse.truncate(1900 * 1024**2)
+            sparse.write(b"\x1f\x8b")
+        with ScratchDir(volume.scratch) as scratch:
+            copied = scratch.collect("MLNX_OFED_LINUX-ext.tgz", tmp_path / "private", max_bytes=2 * 1024**3)
+        assert copied.stat().st_size == 1900 * 1024**2 and copied.stat().st_blocks * 512 <= 1024**2
+        assert copied.read_bytes()[:2] == b"\x1f\x8b"
+        (volume.scratch / "MLNX_OFED_LINUX-ext.tgz").unlink()
+        (volume.scratch / "written-then-deleted").write_bytes(os.urandom(32 * 1024**2))
+        os.sync()
+        (volume.scratch / "written-then-deleted").unlink()
+        assert volume.kept_size() < 8 * 1024**2
     finally:
         volume.release()
 
@@ -81,3 +106,26 @@ def test_the_orphan_sweep_detaches_what_a_killed_worker_left_mounted(
         for volume in (left, building, others):
             volume.mounted = volume.scratch.is_mount()
             volume.release()
+
+
+def test_the_orphan_sweep_removes_the_cgroups_of_attempts_no_longer_running(
+    tmp_path: Path, sessions: sessionmaker[Session]
+) -> None:
+    data = DataDir(tmp_path / "var").ensure()
+    dead, running = enqueue(sessions, 2)
+    assert lifecycle.claim(sessions, "alive", lease_seconds=600) == dead
+    assert lifecycle.claim(sessions, "alive", lease_seconds=600) == running
+    lifecycle.finish(sessions, dead, "alive", BuildState.FAILED, error="its worker was killed")
+    confinement = Confinement(uid=None, max_processes=16, max_memory=64 * 1024**2, max_scratch=CAP)
+    left, building = (
+        RunCgroup.create(attempt_name(data.instance, build_id, 1), confinement) for build_id in (dead, running)
+    )
+    if left is None or building is None:
+        pytest.skip("this host gives no cgroup to make")
+    try:
+        assert remove_orphan_cgroups(data, sessions) == [left.directories[0].name]
+        assert not any(directory.exists() for directory in left.directories)
+        assert all(directory.exists() for directory in building.directories)
+    finally:
+        for cgroup in (left, building):
+            cgroup.remove()

@@ -109,10 +109,12 @@ def test_the_container_command_line_mounts_inputs_read_only_and_has_no_network()
     command = ["bash", "/b/MLNX/mlnx_add_kernel_support.sh", "-k", KERNEL]
     argv = container_argv(
         "podman", "rocky:8", "ofedrepo-build-7", command, [Path("/b/MLNX"), Path("/src/K")], Path("/w"), Path("/w/h"),
-        CONFINED,
+        CONFINED, max_seconds=7260,
     )  # fmt: skip
     assert argv[:5] == ["podman", "run", "--rm", "--name", "ofedrepo-build-7"]
     assert "--network=none" in argv
+    # No file larger than the scratch; no life past the build's deadline, were its worker killed.
+    assert f"--ulimit=fsize={CONFINED.max_scratch}" in argv and "--timeout=7260" in argv
     assert ["-v", "/b/MLNX:/b/MLNX:ro"] == argv[
         argv.index("/b/MLNX:/b/MLNX:ro") - 1 : argv.index("/b/MLNX:/b/MLNX:ro") + 1
     ]
