@@ -82,14 +82,20 @@ def test_without_the_setting_the_scratch_is_a_plain_directory(tmp_path: Path) ->
     ]
 
 
-def test_the_orphan_sweep_detaches_what_a_killed_worker_left_mounted(
-    tmp_path: Path, sessions: sessionmaker[Session]
-) -> None:
-    data = DataDir(tmp_path / "var").ensure()
+def one_ended_one_running(sessions: sessionmaker[Session]) -> tuple[int, int]:
+    """Two builds whose first attempts a worker claimed: one has ended (its worker killed), one runs."""
     dead, running = enqueue(sessions, 2)
     assert lifecycle.claim(sessions, "alive", lease_seconds=600) == dead
     assert lifecycle.claim(sessions, "alive", lease_seconds=600) == running
     lifecycle.finish(sessions, dead, "alive", BuildState.FAILED, error="its worker was killed")
+    return dead, running
+
+
+def test_the_orphan_sweep_detaches_what_a_killed_worker_left_mounted(
+    tmp_path: Path, sessions: sessionmaker[Session]
+) -> None:
+    data = DataDir(tmp_path / "var").ensure()
+    dead, running = one_ended_one_running(sessions)
     left, building, others = (
         ScratchVolume(data.work / f"tool-{attempt_name(instance, build_id, 1)}-{'0' * 32}", CAP, enabled=True)
         for instance, build_id in ((data.instance, dead), (data.instance, running), ("another0", dead))
@@ -112,10 +118,7 @@ def test_the_orphan_sweep_removes_the_cgroups_of_attempts_no_longer_running(
     tmp_path: Path, sessions: sessionmaker[Session]
 ) -> None:
     data = DataDir(tmp_path / "var").ensure()
-    dead, running = enqueue(sessions, 2)
-    assert lifecycle.claim(sessions, "alive", lease_seconds=600) == dead
-    assert lifecycle.claim(sessions, "alive", lease_seconds=600) == running
-    lifecycle.finish(sessions, dead, "alive", BuildState.FAILED, error="its worker was killed")
+    dead, running = one_ended_one_running(sessions)
     confinement = Confinement(uid=None, max_processes=16, max_memory=64 * 1024**2, max_scratch=CAP)
     left, building = (
         RunCgroup.create(attempt_name(data.instance, build_id, 1), confinement) for build_id in (dead, running)
