@@ -40,16 +40,19 @@ _EL8_RT = re.compile(r"\.rt[0-9]+\.")
 #: 64k-page UEK (``…el9uek.aarch64.64k``, the ``kernel-uek64k-*`` packages of version-release ``<K>`` without
 #: ``.64k``: Oracle's UEK R7U3 and UEK 8 release notes; an OCI tool maps ``*.el9uek.aarch64.64k`` to
 #: ``kernel-uek64k-modules-extra-${K%.64k}``).
-DOTTED_FLAVORS = frozenset({"debug", "64k"})
-UEK_64K_PACKAGE = "kernel-uek64k"
+DOTTED_FLAVORS = frozenset({"debug", "64k", "64kdebug"})
+#: UEK's flavours and their packages (oracle/linux-uek ``uek-rpm/ol9/kernel-uek.spec``: ``kernel-uek64k-devel``
+#: installs ``<K>.64k``, ``kernel-uek-debug-devel`` ``<K>.debug``, ``kernel-uek64kdebug-devel`` ``<K>.64kdebug``).
+UEK_FLAVOR_PACKAGES = {"64kdebug": "kernel-uek64kdebug", "64k": "kernel-uek64k", "debug": "kernel-uek-debug"}
+UEK_64K_PACKAGE = UEK_FLAVOR_PACKAGES["64k"]
 
 
 def devel_package_names(kernel: "KernelRelease") -> list[str]:
     """The ``*-devel`` packages that may carry a kernel's sources, the most specific first."""
     el8_rt = _EL8_RT.search(kernel.release) is not None
-    if kernel.is_uek and kernel.flavor == "64k":
-        return [f"{UEK_64K_PACKAGE}-devel"]
-    if el8_rt and kernel.flavor == "debug":  # 4.18.0-353.rt7.138.el8.x86_64+debug
+    if kernel.is_uek and kernel.flavor in UEK_FLAVOR_PACKAGES:
+        return [f"{UEK_FLAVOR_PACKAGES[kernel.flavor]}-devel"]
+    if el8_rt and kernel.flavor == "debug":  # 4.18.0-353.rt7.138.el8.x86_64+debug, EL7's …el7.x86_64.debug
         return ["kernel-rt-debug-devel"]
     if kernel.flavor in FLAVOR_PACKAGES:
         return [f"{FLAVOR_PACKAGES[kernel.flavor]}-devel"]
@@ -66,12 +69,14 @@ def release_of_package(name: str, version: str, release: str, arch: str) -> str:
     with its flavour appended as that generation writes it: ``+rt``, ``+64k`` on EL8 and later, ``+debug`` for
     EL8's RT debug kernel (its ``rt`` is in the release), ``.debug`` on EL7, ``.64k`` for UEK."""
     uname = f"{version}-{release}.{arch}"
-    if name.startswith(f"{UEK_64K_PACKAGE}-"):
-        return f"{uname}.64k"
-    if _EL8_RT.search(f".{release}."):
-        return f"{uname}+debug" if name.startswith("kernel-rt-debug-") else uname
+    for flavor, prefix in UEK_FLAVOR_PACKAGES.items():
+        if name.startswith(prefix + "-"):
+            return f"{uname}.{flavor}"
     dist = _DIST_TAG.search(release)
     el7 = dist is not None and dist.group("major") == "7"
+    if _EL8_RT.search(f".{release}."):
+        debug = ".debug" if el7 else "+debug"
+        return f"{uname}{debug}" if name.startswith("kernel-rt-debug-") else uname
     for flavor, prefix in FLAVOR_PACKAGES.items():
         if name.startswith(prefix + "-"):
             return f"{uname}.{flavor}" if el7 and flavor in DOTTED_FLAVORS else f"{uname}+{flavor}"
@@ -114,6 +119,13 @@ class KernelRelease:
         """Oracle's Unbreakable Enterprise Kernel (``5.4.17-2136.300.7.el8uek.x86_64``)."""
         tag = self.dist_tag
         return tag is not None and tag.endswith("uek")
+
+    @property
+    def line(self) -> tuple[str, str | None, bool]:
+        """Which kernels of one distro minor and arch are the same line, newer ones replacing older ones: the
+        same upstream version (UEK R6's 5.4.17 is not UEK R7's 5.15.0), flavour (``+64k`` is not the plain
+        aarch64 kernel, though both ship in EL9's AppStream) and RT-ness (EL8's ``.rtN.`` kernels)."""
+        return self.version, self.flavor, _EL8_RT.search(self.release) is not None
 
     @property
     def release_number(self) -> int:

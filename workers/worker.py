@@ -8,6 +8,7 @@ to the web server. Idle slots look for work every ``queue_poll_interval`` second
 """
 
 import logging
+import platform
 import signal
 import threading
 import time
@@ -75,6 +76,13 @@ class Worker:
     def start(self) -> None:
         lifecycle.register(self.sessions, self.id, self.concurrency, self.settings.worker_arches)
         log.info("worker %s builds for %s", self.id, ", ".join(self.settings.worker_arches))
+        foreign = [arch for arch in self.settings.worker_arches if arch != platform.machine()]
+        if foreign and self.settings.build_runner == "local":
+            log.warning(
+                "worker %s declares %s (OFEDREPO_WORKER_ARCHES) but runs the vendor's tool on this %s host, which "
+                "makes %s modules: those builds will fail",
+                self.id, ", ".join(foreign), platform.machine(), platform.machine(),
+            )  # fmt: skip
         self.threads = [
             threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True),
             threading.Thread(target=self._sweep_orphans, name="orphan-sweep", daemon=True),

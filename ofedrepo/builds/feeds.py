@@ -123,9 +123,10 @@ MAX_REFUSALS_TOLD = 20
 
 
 def newest_per_minor(releases: Iterable[str], keep: int) -> tuple[list[KernelRelease], list[str]]:
-    """The newest ``keep`` kernels of each (minor release, arch), oldest first, and the refused strings with
-    their reason (not a kernel release, or no RHEL minor release to fit a bundle to). Pure."""
-    groups: dict[tuple[str, str | None], set[KernelRelease]] = defaultdict(set)
+    """The newest ``keep`` kernels of each (minor release, arch, kernel line: ``KernelRelease.line``), oldest
+    first, and the refused strings with their reason (not a kernel release, or no RHEL minor release to fit a
+    bundle to). Pure."""
+    groups: dict[tuple[str, str | None, tuple[str, str | None, bool]], set[KernelRelease]] = defaultdict(set)
     refused = []
     for text in releases:
         try:
@@ -137,7 +138,7 @@ def newest_per_minor(releases: Iterable[str], keep: int) -> tuple[list[KernelRel
         if distro is None:
             refused.append(f"{text}: no RHEL minor release can be told from it")
             continue
-        groups[(distro.tag, kernel.arch)].add(kernel)
+        groups[(distro.tag, kernel.arch, kernel.line)].add(kernel)
     chosen = sorted(kernel for group in groups.values() for kernel in sorted(group)[-keep:])
     if len(chosen) > MAX_FEED_KERNELS:
         refused.append(f"{len(chosen) - MAX_FEED_KERNELS} older kernels: a feed offers {MAX_FEED_KERNELS} at most")

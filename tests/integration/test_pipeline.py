@@ -488,6 +488,10 @@ def test_an_aarch64_bundle_waits_for_a_worker_declared_for_aarch64(tmp_path: Pat
         log = build_log(server, build_id)
         assert f":{arm.pid}:" in log.splitlines()[0] and f":{workers[0].pid}:" not in log, log
         assert done["state"] == "failed" and "-x86_64-ext is named like another bundle" in done["error"], log
+        assert (
+            "declares aarch64 (OFEDREPO_WORKER_ARCHES) but runs the vendor's tool on this x86_64 host"
+            in (tmp_path / "arm.log").read_text()
+        )  # said when it started
         arches = {tuple(worker["arches"]) for worker in httpx.get(health_url, timeout=10).json()["worker_list"]}
         assert arches == {("x86_64",), ("aarch64",)}
     finally:

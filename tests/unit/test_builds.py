@@ -151,6 +151,8 @@ def test_devel_packages_per_kernel_flavour() -> None:
     assert names("3.10.0-1160.119.1.el7.x86_64.debug") == ["kernel-debug-devel"]
     assert names("4.18.0-353.rt7.138.el8.x86_64+debug") == ["kernel-rt-debug-devel"]
     assert names("5.15.0-100.96.32.el9uek.aarch64.64k") == ["kernel-uek64k-devel"]
+    assert names("5.15.0-100.96.32.el9uek.x86_64.debug") == ["kernel-uek-debug-devel"]
+    assert names("5.15.0-100.96.32.el9uek.aarch64.64kdebug") == ["kernel-uek64kdebug-devel"]
 
 
 def test_the_kernel_a_package_is_for_carries_its_flavour() -> None:
@@ -170,9 +172,16 @@ def test_the_kernel_a_package_is_for_carries_its_flavour() -> None:
     assert el8_rt_debug == "4.18.0-353.rt7.138.el8.x86_64+debug"
     uek_64k = release_of_package("kernel-uek64k-devel", "5.15.0", "100.96.32.el9uek", "aarch64")
     assert uek_64k == "5.15.0-100.96.32.el9uek.aarch64.64k"
-    for uname in (el7_debug, el8_rt_debug, uek_64k):  # each parses back with its arch and flavour
-        parsed = parse_kernel_release(uname)
-        assert parsed.arch in ("x86_64", "aarch64") and parsed.flavor in ("debug", "64k")
+    uek_debug = release_of_package("kernel-uek-debug-devel", "5.15.0", "100.96.32.el9uek", "x86_64")
+    assert uek_debug == "5.15.0-100.96.32.el9uek.x86_64.debug"
+    uek_64k_debug = release_of_package("kernel-uek64kdebug-devel", "5.15.0", "100.96.32.el9uek", "aarch64")
+    assert uek_64k_debug == "5.15.0-100.96.32.el9uek.aarch64.64kdebug"
+    el7_rt_debug = release_of_package("kernel-rt-debug-devel", "3.10.0", "1160.rt56.1131.el7", "x86_64")
+    assert el7_rt_debug == "3.10.0-1160.rt56.1131.el7.x86_64.debug"
+    for uname in (el7_debug, el8_rt_debug, uek_64k, uek_debug, uek_64k_debug, el7_rt_debug):
+        parsed = parse_kernel_release(uname)  # each parses back with its arch and flavour, and its package
+        assert parsed.arch in ("x86_64", "aarch64") and parsed.flavor in ("debug", "64k", "64kdebug")
+        assert len(devel_package_names(parsed)) == 1
 
 
 @pytest.mark.parametrize("href", ["/etc/passwd", "../x.rpm", "Packages/../../x.rpm", "http://evil/x.rpm", "", "a\\b"])

@@ -30,9 +30,21 @@ def test_the_newest_of_each_minor_release_in_rpm_order() -> None:
         "4.18.0-477.10.1.el8_8.x86_64",
     ]
     assert refused == []
+    # UEK R6 (5.4.17) and R7 (5.15.0) both ship for Oracle Linux 8: two lines, each keeps its newest.
     uek = ["5.4.17-2136.300.7.el8uek.x86_64", "5.4.17-2136.307.3.1.el8uek.x86_64", "5.15.0-101.103.2.1.el8uek.x86_64"]
-    chosen, refused = newest_per_minor(uek, keep=2)  # one UEK line serves every minor: grouped by major
+    chosen, refused = newest_per_minor(uek, keep=1)
     assert [kernel.text for kernel in chosen] == uek[1:] and refused == []
+
+
+def test_flavours_and_rt_kernels_do_not_take_the_plain_kernels_places() -> None:
+    """EL9's AppStream ships the plain aarch64 kernel-devel and kernel-64k-devel side by side (kernel.spec builds
+    both); EL8's RT repository may be one feed with BaseOS. Each line keeps its own newest."""
+    arm = [f"5.14.0-427.{update}.1.el9_4.aarch64{flavour}" for update in (13, 16, 18) for flavour in ("", "+64k")]
+    chosen, _ = newest_per_minor(arm, keep=2)
+    assert sorted(kernel.text for kernel in chosen) == sorted(arm[2:])
+    el8 = [f"4.18.0-372.{update}.1.el8_6.x86_64" for update in (26, 32, 41)] + ["4.18.0-372.9.1.rt7.166.el8.x86_64"]
+    chosen, _ = newest_per_minor(el8, keep=2)
+    assert "4.18.0-372.9.1.rt7.166.el8.x86_64" in [kernel.text for kernel in chosen] and len(chosen) == 3
 
 
 def test_strings_that_are_no_kernel_release_or_fit_no_minor_release_are_refused_with_a_reason() -> None:
