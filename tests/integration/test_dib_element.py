@@ -129,6 +129,27 @@ def test_a_flavoured_kernel_is_asked_for_as_it_boots(
         (build_root / "tmp" / package.name).unlink()
 
 
+def test_a_partition_image_asks_for_the_kernel_dib_extracts_for_it(
+    build_root: Path, hooks: Path, service: RunningServer
+) -> None:
+    """With the baremetal element DIB extracts the kernel Ironic boots by ``ls -1rv /boot/vmlinuz*``
+    (diskimage-builder's select_boot_kernel_initrd): of a GA kernel and its update, the GA one, which rpm's order
+    would not pick; debug kernels never."""
+    kernels = ["4.18.0-553.el8_10.x86_64", "4.18.0-553.5.1.el8_10.x86_64", "4.18.0-553.el8_10.x86_64+debug"]
+    boot = build_root / "boot"
+    boot.mkdir(exist_ok=True)
+    for kernel in kernels:
+        (boot / f"vmlinuz-{kernel}").write_bytes(b"")
+    try:
+        environment = {**element_environment(service), "DIB_OFEDREPO_WAIT": "0", "IMAGE_ELEMENT": "rocky baremetal"}
+        ran = run_phase(build_root, hooks, "post-install", environment)
+        output = ran.stdout + ran.stderr
+        assert f"kernel {kernels[0]} (the one DIB extracts for this partition image" in output, output
+    finally:
+        for kernel in kernels:
+            (boot / f"vmlinuz-{kernel}").unlink()
+
+
 def test_a_published_kernel_is_answered_at_once_and_the_repo_pinned_to_its_version(
     build_root: Path, hooks: Path, service: RunningServer
 ) -> None:
