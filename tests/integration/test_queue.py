@@ -313,11 +313,11 @@ def test_a_worker_claims_only_builds_of_its_architectures(sessions: sessionmaker
     lifecycle.register(sessions, "x86", concurrency=1, arches=["x86_64"])
     assert lifecycle.claim(sessions, "x86", lease_seconds=60, arches=["x86_64"]) is None
     with sessions() as session:
-        waiting = requests.waiting_reason(session, state_of_in(session, build_id), within_seconds=60)
+        waiting = requests.waiting_reason(state_of_in(session, build_id), requests.live_arches(session, 60))
         assert waiting is not None and waiting.startswith("no aarch64 worker")
     lifecycle.register(sessions, "arm", concurrency=1, arches=["aarch64"])
     with sessions() as session:
-        assert requests.waiting_reason(session, state_of_in(session, build_id), within_seconds=60) is None
+        assert requests.waiting_reason(state_of_in(session, build_id), requests.live_arches(session, 60)) is None
         assert {worker.id: worker.arches for worker in requests.live_workers(session, 60)} == {
             "x86": ["x86_64"], "arm": ["aarch64"],
         }  # fmt: skip
