@@ -88,9 +88,11 @@ def container_argv(
     max_seconds: int | None = None,
 ) -> list[str]:
     """``podman``/``docker run`` of ``command`` with the same paths inside: inputs read-only, no network, no
-    capability, ``no-new-privileges``, the image's root read-only, the confinement's process, memory and file
-    size limits, and (podman) ``max_seconds`` of life of its own: a container outlives a killed worker, and
-    nothing else would stop it until a worker's orphan sweep comes round.
+    capability, ``no-new-privileges``, the image's root read-only, the confinement's process and memory limits,
+    and (podman) ``max_seconds`` of life of its own: a container outlives a killed worker, and nothing else would
+    stop it until a worker's orphan sweep comes round. No ``--ulimit``: one given here replaces the engine's
+    configured defaults (podman then asks for its own open-files default, which a host's hard limit may refuse);
+    the scratch's own filesystem bounds what the tool writes.
 
     A root-run podman maps the container's root to the sandbox uid (``--uidmap``): root inside, unprivileged
     outside, as in the local runner's sandbox (a rootless engine does that mapping itself; docker cannot, per
@@ -117,7 +119,7 @@ def container_argv(
         engine, "run", "--rm", "--name", name, "--network=none", "--security-opt", "label=disable",
         "--cap-drop=ALL", "--security-opt", "no-new-privileges", "--read-only", "--cgroupns=private", *identities,
         f"--pids-limit={confinement.max_processes}", f"--memory={confinement.max_memory}",
-        f"--memory-swap={confinement.max_memory}", f"--ulimit=fsize={confinement.max_scratch}",
+        f"--memory-swap={confinement.max_memory}",
         *([f"--timeout={max_seconds}"] if engine == "podman" and max_seconds else []), *mounts,
         "-v", f"{writable}:{writable}:rw", "-w", str(writable),
         "-e", f"HOME={home}", "-e", "LANG=C.UTF-8", *variables, image, *command,

