@@ -126,7 +126,11 @@ async def _busy(request: Request, error: Exception) -> JSONResponse:
 
 async def _database_error(request: Request, error: Exception) -> JSONResponse:
     """The database down, lost, out of connections or locked past its busy timeout: a 503 to retry, as for a
-    full pool; any other database error is a fault of ours."""
+    full pool; any other database error is a fault of ours. A disk that is full is said so (507), not "busy":
+    retrying will not help until space is freed."""
+    if disk_full(error):
+        log.error("%s %s: %s", request.method, request.url.path, error)
+        return JSONResponse({"detail": disk_full_message(error)}, status_code=507)
     if unreachable_database(error):
         log.warning("%s %s: the database cannot be reached (%s)", request.method, request.url.path, error)
         return JSONResponse(

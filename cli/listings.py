@@ -77,7 +77,7 @@ def list_builds(
         rows = [
             [
                 str(build.id), build.state, build.repo.bundle_name, build.kernel, _when(build.created_at),
-                human_duration(build.started_at, build.finished_at), (build.error or "")[:ERROR_SHOWN],
+                human_duration(build.started_at, build.finished_at), _shortened(build.error or ""),
             ]
             for build in builds
         ]  # fmt: skip
@@ -133,3 +133,10 @@ def cancel(
         cancelled = lifecycle.cancel(session, build_id).state == BuildState.CANCELLED
     said = "cancelled" if cancelled else "stopping: its worker stops it within seconds"
     sys.stdout.write(f"build {build_id}: {said}\n")
+
+
+def _shortened(error: str) -> str:
+    """``error`` cut at a word within ``ERROR_SHOWN`` characters, with an ellipsis that says it was."""
+    if len(error) <= ERROR_SHOWN:
+        return error
+    return error[:ERROR_SHOWN].rsplit(" ", 1)[0] + " …"

@@ -35,6 +35,7 @@ class EmbeddedWorker:
 
     def __init__(self) -> None:
         self._stopping = threading.Event()
+        self._stopped = threading.Event()
         self.process = self._start()
         self._watcher = threading.Thread(target=self._watch, name="embedded-worker", daemon=True)
         self._watcher.start()
@@ -50,15 +51,21 @@ class EmbeddedWorker:
             if code is not None and not self._stopping.is_set():
                 log.error("the embedded worker ended (exit status %s): starting another", code)
                 self.process = self._start()
+        # A worker started here dies with this thread (PR_SET_PDEATHSIG follows the thread that forked, not the
+        # process): it stays until the worker has stopped, or a Ctrl-C would kill its builds mid-way (left
+        # `running`, their scratch mounted, until their leases expired).
+        self._stopped.wait()
 
     def stop(self) -> None:
         self._stopping.set()
-        self._watcher.join(timeout=self._RESTART_DELAY * 2)
         self.process.terminate()  # its running builds go back to the queue
         try:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait()
+        self._stopped.set()
+        self._watcher.join(timeout=self._RESTART_DELAY * 2)
 
 
 def _check_free(host: str, port: int) -> None:

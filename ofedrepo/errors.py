@@ -91,11 +91,18 @@ class BuildFailed(OfedrepoError):
     """A build cannot produce a version: no kernel sources, the vendor script failed, verification failed."""
 
 
+#: How SQLite says its disk is full (SQLITE_FULL), through sqlite3 and SQLAlchemy's ``OperationalError``.
+_SQLITE_FULL = "database or disk is full"
+
+
 def disk_full(error: BaseException) -> bool:
-    """Whether ``error`` is the disk (or a quota) running out of space."""
-    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+    """Whether ``error`` is the disk (or a quota) running out of space: an ``OSError``'s ENOSPC or EDQUOT, or
+    SQLite failing a write for it."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return _SQLITE_FULL in str(error)
 
 
-def disk_full_message(error: OSError) -> str:
-    where = f" writing {error.filename}" if error.filename else ""
+def disk_full_message(error: BaseException) -> str:
+    where = f" writing {error.filename}" if isinstance(error, OSError) and error.filename else ""
     return f"no space left on the disk{where}; free some (ofedrepo gc) and try again"

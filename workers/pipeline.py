@@ -222,7 +222,6 @@ class Pipeline:
                     build_log.note(f"the database could not be reached ({error!r}); the build is not failed for it")
                     raise
                 if disk_full(error):
-                    assert isinstance(error, OSError)
                     failure = disk_full_message(error)
                     build_log.note(f"FAILED: {failure}")
                 else:

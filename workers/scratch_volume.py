@@ -22,12 +22,14 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from ofedrepo.errors import ToolFailed
+from ofedrepo.errors import BuildFailed, ToolFailed
 from ofedrepo.process import run
 from ofedrepo.storage import clear_set_id_bits, disk_usage
 
 log = logging.getLogger(__name__)
 
+#: The smallest scratch filesystem made: less is no place to build MLNX_OFED in (its script wants 600 MB).
+MIN_SIZE = 64 * 1024**2
 #: A scratch filesystem is counted full when less than this share of it is free (ext4 keeps a few blocks
 #: back for its metadata, so a filled one never reaches exactly zero).
 FULL_SHARE = 0.01
@@ -62,10 +64,26 @@ class ScratchVolume:
         self.mounted = False
 
     def create(self, note: Callable[[str], None]) -> None:
-        """Make the scratch directory, and its filesystem where possible; ``note`` says which was made."""
+        """Make the scratch directory, and its filesystem where possible; ``note`` says which was made.
+
+        The image is sparse: its size is promised, not taken. A promise the data directory's disk cannot keep
+        loses the tool's writes silently (the loop device's "lost async page write"), so the filesystem is no
+        larger than what the disk has free, less a tenth kept for the service; refused when that is too little
+        to build in (``BuildFailed``)."""
         self.scratch.mkdir(mode=0o755)
         problem = self._unavailable()
         if problem is None:
+            disk = os.statvfs(self.scratch.parent)
+            free = disk.f_bavail * disk.f_frsize
+            size = min(self.size, free - free // 10)
+            if size < MIN_SIZE:
+                raise BuildFailed(
+                    f"the data directory's disk has {free} bytes free: too little for a build's scratch "
+                    f"(OFEDREPO_BUILD_MAX_SCRATCH_BYTES is {self.size})"
+                )
+            if size < self.size:
+                note(f"scratch: {size} bytes, what the data directory's disk has free (less a tenth)")
+            self.size = size
             try:
                 descriptor = os.open(self.image, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
                 try:

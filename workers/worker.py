@@ -271,12 +271,17 @@ class Worker:
                 )
                 renewed_at = time.monotonic()
                 with self.lock:
-                    self.cancelled |= beat.cancelled
-                    self.lost |= beat.lost
-                    self.preempted |= beat.preempted
-                for build_id in beat.preempted:
+                    # Only of builds still running here: one whose slot ended since the beat's snapshot would keep
+                    # its flag, and stop at once were this worker to claim it again.
+                    lost, cancelled, preempted = (
+                        found & self.running for found in (beat.lost, beat.cancelled, beat.preempted)
+                    )
+                    self.cancelled |= cancelled
+                    self.lost |= lost
+                    self.preempted |= preempted
+                for build_id in preempted:
                     log.info("build %d, queued by a kernel feed, makes way for a person's request", build_id)
-                for build_id in beat.lost:
+                for build_id in lost:
                     log.warning(
                         "build %d is no longer this worker's (its lease was not renewed): stopping it", build_id
                     )

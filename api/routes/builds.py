@@ -1,6 +1,7 @@
 """Builds: state, the log as it grows, cancel."""
 
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
@@ -8,6 +9,7 @@ from api.auth import TOKEN_REQUIRED, TOKEN_RESPONSES
 from api.deps import DataDirDep, IdPath, ReadSessionDep, SessionDep, SessionScopedRoute, SettingsDep
 from api.schemas import ENV_CONTENT, AnswerFormat, BuildOut, FormatQuery, env_response
 from ofedrepo.builds import lifecycle, requests
+from ofedrepo.models import BuildState
 
 #: The largest offset asked for: every JSON client (the log page's JavaScript too) holds integers up to it exactly.
 MAX_LOG_OFFSET = 2**53 - 1
@@ -16,10 +18,16 @@ router = APIRouter(prefix="/api/v1/builds", tags=["builds"], route_class=Session
 
 
 @router.get("", response_model=list[BuildOut])
-def list_builds(session: ReadSessionDep, settings: SettingsDep) -> list[BuildOut]:
-    """The most recent builds, newest first."""
+def list_builds(
+    session: ReadSessionDep,
+    settings: SettingsDep,
+    state: Annotated[BuildState | None, Query(description="Only builds in this state")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Builds in one answer")] = 200,
+    offset: Annotated[int, Query(ge=0, le=10_000_000, description="Newest builds to pass over first")] = 0,
+) -> list[BuildOut]:
+    """The most recent builds, newest first, a page at a time (``limit``, ``offset``)."""
     arches = requests.live_arches(session, settings.build_lease_seconds)
-    return [BuildOut.of(build, arches) for build in requests.list_builds(session)]
+    return [BuildOut.of(build, arches) for build in requests.list_builds(session, limit, state, offset)]
 
 
 @router.get("/{build_id}", response_model=BuildOut, responses={200: ENV_CONTENT, 404: {"description": "No such build"}})

@@ -5,6 +5,7 @@ API process runs no build code (the embedded worker is a process of its own, whi
 
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -161,3 +162,17 @@ def test_a_killed_embedded_worker_is_started_again_and_builds_go_on(service: Run
         "the embedded worker ended (exit status -9): starting another"
         in (service.settings.data_dir.parent / "serve.log").read_text()
     )
+    # Ctrl-C while that worker (started by serve's watcher thread, with which it would die) builds: the build
+    # goes back to the queue, its scratch unmounted, as a stopping worker's builds do. (Last: serve ends here.)
+    slow = request(service, kernel=SLOW, force=True).json()["build"]["id"]
+    wait_for_log(service, slow, "Building")
+    service.process.send_signal(signal.SIGINT)
+    assert service.process.wait(timeout=90) is not None
+    with sqlite3.connect(service.settings.data_dir / "ofedrepo.db") as database:
+        (state,) = database.execute("SELECT state FROM builds WHERE id = ?", (slow,)).fetchone()
+    assert state == "queued", build_log_file(service, slow)
+    assert str(service.settings.data_dir) not in Path("/proc/self/mounts").read_text()
+
+
+def build_log_file(service: RunningServer, build_id: int) -> str:
+    return (service.settings.data_dir / "builds" / f"{build_id}.log").read_text()

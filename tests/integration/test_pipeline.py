@@ -475,6 +475,9 @@ def test_an_aarch64_bundle_waits_for_a_worker_declared_for_aarch64(tmp_path: Pat
         # and the env lines the DIB element reads), the repo and builds pages.
         listed = httpx.get(f"{server.url}/api/v1/builds", timeout=10).json()
         assert listed[0]["waiting"].startswith("no aarch64 worker"), listed
+        assert [build["id"] for build in httpx.get(f"{server.url}/api/v1/builds?state=queued").json()] == [build_id]
+        assert httpx.get(f"{server.url}/api/v1/builds?state=succeeded&limit=5").json() == []
+        assert httpx.get(f"{server.url}/api/v1/builds?state=nonsense").status_code == 422
         repo_url = f"{server.url}/api/v1/repos/{build['repo_id']}"
         assert httpx.get(repo_url, timeout=10).json()["build"]["waiting"].startswith("no aarch64 worker")
         assert "OFEDREPO_BUILD_WAITING='no aarch64 worker" in httpx.get(f"{repo_url}?format=env", timeout=10).text

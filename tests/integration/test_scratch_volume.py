@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from ofedrepo.builds import lifecycle
+from ofedrepo.errors import BuildFailed
 from ofedrepo.models import BuildState
 from ofedrepo.storage import DataDir
 from ofedrepo.untrusted import ScratchDir
@@ -69,6 +70,31 @@ def test_a_sparse_output_is_copied_out_as_sparse_and_a_kept_image_counts_what_it
         assert volume.kept_size() < 8 * 1024**2
     finally:
         volume.release()
+
+
+def test_the_filesystem_is_no_larger_than_the_disk_has_free(tmp_path: Path) -> None:
+    """A sparse image promised more than the disk held: the tool's writes were lost with a kernel I/O error
+    instead of failing. On a disk of 200 MiB it is at most nine tenths of what is free; on one of 40 MiB there
+    is no room to build, said so."""
+    for size, room in ((200, True), (40, False)):
+        disk = tmp_path / f"disk-{size}"
+        disk.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}m", "tmpfs", str(disk)], check=True)
+        try:
+            notes: list[str] = []
+            volume = ScratchVolume(disk / "scratch", 1024**3, enabled=True)
+            if not room:
+                with pytest.raises(BuildFailed, match="disk has [0-9]+ bytes free: too little"):
+                    volume.create(notes.append)
+                continue
+            volume.create(notes.append)
+            try:
+                assert volume.size <= 180 * 1024**2 and volume.size < os.statvfs(disk).f_bavail * 4096
+                assert any("what the data directory's disk has free" in note for note in notes), notes
+            finally:
+                volume.release()
+        finally:
+            subprocess.run(["umount", str(disk)], check=True)
 
 
 def test_without_the_setting_the_scratch_is_a_plain_directory(tmp_path: Path) -> None:
