@@ -154,33 +154,31 @@ def test_devel_packages_per_kernel_flavour() -> None:
     assert names("5.15.0-100.96.32.el9uek.aarch64.64kdebug") == ["kernel-uek64kdebug-devel"]
 
 
-def test_the_kernel_a_package_is_for_carries_its_flavour() -> None:
-    """EL9's kernel-rt-devel installs /usr/src/kernels/<K>+rt; EL8's says .rt7. in its release instead."""
-    assert (
-        release_of_package("kernel-rt-devel", "5.14.0", "362.8.1.el9_3", "x86_64") == "5.14.0-362.8.1.el9_3.x86_64+rt"
-    )
-    assert release_of_package("kernel-64k-devel", "5.14.0", "362.8.1.el9_3", "aarch64").endswith(".aarch64+64k")
-    el8_rt = release_of_package("kernel-rt-devel", "4.18.0", "513.5.1.rt7.307.el8_9", "x86_64")
-    assert el8_rt == "4.18.0-513.5.1.rt7.307.el8_9.x86_64"
-    assert release_of_package("kernel-devel", "5.14.0", "362.8.1.el9_3", "x86_64") == "5.14.0-362.8.1.el9_3.x86_64"
-    rt_debug = release_of_package("kernel-rt-debug-devel", "5.14.0", "362.8.1.el9_3", "x86_64")
-    assert rt_debug == "5.14.0-362.8.1.el9_3.x86_64+rt-debug"
-    el7_debug = release_of_package("kernel-debug-devel", "3.10.0", "1160.119.1.el7", "x86_64")
-    assert el7_debug == "3.10.0-1160.119.1.el7.x86_64.debug"
-    el8_rt_debug = release_of_package("kernel-rt-debug-devel", "4.18.0", "353.rt7.138.el8", "x86_64")
-    assert el8_rt_debug == "4.18.0-353.rt7.138.el8.x86_64+debug"
-    uek_64k = release_of_package("kernel-uek64k-devel", "5.15.0", "100.96.32.el9uek", "aarch64")
-    assert uek_64k == "5.15.0-100.96.32.el9uek.aarch64.64k"
-    uek_debug = release_of_package("kernel-uek-debug-devel", "5.15.0", "100.96.32.el9uek", "x86_64")
-    assert uek_debug == "5.15.0-100.96.32.el9uek.x86_64.debug"
-    uek_64k_debug = release_of_package("kernel-uek64kdebug-devel", "5.15.0", "100.96.32.el9uek", "aarch64")
-    assert uek_64k_debug == "5.15.0-100.96.32.el9uek.aarch64.64kdebug"
-    el7_rt_debug = release_of_package("kernel-rt-debug-devel", "3.10.0", "1160.rt56.1131.el7", "x86_64")
-    assert el7_rt_debug == "3.10.0-1160.rt56.1131.el7.x86_64.debug"
-    for uname in (el7_debug, el8_rt_debug, uek_64k, uek_debug, uek_64k_debug, el7_rt_debug):
-        parsed = parse_kernel_release(uname)  # each parses back with its arch and flavour, and its package
-        assert parsed.arch in ("x86_64", "aarch64") and parsed.flavor in ("debug", "64k", "64kdebug")
-        assert len(devel_package_names(parsed)) == 1
+#: (package, version, release, arch) → the ``uname -r`` it installs sources for, each generation's way.
+PACKAGE_KERNELS = [
+    (("kernel-rt-devel", "5.14.0", "362.8.1.el9_3", "x86_64"), "5.14.0-362.8.1.el9_3.x86_64+rt"),
+    (("kernel-64k-devel", "5.14.0", "362.8.1.el9_3", "aarch64"), "5.14.0-362.8.1.el9_3.aarch64+64k"),
+    (("kernel-rt-devel", "4.18.0", "513.5.1.rt7.307.el8_9", "x86_64"), "4.18.0-513.5.1.rt7.307.el8_9.x86_64"),
+    (("kernel-devel", "5.14.0", "362.8.1.el9_3", "x86_64"), "5.14.0-362.8.1.el9_3.x86_64"),
+    (("kernel-rt-debug-devel", "5.14.0", "362.8.1.el9_3", "x86_64"), "5.14.0-362.8.1.el9_3.x86_64+rt-debug"),
+    (("kernel-debug-devel", "3.10.0", "1160.119.1.el7", "x86_64"), "3.10.0-1160.119.1.el7.x86_64.debug"),
+    (("kernel-rt-debug-devel", "4.18.0", "353.rt7.138.el8", "x86_64"), "4.18.0-353.rt7.138.el8.x86_64+debug"),
+    (("kernel-uek64k-devel", "5.15.0", "100.96.32.el9uek", "aarch64"), "5.15.0-100.96.32.el9uek.aarch64.64k"),
+    (("kernel-uek-debug-devel", "5.15.0", "100.96.32.el9uek", "x86_64"), "5.15.0-100.96.32.el9uek.x86_64.debug"),
+    (("kernel-uek64kdebug-devel", "5.15.0", "100.96.32.el9uek", "aarch64"),
+     "5.15.0-100.96.32.el9uek.aarch64.64kdebug"),
+    (("kernel-rt-debug-devel", "3.10.0", "1160.rt56.1131.el7", "x86_64"), "3.10.0-1160.rt56.1131.el7.x86_64.debug"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("package", "uname"), PACKAGE_KERNELS)
+def test_the_kernel_a_package_is_for_carries_its_flavour(package: tuple[str, str, str, str], uname: str) -> None:
+    """EL9's kernel-rt-devel installs /usr/src/kernels/<K>+rt; EL8's says .rt7. in its release instead; EL7 and
+    UEK write their flavours with a dot. Each kernel parses back with its arch, and asks for that package."""
+    assert release_of_package(*package) == uname
+    parsed = parse_kernel_release(uname)
+    assert parsed.arch == package[3]
+    assert package[0] in devel_package_names(parsed)
 
 
 @pytest.mark.parametrize("href", ["/etc/passwd", "../x.rpm", "Packages/../../x.rpm", "http://evil/x.rpm", "", "a\\b"])
