@@ -264,7 +264,8 @@ class Settings(BaseSettings):
         True,
         description="Whether a root-run worker gives each build's scratch an ext4 filesystem of "
         "`OFEDREPO_BUILD_MAX_SCRATCH_BYTES` (a sparse file beside it, loop-mounted `nosuid,nodev`), so that the "
-        "cap is a hard limit that no burst of writes overshoots; a failed build's kept scratch is then that image. "
+        "cap is a hard limit that no burst of writes overshoots (the filesystem is no larger than nine tenths of "
+        "the disk's free space); a failed build's kept scratch is then that image. "
         "Off, or where the worker is not root or the host has no loop devices, the scratch is measured as it grows.",
     )
     build_log_max_bytes: int = Field(
