@@ -54,8 +54,10 @@ def _inputs(directory: Path) -> tuple[Path, Path, Path]:
         os.replace(directory / f".{tgz.name}", tgz)
         subprocess.run(["gpgconf", "--homedir", str(key.gnupg_home), "--kill", "gpg-agent"], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
-    _step("Making a small Rocky Linux 8.6 disk image with libguestfs")
-    image = images.build_images([images.DEMO], directory / "images")[images.DEMO.name]
+    cache = directory / "images"
+    cached = images.cached_image(images.DEMO, cache).exists()
+    _step("Reusing the small Rocky Linux 8.6 disk image" if cached else "Making a small Rocky Linux 8.6 disk image")
+    image = images.build_images([images.DEMO], cache)[images.DEMO.name]
     sources = directory / "kernels"
     for kernel in images.DEMO.kernels:  # what kernel-devel would install under /usr/src/kernels
         make_kernel_sources(sources, kernel)
@@ -208,6 +210,11 @@ def demo(
         if serve:
             _step(f"Serving on {url} for you to browse; Ctrl-C stops (log: {directory / 'serve.log'})")
             process.wait()
+        else:
+            _step(
+                f"--no-serve: the service stops now; `OFEDREPO_DATA_DIR={directory / 'var'} ofedrepo serve "
+                f"--port {url.rsplit(':', 1)[1]}` serves these URLs again"
+            )
     except KeyboardInterrupt:
         pass
     finally:

@@ -94,10 +94,15 @@ def centos7_grub_cfg(kernels: list[str]) -> str:
     )
 
 
+def cached_image(spec: ImageSpec, cache: Path) -> Path:
+    """Where ``spec``'s image is kept in ``cache`` (made by ``build_images`` when missing)."""
+    return cache / f"{spec.name}-{spec.cache_key}.qcow2"
+
+
 def build_images(specs: list[ImageSpec], cache: Path) -> dict[str, Path]:
     """Build the images not yet in ``cache`` (in one launch) and return every spec's image path."""
     cache.mkdir(parents=True, exist_ok=True)
-    paths = {spec.name: cache / f"{spec.name}-{spec.cache_key}.qcow2" for spec in specs}
+    paths = {spec.name: cached_image(spec, cache) for spec in specs}
     missing = [spec for spec in specs if not paths[spec.name].exists()]
     if not missing:
         return paths

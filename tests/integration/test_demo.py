@@ -42,5 +42,7 @@ def test_the_demo_does_the_whole_job_and_proves_it_with_an_install(
     served = re.search(r"DIB_MLNX_OFED_REPO=http://127\.0\.0\.1:(\d+)/repos/", done.stdout)
     assert served and int(served.group(1)) != default, done.stdout
     assert "Traceback" not in done.stderr
+    assert "Reusing the small Rocky Linux 8.6 disk image" in done.stderr  # the one copied in above, not made
+    assert f"--no-serve: the service stops now; `OFEDREPO_DATA_DIR={tmp_path / 'demo' / 'var'}" in done.stderr
     assert agent_homes_under(tmp_path / "demo") == []  # the site key's and dnf's gpg-agents stopped with it
     assert busy.returncode != 0 and f"port {default} is in use on 127.0.0.1: pass another with --port" in busy.stderr
