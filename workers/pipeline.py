@@ -553,9 +553,25 @@ def attempt_name(instance: str, build_id: int, attempt: int) -> str:
 
 
 def attempt_container_prefix(instance: str, build_id: int, attempt: int) -> str:
-    """What the names of an attempt's containers start with (``_CONTAINER_NAME`` reads them back); the engine is
-    host-wide, so the deployment's id is in them too."""
-    return f"{CONTAINER_PREFIX}{instance}-{build_id}-a{attempt}-"
+    """What the names of an attempt's containers start with (``_CONTAINER_NAME`` reads them back; within
+    ``CONTAINER_PREFIX``); the engine is host-wide, so the deployment's id is in them too."""
+    return f"ofedrepo-{attempt_name(instance, build_id, attempt)}-"
+
+
+#: ``attempt_name`` read back: what each kind of an attempt's leftovers is named after.
+_ATTEMPT = r"build-(?P<instance>[0-9A-Za-z]+)-(?P<build>[0-9]+)-a(?P<attempt>[0-9]+)"
+_CONTAINER_NAME = re.compile(rf"ofedrepo-{_ATTEMPT}-[0-9a-f]+")
+_CGROUP_NAME = re.compile(rf"{_ATTEMPT}-[0-9a-f]{{8}}")
+_SCRATCH_NAME = re.compile(rf"tool-{_ATTEMPT}-[0-9a-f]{{32}}")
+
+
+def _orphaned(sessions: sessionmaker[Session], instance: str, named: re.Match[str] | None) -> bool:
+    """Whether a leftover named after an attempt (``named``: one of the patterns above) is this deployment's
+    (``instance``) and its attempt is not running: its worker was killed, and nothing else would remove it."""
+    if named is None or named["instance"] != instance:
+        return False
+    with sessions() as session:
+        return not lifecycle.attempt_is_running(session, int(named["build"]), int(named["attempt"]))
 
 
 def remove_leftovers(settings: Settings, data: DataDir, build_id: int, attempt: int) -> None:
@@ -591,12 +607,8 @@ def remove_orphan_scratch_volumes(data: DataDir, sessions: sessionmaker[Session]
     scratch before it records its end: ``Pipeline.run``)."""
     removed = []
     for mount_point in mounted_under(data.work):
-        match = _SCRATCH_NAME.fullmatch(mount_point.name)
-        if match is None or match["instance"] != data.instance:
+        if not _orphaned(sessions, data.instance, _SCRATCH_NAME.fullmatch(mount_point.name)):
             continue
-        with sessions() as session:
-            if lifecycle.attempt_is_running(session, int(match["build"]), int(match["attempt"])):
-                continue
         detach(mount_point)
         remove_tree(mount_point)
         remove_tree(image_of(mount_point))
@@ -610,25 +622,12 @@ def remove_orphan_cgroups(data: DataDir, sessions: sessionmaker[Session]) -> lis
     removed = []
     for cgroup in RunCgroup.left_by(f"build-{data.instance}-"):
         name = cgroup.directories[0].name
-        match = _CGROUP_NAME.fullmatch(name)
-        if match is None:
+        if not _orphaned(sessions, data.instance, _CGROUP_NAME.fullmatch(name)):
             continue
-        with sessions() as session:
-            if lifecycle.attempt_is_running(session, int(match["build"]), int(match["attempt"])):
-                continue
         cgroup.kill()
         cgroup.remove()
         removed.append(name)
     return removed
-
-
-_CGROUP_NAME = re.compile(r"build-[0-9A-Za-z]+-(?P<build>[0-9]+)-a(?P<attempt>[0-9]+)-[0-9a-f]{8}")
-_SCRATCH_NAME = re.compile(r"tool-build-(?P<instance>[0-9A-Za-z]+)-(?P<build>[0-9]+)-a(?P<attempt>[0-9]+)-[0-9a-f]{32}")
-
-
-_CONTAINER_NAME = re.compile(
-    rf"{CONTAINER_PREFIX}(?P<instance>[0-9a-z]+)-(?P<build>[0-9]+)-a(?P<attempt>[0-9]+)-[0-9a-f]+"
-)
 
 
 def remove_orphan_containers(settings: Settings, sessions: sessionmaker[Session]) -> list[str]:
@@ -646,12 +645,8 @@ def remove_orphan_containers(settings: Settings, sessions: sessionmaker[Session]
         return []
     removed = []
     for name in listed:
-        match = _CONTAINER_NAME.fullmatch(name)
-        if match is None or match["instance"] != instance:
+        if not _orphaned(sessions, instance, _CONTAINER_NAME.fullmatch(name)):
             continue
-        with sessions() as session:
-            if lifecycle.attempt_is_running(session, int(match["build"]), int(match["attempt"])):
-                continue
         try:
             run(container_kill_argv(engine, name), env=engine_environment(), timeout=60)
             removed.append(name)
