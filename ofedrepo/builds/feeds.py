@@ -365,15 +365,7 @@ def queue_known_kernels(sessions: sessionmaker[Session], settings: Settings, bun
                 kernels.append(parse_kernel_release(text))
             except InvalidKernelRelease:  # stored by an older grammar: the next poll judges it again
                 continue
-        new = _queue(sessions, settings, feed_id, kernels, bundle_id)
-        if new:  # counted as the feed's, as a poll counts what it queues
-            with transaction(sessions) as session:
-                session.execute(
-                    update(KernelFeed)
-                    .where(KernelFeed.id == feed_id)
-                    .values(builds_queued=KernelFeed.builds_queued + len(new))
-                )
-        queued += new
+        queued += _queue(sessions, settings, feed_id, kernels, bundle_id)
     if queued:
         log.info("bundle %d: %d build(s) queued for kernels its feeds already found", bundle_id, len(queued))
     return queued
@@ -387,7 +379,8 @@ def _queue(
     bundle_id: int | None = None,
 ) -> list[int]:
     """Request each kernel for each bundle it fits (``bundle_id``'s alone when given), at the feed's priority;
-    the builds that were new.
+    the builds that were new, counted as the feed's (``builds_queued``), whether a poll or a bundle's
+    registration queued them.
 
     A kernel whose feed build failed or was cancelled is not queued again by the feed (a person may ask)."""
     with sessions() as session:
@@ -424,6 +417,13 @@ def _queue(
                 continue
             if outcome.queued and outcome.build_id is not None:
                 queued.append(outcome.build_id)
+    if queued:
+        with transaction(sessions) as session:
+            session.execute(
+                update(KernelFeed)
+                .where(KernelFeed.id == feed_id)
+                .values(builds_queued=KernelFeed.builds_queued + len(queued))
+            )
     return queued
 
 
@@ -439,8 +439,6 @@ def _record(sessions: sessionmaker[Session], feed_id: int, report: PollReport, s
         }
     if report.changed:
         values |= {"changed_at": now, "kernels": report.kernels}
-    if report.queued:
-        values["builds_queued"] = KernelFeed.builds_queued + len(report.queued)
     with transaction(sessions) as session:
         session.execute(
             update(KernelFeed)
