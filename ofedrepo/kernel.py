@@ -35,6 +35,13 @@ FLAVOR_PACKAGES = {
     "64k": "kernel-64k",
 }  # fmt: skip
 _EL8_RT = re.compile(r"\.rt[0-9]+\.")
+
+
+def _rt_in_release(release: str) -> bool:
+    """Whether an RT kernel says so in its release (EL7's and EL8's ``.rt7.``), not by a ``+rt`` flavour."""
+    return _EL8_RT.search(f".{release}.") is not None
+
+
 #: Flavours written after the arch with a dot, not a ``+``, and their packages: EL7's debug kernel
 #: (``3.10.0-1160.119.1.el7.x86_64.debug``, kernel-debug-devel, sources in ``/usr/src/kernels/<K>``) and Oracle's
 #: 64k-page UEK (``…el9uek.aarch64.64k``, the ``kernel-uek64k-*`` packages of version-release ``<K>`` without
@@ -49,7 +56,7 @@ UEK_64K_PACKAGE = UEK_FLAVOR_PACKAGES["64k"]
 
 def devel_package_names(kernel: "KernelRelease") -> list[str]:
     """The ``*-devel`` packages that may carry a kernel's sources, the most specific first."""
-    el8_rt = _EL8_RT.search(kernel.release) is not None
+    el8_rt = _rt_in_release(kernel.release)
     if kernel.is_uek and kernel.flavor in UEK_FLAVOR_PACKAGES:
         return [f"{UEK_FLAVOR_PACKAGES[kernel.flavor]}-devel"]
     if el8_rt and kernel.flavor == "debug":  # 4.18.0-353.rt7.138.el8.x86_64+debug, EL7's …el7.x86_64.debug
@@ -74,7 +81,7 @@ def release_of_package(name: str, version: str, release: str, arch: str) -> str:
             return f"{uname}.{flavor}"
     dist = _DIST_TAG.search(release)
     el7 = dist is not None and dist.group("major") == "7"
-    if _EL8_RT.search(f".{release}."):
+    if _rt_in_release(release):
         debug = ".debug" if el7 else "+debug"
         return f"{uname}{debug}" if name.startswith("kernel-rt-debug-") else uname
     for flavor, prefix in FLAVOR_PACKAGES.items():
@@ -125,7 +132,7 @@ class KernelRelease:
         """Which kernels of one distro minor and arch are the same line, newer ones replacing older ones: the
         same upstream version (UEK R6's 5.4.17 is not UEK R7's 5.15.0), flavour (``+64k`` is not the plain
         aarch64 kernel, though both ship in EL9's AppStream) and RT-ness (EL8's ``.rtN.`` kernels)."""
-        return self.version, self.flavor, _EL8_RT.search(self.release) is not None
+        return self.version, self.flavor, _rt_in_release(self.release)
 
     @property
     def release_number(self) -> int:
