@@ -5,8 +5,8 @@ sends nothing, or sends a request head a byte at a time, or stops in the middle 
 without end; a few hundred of them exhaust the process's sockets. Two guards, both ``OFEDREPO_HTTP_TIMEOUT``
 seconds:
 
-- ``DeadlineHttpToolsProtocol`` (the protocol ``ofedrepo serve`` runs uvicorn with; ``DeadlineH11Protocol``
-  the same on h11): the whole request head must
+- ``DeadlineHttpToolsProtocol`` (under ``api.tree_fast_path.TreeFastPathProtocol``, the protocol ``ofedrepo
+  serve`` runs uvicorn with; ``DeadlineH11Protocol`` the same on h11): the whole request head must
   arrive within the deadline of its first byte (of the connection, for a new one); then the connection is
   closed. The clock is not reset by each byte, so a trickle does not keep it open.
 - ``BodyDeadline`` (a middleware): while a body is still arriving, each part must follow the previous one
@@ -85,9 +85,9 @@ class DeadlineH11Protocol(_HeadDeadline, H11Protocol):
 
 
 class DeadlineHttpToolsProtocol(_HeadDeadline, HttpToolsProtocol):
-    """uvicorn's httptools (llhttp) protocol, with a deadline for each request head: what ``ofedrepo serve`` runs,
-    on uvloop (``bench/serve.py``: 1.4x the requests of h11 on asyncio for an empty route, 1.2x for a database
-    one)."""
+    """uvicorn's httptools (llhttp) protocol, with a deadline for each request head: what ``ofedrepo serve`` runs
+    (with the tree's small files answered by ``api.tree_fast_path``), on uvloop (``bench/serve.py``: 1.4x the
+    requests of h11 on asyncio for an empty route, 1.2x for a database one)."""
 
 
 class BodyDeadline:

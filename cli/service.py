@@ -141,7 +141,7 @@ def serve(
             log_level="info",
             log_config=None,  # its loggers go through ours (cli.logs): one format, JSON included
             workers=workers,
-            http="api.timeouts:DeadlineHttpToolsProtocol",
+            http="api.tree_fast_path:TreeFastPathProtocol",
             loop="uvloop",
         )
     finally:

@@ -29,6 +29,11 @@ from api.templating import templates
 from ofedrepo.storage import LATEST
 
 router = APIRouter(tags=["tree"], route_class=SessionScopedRoute)
+#: The route of every file and directory below ``/repos/`` (its template labels their requests in metrics).
+ROUTE = "/repos/{path:path}"
+#: Threads of the tree's own: a burst on the API (whose routes share anyio's default pool of 40) never keeps yum
+#: clients waiting, and the tree never touches the database (DESIGN: "Serving the tree").
+TREE_THREADS = 16
 
 CHUNK = 1024 * 1024
 #: Whole files up to this size are answered from one read; larger ones and ranges are streamed in CHUNKs.
@@ -157,8 +162,7 @@ def serve_file(
     """The file's answer; ``body``, when the caller has read the file already (``info`` then describes what it
     read)."""
     headers = {"Cache-Control": cache_control(segments)}
-    response = TreeFile(path, headers=headers, media_type=content_type(path.name), stat_result=info, threads=threads)
-    validators = {name: response.headers[name] for name in ("etag", "last-modified", "accept-ranges")}
+    validators = _validators(path, info)
     if _not_modified(request, validators["etag"], validators["last-modified"]):
         return Response(status_code=304, headers={**headers, **validators})
     if request.method == "GET" and "range" not in request.headers and info.st_size <= WHOLE:
@@ -167,8 +171,48 @@ def serve_file(
         if body is None:
             with path.open("rb") as handle:
                 body = handle.read(info.st_size)
-        return Response(body, headers={**headers, **validators}, media_type=response.media_type)
-    return response
+        return _whole(path, segments, info, body)
+    return TreeFile(path, headers=headers, media_type=content_type(path.name), stat_result=info, threads=threads)
+
+
+def _validators(path: Path, info: os.stat_result) -> dict[str, str]:
+    """``ETag``, ``Last-Modified`` and ``Accept-Ranges`` as Starlette's ``FileResponse`` makes them: the same in
+    every answer of a file (200, 206, 304)."""
+    made = FileResponse(path, stat_result=info).headers
+    return {name: made[name] for name in ("etag", "last-modified", "accept-ranges")}
+
+
+def _whole(path: Path, segments: list[str], info: os.stat_result, body: bytes) -> Response:
+    """The 200 answer of a whole file already read: the same headers as ``TreeFile``'s, without its streaming."""
+    headers = {"Cache-Control": cache_control(segments), **_validators(path, info)}
+    return Response(body, headers=headers, media_type=content_type(path.name))
+
+
+@dataclass(frozen=True)
+class SmallFile:
+    """A small file of the tree, read whole, and its answer to a plain GET (``api/tree_fast_path.py`` keeps
+    these). ``lookup`` is its path as asked for, links not followed; ``info`` describes the bytes read: the file
+    was this one while ``body`` was read."""
+
+    lookup: Path
+    info: os.stat_result
+    body: bytes
+    headers: list[tuple[bytes, bytes]]
+
+
+def small_file(root: Path, path: str) -> SmallFile | None:
+    """The file at ``path`` in the tree (the route's path: after ``/repos/``, percent-decoded), when it is a
+    regular file of at most ``SMALL`` bytes, with every check the route makes; None for anything else, which is
+    the route's to answer (a 404, a directory, a larger file)."""
+    try:
+        target, segments = resolve(root, path)
+    except HTTPException:
+        return None
+    small = _read_small(target)
+    if small is None:
+        return None
+    info, body = small
+    return SmallFile(_real(root).joinpath(*segments), info, body, _whole(target, segments, info, body).raw_headers)
 
 
 def listing(directory: Path, url_path: str, root: Path) -> list[dict[str, Any]]:
@@ -233,9 +277,9 @@ def serve_directory(request: Request, directory: Path, segments: list[str]) -> R
 
 
 @router.api_route("/repos", methods=["GET", "HEAD"], include_in_schema=False)
-@router.head("/repos/{path:path}", include_in_schema=False)  # the GET's twin: one operation id in the schema
+@router.head(ROUTE, include_in_schema=False)  # the GET's twin: one operation id in the schema
 @router.get(
-    "/repos/{path:path}",
+    ROUTE,
     summary="The published yum tree (HEAD too)",
     responses={
         206: {"description": "The single byte range asked for"},
@@ -276,11 +320,6 @@ def _read_small(target: Path) -> tuple[os.stat_result, bytes] | None:
         return (info, body) if len(body) == info.st_size else None  # it changed while read: left to a thread
     finally:
         os.close(descriptor)
-
-
-#: Threads of the tree's own: a burst on the API (whose routes share anyio's default pool of 40) never keeps yum
-#: clients waiting, and the tree never touches the database (DESIGN: "Serving the tree").
-TREE_THREADS = 16
 
 
 def _threads(request: Request) -> anyio.CapacityLimiter:

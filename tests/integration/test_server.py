@@ -99,6 +99,29 @@ def test_repomd_and_latest_must_be_revalidated(client: httpx.Client) -> None:
     assert again.status_code == 304
 
 
+def test_small_files_answered_before_the_app_are_the_routes_answers(client: httpx.Client) -> None:
+    """A plain GET or HEAD of a small file is answered in the protocol (api/tree_fast_path.py); with a condition
+    that matches nothing it is the route's own 200. Both must be the same answer, and counted alike."""
+    counted = 'ofedrepo_http_requests_total{method="GET",route="/repos/{path:path}",status="200"}'
+
+    def count() -> float:
+        line = next(line for line in client.get("/metrics").text.splitlines() if line.startswith(counted))
+        return float(line.rsplit(" ", 1)[1])
+
+    before = count()
+    for path in (
+        f"{TREE}/1/RPMS/repodata/repomd.xml",
+        f"{TREE}/latest/mlnx-ofed.repo",
+        f"{TREE}/2/RPM-GPG-KEY-ofedrepo",
+    ):
+        fast, routed = client.get(path), client.get(path, headers={"If-None-Match": '"matches-nothing"'})
+        assert fast.status_code == routed.status_code == 200 and fast.content == routed.content
+        assert {**fast.headers, "date": ""} == {**routed.headers, "date": ""}
+        head = client.head(path)
+        assert {**head.headers, "date": ""} == {**fast.headers, "date": ""} and head.content == b""
+    assert count() - before == 6
+
+
 def test_latest_points_at_version_2(client: httpx.Client) -> None:
     assert client.get(f"{TREE}/latest/mlnx-ofed.repo").text == client.get(f"{TREE}/2/mlnx-ofed.repo").text
     assert client.get(f"{TREE}/1/RPMS/repodata/repomd.xml").status_code == 200  # version 1 stays servable

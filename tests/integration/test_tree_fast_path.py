@@ -1,0 +1,253 @@
+"""The tree's small files answered in the HTTP protocol (``api/tree_fast_path.py``): the protocol fed bytes as uvicorn
+feeds it, on a transport that records what it is given, with an app that answers what the protocol leaves to it.
+
+The real server's answers to the same requests are in ``test_server.py``, which reaches this path with every plain
+GET of a small file."""
+
+import asyncio
+import functools
+import logging
+import os
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from api import tree_fast_path
+from api.tree_fast_path import SmallFileAnswers, TreeFastPathProtocol
+
+
+def in_a_loop(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Runs an async test in an event loop of its own, as uvicorn runs its protocols in one."""
+
+    @functools.wraps(test)
+    def run(*arguments: Any, **keywords: Any) -> None:
+        asyncio.run(test(*arguments, **keywords))
+
+    return run
+
+
+class Transport(asyncio.Transport):
+    """What a socket's transport does, written down."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closed = False
+        self.paused = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 40000)}.get(name, default)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def answers(self) -> list[bytes]:
+        """The answers written so far, each a status line, headers and body (bodies here never hold 'HTTP/1.')."""
+        return [b"HTTP/1." + part for part in bytes(self.written).split(b"HTTP/1.")[1:]]
+
+
+class App:
+    """The ASGI app behind the protocol: answers 299 with the path, and records what reached it."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        self.paths.append(scope["path"])
+        body = f"app {scope['path']}".encode()
+        await send({"type": "http.response.start", "status": 299, "headers": [(b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture
+def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A data dir whose tree has two versions of a repo and ``latest`` pointing at the second."""
+    monkeypatch.setenv("OFEDREPO_DATA_DIR", str(tmp_path))
+    repo = tmp_path / "repos" / "bundle" / "kernel"
+    for version in ("1", "2"):
+        (repo / version / "RPMS" / "repodata").mkdir(parents=True)
+        (repo / version / "RPMS" / "repodata" / "repomd.xml").write_text(f"<repomd version='{version}'/>")
+    (repo / "latest").symlink_to("2")
+    (tmp_path / "ofedrepo.db").write_text("SQLite format 3")
+    tree_fast_path._answers.cache_clear()
+    yield repo
+    tree_fast_path._answers.cache_clear()
+
+
+class Connection:
+    """One client connection to the protocol, on the running loop."""
+
+    def __init__(self, app: App) -> None:
+        config = Config(app=app, log_config=None, proxy_headers=False)
+        state = ServerState()
+        state.default_headers = [(b"server", b"uvicorn")]
+        self.transport = Transport()
+        self.protocol = TreeFastPathProtocol(config=config, server_state=state, app_state={})
+        self.protocol.connection_made(self.transport)
+
+    async def send(self, data: bytes) -> list[bytes]:
+        """Sends ``data``, lets the app's tasks finish, and returns every answer written on the connection."""
+        self.protocol.data_received(data)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        return self.transport.answers()
+
+    def close(self) -> None:
+        self.protocol.connection_lost(None)
+
+
+def get(path: str, *headers: str, method: str = "GET", version: str = "1.1") -> bytes:
+    lines = [f"{method} {path} HTTP/{version}", "Host: x", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+REPOMD = "/repos/bundle/kernel/1/RPMS/repodata/repomd.xml"
+LATEST = "/repos/bundle/kernel/latest/RPMS/repodata/repomd.xml"
+
+
+@in_a_loop
+async def test_a_plain_get_of_a_small_file_never_reaches_the_app(tree: Path, caplog: pytest.LogCaptureFixture) -> None:
+    app = App()
+    connection = Connection(app)
+    caplog.set_level(logging.INFO, "uvicorn.access")
+    answers = await connection.send(get(REPOMD) + get(REPOMD, method="HEAD"))
+    assert app.paths == []
+    assert answers[0].startswith(b"HTTP/1.1 200 OK\r\nserver: uvicorn\r\n")
+    assert answers[0].endswith(b"\r\n\r\n<repomd version='1'/>")
+    assert b"cache-control: no-cache\r\n" in answers[0] and b"etag: " in answers[0]
+    assert b"content-length: 21\r\n" in answers[1] and answers[1].endswith(b"\r\n\r\n")  # HEAD: no body
+    logged = [record.getMessage() for record in caplog.records if record.name == "uvicorn.access"]
+    assert logged == [
+        f'127.0.0.1:40000 - "GET {REPOMD} HTTP/1.1" 200',
+        f'127.0.0.1:40000 - "HEAD {REPOMD} HTTP/1.1" 200',
+    ]
+    assert not connection.transport.closed
+    connection.close()
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        get(REPOMD, "Range: bytes=0-3"),
+        get(REPOMD, 'If-None-Match: "x"'),
+        get(REPOMD, "If-Modified-Since: Sat, 05 Dec 2026 10:00:00 GMT"),
+        get(REPOMD, "X-Forwarded-For: 10.0.0.1"),
+        get(REPOMD, "Content-Length: 2") + b"ab",
+        get(REPOMD, "Transfer-Encoding: chunked") + b"0\r\n\r\n",
+        get(REPOMD, method="POST"),
+        get("/repos/bundle/kernel/1/RPMS/"),  # a directory
+        get("/repos/bundle/kernel/3/nothing.xml"),
+        get("/repos/../ofedrepo.db"),
+        get("/repos/%2e%2e/ofedrepo.db"),
+        get("/repos/bundle/kernel/1/RPMS/repodata/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/ofedrepo.db"),
+        get("/api/v1/ping"),
+    ],
+)
+@in_a_loop
+async def test_everything_else_is_the_apps(tree: Path, request_bytes: bytes) -> None:
+    app = App()
+    connection = Connection(app)
+    answers = await connection.send(request_bytes)
+    assert len(app.paths) == 1 and len(answers) == 1 and answers[0].startswith(b"HTTP/1.1 299 ")
+    connection.close()
+
+
+@in_a_loop
+async def test_pipelined_requests_are_answered_in_order(tree: Path) -> None:
+    """A request the app answers holds the ones behind it: they wait their turn, and are the app's while others
+    wait behind them (answered there and then, each would call the next: a deep recursion for a client that
+    pipelines thousands); the last is answered here, once the app's answers are out."""
+    app = App()
+    connection = Connection(app)
+    answers = await connection.send(get(REPOMD) + get(REPOMD, "Range: bytes=0-3") + get(LATEST) + get(REPOMD))
+    statuses = [answer.split(b" ", 2)[1] for answer in answers]
+    assert statuses == [b"200", b"299", b"299", b"200"]
+    assert app.paths == [REPOMD, LATEST] and answers[3].endswith(b"<repomd version='1'/>")
+    connection.close()
+
+
+@in_a_loop
+async def test_http_1_0_and_connection_close_end_the_connection(tree: Path) -> None:
+    for request_bytes in (get(REPOMD, version="1.0"), get(REPOMD, "Connection: close")):
+        connection = Connection(App())
+        answers = await connection.send(request_bytes)
+        assert b"connection: close\r\n" in answers[0] and answers[0].endswith(b"<repomd version='1'/>")
+        assert connection.transport.closed
+
+
+@in_a_loop
+async def test_a_client_that_does_not_read_its_answers_is_left_to_the_app(tree: Path) -> None:
+    """While the transport holds more than it should (the client reads nothing), answers wait for it to drain,
+    as the app's do, instead of piling up in memory."""
+    app = App()
+    connection = Connection(app)
+    connection.protocol.pause_writing()
+    connection.protocol.data_received(get(REPOMD))
+    await asyncio.sleep(0)
+    assert app.paths == [REPOMD] and connection.transport.written == b""
+    connection.protocol.resume_writing()
+    assert (await connection.send(b""))[0].startswith(b"HTTP/1.1 299 ")
+    connection.close()
+
+
+@in_a_loop
+async def test_a_kept_answer_follows_its_file(tree: Path) -> None:
+    """Kept answers are checked against the file each time: ``latest`` switched, a file rewritten in place or
+    replaced, a link that now leads out of the tree, a file removed."""
+    app = App()
+    connection = Connection(app)
+    assert (await connection.send(get(LATEST)))[-1].endswith(b"<repomd version='2'/>")
+    switched = tree / "latest.new"
+    switched.symlink_to("1")
+    os.replace(switched, tree / "latest")
+    assert (await connection.send(get(LATEST)))[-1].endswith(b"<repomd version='1'/>")
+
+    repomd = tree / "1" / "RPMS" / "repodata" / "repomd.xml"
+    repomd.write_text("<repomd version='1b'/>")  # same inode, new size and times
+    assert (await connection.send(get(REPOMD)))[-1].endswith(b"<repomd version='1b'/>")
+    replacement = repomd.with_name("repomd.new")
+    replacement.write_text("<repomd version='1c'/>")  # same size, another inode
+    os.replace(replacement, repomd)
+    assert (await connection.send(get(REPOMD)))[-1].endswith(b"<repomd version='1c'/>")
+
+    outside = tree.parents[2] / "ofedrepo.db"
+    os.unlink(tree / "latest")
+    (tree / "latest").symlink_to(outside.parent)  # now leads out of the tree
+    assert app.paths == []
+    answers = await connection.send(get("/repos/bundle/kernel/latest/ofedrepo.db"))
+    assert app.paths == ["/repos/bundle/kernel/latest/ofedrepo.db"] and answers[-1].startswith(b"HTTP/1.1 299")
+
+    repomd.unlink()
+    await connection.send(get(REPOMD))
+    assert app.paths[-1] == REPOMD
+    connection.close()
+
+
+def test_kept_answers_stay_within_their_budget(tree: Path) -> None:
+    answers = SmallFileAnswers(tree.parent.parent, budget=4096)
+    for index in range(40):  # forty spellings of the same two files
+        slashes = "/" * (index + 1)
+        assert answers.answer(f"bundle{slashes}kernel/1/RPMS/repodata/repomd.xml") is not None
+        assert answers.answer(f"bundle{slashes}kernel/latest/RPMS/repodata/repomd.xml") is not None
+        assert answers.size <= 4096
+    assert 0 < len(answers.kept) < 40
+    assert answers.answer("bundle/kernel/1/RPMS/repodata/repomd.xml/..") is None
+    assert answers.answer(".hidden") is None
