@@ -23,7 +23,8 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -107,7 +108,8 @@ class BuildLog:
 
     What the tool writes stops at ``limit`` bytes of log (``OFEDREPO_BUILD_LOG_MAX_BYTES``), with one line that
     says so; ofedrepo's own notes, a few lines per build, are always written, so the end of a build is in its
-    log whatever its tool printed."""
+    log whatever its tool printed. A full disk loses the lines that do not fit, never the build: how it ended
+    is recorded in the database all the same (the service's log says the build log is incomplete)."""
 
     def __init__(self, stream: IO[bytes], limit: int | None = None) -> None:
         self.stream = stream
@@ -115,14 +117,34 @@ class BuildLog:
         self.source = ""
         self.limit = limit
         self.cut = False
+        self.lost = False
+        """Whether a full disk refused a line: nothing more is written."""
         self.tool = "the tool"
         """Whose output the log is receiving (its rebuild tool's name, set when it starts)."""
 
+    @classmethod
+    @contextmanager
+    def appending(cls, path: Path, limit: int | None = None) -> Iterator["BuildLog"]:
+        """The log at ``path``, appended to without a buffer: each line is on disk (or lost to a full disk) when
+        written, and nothing is left to flush, and fail, at the end."""
+        with path.open("ab", buffering=0) as stream:
+            yield cls(stream, limit)
+
+    def _put(self, data: bytes) -> None:
+        if self.lost:
+            return
+        try:
+            self.stream.write(data)
+            self.stream.flush()
+        except OSError as error:
+            if not disk_full(error):
+                raise
+            self.lost = True
+            log.warning("a build log is incomplete: %s", disk_full_message(error))
+
     def note(self, text: str) -> None:
         with self.lock:
-            line = f"[ofedrepo {time.strftime('%H:%M:%S')}] {text}\n"
-            self.stream.write(line.encode("utf-8", "backslashreplace"))
-            self.stream.flush()
+            self._put(f"[ofedrepo {time.strftime('%H:%M:%S')}] {text}\n".encode("utf-8", "backslashreplace"))
             self.source = ""
 
     def full(self) -> bool:
@@ -136,18 +158,16 @@ class BuildLog:
                 return
             if self.limit is not None and self.stream.tell() + len(data) > self.limit:
                 self.cut = True
-                self.stream.write(
+                self._put(
                     f"\n[ofedrepo {time.strftime('%H:%M:%S')}] the build log reached its cap of {self.limit} bytes "
                     "(OFEDREPO_BUILD_LOG_MAX_BYTES): the rest of the tool's output is cut\n".encode()
                 )
-                self.stream.flush()
                 self.source = ""
                 return
             if source != self.source:
-                self.stream.write(f"==> {source or self.tool + ' output'} <==\n".encode("utf-8", "backslashreplace"))
+                self._put(f"==> {source or self.tool + ' output'} <==\n".encode("utf-8", "backslashreplace"))
                 self.source = source
-            self.stream.write(data)
-            self.stream.flush()
+            self._put(data)
 
     # The publisher reports progress through step/advance/note; its steps are worth a line each.
     def step(self, description: str, total: int | None = None) -> None:
@@ -173,8 +193,8 @@ class Pipeline:
 
     def note(self, build_id: int, text: str) -> None:
         """A line in a build's log from outside its run (the reaper's)."""
-        with self.data.build_log(build_id).open("ab") as stream:
-            BuildLog(stream).note(text)
+        with BuildLog.appending(self.data.build_log(build_id)) as build_log:
+            build_log.note(text)
 
     def job(self, build_id: int, deadline: float | None = None) -> BuildJob:
         with self.sessions() as session:
@@ -196,8 +216,7 @@ class Pipeline:
         owned_by(attempt_name(self.data.instance, job.id, job.attempts))
         scratch = self.data.new_scratch(self.data.work, "tool")
         volume = ScratchVolume(scratch, self.settings.build_max_scratch_bytes, self.settings.build_scratch_filesystem)
-        with self.data.build_log(job.id).open("ab") as stream:
-            build_log = BuildLog(stream, self.settings.build_log_max_bytes)
+        with BuildLog.appending(self.data.build_log(job.id), self.settings.build_log_max_bytes) as build_log:
             build_log.note(
                 f"build {job.id}: {job.bundle_name} for {job.kernel}, attempt {job.attempts} of "
                 f"{self.settings.build_max_attempts}, worker {self.worker_id}, process {os.getpid()}"
@@ -290,8 +309,8 @@ class Pipeline:
 
     def stopped(self, build_id: int, reason: StopReason) -> BuildState:
         """Record a build stopped for ``reason`` from outside its run (its worker killed the build's process)."""
-        with self.data.build_log(build_id).open("ab") as stream:
-            return self._stopped(build_id, BuildLog(stream), reason)
+        with BuildLog.appending(self.data.build_log(build_id)) as build_log:
+            return self._stopped(build_id, build_log, reason)
 
     def _stopped(self, build_id: int, build_log: BuildLog, reason: StopReason) -> BuildState:
         """What a stop means for the build (``lifecycle.StopReason``), recorded with a line in its log."""

@@ -51,6 +51,7 @@ from tests.integration.test_pipeline import (
 )
 from tests.integration.test_publish import assert_complete
 from tests.support.kill import kill_when
+from workers.pipeline import BuildLog
 
 DISK_MB = 24
 SLOWISH_KERNEL = "4.18.0-372.46.1.el8_6.x86_64"
@@ -173,6 +174,26 @@ def test_kernel_sources_unpacked_onto_a_full_disk_leave_no_half_tree(tmp_path: P
         KernelSources(settings, data, lambda _: None)._unpack(package, kernel, package.name, "http://mirror/")
     assert raised.value.errno == errno.ENOSPC
     assert list(data.kernel_sources.iterdir()) == []
+
+
+def test_a_build_log_on_a_full_disk_loses_lines_not_the_build(
+    small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A build's log cannot be written once the disk is full: the lines that do not fit are lost, the build
+    goes on (its end is recorded in the database), and the service's log says so once. Before, the write raised
+    from the build's own failure handler, and the build ended as an internal error."""
+    log_file = small_disk / "1.log"
+    with BuildLog.appending(log_file, limit=1 << 20) as build_log:
+        build_log.note("started")
+        fill(small_disk, leave_bytes=0)
+        build_log.write("", b"x" * 65536)
+        build_log.note("FAILED: no space left on the disk")
+        build_log.write("tool.log", b"more")
+    assert build_log.lost
+    assert log_file.read_bytes().startswith(b"[ofedrepo ")
+    assert [record.getMessage() for record in caplog.records if "incomplete" in record.getMessage()] == [
+        "a build log is incomplete: no space left on the disk; free some (ofedrepo gc) and try again"
+    ]
 
 
 class ForwardToPostgres:
