@@ -1,6 +1,9 @@
-"""Turning ofedrepo's exceptions into JSON ``{"detail": ...}`` answers with meaningful statuses."""
+"""Turning ofedrepo's exceptions into JSON ``{"detail": ...}`` answers with meaningful statuses; a person's browser
+asking for a page (not the REST API) gets the same status and reason as a page of the site."""
 
 import logging
+from http import HTTPStatus
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
+from api.templating import templates
 from ofedrepo.db import unreachable_database
 from ofedrepo.errors import (
     ApplianceFailed,
@@ -41,6 +45,22 @@ STATUS = {
 }
 
 
+def _answer(request: Request, status: int, detail: Any, headers: dict[str, str] | None = None) -> Response:
+    """``{"detail": ...}`` with ``status``, or that reason as a page for a browser asking for a page: the REST API
+    (``/api/``) and ``/metrics`` always answer JSON, whatever the client accepts."""
+    page = not request.url.path.startswith(("/api/", "/metrics")) and "text/html" in request.headers.get("accept", "")
+    if not page:
+        return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+    if isinstance(detail, list):  # a validation error's problems
+        detail = "; ".join(f"{'.'.join(problem['loc'])}: {problem['msg']}" for problem in detail)
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = ""
+    context = {"status": status, "reason": reason, "detail": str(detail)}
+    return templates.TemplateResponse(request, "pages/error.html", context, status_code=status, headers=headers)
+
+
 def status_for(error: OfedrepoError) -> int:
     for kind, status in STATUS.items():
         if isinstance(error, kind):
@@ -48,13 +68,13 @@ def status_for(error: OfedrepoError) -> int:
     return 500
 
 
-async def _ofedrepo_error(request: Request, error: Exception) -> JSONResponse:
+async def _ofedrepo_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, OfedrepoError)
     status = status_for(error)
     if status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, error)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
+    return _answer(request, status, str(error), headers)
 
 
 PROBED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
@@ -79,16 +99,16 @@ async def _http_error(request: Request, error: Exception) -> Response:
     """
     assert isinstance(error, StarletteHTTPException)
     if error.status_code == 400:
-        return JSONResponse({"detail": f"the request body cannot be read: {error.detail}"}, status_code=422)
+        return _answer(request, 422, f"the request body cannot be read: {error.detail}")
     headers = dict(error.headers or {})
     if error.status_code == 405:
         headers["Allow"] = ", ".join(allowed_methods(request))
     if error.status_code == 304 or error.status_code < 200:
         return Response(status_code=error.status_code, headers=headers)
-    return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=headers)
+    return _answer(request, error.status_code, error.detail, headers)
 
 
-async def _validation_error(request: Request, error: Exception) -> JSONResponse:
+async def _validation_error(request: Request, error: Exception) -> Response:
     """422 saying where and what, without echoing the input: a client's NaN, 1e999 or lone surrogate cannot
     be written back as JSON, and an answer should not repeat what was sent anyway."""
     assert isinstance(error, RequestValidationError)
@@ -97,49 +117,44 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
          "type": str(problem.get("type", ""))}
         for problem in error.errors()
     ]  # fmt: skip
-    return JSONResponse({"detail": detail}, status_code=422)
+    return _answer(request, 422, detail)
 
 
-async def _os_error(request: Request, error: Exception) -> JSONResponse:
+async def _os_error(request: Request, error: Exception) -> Response:
     """A full disk is 507 with the reason; any other OS error is a fault of ours, answered without details."""
     assert isinstance(error, OSError)
     if disk_full(error):
         log.error("%s %s: %s", request.method, request.url.path, error)
-        return JSONResponse({"detail": disk_full_message(error)}, status_code=507)
+        return _answer(request, 507, disk_full_message(error))
     log.exception("%s %s failed", request.method, request.url.path, exc_info=error)
-    return JSONResponse({"detail": "internal error (see the server's log)"}, status_code=500)
+    return _answer(request, 500, "internal error (see the server's log)")
 
 
 #: Seconds a client told 503 (the service busy) waits before trying again.
 RETRY_AFTER_SECONDS = 1
 
 
-async def _busy(request: Request, error: Exception) -> JSONResponse:
+async def _busy(request: Request, error: Exception) -> Response:
     """No database connection came within ``db.POOL_TIMEOUT``: a burst larger than the service takes at once.
     Said at once, so that clients back off, instead of holding them for a timeout and answering 500."""
-    return JSONResponse(
-        {"detail": "the service is busy: try again in a moment"},
-        status_code=503,
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    return _answer(
+        request, 503, "the service is busy: try again in a moment", {"Retry-After": str(RETRY_AFTER_SECONDS)}
     )
 
 
-async def _database_error(request: Request, error: Exception) -> JSONResponse:
+async def _database_error(request: Request, error: Exception) -> Response:
     """The database down, lost, out of connections or locked past its busy timeout: a 503 to retry, as for a
     full pool; any other database error is a fault of ours. A disk that is full is said so (507), not "busy":
     retrying will not help until space is freed."""
     if disk_full(error):
         log.error("%s %s: %s", request.method, request.url.path, error)
-        return JSONResponse({"detail": disk_full_message(error)}, status_code=507)
+        return _answer(request, 507, disk_full_message(error))
     if unreachable_database(error):
         log.warning("%s %s: the database cannot be reached (%s)", request.method, request.url.path, error)
-        return JSONResponse(
-            {"detail": "the database cannot be reached or is busy: try again in a moment"},
-            status_code=503,
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
+        retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        return _answer(request, 503, "the database cannot be reached or is busy: try again in a moment", retry)
     log.exception("%s %s failed", request.method, request.url.path, exc_info=error)
-    return JSONResponse({"detail": "internal error (see the server's log)"}, status_code=500)
+    return _answer(request, 500, "internal error (see the server's log)")
 
 
 async def _client_gone(request: Request, error: Exception) -> Response:

@@ -266,6 +266,17 @@ def test_bad_requests_get_json_errors(client: httpx.Client, path: str, status: i
     assert "detail" in response.json()
 
 
+def test_a_browser_gets_errors_as_pages_and_the_api_stays_json(client: httpx.Client) -> None:
+    browser = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+    for path, status in (("/ui/repos/99999", 404), ("/ui/builds/x", 422), ("/repos/no-such-bundle/", 404)):
+        page = client.get(path, headers=browser)
+        assert page.status_code == status and page.headers["content-type"].startswith("text/html"), path
+        assert f"<h1>{status} " in page.text and 'href="/ui/builds"' in page.text
+        assert client.get(path).json()["detail"]  # a program asking for anything gets JSON, as before
+    assert "99999" in client.get("/ui/repos/99999", headers=browser).text
+    assert client.get("/api/v1/repos/99999", headers=browser).json()["detail"]  # the REST API: JSON always
+
+
 def test_made_up_methods_cannot_grow_the_metrics(client: httpx.Client) -> None:
     """Labels from a client come from a closed set: 300 invented 8 KB methods add one series, not 300."""
     before = len(client.get("/metrics").text)
