@@ -1,12 +1,13 @@
 """What every command shares: the console, settings, sessions, one line per error, progress bars."""
 
 import socket
+import sys
 from collections.abc import Callable
 from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -56,12 +57,16 @@ def migrated_sessions(settings: Settings) -> "sessionmaker[Session]":
     return db.session_factory(engine)
 
 
-def table_console() -> Console:
-    """Standard output for tables. Identifiers (kernels, bundle names, URLs) are never folded, cut or dropped
+def print_table(table: RenderableType) -> None:
+    """A table on standard output. Identifiers (kernels, bundle names, URLs) are never folded, cut or dropped
     with their column: a table is as wide as its content, piped or not (Rich would fit it to 80 columns, or to
     the terminal by cutting cells); on a terminal a long line wraps as the terminal wraps it, so that copying a
-    kernel release copies all of it."""
-    return Console(highlight=False, width=100_000)
+    kernel release copies all of it. Each line ends where its text ends: Rich pads every cell to its column's
+    width, which left a short row as wide as the longest (126 columns of blanks after ``inspect``'s "os")."""
+    output = Console(highlight=False, width=100_000)
+    with output.capture() as captured:
+        output.print(table)
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
 
 
 def settings_of(context: typer.Context) -> Settings:

@@ -10,7 +10,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from cli.common import console, hashing_progress, migrated_sessions, reports_errors, settings_of, table_console
+from cli.common import console, hashing_progress, migrated_sessions, print_table, reports_errors, settings_of
 from ofedrepo.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -58,10 +58,9 @@ def inspect(
         ]
         sys.stdout.write(json.dumps(documents[0] if len(documents) == 1 else documents, indent=2) + "\n")
     else:
-        output = table_console()
         for outcome in outcomes:
             if outcome.image:
-                output.print(image_table(outcome.image))
+                print_table(image_table(outcome.image))
     if failed:
         raise typer.Exit(2)
 

@@ -12,7 +12,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from cli.common import console, migrated_sessions, reports_errors, settings_of, table_console
+from cli.common import console, migrated_sessions, print_table, reports_errors, settings_of
 from ofedrepo.models import MAX_ID, BuildState
 from ofedrepo.storage import human_duration
 
@@ -34,7 +34,7 @@ def _print(columns: Sequence[str], rows: list[list[str]], documents: list[dict[s
     if as_json:
         sys.stdout.write(json.dumps(documents, indent=2, default=str) + "\n")
     elif rows:
-        table_console().print(_table(columns, rows))
+        print_table(_table(columns, rows))
     else:
         console.print("none", highlight=False)
 

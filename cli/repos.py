@@ -16,7 +16,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from cli.common import RichProgress, console, migrated_sessions, reports_errors, settings_of, table_console
+from cli.common import RichProgress, console, migrated_sessions, print_table, reports_errors, settings_of
 from ofedrepo.config import Settings
 from ofedrepo.errors import InvalidInput, OfedrepoError
 from ofedrepo.kinds import BundleKind
@@ -108,7 +108,7 @@ def gc(
     for item in report.freed:
         table.add_row(escape(item.what), escape(str(item.path)), human_size(item.size))
     if report.freed:
-        table_console().print(table)
+        print_table(table)
     sys.stdout.write(f"{verb} {human_size(report.total)} in {len(report.freed)} item(s)\n")
 
 
