@@ -7,6 +7,7 @@ from api.answers import AnswerCache
 from api.auth import AuthenticateFirst
 from api.routes import builds, bundles, docs, feeds, health, images, kernel_sources, pages, repos, tree
 from api.timeouts import BodyDeadline
+from api.tree_fast_path import SmallFileAnswers
 from api.uploads import CapJsonBodies
 from ofedrepo import __version__
 from ofedrepo.bundles.store import BundleStore
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.read_sessions = read_only_sessions(engine)
     app.state.answers = AnswerCache()
     app.state.data = DataDir(settings.data_dir).ensure()
+    app.state.small_files = SmallFileAnswers(app.state.data.repos)  # answered by the protocol: api/tree_fast_path.py
     app.state.images = ImageCatalog(settings, app.state.sessions)
     app.state.bundles = BundleStore(settings, app.state.sessions)
     errors.install(app)

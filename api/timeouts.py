@@ -17,22 +17,25 @@ seconds:
 """
 
 import asyncio
-import functools
 from typing import Any
 
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from ofedrepo.config import Settings
 
-
-@functools.cache
-def _head_deadline() -> float:
-    """Read once per process: uvicorn builds the protocol, not us, so it cannot be handed the settings."""
-    return Settings().http_timeout
+def served_app(app: object) -> Starlette:
+    """The app a protocol serves, under uvicorn's own middleware (each holds the next as ``app``): its state has
+    what the process serves with, made once from the settings it read (uvicorn builds the protocols, not us, so
+    they cannot be handed the settings)."""
+    for _ in range(8):
+        if isinstance(app, Starlette):
+            return app
+        app = getattr(app, "app", None)
+    raise RuntimeError("this protocol serves no Starlette app")
 
 
 class _HeadDeadline:
@@ -44,6 +47,7 @@ class _HeadDeadline:
     transport: asyncio.Transport
     loop: asyncio.AbstractEventLoop
     logger: Any
+    app: object
     _head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -66,7 +70,10 @@ class _HeadDeadline:
             self._stop_watching()  # the head is complete: the body's deadline is BodyDeadline's
         elif self._head_timer is None and self.timeout_keep_alive_task is None:
             # Not while uvicorn's keep-alive timer runs: between requests an idle client is its business.
-            self._head_timer = self.loop.call_later(_head_deadline(), self._head_too_slow)
+            self._head_timer = self.loop.call_later(self._head_seconds(), self._head_too_slow)
+
+    def _head_seconds(self) -> float:
+        return float(served_app(self.app).state.settings.http_timeout)
 
     def _stop_watching(self) -> None:
         if self._head_timer is not None:
@@ -76,7 +83,7 @@ class _HeadDeadline:
     def _head_too_slow(self) -> None:
         self._head_timer = None
         if self._waiting_for_head() and not self.transport.is_closing():
-            self.logger.info("closed a connection whose request head did not arrive within %g s", _head_deadline())
+            self.logger.info("closed a connection whose request head did not arrive within %g s", self._head_seconds())
             self.transport.close()
 
 

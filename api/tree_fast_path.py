@@ -16,28 +16,44 @@ What an answer is: the route's own (``tree.small_file`` makes it with every chec
 names, no ``..``, nothing whose resolved path leaves the tree), kept per URL path. Before it is used again its
 path is looked up once more (``os.stat``, symlinks followed): the same device, inode, size, modification and
 change times mean the same file as when it was read; anything else (``latest`` switched to a new version, the
-file replaced or removed) and it is read again through ``tree.small_file``. At most ``BYTES`` of answers are
-kept, the oldest forgotten first.
+file replaced or removed) and it is read again through ``tree.small_file``. An answer is also made again, with
+every check, once it is ``CHECKED_SECONDS`` old: what one ``stat`` cannot see (a directory of the tree moved out
+and replaced by a link to where it went; a same-size rewrite within one tick of a coarse filesystem clock) is
+the route's rule again within that time. At most ``BYTES`` of answers are kept, the oldest forgotten first.
+
+A client may send thousands of requests in one packet (pipelining): at most ``ANSWERS_PER_READ`` of them are
+answered here per read of its connection, the rest go to the app, which takes them one at a time and stops
+reading meanwhile; answered here, all of them would hold the event loop, and every other client, for as long
+as that client kept sending.
 
 What the app would have done besides is done here too: the access log line (uvicorn's format), the request
 counted in ``ofedrepo_http_requests_total`` under the tree's route, uvicorn's ``Date`` and ``Server`` headers,
-keep-alive or ``Connection: close``.
+keep-alive or ``Connection: close``. The tree is the app's (``app.state.small_files``, made with the app from the
+settings it read), and a failure here is logged and leaves the request to the app: httptools would turn any
+exception in its callback into a bare 400.
+
+It takes over ``HttpToolsProtocol._start_asgi_task`` (uvicorn 0.45 and later; pyproject.toml's floor), checked
+when this module is imported: without it the tree would be served, but at the app's speed, and nothing would say.
 """
 
-import functools
+import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 from uvicorn.server import ServerState
 
 from api.routes import tree
-from api.timeouts import DeadlineHttpToolsProtocol
-from ofedrepo.config import Settings
+from api.timeouts import DeadlineHttpToolsProtocol, served_app
 from ofedrepo.metrics import HTTP_REQUESTS
-from ofedrepo.storage import DataDir
+
+if not hasattr(HttpToolsProtocol, "_start_asgi_task"):
+    raise ImportError("ofedrepo's tree fast path needs uvicorn 0.45 or later (HttpToolsProtocol._start_asgi_task)")
+
+log = logging.getLogger(__name__)
 
 PREFIX = "/repos/"
 #: Requests with any of these headers are the app's: a body, a range, a condition, a proxy's client address
@@ -58,6 +74,10 @@ _APP_HEADERS = frozenset(
 )
 #: The answers kept in each web process, in bytes (of their files, at most 64 KiB each, and their headers).
 BYTES = 32 * 1024 * 1024
+#: After this long a kept answer is made again, with every check the route makes (see the module's docstring).
+CHECKED_SECONDS = 1.0
+#: Requests of one connection answered here per read of it; pipelined ones beyond go to the app.
+ANSWERS_PER_READ = 16
 
 
 def _identity(info: os.stat_result) -> tuple[int, int, int, int, int]:
@@ -71,6 +91,8 @@ class _Kept:
     identity: tuple[int, int, int, int, int]
     head: bytes
     body: bytes
+    checked: float
+    """When every check was made (``time.monotonic``)."""
 
 
 class SmallFileAnswers:
@@ -87,9 +109,10 @@ class SmallFileAnswers:
         """The answer for the URL path ``path`` (after ``/repos/``, percent-decoded), or None: the app's to
         give."""
         kept = self.kept.get(path)
+        now = time.monotonic()
         if kept is not None:
             try:
-                if _identity(os.stat(kept.lookup)) == kept.identity:
+                if now - kept.checked < CHECKED_SECONDS and _identity(os.stat(kept.lookup)) == kept.identity:
                     return kept
             except OSError:
                 pass
@@ -98,7 +121,7 @@ class SmallFileAnswers:
         if small is None:
             return None
         head = b"".join(name + b": " + value + b"\r\n" for name, value in small.headers)
-        kept = _Kept(str(small.lookup), _identity(small.info), head, small.body)
+        kept = _Kept(str(small.lookup), _identity(small.info), head, small.body, now)
         self._keep(path, kept)
         return kept
 
@@ -118,12 +141,6 @@ def _cost(path: str, kept: _Kept) -> int:
     return len(path) + len(kept.lookup) + len(kept.head) + len(kept.body) + 512
 
 
-@functools.cache
-def _answers() -> SmallFileAnswers:
-    """One per web process, on the tree of the settings it serves (uvicorn builds the protocol, not us)."""
-    return SmallFileAnswers(DataDir(Settings().data_dir).repos)
-
-
 class TreeFastPathProtocol(DeadlineHttpToolsProtocol):
     """The protocol ``ofedrepo serve`` runs: uvicorn's httptools protocol with deadlines on request heads
     (``api.timeouts``), answering the tree's small files itself (see the module's docstring).
@@ -131,9 +148,21 @@ class TreeFastPathProtocol(DeadlineHttpToolsProtocol):
     It takes over uvicorn's ``_start_asgi_task``, called once a request's head is complete, when the request is
     not queued behind another one; it leaves the request to the app unless it answers it whole, there and then."""
 
+    _answers_left = ANSWERS_PER_READ
+
+    def data_received(self, data: bytes) -> None:
+        self._answers_left = ANSWERS_PER_READ
+        super().data_received(data)
+
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: object) -> None:
-        if app is self.app and not self.pipeline and not self.flow.write_paused and self._answered(cycle):
-            return
+        if app is self.app and not self.pipeline and not self.flow.write_paused and self._answers_left > 0:
+            try:
+                answered = self._answered(cycle)
+            except Exception:  # noqa: BLE001 - whatever it was, the app can still answer; the log says what
+                log.exception("the tree's fast path failed on %s; the app answers it", cycle.scope["path"])
+                answered = False
+            if answered:
+                return
         super()._start_asgi_task(cycle, app)  # type: ignore[arg-type]
 
     def _answered(self, cycle: RequestResponseCycle) -> bool:
@@ -144,9 +173,11 @@ class TreeFastPathProtocol(DeadlineHttpToolsProtocol):
         for name, value in scope["headers"]:
             if name in _APP_HEADERS or (name == b"content-length" and value != b"0"):
                 return False
-        kept = _answers().answer(path[len(PREFIX) :])
+        answers: SmallFileAnswers = served_app(self.app).state.small_files
+        kept = answers.answer(path[len(PREFIX) :])
         if kept is None:
             return False
+        # Everything that could fail comes before the answer is written: after it, nothing may raise.
         if self.access_log:
             self.access_logger.info(
                 '%s - "%s %s HTTP/%s" %d',
@@ -156,12 +187,13 @@ class TreeFastPathProtocol(DeadlineHttpToolsProtocol):
                 scope["http_version"],
                 200,
             )
+        HTTP_REQUESTS.labels(method, tree.ROUTE, "200").inc()
         state: ServerState = self.server_state
         default = b"".join(name + b": " + value + b"\r\n" for name, value in state.default_headers)
         closing = b"" if cycle.keep_alive else b"connection: close\r\n"
         body = b"" if method == "HEAD" else kept.body
         self.transport.write(b"".join((STATUS_LINE[200], default, kept.head, closing, b"\r\n", body)))
-        HTTP_REQUESTS.labels(method, tree.ROUTE, "200").inc()
+        self._answers_left -= 1
         cycle.response_started = cycle.response_complete = True
         if not cycle.keep_alive:
             self.transport.close()

@@ -8,16 +8,20 @@ import asyncio
 import functools
 import logging
 import os
-from collections.abc import Callable, Coroutine, Iterator
+import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from api import tree_fast_path
-from api.tree_fast_path import SmallFileAnswers, TreeFastPathProtocol
+from api.tree_fast_path import ANSWERS_PER_READ, CHECKED_SECONDS, SmallFileAnswers, TreeFastPathProtocol
+from ofedrepo.config import Settings
+from ofedrepo.storage import DataDir
 
 
 def in_a_loop(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
@@ -62,13 +66,17 @@ class Transport(asyncio.Transport):
         return [b"HTTP/1." + part for part in bytes(self.written).split(b"HTTP/1.")[1:]]
 
 
-class App:
-    """The ASGI app behind the protocol: answers 299 with the path, and records what reached it."""
+class App(Starlette):
+    """The app behind the protocol, with the state the protocol reads (the settings, the tree's answers): answers
+    299 with the path, and records what reached it."""
 
-    def __init__(self) -> None:
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__()
         self.paths: list[str] = []
+        self.state.settings = Settings(data_dir=data_dir)
+        self.state.small_files = SmallFileAnswers(DataDir(data_dir).repos)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:  # type: ignore[override]
         if scope["type"] != "http":
             return
         self.paths.append(scope["path"])
@@ -78,36 +86,42 @@ class App:
 
 
 @pytest.fixture
-def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A data dir whose tree has two versions of a repo and ``latest`` pointing at the second."""
-    monkeypatch.setenv("OFEDREPO_DATA_DIR", str(tmp_path))
+def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data dir whose tree has two versions of a repo and ``latest`` pointing at the second. The environment
+    names another data dir: the protocol serves its app's tree, whatever the environment says later."""
+    monkeypatch.setenv("OFEDREPO_DATA_DIR", str(tmp_path / "elsewhere"))
     repo = tmp_path / "repos" / "bundle" / "kernel"
     for version in ("1", "2"):
         (repo / version / "RPMS" / "repodata").mkdir(parents=True)
         (repo / version / "RPMS" / "repodata" / "repomd.xml").write_text(f"<repomd version='{version}'/>")
     (repo / "latest").symlink_to("2")
     (tmp_path / "ofedrepo.db").write_text("SQLite format 3")
-    tree_fast_path._answers.cache_clear()
-    yield repo
-    tree_fast_path._answers.cache_clear()
+    return repo
+
+
+def data_dir_of(tree: Path) -> Path:
+    return tree.parents[2]
 
 
 class Connection:
     """One client connection to the protocol, on the running loop."""
 
     def __init__(self, app: App) -> None:
-        config = Config(app=app, log_config=None, proxy_headers=False)
+        config = Config(app=app, log_config=None)  # uvicorn wraps it in its proxy-headers middleware, as it runs
         state = ServerState()
         state.default_headers = [(b"server", b"uvicorn")]
         self.transport = Transport()
         self.protocol = TreeFastPathProtocol(config=config, server_state=state, app_state={})
         self.protocol.connection_made(self.transport)
 
-    async def send(self, data: bytes) -> list[bytes]:
-        """Sends ``data``, lets the app's tasks finish, and returns every answer written on the connection."""
+    async def send(self, data: bytes, answers: int = 0) -> list[bytes]:
+        """Sends ``data``, lets the app's tasks run until ``answers`` answers were written in all (or a while),
+        and returns every answer written on the connection."""
         self.protocol.data_received(data)
-        for _ in range(20):
+        for turn in range(5000):
             await asyncio.sleep(0)
+            if turn >= 20 and len(self.transport.answers()) >= answers:
+                break
         return self.transport.answers()
 
     def close(self) -> None:
@@ -125,7 +139,7 @@ LATEST = "/repos/bundle/kernel/latest/RPMS/repodata/repomd.xml"
 
 @in_a_loop
 async def test_a_plain_get_of_a_small_file_never_reaches_the_app(tree: Path, caplog: pytest.LogCaptureFixture) -> None:
-    app = App()
+    app = App(data_dir_of(tree))
     connection = Connection(app)
     caplog.set_level(logging.INFO, "uvicorn.access")
     answers = await connection.send(get(REPOMD) + get(REPOMD, method="HEAD"))
@@ -163,7 +177,7 @@ async def test_a_plain_get_of_a_small_file_never_reaches_the_app(tree: Path, cap
 )
 @in_a_loop
 async def test_everything_else_is_the_apps(tree: Path, request_bytes: bytes) -> None:
-    app = App()
+    app = App(data_dir_of(tree))
     connection = Connection(app)
     answers = await connection.send(request_bytes)
     assert len(app.paths) == 1 and len(answers) == 1 and answers[0].startswith(b"HTTP/1.1 299 ")
@@ -175,7 +189,7 @@ async def test_pipelined_requests_are_answered_in_order(tree: Path) -> None:
     """A request the app answers holds the ones behind it: they wait their turn, and are the app's while others
     wait behind them (answered there and then, each would call the next: a deep recursion for a client that
     pipelines thousands); the last is answered here, once the app's answers are out."""
-    app = App()
+    app = App(data_dir_of(tree))
     connection = Connection(app)
     answers = await connection.send(get(REPOMD) + get(REPOMD, "Range: bytes=0-3") + get(LATEST) + get(REPOMD))
     statuses = [answer.split(b" ", 2)[1] for answer in answers]
@@ -187,7 +201,7 @@ async def test_pipelined_requests_are_answered_in_order(tree: Path) -> None:
 @in_a_loop
 async def test_http_1_0_and_connection_close_end_the_connection(tree: Path) -> None:
     for request_bytes in (get(REPOMD, version="1.0"), get(REPOMD, "Connection: close")):
-        connection = Connection(App())
+        connection = Connection(App(data_dir_of(tree)))
         answers = await connection.send(request_bytes)
         assert b"connection: close\r\n" in answers[0] and answers[0].endswith(b"<repomd version='1'/>")
         assert connection.transport.closed
@@ -197,7 +211,7 @@ async def test_http_1_0_and_connection_close_end_the_connection(tree: Path) -> N
 async def test_a_client_that_does_not_read_its_answers_is_left_to_the_app(tree: Path) -> None:
     """While the transport holds more than it should (the client reads nothing), answers wait for it to drain,
     as the app's do, instead of piling up in memory."""
-    app = App()
+    app = App(data_dir_of(tree))
     connection = Connection(app)
     connection.protocol.pause_writing()
     connection.protocol.data_received(get(REPOMD))
@@ -212,7 +226,7 @@ async def test_a_client_that_does_not_read_its_answers_is_left_to_the_app(tree: 
 async def test_a_kept_answer_follows_its_file(tree: Path) -> None:
     """Kept answers are checked against the file each time: ``latest`` switched, a file rewritten in place or
     replaced, a link that now leads out of the tree, a file removed."""
-    app = App()
+    app = App(data_dir_of(tree))
     connection = Connection(app)
     assert (await connection.send(get(LATEST)))[-1].endswith(b"<repomd version='2'/>")
     switched = tree / "latest.new"
@@ -251,3 +265,55 @@ def test_kept_answers_stay_within_their_budget(tree: Path) -> None:
     assert 0 < len(answers.kept) < 40
     assert answers.answer("bundle/kernel/1/RPMS/repodata/repomd.xml/..") is None
     assert answers.answer(".hidden") is None
+
+
+@in_a_loop
+async def test_a_client_pipelining_without_end_gets_a_few_answers_here_per_read_and_the_rest_from_the_app(
+    tree: Path,
+) -> None:
+    """Answered here, thousands of pipelined requests in one read would hold the event loop (and every other
+    client) for as long as their client kept sending; beyond a few per read they are the app's, which takes them
+    one at a time and stops reading meanwhile."""
+    app = App(data_dir_of(tree))
+    connection = Connection(app)
+    answers = await connection.send(get(REPOMD) * 100, answers=100)
+    statuses = [answer.split(b" ", 2)[1] for answer in answers]
+    assert statuses == [b"200"] * ANSWERS_PER_READ + [b"299"] * (100 - ANSWERS_PER_READ)
+    assert (await connection.send(get(REPOMD), answers=101))[-1].endswith(b"<repomd version='1'/>")  # a new read
+    connection.close()
+
+
+@in_a_loop
+async def test_a_failure_here_is_logged_and_the_app_answers(
+    tree: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """httptools turns an exception in its callbacks into a bare 400 that says nothing of its cause."""
+
+    def broken(self: SmallFileAnswers, path: str) -> None:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(SmallFileAnswers, "answer", broken)
+    app = App(data_dir_of(tree))
+    connection = Connection(app)
+    answers = await connection.send(get(REPOMD), answers=1)
+    assert app.paths == [REPOMD] and answers[0].startswith(b"HTTP/1.1 299 ")
+    failures = [record for record in caplog.records if record.name == tree_fast_path.__name__]
+    assert failures and "Permission denied" in str(failures[0].exc_info) and REPOMD in failures[0].getMessage()
+    connection.close()
+
+
+@in_a_loop
+async def test_a_kept_answer_is_checked_whole_again_once_it_is_old(tree: Path) -> None:
+    """One stat cannot see a directory of the tree moved out and replaced by a link to where it went (the file
+    is the same one): within CHECKED_SECONDS the route's rule holds again, and the app answers 404."""
+    app = App(data_dir_of(tree))
+    connection = Connection(app)
+    assert (await connection.send(get(REPOMD), answers=1))[-1].endswith(b"<repomd version='1'/>")
+    repodata = tree / "1" / "RPMS" / "repodata"
+    moved = data_dir_of(tree) / "outside-the-tree"  # beside repos/, not in it
+    repodata.rename(moved)
+    repodata.symlink_to(moved)
+    time.sleep(CHECKED_SECONDS + 0.1)
+    await connection.send(get(REPOMD), answers=2)
+    assert app.paths == [REPOMD]
+    connection.close()
