@@ -1,10 +1,11 @@
 """Serving under load: the API and the published tree at 50 concurrent clients, against nginx on the same files.
 
-    .venv/bin/python bench/serve.py [--duration 10] [--connections 50] [--workers 1]
+    .venv/bin/python bench/serve.py [--duration 10] [--connections 50] [--workers CORES]
 
 Publishes a synthetic bundle's ``-ext`` rebuild (with one 1 MiB package added) into a fresh data dir, then
-starts ``ofedrepo serve --no-worker`` on SQLite, and again on PostgreSQL (a fresh database on 127.0.0.1:5432,
-skipped when it does not answer), and Debian's nginx serving the same ``repos/`` directory. wrk (Debian's)
+starts ``ofedrepo serve --no-worker --workers CORES`` (a web process per core, as nginx runs a worker per core)
+on SQLite, and again on PostgreSQL (a fresh database on 127.0.0.1:5432, skipped when it does not answer), and
+Debian's nginx serving the same ``repos/`` directory. wrk (Debian's)
 drives each URL for ``--duration`` seconds over ``--connections`` connections, and each API route is set
 against ``GET /api/v1/ping``, an empty route of the same server stack (uvicorn, its protocol, the middleware)
 measured in the same run:
@@ -306,7 +307,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=int, default=10, help="seconds per URL")
     parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--workers", type=int, default=1, help="`ofedrepo serve --workers`")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="`ofedrepo serve --workers` (default: one per core, as nginx's `worker_processes auto`)",
+    )
     parser.add_argument("--burst", type=int, default=6, help="seconds of each half of the burst")
     arguments = parser.parse_args()
     for tool in ("wrk", "nginx"):
