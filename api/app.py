@@ -1,5 +1,7 @@
 """The application factory: REST API, the published tree and the pages, on one settings object."""
 
+import logging
+
 from fastapi import FastAPI
 
 from api import errors, metrics
@@ -9,7 +11,7 @@ from api.routes import builds, bundles, docs, feeds, health, images, kernel_sour
 from api.timeouts import BodyDeadline
 from api.tree_fast_path import SmallFileAnswers
 from api.uploads import CapJsonBodies
-from ofedrepo import __version__
+from ofedrepo import __version__, logs
 from ofedrepo.bundles.store import BundleStore
 from ofedrepo.config import Settings
 from ofedrepo.db import (
@@ -26,6 +28,10 @@ from ofedrepo.storage import DataDir
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; migrations are the caller's business (``ofedrepo serve`` runs them first)."""
     settings = settings or Settings()
+    if not logging.getLogger().handlers:
+        # A web process of `ofedrepo serve --workers N` is spawned afresh: the log the command configured is not
+        # its own (without this, no access lines and bare warnings).
+        logs.configure(settings.log_format, logging.INFO)
     app = FastAPI(
         title="ofedrepo",
         version=__version__,

@@ -22,9 +22,10 @@ and replaced by a link to where it went; a same-size rewrite within one tick of 
 the route's rule again within that time. At most ``BYTES`` of answers are kept, the oldest forgotten first.
 
 A client may send thousands of requests in one packet (pipelining): at most ``ANSWERS_PER_READ`` of them are
-answered here per read of its connection, the rest go to the app, which takes them one at a time and stops
-reading meanwhile; answered here, all of them would hold the event loop, and every other client, for as long
-as that client kept sending.
+answered here per read of its connection, the rest go to the app, which takes them one at a time; answered
+here, all of them would hold the event loop, and every other client, for as long as that client kept sending.
+While such requests wait, nothing more is read from their connection (uvicorn reads again after each answer,
+and a client that reads its answers grew a process by a gigabyte in eight seconds).
 
 What the app would have done besides is done here too: the access log line (uvicorn's format), the request
 counted in ``ofedrepo_http_requests_total`` under the tree's route, uvicorn's ``Date`` and ``Server`` headers,
@@ -165,6 +166,11 @@ class TreeFastPathProtocol(DeadlineHttpToolsProtocol):
                 return
         super()._start_asgi_task(cycle, app)  # type: ignore[arg-type]
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.pipeline and not self.transport.is_closing():
+            self.flow.pause_reading()  # read again once the requests already queued are answered
+
     def _answered(self, cycle: RequestResponseCycle) -> bool:
         scope = cycle.scope
         method, path = scope["method"], scope["path"]
@@ -194,6 +200,7 @@ class TreeFastPathProtocol(DeadlineHttpToolsProtocol):
         body = b"" if method == "HEAD" else kept.body
         self.transport.write(b"".join((STATUS_LINE[200], default, kept.head, closing, b"\r\n", body)))
         self._answers_left -= 1
+        self._stop_watching()  # the head came and was answered: between requests, the keep-alive timer's business
         cycle.response_started = cycle.response_complete = True
         if not cycle.keep_alive:
             self.transport.close()

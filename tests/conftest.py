@@ -226,9 +226,14 @@ def service_environment(data_dir: Path, url: str, extra: dict[str, str] | None) 
 
 
 def start_server(
-    data_dir: Path, log: Path, extra_environment: dict[str, str] | None = None, worker: bool = False
+    data_dir: Path,
+    log: Path,
+    extra_environment: dict[str, str] | None = None,
+    worker: bool = False,
+    arguments: tuple[str, ...] = (),
 ) -> RunningServer:
-    """`ofedrepo serve` as a user runs it, on a free loopback port; returns once /api/v1/health answers.
+    """`ofedrepo serve` as a user runs it (with ``arguments``), on a free loopback port; returns once
+    /api/v1/health answers.
 
     ``worker`` keeps its embedded worker; tests that do not build leave it out.
     """
@@ -236,6 +241,7 @@ def start_server(
     url = f"http://127.0.0.1:{port}"
     environment = service_environment(data_dir, url, extra_environment)
     argv = [str(VENV_BIN / "ofedrepo"), "serve", "--port", str(port), "--worker" if worker else "--no-worker"]
+    argv += arguments
     with log.open("wb") as output:
         process = subprocess.Popen(argv, env=environment, stdout=output, stderr=output)
     deadline = time.monotonic() + 30

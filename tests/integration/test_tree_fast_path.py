@@ -70,10 +70,10 @@ class App(Starlette):
     """The app behind the protocol, with the state the protocol reads (the settings, the tree's answers): answers
     299 with the path, and records what reached it."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, http_timeout: float = 60) -> None:
         super().__init__()
         self.paths: list[str] = []
-        self.state.settings = Settings(data_dir=data_dir)
+        self.state.settings = Settings(data_dir=data_dir, http_timeout=http_timeout)
         self.state.small_files = SmallFileAnswers(DataDir(data_dir).repos)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:  # type: ignore[override]
@@ -316,4 +316,37 @@ async def test_a_kept_answer_is_checked_whole_again_once_it_is_old(tree: Path) -
     time.sleep(CHECKED_SECONDS + 0.1)
     await connection.send(get(REPOMD), answers=2)
     assert app.paths == [REPOMD]
+    connection.close()
+
+
+@in_a_loop
+async def test_a_keep_alive_connection_answered_here_is_never_cut_by_the_request_head_deadline(tree: Path) -> None:
+    """Each head came whole and was answered: the deadline on request heads (api/timeouts.py) has nothing to cut,
+    however long the connection lives; a head that then trickles is still cut."""
+    app = App(data_dir_of(tree), http_timeout=0.3)
+    connection = Connection(app)
+    for count in range(1, 6):
+        assert len(await connection.send(get(REPOMD), answers=count)) == count
+        await asyncio.sleep(0.1)
+    assert not connection.transport.closed and app.paths == []  # 0.5 s and more after the connection opened
+    connection.protocol.data_received(b"GET /repos/")
+    await asyncio.sleep(0.4)
+    assert connection.transport.closed
+    connection.close()
+
+
+@in_a_loop
+async def test_nothing_more_is_read_from_a_client_while_its_pipelined_requests_wait(tree: Path) -> None:
+    """uvicorn reads again after each answer: a client that pipelines without end and reads its answers would
+    grow the queue of its requests without bound."""
+    app = App(data_dir_of(tree))
+    connection = Connection(app)
+    connection.protocol.data_received(get(REPOMD, "Range: bytes=0-3") * 10)
+    waited = 0
+    while len(connection.transport.answers()) < 10 and waited < 5000:
+        if connection.protocol.pipeline:
+            assert connection.transport.paused
+        await asyncio.sleep(0)
+        waited += 1
+    assert len(connection.transport.answers()) == 10 and not connection.transport.paused
     connection.close()
