@@ -161,30 +161,31 @@ def serve_file(
 ) -> Response:
     """The file's answer; ``body``, when the caller has read the file already (``info`` then describes what it
     read)."""
-    headers = {"Cache-Control": cache_control(segments)}
-    validators = _validators(path, info)
-    if _not_modified(request, validators["etag"], validators["last-modified"]):
-        return Response(status_code=304, headers={**headers, **validators})
+    headers = _file_headers(path, segments, info)
+    if _not_modified(request, headers["etag"], headers["last-modified"]):
+        return Response(status_code=304, headers=headers)
     if request.method == "GET" and "range" not in request.headers and info.st_size <= WHOLE:
         # Most requests (repomd.xml, the metadata, most packages) are small: one read here, in the route's worker
         # thread, instead of a thread hop each to open, read and close the file.
         if body is None:
             with path.open("rb") as handle:
                 body = handle.read(info.st_size)
-        return _whole(path, segments, info, body)
-    return TreeFile(path, headers=headers, media_type=content_type(path.name), stat_result=info, threads=threads)
+        return _whole(path, headers, body)
+    streamed = {"Cache-Control": headers["Cache-Control"]}  # TreeFile adds the validators itself, and the range's
+    return TreeFile(path, headers=streamed, media_type=content_type(path.name), stat_result=info, threads=threads)
 
 
-def _validators(path: Path, info: os.stat_result) -> dict[str, str]:
-    """``ETag``, ``Last-Modified`` and ``Accept-Ranges`` as Starlette's ``FileResponse`` makes them: the same in
-    every answer of a file (200, 206, 304)."""
+def _file_headers(path: Path, segments: list[str], info: os.stat_result) -> dict[str, str]:
+    """``Cache-Control``, and ``ETag``, ``Last-Modified`` and ``Accept-Ranges`` as Starlette's ``FileResponse``
+    makes them: the same in every answer of a file (200, 206, 304)."""
     made = FileResponse(path, stat_result=info).headers
-    return {name: made[name] for name in ("etag", "last-modified", "accept-ranges")}
+    validators = {name: made[name] for name in ("etag", "last-modified", "accept-ranges")}
+    return {"Cache-Control": cache_control(segments), **validators}
 
 
-def _whole(path: Path, segments: list[str], info: os.stat_result, body: bytes) -> Response:
-    """The 200 answer of a whole file already read: the same headers as ``TreeFile``'s, without its streaming."""
-    headers = {"Cache-Control": cache_control(segments), **_validators(path, info)}
+def _whole(path: Path, headers: dict[str, str], body: bytes) -> Response:
+    """The 200 answer of a whole file already read (``headers``: its ``_file_headers``): what ``TreeFile`` would
+    answer, without its streaming."""
     return Response(body, headers=headers, media_type=content_type(path.name))
 
 
@@ -212,7 +213,8 @@ def small_file(root: Path, path: str) -> SmallFile | None:
     if small is None:
         return None
     info, body = small
-    return SmallFile(_real(root).joinpath(*segments), info, body, _whole(target, segments, info, body).raw_headers)
+    answer = _whole(target, _file_headers(target, segments, info), body)
+    return SmallFile(_real(root).joinpath(*segments), info, body, answer.raw_headers)
 
 
 def listing(directory: Path, url_path: str, root: Path) -> list[dict[str, Any]]:
